@@ -1,0 +1,110 @@
+# memtap: `make` builds build/memtap and build/libmemtap.so; `make check` runs
+# every test; `make demo` shows the product; `make bench` measures it.
+# V=1 shows full commands.
+
+PREFIX ?= /usr/local
+BUILD := build
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN := -Wall -Wextra -Werror -Wno-format-truncation
+BASE_CFLAGS := -std=gnu11 $(WARN) -Iinclude -D_GNU_SOURCE -fno-strict-aliasing
+AGENT_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fexceptions -ftls-model=initial-exec \
+	-fno-omit-frame-pointer
+AGENT_LDFLAGS := -shared -Wl,--version-script=src/agent/exports.map -Wl,-z,relro,-z,now \
+	-Wl,--no-undefined
+LIBS := -lz
+
+ifeq ($(V),1)
+Q :=
+msg := @true
+else
+Q := @
+msg := @printf '  %-8s %s\n'
+endif
+
+.DELETE_ON_ERROR:
+.PHONY: all deps check demo bench install clean unit fixtures
+
+CORE_SRC := $(wildcard src/core/*.c)
+AGENT_SRC := $(wildcard src/agent/*.c)
+RENDER_SRC := $(wildcard src/render/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+HEADERS := $(wildcard include/memtap/*.h src/agent/*.h src/agent/*.def src/cli/*.h src/render/*.h)
+
+AGENT := $(BUILD)/libmemtap.so
+CLI := $(BUILD)/memtap
+DEMO := $(BUILD)/memtap-demo-workload
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+FIXTURE_SRC := $(wildcard tests/fixtures/*.c tests/fixtures/*.cc)
+FIXTURES := $(patsubst tests/fixtures/%,$(BUILD)/tests/fixtures/%,$(basename $(FIXTURE_SRC)))
+
+all: $(CLI) $(AGENT) $(DEMO)
+
+$(BUILD)/agent/%.o: src/%.c $(HEADERS)
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(AGENT_CFLAGS) -c $< -o $@
+
+$(BUILD)/cli/%.o: src/%.c $(HEADERS)
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Isrc -c $< -o $@
+
+AGENT_OBJ := $(patsubst src/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC) $(CORE_SRC))
+CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC) $(RENDER_SRC) $(CORE_SRC))
+LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC))
+
+$(AGENT): $(AGENT_OBJ) src/agent/exports.map
+	$(msg) LD $@
+	$(Q)$(CC) $(CFLAGS) $(AGENT_LDFLAGS) $(AGENT_OBJ) -o $@ -ldl -lpthread $(LIBS)
+
+$(CLI): $(CLI_OBJ)
+	$(msg) LD $@
+	$(Q)$(CC) $(CFLAGS) $(CLI_OBJ) -o $@ $(LIBS)
+
+$(DEMO): demo/workload.c
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) $< -o $@ -lpthread
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJ) $(HEADERS)
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Isrc $< $(LIB_OBJ) -o $@ -lcmocka $(LIBS)
+
+$(BUILD)/tests/fixtures/%: tests/fixtures/%.c
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Wno-unused-result $< -o $@ -lpthread -ldl
+
+$(BUILD)/tests/fixtures/%: tests/fixtures/%.cc
+	$(msg) CXX $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CXX) $(CFLAGS) -std=gnu++17 $(WARN) $< -o $@ -lpthread
+
+unit: $(UNIT)
+fixtures: $(FIXTURES)
+
+deps:
+	@sh scripts/deps.sh
+
+check: deps
+	@$(MAKE) --no-print-directory all unit fixtures
+	@sh tests/run.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	$(CLI) demo
+
+bench: deps
+	@$(MAKE) --no-print-directory all fixtures
+	@sh bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/memtap
+	install -m 0755 $(CLI) $(DESTDIR)$(PREFIX)/bin/memtap
+	install -m 0755 $(AGENT) $(DEMO) $(DESTDIR)$(PREFIX)/lib/memtap/
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,60 @@
+/*
+ * The profile file: how a struct mt_profile travels from the agent to the
+ * CLI.  docs/FORMAT.md is the normative description; this header is its code.
+ *
+ * Layout (all integers little-endian, fixed width):
+ *   header   8-byte magic "\x89MTPROF\n", u32 version, u32 header size (16)
+ *   records  u32 tag, u32 payload length, payload; unknown tags are skipped
+ *   END      the last record: u32 CRC-32 (zlib) of every byte before it
+ * A file without a valid END record is truncated or corrupt and is refused.
+ *
+ * Writers encode into a struct mt_buf whose storage comes from a caller
+ * supplied grow function, so the agent can encode into mmap-backed memory
+ * without calling the allocator it traces.
+ */
+#ifndef MEMTAP_FORMAT_H
+#define MEMTAP_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "memtap/profile.h"
+
+#define MT_FILE_MAGIC "\x89MTPROF\n"
+#define MT_FILE_MAGIC_LEN 8
+#define MT_FILE_VERSION 1
+#define MT_FILE_HEADER_LEN 16
+#define MT_FILE_EXT "mtp"
+
+enum mt_tag {
+	MT_TAG_PROCESS = 1,
+	MT_TAG_FUNCTION = 2,
+	MT_TAG_TOTALS = 3,
+	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
+};
+
+struct mt_buf {
+	uint8_t *data;
+	size_t len, cap;
+	int err; /* sticky: -ENOMEM once growing failed */
+	/* Returns storage of at least NEWCAP bytes holding the first LEN bytes
+	 * of OLD, or NULL. */
+	void *(*grow)(void *old, size_t len, size_t newcap);
+};
+
+/* A grow function backed by realloc(), for the CLI and tests. */
+void *mt_buf_grow_libc(void *old, size_t len, size_t newcap);
+
+/* Appends the encoded profile to B; 0 or -ENOMEM. */
+int mt_file_encode(const struct mt_profile *p, struct mt_buf *b);
+
+/* Decodes LEN bytes at DATA into a new profile.  On error returns a negative
+ * errno (-EINVAL corrupt, -EPROTO unsupported version, -ENOMEM), and writes a
+ * message naming the byte offset to ERR. */
+int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
+		   char *err, size_t errlen);
+
+/* Reads and decodes PATH; the error message names the file. */
+int mt_file_read(const char *path, struct mt_profile **out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * The profile model: what one process did with its allocator, as both
+ * collectors (the in-process agent today, the eBPF backend later) produce it
+ * and as every renderer reads it.
+ *
+ * A profile is one snapshot of one process: its identity (pid, command, why
+ * and when the snapshot was taken), one entry per traced function (calls,
+ * bytes, failures and a power-of-two size histogram) and the process totals
+ * (allocated, freed, in use, peak).  Functions are identified by name, so a
+ * collector can add functions (e.g. `-f apr_palloc`) without changing the
+ * model or the file format.
+ *
+ * Histogram buckets follow DTrace's quantize(): bucket 0 holds the value 0,
+ * bucket k (k >= 1) holds values in [2^(k-1), 2^k).  mt_hist_bucket() maps a
+ * value to its bucket, mt_hist_lower() a bucket to its lower bound.
+ *
+ * Memory: mt_profile_new()/mt_profile_free() use malloc; the agent never calls
+ * them (it builds a struct mt_profile in its own mmap-backed memory).
+ */
+#ifndef MEMTAP_PROFILE_H
+#define MEMTAP_PROFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MT_HIST_BUCKETS 65
+#define MT_NAME_MAX 128
+#define MT_TEXT_MAX 1024
+
+/* What a function does with memory; decides how renderers label it. */
+enum mt_kind {
+	MT_KIND_ALLOC = 0, /* returns memory: size = bytes requested */
+	MT_KIND_FREE = 1,  /* releases memory: size = usable size released */
+	MT_KIND_MAP = 2,   /* maps address space: size = length */
+	MT_KIND_UNMAP = 3, /* unmaps address space: size = length */
+	MT_KIND_BRK = 4,   /* moves the program break: size = growth */
+	MT_KIND_OTHER = 5, /* any other traced function (-f) */
+};
+
+/* Why a snapshot was written. */
+enum mt_reason {
+	MT_REASON_EXIT = 0, /* the process exited */
+	MT_REASON_CTL = 1,  /* `memtap ctl PID dump` */
+	MT_REASON_OTHER = 2,
+};
+
+/* Profile flags. */
+#define MT_PROFILE_ACTIVE 0x1u   /* counting was on when the snapshot was taken */
+#define MT_PROFILE_FOLLOW 0x2u   /* children and exec'd programs are traced */
+
+struct mt_func {
+	char name[MT_NAME_MAX];
+	uint32_t kind; /* enum mt_kind */
+	uint64_t calls;
+	uint64_t bytes;  /* requested (alloc/map) or released (free/unmap) */
+	uint64_t failed; /* NULL / MAP_FAILED returns */
+	uint64_t hist[MT_HIST_BUCKETS];
+};
+
+struct mt_totals {
+	uint64_t allocated_bytes; /* usable bytes handed out by the malloc family */
+	uint64_t freed_bytes;     /* usable bytes given back */
+	int64_t in_use_bytes;     /* allocated - freed (can dip below 0 if memory
+	                             allocated before tracing began is freed) */
+	uint64_t peak_in_use_bytes;
+};
+
+struct mt_profile {
+	uint32_t pid, ppid, uid;
+	uint32_t seq;    /* per-process dump sequence number */
+	uint32_t reason; /* enum mt_reason */
+	uint32_t flags;  /* MT_PROFILE_* */
+	uint64_t run_id; /* identifies one `memtap run` invocation (0: none) */
+	uint64_t start_ns, dump_ns; /* CLOCK_REALTIME, ns since the epoch */
+	char command[MT_TEXT_MAX];  /* argv joined by spaces */
+	char exe[MT_TEXT_MAX];      /* /proc/self/exe */
+	uint32_t nfuncs;
+	struct mt_func *funcs;
+	struct mt_totals totals;
+};
+
+static inline unsigned mt_hist_bucket(uint64_t v)
+{
+	return v ? 64u - (unsigned)__builtin_clzll(v) : 0u;
+}
+
+static inline uint64_t mt_hist_lower(unsigned bucket)
+{
+	return bucket ? (uint64_t)1 << (bucket - 1) : 0;
+}
+
+/* malloc-backed profiles, for the CLI and the tests. */
+struct mt_profile *mt_profile_new(void);
+void mt_profile_free(struct mt_profile *p);
+/* Returns the function named NAME, adding an empty one of KIND when absent;
+ * NULL on allocation failure. */
+struct mt_func *mt_profile_func(struct mt_profile *p, const char *name, uint32_t kind);
+const struct mt_func *mt_profile_find(const struct mt_profile *p, const char *name);
+/* Adds SRC's counters into DST (functions matched by name, totals summed,
+ * peaks summed as an upper bound); 0 or -ENOMEM. */
+int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src);
+/* Adds SRC's counters into DST. */
+void mt_func_add(struct mt_func *dst, const struct mt_func *src);
+uint64_t mt_func_hist_total(const struct mt_func *f);
+/* Sorts functions by calls ascending, then name (DTrace's aggregation order). */
+void mt_profile_sort(struct mt_profile *p);
+const char *mt_kind_name(uint32_t kind);
+const char *mt_reason_name(uint32_t reason);
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * The in-process agent's internal interfaces (not an exported API).
+ *
+ * The agent is a shared library preloaded into the traced program.  It
+ * interposes the allocation functions (interpose.c), counts every call in
+ * per-thread blocks that are summed when somebody reads them (state.c), and
+ * serves `memtap ctl` requests on a control thread (control.c).
+ *
+ * Invariants:
+ * - The allocation path takes no lock: each thread writes only its own block
+ *   (struct mt_thread); readers sum all blocks.  Blocks are never freed, only
+ *   handed to a new thread once their thread has exited, so their counts stay
+ *   in the sums.
+ * - The agent's own memory comes from mmap (mt_arena_alloc), never from the
+ *   allocator it traces.
+ * - tls_busy is set while the agent calls into the real allocator or works on
+ *   its own behalf; calls made then pass straight through, uncounted (this is
+ *   the recursion guard, and it keeps operator new's inner malloc from being
+ *   counted twice).
+ */
+#ifndef MEMTAP_AGENT_H
+#define MEMTAP_AGENT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "memtap/profile.h"
+
+#define MT_EXPORT __attribute__((visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+enum mt_fn_id {
+#define MT_FN(id, name, kind) MT_FN_##id,
+#include "funcs.def"
+#undef MT_FN
+	MT_FN_COUNT
+};
+
+struct mt_counter {
+	uint64_t calls, bytes, failed;
+	uint64_t hist[MT_HIST_BUCKETS];
+};
+
+/* One thread's counters.  Only the owning thread writes them (except the
+ * shared orphan block, written with atomics). */
+struct mt_thread {
+	struct mt_thread *next; /* registry list; never unlinked */
+	int claimed;            /* a live thread owns this block */
+	int shared;             /* the orphan block: update with atomics */
+	int64_t inuse_delta;    /* in-use change not yet folded into mt_g.inuse */
+	int64_t delta_high;     /* highest inuse_delta since the last fold */
+	uint64_t alloc_bytes;   /* usable bytes allocated */
+	uint64_t freed_bytes;   /* usable bytes freed */
+	struct mt_counter c[MT_FN_COUNT];
+};
+
+/* Configuration and process-wide state. */
+struct mt_global {
+	int ready;        /* real functions resolved, options read */
+	int enabled;      /* 0: this process is not traced (e.g. --no-follow child) */
+	int active;       /* counting on (ctl activate/deactivate) */
+	int follow;       /* trace children and exec'd programs */
+	int finished;     /* the exit dump has been written */
+	char prefix[768]; /* files are PREFIX.<pid>.<seq>.mtp */
+	uint64_t run_id;
+	uint64_t start_ns;
+	int64_t inuse;    /* folded in-use bytes (atomic) */
+	int64_t peak;     /* peak of inuse (atomic) */
+	uint32_t seq;     /* next dump sequence number (atomic) */
+	uint32_t dumps;   /* dumps written (atomic) */
+	pthread_key_t key;
+	struct mt_thread *threads; /* registry head (atomic) */
+	struct mt_thread orphan;
+	/* Counters at the last `reset`, subtracted from every read. */
+	struct mt_thread *baseline;
+};
+
+extern struct mt_global mt_g;
+extern __thread int mt_tls_busy __attribute__((tls_model("initial-exec")));
+extern __thread struct mt_thread *mt_tls_thread __attribute__((tls_model("initial-exec")));
+
+extern const char *const mt_fn_names[MT_FN_COUNT];
+extern const uint32_t mt_fn_kinds[MT_FN_COUNT];
+
+/* state.c */
+int mt_init(void);                       /* 1 when the agent is ready */
+struct mt_thread *mt_thread_attach(void); /* a block for the calling thread */
+void mt_inuse_flush(struct mt_thread *t); /* fold T's delta into mt_g.inuse */
+void mt_inuse_fold(int64_t delta);        /* add to mt_g.inuse, track the peak */
+void mt_peak_offer(int64_t inuse);        /* raise mt_g.peak to INUSE if higher */
+void *mt_arena_alloc(size_t size);        /* zeroed, page-backed, never freed */
+/* Sums every thread's counters (minus the reset baseline) into P, whose funcs
+ * array must have room for MT_FN_COUNT entries; only called functions are
+ * included unless ALL. */
+void mt_snapshot(struct mt_profile *p, int all);
+/* A snapshot of the called functions in mmap-backed memory; NULL on ENOMEM. */
+struct mt_profile *mt_snapshot_new(void);
+void mt_snapshot_free(struct mt_profile *p);
+/* Writes a profile to PATH (or the next PREFIX.<pid>.<seq>.mtp when PATH is
+ * NULL) atomically; 0 or -errno, with the final path in OUT. */
+int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen);
+void mt_reset(void);
+struct mt_buf;
+void mt_scratch_init(struct mt_buf *b); /* mmap-backed buffer for replies and dumps */
+void mt_scratch_free(struct mt_buf *b);
+void mt_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+uint64_t mt_now_ns(void);
+
+/* control.c */
+int mt_control_start(void);
+void mt_control_stop(void);
+void mt_control_after_fork_child(void);
+
+/* interpose.c */
+int mt_resolve(void);
+/* Allocator identification for `stats`: "glibc", "jemalloc", ... */
+const char *mt_allocator_name(char *path, size_t pathlen);
+size_t mt_usable_size(void *p);
+
+/* Counting, inlined into every wrapper. */
+static inline void mt_add(struct mt_thread *t, uint64_t *c, uint64_t v)
+{
+	if (unlikely(t->shared))
+		__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+	else
+		__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
+static inline void mt_count(struct mt_thread *t, int fn, uint64_t size, int failed)
+{
+	struct mt_counter *c = &t->c[fn];
+	mt_add(t, &c->calls, 1);
+	mt_add(t, &c->bytes, size);
+	mt_add(t, &c->hist[mt_hist_bucket(size)], 1);
+	if (unlikely(failed))
+		mt_add(t, &c->failed, 1);
+}
+
+#define MT_INUSE_FLUSH (64 * 1024)
+
+static inline void mt_inuse(struct mt_thread *t, int64_t delta)
+{
+	if (unlikely(t->shared)) {
+		mt_inuse_fold(delta);
+		return;
+	}
+	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) + delta;
+	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
+	if (unlikely(d > MT_INUSE_FLUSH || d < -MT_INUSE_FLUSH)) {
+		mt_inuse_flush(t);
+	} else if (unlikely(d > t->delta_high)) {
+		/* A new high for this thread since its last fold: the process
+		 * may be at a new peak.  Exact for one thread; with several, the
+		 * other threads' unfolded deltas (< MT_INUSE_FLUSH each) are
+		 * not seen. */
+		t->delta_high = d;
+		mt_peak_offer(__atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + d);
+	}
+}
+
+/* Entry to every wrapper: the calling thread's block, or NULL when the call
+ * must pass through uncounted (recursion, inactive, untraced process). */
+static inline struct mt_thread *mt_enter(void)
+{
+	if (unlikely(mt_tls_busy))
+		return NULL;
+	if (unlikely(!__atomic_load_n(&mt_g.ready, __ATOMIC_ACQUIRE)) && !mt_init())
+		return NULL;
+	if (unlikely(!__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED)))
+		return NULL;
+	struct mt_thread *t = mt_tls_thread;
+	if (unlikely(!t))
+		t = mt_thread_attach();
+	return t;
+}
+
+#endif

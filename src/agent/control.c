@@ -1,0 +1,383 @@
+/*
+ * The control server: a thread that owns a Unix socket in a private
+ * directory and answers `memtap ctl` requests (include/memtap/ctl.h).
+ *
+ * The thread blocks every signal (the program's handlers never run on it),
+ * keeps the recursion guard set (its own allocations are never counted), and
+ * re-creates its socket if the program closes the descriptor under it, as
+ * daemons that close every fd at start-up do.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <malloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "memtap/ctl.h"
+#include "memtap/format.h"
+
+static int listen_fd = -1;
+static dev_t listen_dev;
+static ino_t listen_ino;
+static char sock_path[PATH_MAX];
+static int stopping;
+static pthread_t ctl_thread;
+
+/* A reply under construction, in mmap-backed scratch memory. */
+static void reply(struct mt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(struct mt_buf *b, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	if (b->len + (size_t)n > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 8192;
+		while (cap < b->len + (size_t)n)
+			cap *= 2;
+		uint8_t *d = b->grow(b->data, b->len, cap);
+		if (!d)
+			return;
+		b->data = d;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, line, (size_t)n);
+	b->len += (size_t)n;
+}
+
+static void reply_bytes(struct mt_buf *b, const char *s, size_t n)
+{
+	while (n) {
+		size_t k = n > 1500 ? 1500 : n;
+		reply(b, "%.*s", (int)k, s);
+		s += k;
+		n -= k;
+	}
+}
+
+static int make_dir(char *dir, size_t len)
+{
+	snprintf(dir, len, MT_CTL_DIR_FMT, mt_ctl_rundir(), (unsigned)geteuid());
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	struct stat st;
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	/* Refuse a directory somebody else prepared for us. */
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+		return -EPERM;
+	return 0;
+}
+
+static int open_socket(void)
+{
+	char dir[PATH_MAX];
+	int err = make_dir(dir, sizeof(dir));
+	if (err) {
+		mt_log("control socket disabled: %s is unusable (%s); it must be a directory "
+		       "owned by uid %u with mode 0700", dir, strerror(-err), (unsigned)geteuid());
+		return err;
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int n = snprintf(sock_path, sizeof(sock_path), MT_CTL_SOCK_FMT, mt_ctl_rundir(),
+			 (unsigned)geteuid(), (int)getpid());
+	if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) {
+		mt_log("control socket disabled: path %s is too long; set MEMTAP_RUNDIR to a shorter directory",
+		       sock_path);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, sock_path, (size_t)n + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(sock_path); /* a stale socket of an earlier process with our pid */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(sock_path, 0600) < 0 ||
+	    listen(fd, 16) < 0) {
+		err = -errno;
+		mt_log("control socket disabled: cannot listen on %s: %s", sock_path, strerror(errno));
+		close(fd);
+		return err;
+	}
+	struct stat st;
+	fstat(fd, &st);
+	listen_dev = st.st_dev;
+	listen_ino = st.st_ino;
+	listen_fd = fd;
+	return 0;
+}
+
+/* Whether LISTEN_FD is still our socket (the program may have closed it and
+ * reused the number). */
+static int socket_intact(void)
+{
+	struct stat st;
+	return listen_fd >= 0 && fstat(listen_fd, &st) == 0 && st.st_dev == listen_dev &&
+	       st.st_ino == listen_ino;
+}
+
+static void cmd_status(struct mt_buf *b)
+{
+	char alloc_path[PATH_MAX];
+	const char *alloc = mt_allocator_name(alloc_path, sizeof(alloc_path));
+	struct mt_profile *p = mt_snapshot_new();
+	if (!p) {
+		reply(b, "error: out of memory\n");
+		return;
+	}
+	uint64_t calls = 0;
+	for (uint32_t i = 0; i < p->nfuncs; i++)
+		calls += p->funcs[i].calls;
+	reply(b, "ok\n");
+	reply(b, "pid: %u\ncommand: %s\n", p->pid, p->command);
+	reply(b, "state: %s\n", __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) ? "active" : "inactive");
+	reply(b, "prefix: %s\nfollow: %s\n", mt_g.prefix, mt_g.follow ? "yes" : "no");
+	reply(b, "allocator: %s (%s)\n", alloc, alloc_path);
+	reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
+	reply(b, "calls: %llu\n", (unsigned long long)calls);
+	reply(b, "allocated_bytes: %llu\nfreed_bytes: %llu\nin_use_bytes: %lld\npeak_in_use_bytes: %llu\n",
+	      (unsigned long long)p->totals.allocated_bytes, (unsigned long long)p->totals.freed_bytes,
+	      (long long)p->totals.in_use_bytes, (unsigned long long)p->totals.peak_in_use_bytes);
+	mt_snapshot_free(p);
+}
+
+typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+typedef void (*stats_print_fn)(void (*)(void *, const char *), void *, const char *);
+
+static void stats_cb(void *b, const char *s)
+{
+	reply_bytes(b, s, strlen(s));
+}
+
+static void jemalloc_stats(struct mt_buf *b, mallctl_fn mallctl, stats_print_fn print)
+{
+	uint64_t epoch = 1;
+	size_t sz = sizeof(epoch);
+	mallctl("epoch", &epoch, &sz, &epoch, sz);
+	static const char *const keys[] = {"stats.allocated", "stats.active", "stats.metadata",
+					   "stats.resident", "stats.mapped", "stats.retained"};
+	reply(b, "\njemalloc (mallctl):\n");
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		size_t v = 0;
+		sz = sizeof(v);
+		if (mallctl(keys[i], &v, &sz, NULL, 0) == 0)
+			reply(b, "  %-20s %zu\n", keys[i], v);
+	}
+	if (print) {
+		reply(b, "\njemalloc (malloc_stats_print):\n");
+		print(stats_cb, b, "ablxeh");
+	}
+}
+
+static void glibc_stats(struct mt_buf *b)
+{
+	struct mallinfo2 mi = mallinfo2();
+	reply(b, "\nglibc (mallinfo2):\n");
+	reply(b, "  arena     %zu  (bytes from sbrk)\n", mi.arena);
+	reply(b, "  ordblks   %zu  (free chunks)\n", mi.ordblks);
+	reply(b, "  hblks     %zu  (mmapped chunks)\n", mi.hblks);
+	reply(b, "  hblkhd    %zu  (bytes in mmapped chunks)\n", mi.hblkhd);
+	reply(b, "  uordblks  %zu  (bytes in use)\n", mi.uordblks);
+	reply(b, "  fordblks  %zu  (bytes free)\n", mi.fordblks);
+	reply(b, "  keepcost  %zu  (releasable at the top)\n", mi.keepcost);
+	char *xml = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&xml, &len);
+	if (f) {
+		malloc_info(0, f);
+		fclose(f);
+		reply(b, "\nglibc (malloc_info):\n");
+		reply_bytes(b, xml, len);
+		free(xml);
+	}
+}
+
+static void cmd_stats(struct mt_buf *b)
+{
+	cmd_status(b);
+	struct mt_profile *p = mt_snapshot_new();
+	if (p) {
+		reply(b, "\nmemtap counters:\n  %-32s %14s %16s %10s\n", "function", "calls", "bytes", "failed");
+		for (uint32_t i = 0; i < p->nfuncs; i++)
+			reply(b, "  %-32s %14llu %16llu %10llu\n", p->funcs[i].name,
+			      (unsigned long long)p->funcs[i].calls, (unsigned long long)p->funcs[i].bytes,
+			      (unsigned long long)p->funcs[i].failed);
+		mt_snapshot_free(p);
+	}
+	char path[PATH_MAX];
+	const char *alloc = mt_allocator_name(path, sizeof(path));
+	mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mallctl");
+	if (mallctl)
+		jemalloc_stats(b, mallctl, (stats_print_fn)dlsym(RTLD_DEFAULT, "malloc_stats_print"));
+	if (strcmp(alloc, "glibc") == 0)
+		glibc_stats(b);
+	else if (!mallctl)
+		reply(b, "\n%s: no statistics interface known to memtap for this allocator\n", alloc);
+}
+
+static void serve(int fd)
+{
+	struct mt_buf b;
+	char req_line[MT_CTL_MAX_REQUEST + 1], err[256];
+	struct mt_ctl_request req;
+	mt_scratch_init(&b);
+
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+	    !mt_ctl_peer_allowed(cred.uid, geteuid())) {
+		reply(&b, "error: permission denied: uid %u may not control process %d (it runs as uid %u); "
+		      "run memtap ctl as that user or as root\n", (unsigned)cred.uid, (int)getpid(),
+		      (unsigned)geteuid());
+		goto send;
+	}
+	size_t len = 0;
+	while (len < sizeof(req_line) - 1) {
+		ssize_t n = read(fd, req_line + len, sizeof(req_line) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(req_line, '\n', len))
+			break;
+	}
+	char *nl = memchr(req_line, '\n', len);
+	if (!nl && len >= sizeof(req_line) - 1) {
+		reply(&b, "error: request longer than %d bytes\n", MT_CTL_MAX_REQUEST - 1);
+		goto send;
+	}
+	if (nl)
+		len = (size_t)(nl - req_line);
+	if (mt_ctl_parse(req_line, len, &req, err, sizeof(err))) {
+		reply(&b, "error: %s\n", err);
+		goto send;
+	}
+	switch (req.cmd) {
+	case MT_CTL_ACTIVATE:
+		__atomic_store_n(&mt_g.active, 1, __ATOMIC_RELAXED);
+		reply(&b, "ok\nactive\n");
+		break;
+	case MT_CTL_DEACTIVATE:
+		__atomic_store_n(&mt_g.active, 0, __ATOMIC_RELAXED);
+		reply(&b, "ok\ninactive\n");
+		break;
+	case MT_CTL_DUMP: {
+		char path[PATH_MAX];
+		if (req.arg[0] && req.arg[0] != '/') {
+			reply(&b, "error: dump path must be absolute: %s\n", req.arg);
+			break;
+		}
+		int e = mt_dump(req.arg[0] ? req.arg : NULL, MT_REASON_CTL, path, sizeof(path));
+		if (e)
+			reply(&b, "error: cannot write %s: %s\n", path, strerror(-e));
+		else
+			reply(&b, "ok\n%s\n", path);
+		break;
+	}
+	case MT_CTL_STATS:
+		cmd_stats(&b);
+		break;
+	case MT_CTL_RESET:
+		mt_reset();
+		reply(&b, "ok\nreset\n");
+		break;
+	case MT_CTL_STATUS:
+		cmd_status(&b);
+		break;
+	}
+send:
+	for (size_t off = 0; off < b.len;) {
+		ssize_t n = send(fd, b.data + off, b.len - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	mt_scratch_free(&b);
+}
+
+static void *control_main(void *arg)
+{
+	(void)arg;
+	mt_tls_busy = 1; /* nothing this thread does is counted */
+	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
+		if (!socket_intact()) {
+			listen_fd = -1;
+			if (open_socket() < 0)
+				return NULL;
+		}
+		struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
+		int r = poll(&pfd, 1, 500);
+		if (r <= 0 || !(pfd.revents & POLLIN))
+			continue;
+		int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		serve(c);
+		close(c);
+	}
+	return NULL;
+}
+
+int mt_control_start(void)
+{
+	int busy = mt_tls_busy;
+	mt_tls_busy = 1;
+	int err = open_socket();
+	if (!err) {
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&attr, 256 * 1024);
+		err = -pthread_create(&ctl_thread, &attr, control_main, NULL);
+		pthread_attr_destroy(&attr);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (err) {
+			mt_log("control thread not started: %s", strerror(-err));
+			close(listen_fd);
+			listen_fd = -1;
+			unlink(sock_path);
+		}
+	}
+	mt_tls_busy = busy;
+	return err;
+}
+
+void mt_control_stop(void)
+{
+	__atomic_store_n(&stopping, 1, __ATOMIC_RELAXED);
+	if (socket_intact())
+		unlink(sock_path);
+}
+
+void mt_control_after_fork_child(void)
+{
+	/* The parent's socket and thread belong to the parent. */
+	if (listen_fd >= 0 && socket_intact())
+		close(listen_fd);
+	listen_fd = -1;
+	if (mt_g.enabled)
+		mt_control_start();
+}

@@ -1,0 +1,501 @@
+/*
+ * The interposed allocation functions.  Each wrapper asks mt_enter() for the
+ * calling thread's counter block (NULL: pass straight through), calls the
+ * real function with the recursion guard set, then counts.
+ *
+ * Until the real functions are resolved, allocations (made by dlsym itself)
+ * are served from a static bootstrap buffer; frees of those are ignored.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+typedef void *(*new_fn)(size_t);
+typedef void *(*new_nt_fn)(size_t, const void *);
+typedef void *(*new_al_fn)(size_t, size_t);
+typedef void *(*new_al_nt_fn)(size_t, size_t, const void *);
+
+static struct {
+	void *(*malloc)(size_t);
+	void (*free)(void *);
+	void *(*calloc)(size_t, size_t);
+	void *(*realloc)(void *, size_t);
+	void *(*reallocarray)(void *, size_t, size_t);
+	int (*posix_memalign)(void **, size_t, size_t);
+	void *(*aligned_alloc)(size_t, size_t);
+	void *(*memalign)(size_t, size_t);
+	void *(*valloc)(size_t);
+	void *(*pvalloc)(size_t);
+	size_t (*usable)(void *);
+	void *(*mmap)(void *, size_t, int, int, int, off_t);
+	int (*munmap)(void *, size_t);
+	void *(*mremap)(void *, size_t, size_t, int, ...);
+	int (*brk)(void *);
+	void *(*sbrk)(intptr_t);
+	/* C++ operators, indexed by MT_FN_<id> - MT_FN_NEW; resolved lazily
+	 * because libstdc++ may be loaded after the agent starts. */
+	void *cxx[MT_FN_DELETEA_ALIGN_NOTHROW - MT_FN_NEW + 1];
+} real;
+
+static const char *const cxx_symbols[] = {
+	"_Znwm", "_ZnwmRKSt9nothrow_t", "_ZnwmSt11align_val_t", "_ZnwmSt11align_val_tRKSt9nothrow_t",
+	"_Znam", "_ZnamRKSt9nothrow_t", "_ZnamSt11align_val_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
+	"_ZdlPv", "_ZdlPvm", "_ZdlPvSt11align_val_t", "_ZdlPvmSt11align_val_t",
+	"_ZdlPvRKSt9nothrow_t", "_ZdlPvSt11align_val_tRKSt9nothrow_t",
+	"_ZdaPv", "_ZdaPvm", "_ZdaPvSt11align_val_t", "_ZdaPvmSt11align_val_t",
+	"_ZdaPvRKSt9nothrow_t", "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+};
+
+/* ---- bootstrap allocations (made while dlsym runs) ---- */
+
+static uint8_t boot_buf[256 * 1024] __attribute__((aligned(64)));
+static size_t boot_used;
+
+static int is_boot(const void *p)
+{
+	return (const uint8_t *)p >= boot_buf && (const uint8_t *)p < boot_buf + sizeof(boot_buf);
+}
+
+static void *boot_alloc(size_t n, size_t align)
+{
+	if (align < 16)
+		align = 16;
+	size_t need = ((n + 15) & ~(size_t)15) + align;
+	size_t at = __atomic_fetch_add(&boot_used, need, __ATOMIC_RELAXED);
+	if (at + need > sizeof(boot_buf)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	uintptr_t p = ((uintptr_t)(boot_buf + at) + 16 + align - 1) & ~(uintptr_t)(align - 1);
+	((size_t *)p)[-1] = n; /* remembered for realloc */
+	return (void *)p;
+}
+
+static size_t boot_size(const void *p)
+{
+	return ((const size_t *)p)[-1];
+}
+
+int mt_resolve(void)
+{
+#define R(field, sym) real.field = (__typeof__(real.field))dlsym(RTLD_NEXT, sym)
+	R(malloc, "malloc");
+	R(free, "free");
+	R(calloc, "calloc");
+	R(realloc, "realloc");
+	R(reallocarray, "reallocarray");
+	R(posix_memalign, "posix_memalign");
+	R(aligned_alloc, "aligned_alloc");
+	R(memalign, "memalign");
+	R(valloc, "valloc");
+	R(pvalloc, "pvalloc");
+	R(usable, "malloc_usable_size");
+	R(mmap, "mmap");
+	R(munmap, "munmap");
+	R(mremap, "mremap");
+	R(brk, "brk");
+	R(sbrk, "sbrk");
+#undef R
+	if (!real.malloc || !real.free || !real.calloc || !real.realloc)
+		return -ENOENT;
+	for (size_t i = 0; i < sizeof(cxx_symbols) / sizeof(cxx_symbols[0]); i++)
+		real.cxx[i] = dlsym(RTLD_NEXT, cxx_symbols[i]);
+	return 0;
+}
+
+/* A C++ operator not found at start-up: libstdc++ may have been loaded since,
+ * possibly with RTLD_LOCAL (a plugin), where RTLD_NEXT cannot see it. */
+static void *cxx_real(int fn)
+{
+	int i = fn - MT_FN_NEW;
+	void *f = __atomic_load_n(&real.cxx[i], __ATOMIC_RELAXED);
+	if (likely(f))
+		return f;
+	int busy = mt_tls_busy;
+	mt_tls_busy = 1;
+	f = dlsym(RTLD_NEXT, cxx_symbols[i]);
+	if (!f) {
+		void *h = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_NOLOAD);
+		if (h) {
+			f = dlsym(h, cxx_symbols[i]);
+			dlclose(h);
+		}
+	}
+	mt_tls_busy = busy;
+	__atomic_store_n(&real.cxx[i], f, __ATOMIC_RELAXED);
+	return f;
+}
+
+size_t mt_usable_size(void *p)
+{
+	return real.usable ? real.usable(p) : 0;
+}
+
+const char *mt_allocator_name(char *path, size_t pathlen)
+{
+	Dl_info info;
+	path[0] = '\0';
+	if (!real.malloc || !dladdr((void *)real.malloc, &info) || !info.dli_fname)
+		return "unknown";
+	snprintf(path, pathlen, "%s", info.dli_fname);
+	if (strstr(info.dli_fname, "jemalloc"))
+		return "jemalloc";
+	if (strstr(info.dli_fname, "tcmalloc"))
+		return "tcmalloc";
+	if (strstr(info.dli_fname, "mimalloc"))
+		return "mimalloc";
+	if (strstr(info.dli_fname, "libc.so"))
+		return "glibc";
+	return "other";
+}
+
+/* ---- accounting helpers ---- */
+
+static inline void account_alloc(struct mt_thread *t, void *p)
+{
+	size_t u = real.usable(p);
+	mt_add(t, &t->alloc_bytes, u);
+	mt_inuse(t, (int64_t)u);
+}
+
+static inline void account_free(struct mt_thread *t, size_t u)
+{
+	mt_add(t, &t->freed_bytes, u);
+	mt_inuse(t, -(int64_t)u);
+}
+
+static inline uint64_t mul_sat(size_t a, size_t b)
+{
+	size_t r;
+	return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+/* ---- the C allocation functions ---- */
+
+MT_EXPORT void *malloc(size_t n)
+{
+	struct mt_thread *t = mt_enter();
+	if (unlikely(!t))
+		return real.malloc ? real.malloc(n) : boot_alloc(n, 16);
+	mt_tls_busy = 1;
+	void *p = real.malloc(n);
+	mt_tls_busy = 0;
+	mt_count(t, MT_FN_MALLOC, n, p == NULL);
+	if (likely(p))
+		account_alloc(t, p);
+	return p;
+}
+
+MT_EXPORT void free(void *p)
+{
+	if (unlikely(is_boot(p)))
+		return;
+	struct mt_thread *t = mt_enter();
+	if (unlikely(!t)) {
+		if (real.free)
+			real.free(p);
+		return;
+	}
+	size_t u = p ? real.usable(p) : 0;
+	mt_tls_busy = 1;
+	real.free(p);
+	mt_tls_busy = 0;
+	mt_count(t, MT_FN_FREE, u, 0);
+	if (p)
+		account_free(t, u);
+}
+
+MT_EXPORT void *calloc(size_t n, size_t m)
+{
+	struct mt_thread *t = mt_enter();
+	if (unlikely(!t)) {
+		if (real.calloc)
+			return real.calloc(n, m);
+		uint64_t sz = mul_sat(n, m);
+		return sz == UINT64_MAX ? NULL : boot_alloc(sz, 16); /* static: already zero */
+	}
+	mt_tls_busy = 1;
+	void *p = real.calloc(n, m);
+	mt_tls_busy = 0;
+	mt_count(t, MT_FN_CALLOC, mul_sat(n, m), p == NULL);
+	if (likely(p))
+		account_alloc(t, p);
+	return p;
+}
+
+/* realloc and reallocarray share this: OLD's usable size must be read before
+ * the call, since OLD is gone afterwards. */
+static void *realloc_common(int fn, void *old, size_t n, size_t m)
+{
+	uint64_t size = fn == MT_FN_REALLOC ? n : mul_sat(n, m);
+	if (unlikely(is_boot(old))) {
+		if (size == UINT64_MAX) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		void *p = malloc(size);
+		if (p)
+			memcpy(p, old, boot_size(old) < size ? boot_size(old) : size);
+		return p;
+	}
+	struct mt_thread *t = mt_enter();
+	if (unlikely(!t))
+		return fn == MT_FN_REALLOC ? real.realloc(old, n) : real.reallocarray(old, n, m);
+	size_t oldsz = old ? real.usable(old) : 0;
+	mt_tls_busy = 1;
+	void *p = fn == MT_FN_REALLOC ? real.realloc(old, n) : real.reallocarray(old, n, m);
+	mt_tls_busy = 0;
+	/* glibc's realloc(p, 0) frees p and returns NULL: not a failure. */
+	mt_count(t, fn, size, p == NULL && size != 0);
+	if (p) {
+		if (old)
+			account_free(t, oldsz);
+		account_alloc(t, p);
+	} else if (old && size == 0) {
+		account_free(t, oldsz);
+	}
+	return p;
+}
+
+MT_EXPORT void *realloc(void *old, size_t n)
+{
+	return realloc_common(MT_FN_REALLOC, old, n, 1);
+}
+
+MT_EXPORT void *reallocarray(void *old, size_t n, size_t m)
+{
+	return realloc_common(MT_FN_REALLOCARRAY, old, n, m);
+}
+
+MT_EXPORT int posix_memalign(void **out, size_t align, size_t n)
+{
+	struct mt_thread *t = mt_enter();
+	if (unlikely(!t)) {
+		if (real.posix_memalign)
+			return real.posix_memalign(out, align, n);
+		*out = boot_alloc(n, align);
+		return *out ? 0 : ENOMEM;
+	}
+	mt_tls_busy = 1;
+	int r = real.posix_memalign(out, align, n);
+	mt_tls_busy = 0;
+	mt_count(t, MT_FN_POSIX_MEMALIGN, n, r != 0);
+	if (r == 0)
+		account_alloc(t, *out);
+	return r;
+}
+
+/* aligned_alloc, memalign, valloc, pvalloc: (align, size) -> pointer. */
+static void *aligned_common(int fn, size_t align, size_t n)
+{
+	struct mt_thread *t = mt_enter();
+	void *p;
+	if (unlikely(!t)) {
+		switch (fn) {
+		case MT_FN_ALIGNED_ALLOC: return real.aligned_alloc ? real.aligned_alloc(align, n) : boot_alloc(n, align);
+		case MT_FN_MEMALIGN: return real.memalign ? real.memalign(align, n) : boot_alloc(n, align);
+		case MT_FN_VALLOC: return real.valloc ? real.valloc(n) : boot_alloc(n, 4096);
+		default: return real.pvalloc ? real.pvalloc(n) : boot_alloc(n, 4096);
+		}
+	}
+	mt_tls_busy = 1;
+	switch (fn) {
+	case MT_FN_ALIGNED_ALLOC: p = real.aligned_alloc(align, n); break;
+	case MT_FN_MEMALIGN: p = real.memalign(align, n); break;
+	case MT_FN_VALLOC: p = real.valloc(n); break;
+	default: p = real.pvalloc(n); break;
+	}
+	mt_tls_busy = 0;
+	mt_count(t, fn, n, p == NULL);
+	if (p)
+		account_alloc(t, p);
+	return p;
+}
+
+MT_EXPORT void *aligned_alloc(size_t align, size_t n) { return aligned_common(MT_FN_ALIGNED_ALLOC, align, n); }
+MT_EXPORT void *memalign(size_t align, size_t n) { return aligned_common(MT_FN_MEMALIGN, align, n); }
+MT_EXPORT void *valloc(size_t n) { return aligned_common(MT_FN_VALLOC, 4096, n); }
+MT_EXPORT void *pvalloc(size_t n) { return aligned_common(MT_FN_PVALLOC, 4096, n); }
+
+/* ---- C++ operators ---- */
+
+/* The throwing operator new may leave by an exception (std::bad_alloc): the
+ * agent is built with -fexceptions so this cleanup runs during unwinding,
+ * clears the recursion guard and counts the failure. */
+struct new_call {
+	struct mt_thread *t;
+	int fn;
+	size_t size;
+	void *p;
+};
+
+static void new_call_end(struct new_call *c)
+{
+	mt_tls_busy = 0;
+	mt_count(c->t, c->fn, c->size, c->p == NULL);
+	if (c->p)
+		account_alloc(c->t, c->p);
+}
+
+/* Without libstdc++ to forward to (a RTLD_LOCAL plugin's), fall back to the
+ * C allocator, which is what libstdc++'s operators call. */
+static void *new_fallback(int fn, size_t n, size_t align)
+{
+	int aligned = fn == MT_FN_NEW_ALIGN || fn == MT_FN_NEW_ALIGN_NOTHROW ||
+		      fn == MT_FN_NEWA_ALIGN || fn == MT_FN_NEWA_ALIGN_NOTHROW;
+	return aligned ? real.aligned_alloc(align, (n + align - 1) & ~(align - 1)) : real.malloc(n ? n : 1);
+}
+
+static inline void *call_new(int fn, size_t n, size_t align, const void *nt)
+{
+	void *f = cxx_real(fn);
+	if (unlikely(!f))
+		return new_fallback(fn, n, align);
+	switch (fn) {
+	case MT_FN_NEW: case MT_FN_NEWA: return ((new_fn)f)(n);
+	case MT_FN_NEW_NOTHROW: case MT_FN_NEWA_NOTHROW: return ((new_nt_fn)f)(n, nt);
+	case MT_FN_NEW_ALIGN: case MT_FN_NEWA_ALIGN: return ((new_al_fn)f)(n, align);
+	default: return ((new_al_nt_fn)f)(n, align, nt);
+	}
+}
+
+static void *op_new(int fn, size_t n, size_t align, const void *nt)
+{
+	struct mt_thread *t = mt_enter();
+	if (unlikely(!t))
+		return call_new(fn, n, align, nt);
+	struct new_call c __attribute__((cleanup(new_call_end))) = {t, fn, n, NULL};
+	mt_tls_busy = 1;
+	c.p = call_new(fn, n, align, nt);
+	return c.p;
+}
+
+typedef void (*del_fn)(void *);
+typedef void (*del_2_fn)(void *, size_t); /* sized, or aligned (align_val_t is a size_t) */
+typedef void (*del_3_fn)(void *, size_t, size_t);
+
+static void op_delete(int fn, void *p, size_t a, size_t b, int nargs)
+{
+	struct mt_thread *t = mt_enter();
+	size_t u = 0;
+	if (likely(t)) {
+		u = p ? real.usable(p) : 0;
+		mt_tls_busy = 1;
+	}
+	void *f = cxx_real(fn);
+	if (unlikely(!f))
+		real.free(p);
+	else if (nargs == 1)
+		((del_fn)f)(p);
+	else if (nargs == 2)
+		((del_2_fn)f)(p, a);
+	else
+		((del_3_fn)f)(p, a, b);
+	if (likely(t)) {
+		mt_tls_busy = 0;
+		mt_count(t, fn, u, 0);
+		if (p)
+			account_free(t, u);
+	}
+}
+
+/* Signatures: align_val_t is an enum class over size_t, nothrow_t is passed
+ * by reference; both are ABI-compatible with the C types used here. */
+MT_EXPORT void *_Znwm(size_t n) { return op_new(MT_FN_NEW, n, 0, NULL); }
+MT_EXPORT void *_ZnwmRKSt9nothrow_t(size_t n, const void *nt) { return op_new(MT_FN_NEW_NOTHROW, n, 0, nt); }
+MT_EXPORT void *_ZnwmSt11align_val_t(size_t n, size_t al) { return op_new(MT_FN_NEW_ALIGN, n, al, NULL); }
+MT_EXPORT void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t n, size_t al, const void *nt) { return op_new(MT_FN_NEW_ALIGN_NOTHROW, n, al, nt); }
+MT_EXPORT void *_Znam(size_t n) { return op_new(MT_FN_NEWA, n, 0, NULL); }
+MT_EXPORT void *_ZnamRKSt9nothrow_t(size_t n, const void *nt) { return op_new(MT_FN_NEWA_NOTHROW, n, 0, nt); }
+MT_EXPORT void *_ZnamSt11align_val_t(size_t n, size_t al) { return op_new(MT_FN_NEWA_ALIGN, n, al, NULL); }
+MT_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t n, size_t al, const void *nt) { return op_new(MT_FN_NEWA_ALIGN_NOTHROW, n, al, nt); }
+
+MT_EXPORT void _ZdlPv(void *p) { op_delete(MT_FN_DELETE, p, 0, 0, 1); }
+MT_EXPORT void _ZdlPvm(void *p, size_t n) { op_delete(MT_FN_DELETE_SIZED, p, n, 0, 2); }
+MT_EXPORT void _ZdlPvSt11align_val_t(void *p, size_t al) { op_delete(MT_FN_DELETE_ALIGN, p, al, 0, 2); }
+MT_EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t n, size_t al) { op_delete(MT_FN_DELETE_SIZED_ALIGN, p, n, al, 3); }
+MT_EXPORT void _ZdlPvRKSt9nothrow_t(void *p, const void *nt) { op_delete(MT_FN_DELETE_NOTHROW, p, (size_t)nt, 0, 2); }
+MT_EXPORT void _ZdlPvSt11align_val_tRKSt9nothrow_t(void *p, size_t al, const void *nt) { op_delete(MT_FN_DELETE_ALIGN_NOTHROW, p, al, (size_t)nt, 3); }
+MT_EXPORT void _ZdaPv(void *p) { op_delete(MT_FN_DELETEA, p, 0, 0, 1); }
+MT_EXPORT void _ZdaPvm(void *p, size_t n) { op_delete(MT_FN_DELETEA_SIZED, p, n, 0, 2); }
+MT_EXPORT void _ZdaPvSt11align_val_t(void *p, size_t al) { op_delete(MT_FN_DELETEA_ALIGN, p, al, 0, 2); }
+MT_EXPORT void _ZdaPvmSt11align_val_t(void *p, size_t n, size_t al) { op_delete(MT_FN_DELETEA_SIZED_ALIGN, p, n, al, 3); }
+MT_EXPORT void _ZdaPvRKSt9nothrow_t(void *p, const void *nt) { op_delete(MT_FN_DELETEA_NOTHROW, p, (size_t)nt, 0, 2); }
+MT_EXPORT void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *p, size_t al, const void *nt) { op_delete(MT_FN_DELETEA_ALIGN_NOTHROW, p, al, (size_t)nt, 3); }
+
+/* ---- address-space functions (calls made through the PLT) ---- */
+
+MT_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	struct mt_thread *t = mt_enter();
+	if (unlikely(!real.mmap)) {
+		long r = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+		if (r < 0 && r > -4096) {
+			errno = (int)-r;
+			return MAP_FAILED;
+		}
+		return (void *)r;
+	}
+	void *p = real.mmap(addr, len, prot, flags, fd, off);
+	if (likely(t))
+		mt_count(t, MT_FN_MMAP, len, p == MAP_FAILED);
+	return p;
+}
+
+MT_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+	__attribute__((alias("mmap")));
+
+MT_EXPORT int munmap(void *addr, size_t len)
+{
+	struct mt_thread *t = mt_enter();
+	int r = real.munmap ? real.munmap(addr, len) : (int)syscall(SYS_munmap, addr, len);
+	if (likely(t))
+		mt_count(t, MT_FN_MUNMAP, len, r != 0);
+	return r;
+}
+
+MT_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
+{
+	void *newaddr = NULL;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		newaddr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	struct mt_thread *t = mt_enter();
+	void *p = real.mremap(old, oldlen, newlen, flags, newaddr);
+	if (likely(t))
+		mt_count(t, MT_FN_MREMAP, newlen, p == MAP_FAILED);
+	return p;
+}
+
+MT_EXPORT int brk(void *addr)
+{
+	struct mt_thread *t = mt_enter();
+	void *before = t && real.sbrk ? real.sbrk(0) : NULL;
+	int r = real.brk(addr);
+	if (likely(t)) {
+		intptr_t grow = (intptr_t)addr - (intptr_t)before;
+		mt_count(t, MT_FN_BRK, before && grow > 0 ? (uint64_t)grow : 0, r != 0);
+	}
+	return r;
+}
+
+MT_EXPORT void *sbrk(intptr_t incr)
+{
+	struct mt_thread *t = mt_enter();
+	void *p = real.sbrk(incr);
+	if (likely(t))
+		mt_count(t, MT_FN_SBRK, incr > 0 ? (uint64_t)incr : 0, p == (void *)-1);
+	return p;
+}

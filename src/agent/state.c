@@ -1,0 +1,582 @@
+/*
+ * The agent's state: options, per-thread counter blocks, the mmap-backed
+ * arena, snapshots and dumps, fork handling, start-up and exit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "memtap/format.h"
+
+struct mt_global mt_g = {.follow = 1, .orphan = {.shared = 1, .claimed = 1}};
+__thread int mt_tls_busy __attribute__((tls_model("initial-exec")));
+__thread struct mt_thread *mt_tls_thread __attribute__((tls_model("initial-exec")));
+/* Set once this thread's block has been handed back at thread exit; later
+ * calls on the thread count into the shared orphan block. */
+static __thread int tls_dead __attribute__((tls_model("initial-exec")));
+static __thread int tls_exit_round __attribute__((tls_model("initial-exec")));
+
+const char *const mt_fn_names[MT_FN_COUNT] = {
+#define MT_FN(id, name, kind) name,
+#include "funcs.def"
+#undef MT_FN
+};
+const uint32_t mt_fn_kinds[MT_FN_COUNT] = {
+#define MT_FN(id, name, kind) MT_KIND_##kind,
+#include "funcs.def"
+#undef MT_FN
+};
+
+uint64_t mt_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void mt_log(const char *fmt, ...)
+{
+	char buf[512];
+	int saved = errno;
+	int n = snprintf(buf, sizeof(buf), "memtap[%d]: ", (int)getpid());
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	ssize_t w = write(2, buf, (size_t)n);
+	(void)w;
+	errno = saved;
+}
+
+/* Raw system calls: our own exported mmap/munmap wrappers must not see the
+ * agent's own memory traffic. */
+static void *sys_map(size_t len)
+{
+	long r = syscall(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return r < 0 && r > -4096 ? NULL : (void *)r;
+}
+
+static void sys_unmap(void *p, size_t len)
+{
+	syscall(SYS_munmap, p, len);
+}
+
+/* ---- the arena: bump allocation from 1 MiB mappings, never freed ---- */
+
+static int arena_lock;
+static uint8_t *arena_cur, *arena_end;
+
+static void spin_lock(int *l)
+{
+	while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+		sched_yield();
+}
+
+static void spin_unlock(int *l)
+{
+	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
+}
+
+void *mt_arena_alloc(size_t size)
+{
+	size = (size + 63) & ~(size_t)63;
+	spin_lock(&arena_lock);
+	if ((size_t)(arena_end - arena_cur) < size) {
+		size_t chunk = size > (1u << 20) ? size : (1u << 20);
+		uint8_t *m = sys_map(chunk);
+		if (!m) {
+			spin_unlock(&arena_lock);
+			return NULL;
+		}
+		arena_cur = m;
+		arena_end = m + chunk;
+	}
+	void *p = arena_cur;
+	arena_cur += size;
+	spin_unlock(&arena_lock);
+	return p;
+}
+
+/* Scratch memory for dumps and replies, returned with mt_scratch_free. */
+static void *scratch_grow(void *old, size_t len, size_t newcap)
+{
+	uint8_t *m = sys_map(newcap + 64);
+	if (!m)
+		return NULL;
+	*(size_t *)m = newcap + 64;
+	if (old) {
+		memcpy(m + 64, old, len);
+		sys_unmap((uint8_t *)old - 64, *(size_t *)((uint8_t *)old - 64));
+	}
+	return m + 64;
+}
+
+void mt_scratch_free(struct mt_buf *b)
+{
+	if (b->data)
+		sys_unmap(b->data - 64, *(size_t *)(b->data - 64));
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+void mt_scratch_init(struct mt_buf *b)
+{
+	memset(b, 0, sizeof(*b));
+	b->grow = scratch_grow;
+}
+
+/* ---- per-thread blocks ---- */
+
+static void thread_exit(void *arg)
+{
+	struct mt_thread *t = arg;
+	/* Other keys' destructors may still free memory after ours has run;
+	 * re-arm until glibc's last destructor round so those frees are counted
+	 * in this block. */
+	if (++tls_exit_round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+		pthread_setspecific(mt_g.key, t);
+		return;
+	}
+	mt_inuse_flush(t);
+	mt_tls_thread = NULL;
+	tls_dead = 1;
+	__atomic_store_n(&t->claimed, 0, __ATOMIC_RELEASE);
+}
+
+struct mt_thread *mt_thread_attach(void)
+{
+	if (tls_dead || !mt_g.enabled)
+		return &mt_g.orphan;
+	int saved = errno;
+	mt_tls_busy = 1;
+	struct mt_thread *t;
+	for (t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next) {
+		int zero = 0;
+		if (!__atomic_load_n(&t->claimed, __ATOMIC_RELAXED) &&
+		    __atomic_compare_exchange_n(&t->claimed, &zero, 1, 0, __ATOMIC_ACQUIRE,
+						__ATOMIC_RELAXED))
+			break;
+	}
+	if (!t) {
+		t = mt_arena_alloc(sizeof(*t));
+		if (!t) {
+			mt_tls_busy = 0;
+			errno = saved;
+			return &mt_g.orphan;
+		}
+		t->claimed = 1;
+		t->next = __atomic_load_n(&mt_g.threads, __ATOMIC_RELAXED);
+		while (!__atomic_compare_exchange_n(&mt_g.threads, &t->next, t, 1, __ATOMIC_RELEASE,
+						    __ATOMIC_RELAXED))
+			;
+	}
+	mt_tls_thread = t;
+	pthread_setspecific(mt_g.key, t);
+	mt_tls_busy = 0;
+	errno = saved;
+	return t;
+}
+
+void mt_peak_offer(int64_t now)
+{
+	int64_t pk = __atomic_load_n(&mt_g.peak, __ATOMIC_RELAXED);
+	while (now > pk && !__atomic_compare_exchange_n(&mt_g.peak, &pk, now, 1, __ATOMIC_RELAXED,
+							__ATOMIC_RELAXED))
+		;
+}
+
+void mt_inuse_fold(int64_t delta)
+{
+	mt_peak_offer(__atomic_add_fetch(&mt_g.inuse, delta, __ATOMIC_RELAXED));
+}
+
+void mt_inuse_flush(struct mt_thread *t)
+{
+	t->delta_high = 0;
+	int64_t d = __atomic_exchange_n(&t->inuse_delta, 0, __ATOMIC_RELAXED);
+	if (d)
+		mt_inuse_fold(d);
+}
+
+/* ---- snapshots ---- */
+
+static void block_add(struct mt_thread *dst, const struct mt_thread *src)
+{
+	for (int f = 0; f < MT_FN_COUNT; f++) {
+		const struct mt_counter *s = &src->c[f];
+		struct mt_counter *d = &dst->c[f];
+		d->calls += __atomic_load_n(&s->calls, __ATOMIC_RELAXED);
+		d->bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+		d->failed += __atomic_load_n(&s->failed, __ATOMIC_RELAXED);
+		for (int k = 0; k < MT_HIST_BUCKETS; k++)
+			d->hist[k] += __atomic_load_n(&s->hist[k], __ATOMIC_RELAXED);
+	}
+	dst->alloc_bytes += __atomic_load_n(&src->alloc_bytes, __ATOMIC_RELAXED);
+	dst->freed_bytes += __atomic_load_n(&src->freed_bytes, __ATOMIC_RELAXED);
+	dst->inuse_delta += __atomic_load_n(&src->inuse_delta, __ATOMIC_RELAXED);
+}
+
+/* Sums every block into SUM (zeroed by the caller). */
+static void sum_blocks(struct mt_thread *sum)
+{
+	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
+		block_add(sum, t);
+	block_add(sum, &mt_g.orphan);
+}
+
+static void read_cmdline(char *dst, size_t len)
+{
+	dst[0] = '\0';
+	int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = read(fd, dst, len - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	while (n > 0 && dst[n - 1] == '\0')
+		n--;
+	for (ssize_t i = 0; i < n; i++)
+		if (dst[i] == '\0')
+			dst[i] = ' ';
+	dst[n] = '\0';
+}
+
+void mt_snapshot(struct mt_profile *p, int all)
+{
+	struct mt_thread *sum = sys_map(sizeof(*sum));
+	if (!sum) {
+		p->nfuncs = 0;
+		return;
+	}
+	sum_blocks(sum);
+	const struct mt_thread *base = __atomic_load_n(&mt_g.baseline, __ATOMIC_ACQUIRE);
+	p->nfuncs = 0;
+	for (int f = 0; f < MT_FN_COUNT; f++) {
+		struct mt_counter *c = &sum->c[f];
+		if (base) {
+			c->calls -= base->c[f].calls;
+			c->bytes -= base->c[f].bytes;
+			c->failed -= base->c[f].failed;
+			for (int k = 0; k < MT_HIST_BUCKETS; k++)
+				c->hist[k] -= base->c[f].hist[k];
+		}
+		if (!c->calls && !all)
+			continue;
+		struct mt_func *o = &p->funcs[p->nfuncs++];
+		memset(o->name, 0, sizeof(o->name));
+		strncpy(o->name, mt_fn_names[f], sizeof(o->name) - 1);
+		o->kind = mt_fn_kinds[f];
+		o->calls = c->calls;
+		o->bytes = c->bytes;
+		o->failed = c->failed;
+		memcpy(o->hist, c->hist, sizeof(o->hist));
+	}
+	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + sum->inuse_delta;
+	int64_t peak = __atomic_load_n(&mt_g.peak, __ATOMIC_RELAXED);
+	p->totals.allocated_bytes = sum->alloc_bytes - (base ? base->alloc_bytes : 0);
+	p->totals.freed_bytes = sum->freed_bytes - (base ? base->freed_bytes : 0);
+	p->totals.in_use_bytes = inuse;
+	p->totals.peak_in_use_bytes = (uint64_t)(peak > inuse ? peak : inuse > 0 ? inuse : 0);
+	sys_unmap(sum, sizeof(*sum));
+
+	p->pid = (uint32_t)getpid();
+	p->ppid = (uint32_t)getppid();
+	p->uid = (uint32_t)geteuid();
+	p->run_id = mt_g.run_id;
+	p->start_ns = mt_g.start_ns;
+	p->dump_ns = mt_now_ns();
+	p->flags = (__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) ? MT_PROFILE_ACTIVE : 0) |
+		   (mt_g.follow ? MT_PROFILE_FOLLOW : 0);
+	read_cmdline(p->command, sizeof(p->command));
+	ssize_t n = readlink("/proc/self/exe", p->exe, sizeof(p->exe) - 1);
+	p->exe[n > 0 ? n : 0] = '\0';
+}
+
+#define SNAPSHOT_LEN (sizeof(struct mt_profile) + MT_FN_COUNT * sizeof(struct mt_func))
+
+struct mt_profile *mt_snapshot_new(void)
+{
+	struct mt_profile *p = sys_map(SNAPSHOT_LEN);
+	if (p) {
+		p->funcs = (struct mt_func *)(p + 1);
+		mt_snapshot(p, 0);
+	}
+	return p;
+}
+
+void mt_snapshot_free(struct mt_profile *p)
+{
+	if (p)
+		sys_unmap(p, SNAPSHOT_LEN);
+}
+
+void mt_reset(void)
+{
+	struct mt_thread *base = __atomic_load_n(&mt_g.baseline, __ATOMIC_ACQUIRE);
+	if (!base) {
+		base = mt_arena_alloc(sizeof(*base));
+		if (!base)
+			return;
+	}
+	struct mt_thread *sum = sys_map(sizeof(*sum));
+	if (!sum)
+		return;
+	sum_blocks(sum);
+	memcpy(base, sum, sizeof(*sum));
+	sys_unmap(sum, sizeof(*sum));
+	__atomic_store_n(&mt_g.baseline, base, __ATOMIC_RELEASE);
+	/* in-use is a level, not a counter: it carries on; the peak restarts. */
+	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.peak, inuse, __ATOMIC_RELAXED);
+}
+
+/* ---- dumps ---- */
+
+static int path_for_seq(char *out, size_t len, uint32_t seq)
+{
+	int n = snprintf(out, len, "%s.%d.%u.%s", mt_g.prefix, (int)getpid(), seq, MT_FILE_EXT);
+	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
+}
+
+/* The first sequence number without a file: an exec'd image keeps its pid,
+ * and must not overwrite the dumps of the image before it. */
+static uint32_t first_free_seq(void)
+{
+	char path[PATH_MAX];
+	uint32_t s = 0;
+	while (s < 100000 && path_for_seq(path, sizeof(path), s) == 0 && access(path, F_OK) == 0)
+		s++;
+	return s;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen)
+{
+	char final[PATH_MAX], tmp[PATH_MAX + 32];
+	int ret, saved = errno, busy = mt_tls_busy;
+	mt_tls_busy = 1;
+	uint32_t seq = __atomic_fetch_add(&mt_g.seq, 1, __ATOMIC_RELAXED);
+	if (path)
+		ret = snprintf(final, sizeof(final), "%s", path) < (int)sizeof(final) ? 0 : -ENAMETOOLONG;
+	else
+		ret = path_for_seq(final, sizeof(final), seq);
+	if (ret)
+		goto out;
+	snprintf(tmp, sizeof(tmp), "%s.tmp%d", final, (int)getpid());
+
+	struct mt_profile *p = mt_snapshot_new();
+	if (!p) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	p->seq = seq;
+	p->reason = reason;
+
+	struct mt_buf b;
+	mt_scratch_init(&b);
+	ret = mt_file_encode(p, &b);
+	mt_snapshot_free(p);
+	if (ret)
+		goto free_buf;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		goto free_buf;
+	}
+	ret = write_all(fd, b.data, b.len);
+	if (close(fd) < 0 && !ret)
+		ret = -errno;
+	if (!ret && rename(tmp, final) < 0)
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
+	else
+		__atomic_fetch_add(&mt_g.dumps, 1, __ATOMIC_RELAXED);
+free_buf:
+	mt_scratch_free(&b);
+out:
+	if (out)
+		snprintf(out, outlen, "%s", final);
+	mt_tls_busy = busy;
+	errno = saved;
+	return ret;
+}
+
+/* ---- fork ---- */
+
+static void fork_prepare(void)
+{
+	spin_lock(&arena_lock);
+}
+
+static void fork_parent(void)
+{
+	spin_unlock(&arena_lock);
+}
+
+static void fork_child(void)
+{
+	spin_unlock(&arena_lock);
+	if (!mt_g.enabled)
+		return;
+	if (!mt_g.follow) {
+		/* --no-follow: the child runs untraced and writes nothing. */
+		__atomic_store_n(&mt_g.active, 0, __ATOMIC_RELAXED);
+		mt_g.enabled = 0;
+		mt_control_after_fork_child();
+		return;
+	}
+	/* Each child starts from zero with its own files and control socket. */
+	for (struct mt_thread *t = mt_g.threads; t; t = t->next) {
+		size_t off = offsetof(struct mt_thread, inuse_delta);
+		memset((uint8_t *)t + off, 0, sizeof(*t) - off);
+		t->claimed = t == mt_tls_thread;
+	}
+	size_t off = offsetof(struct mt_thread, inuse_delta);
+	memset((uint8_t *)&mt_g.orphan + off, 0, sizeof(mt_g.orphan) - off);
+	mt_g.baseline = NULL;
+	mt_g.inuse = mt_g.peak = 0;
+	mt_g.dumps = 0;
+	mt_g.finished = 0;
+	mt_g.start_ns = mt_now_ns();
+	mt_g.seq = first_free_seq();
+	mt_control_after_fork_child();
+}
+
+/* ---- start-up ---- */
+
+static void read_options(void)
+{
+	const char *v = getenv("MEMTAP_PREFIX");
+	if (v && v[0] == '/') {
+		snprintf(mt_g.prefix, sizeof(mt_g.prefix), "%s", v);
+	} else {
+		char cwd[512];
+		if (!getcwd(cwd, sizeof(cwd)))
+			strcpy(cwd, "/tmp");
+		snprintf(mt_g.prefix, sizeof(mt_g.prefix), "%s/%s", cwd, v && v[0] ? v : "memtap");
+	}
+	v = getenv("MEMTAP_FOLLOW");
+	mt_g.follow = !(v && v[0] == '0');
+	v = getenv("MEMTAP_RUN_ID");
+	mt_g.run_id = v ? strtoull(v, NULL, 10) : 0;
+	v = getenv("MEMTAP_INACTIVE");
+	mt_g.active = !(v && v[0] == '1');
+}
+
+int mt_init(void)
+{
+	static int state; /* 0: not started, 1: in progress, 2: done */
+	static __thread int initializing __attribute__((tls_model("initial-exec")));
+	int zero = 0;
+	if (!__atomic_compare_exchange_n(&state, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		if (initializing)
+			return 0; /* an allocation made while we resolve: pass it through */
+		while (__atomic_load_n(&state, __ATOMIC_ACQUIRE) != 2)
+			sched_yield();
+		return __atomic_load_n(&mt_g.ready, __ATOMIC_ACQUIRE);
+	}
+	int saved = errno;
+	initializing = 1;
+	mt_tls_busy = 1;
+	int ok = mt_resolve() == 0 && pthread_key_create(&mt_g.key, thread_exit) == 0;
+	if (ok) {
+		read_options();
+		mt_g.start_ns = mt_now_ns();
+		mt_g.seq = first_free_seq();
+		mt_g.enabled = 1;
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+	} else {
+		mt_g.active = 0;
+	}
+	__atomic_store_n(&mt_g.ready, ok, __ATOMIC_RELEASE);
+	__atomic_store_n(&state, 2, __ATOMIC_RELEASE);
+	mt_tls_busy = 0;
+	initializing = 0;
+	errno = saved;
+	return ok;
+}
+
+/* --no-follow: take the agent out of LD_PRELOAD so exec'd programs run
+ * untraced. */
+static void strip_preload(void)
+{
+	const char *agent = getenv("MEMTAP_AGENT");
+	const char *pre = getenv("LD_PRELOAD");
+	if (!agent || !pre)
+		return;
+	char out[4096];
+	size_t n = 0, alen = strlen(agent);
+	const char *s = pre;
+	while (*s) {
+		size_t w = strcspn(s, ": ");
+		if (w && !(w == alen && memcmp(s, agent, alen) == 0) && n + w + 1 < sizeof(out)) {
+			if (n)
+				out[n++] = ':';
+			memcpy(out + n, s, w);
+			n += w;
+		}
+		s += w;
+		if (*s)
+			s++;
+	}
+	out[n] = '\0';
+	if (n)
+		setenv("LD_PRELOAD", out, 1);
+	else
+		unsetenv("LD_PRELOAD");
+}
+
+__attribute__((constructor)) static void mt_ctor(void)
+{
+	if (!mt_init())
+		return;
+	if (!mt_g.follow) {
+		mt_tls_busy = 1;
+		strip_preload();
+		mt_tls_busy = 0;
+	}
+	mt_control_start();
+}
+
+__attribute__((destructor)) static void mt_dtor(void)
+{
+	if (!mt_g.enabled || __atomic_exchange_n(&mt_g.finished, 1, __ATOMIC_ACQ_REL))
+		return;
+	char path[PATH_MAX];
+	int err = mt_dump(NULL, MT_REASON_EXIT, path, sizeof(path));
+	if (err)
+		mt_log("cannot write the exit profile %s: %s", path, strerror(-err));
+	mt_control_stop();
+}

@@ -1,0 +1,45 @@
+/*
+ * The command-line front end: one cmd_*() per subcommand, dispatched from
+ * memtap.c's command table.  Commands return the process exit status; only
+ * this layer prints errors (through mt_error) and exits.
+ */
+#ifndef MEMTAP_CLI_H
+#define MEMTAP_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "memtap/render.h"
+
+int cmd_run(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+/* Prints "memtap: <message>" to stderr; returns -1. */
+int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A file that ships beside the CLI: build/NAME when run from the build tree,
+ * PREFIX/lib/memtap/NAME when installed.  0, or -ENOENT with the places
+ * looked at in ERR. */
+int mt_find_companion(const char *name, char *out, size_t outlen, char *err, size_t errlen);
+
+/* Profiles loaded for a report. */
+struct mt_loaded {
+	struct mt_report_item *items;
+	size_t n;
+	char **paths;   /* the files read, NPATHS of them */
+	size_t npaths;
+	uint32_t *pids; /* storage for merged items */
+};
+
+/* Reads every path; unreadable files are reported on stderr and skipped.
+ * Returns the number of files that failed. */
+int mt_load_profiles(char *const *paths, size_t n, struct mt_loaded *out);
+/* Replaces the items with one item summing them all. 0 or -ENOMEM. */
+int mt_loaded_merge(struct mt_loaded *l);
+void mt_loaded_free(struct mt_loaded *l);
+/* Renders in FORMAT ("text" or "json"); 0, -EINVAL for an unknown format. */
+int mt_render(FILE *out, const char *format, const struct mt_loaded *l);
+
+#endif

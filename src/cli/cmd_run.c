@@ -1,0 +1,228 @@
+/*
+ * memtap run: start a command with the agent preloaded, wait for it, print
+ * the DTrace-layout summary of every traced process of this run, and return
+ * the command's exit status.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <glob.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "memtap/format.h"
+
+static pid_t child;
+
+static void forward(int sig)
+{
+	if (child > 0)
+		kill(child, sig);
+}
+
+static void run_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: memtap run [OPTIONS] [--] CMD [ARGS...]\n"
+		"Runs CMD with the memtap agent preloaded; when it exits, prints calls and\n"
+		"size distributions per allocation function (DTrace count/quantize layout).\n\n"
+		"  -o, --output PREFIX    profile files are PREFIX.<pid>.<seq>.mtp\n"
+		"                         (default: ./memtap.<command>)\n"
+		"      --report-file F    write the summary to F instead of stderr\n"
+		"      --format FMT       summary format: text (default) or json\n"
+		"      --inactive         start with counting off (memtap ctl PID activate)\n"
+		"      --no-follow        do not trace children or exec'd programs\n"
+		"  -q, --quiet            no summary\n");
+}
+
+/* Makes PREFIX absolute (the traced program may chdir) and checks that its
+ * directory is writable, so the run does not end without profiles. */
+static int resolve_prefix(const char *in, const char *cmd, char *out, size_t outlen)
+{
+	char tmp[PATH_MAX], dir[PATH_MAX];
+	if (in)
+		snprintf(tmp, sizeof(tmp), "%s", in);
+	else
+		snprintf(tmp, sizeof(tmp), "memtap.%s", strrchr(cmd, '/') ? strrchr(cmd, '/') + 1 : cmd);
+	snprintf(dir, sizeof(dir), "%s", tmp);
+	char *d = dirname(dir);
+	char real[PATH_MAX];
+	if (!realpath(d, real))
+		return mt_error("output directory %s: %s; create it or pass -o PREFIX", d, strerror(errno));
+	if (access(real, W_OK | X_OK) < 0)
+		return mt_error("cannot write profiles to %s: %s; pass -o PREFIX in a writable directory",
+				real, strerror(errno));
+	char base[PATH_MAX];
+	snprintf(base, sizeof(base), "%s", tmp);
+	int n = snprintf(out, outlen, "%s/%s", real, basename(base));
+	return n > 0 && (size_t)n < outlen ? 0 : mt_error("output prefix too long");
+}
+
+/* The profiles this run produced: per process, its exit profile (or, for a
+ * process that died without one, its latest dump). */
+static int collect(const char *prefix, uint64_t run_id, struct mt_loaded *l)
+{
+	char pattern[PATH_MAX + 16];
+	glob_t g;
+	snprintf(pattern, sizeof(pattern), "%s.*.*.%s", prefix, MT_FILE_EXT);
+	memset(l, 0, sizeof(*l));
+	if (glob(pattern, 0, NULL, &g) != 0)
+		return 0;
+	int failed = mt_load_profiles(g.gl_pathv, g.gl_pathc, l);
+	globfree(&g);
+	size_t keep = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		struct mt_profile *p = l->items[i].profile;
+		int drop = p->run_id != run_id;
+		for (size_t k = 0; !drop && k < l->n; k++) {
+			struct mt_profile *q = l->items[k].profile;
+			if (k == i || q->run_id != run_id || q->pid != p->pid)
+				continue;
+			/* An exit profile beats a dump; a later one beats an earlier. */
+			int q_exit = q->reason == MT_REASON_EXIT, p_exit = p->reason == MT_REASON_EXIT;
+			if (q_exit > p_exit || (q_exit == p_exit && q->dump_ns > p->dump_ns))
+				drop = 1;
+		}
+		if (drop)
+			mt_profile_free(p);
+		else
+			l->items[keep++] = l->items[i];
+	}
+	l->n = keep;
+	return failed;
+}
+
+static int summarize(const char *prefix, uint64_t run_id, pid_t root, const char *format,
+		     const char *report_file)
+{
+	struct mt_loaded l;
+	collect(prefix, run_id, &l);
+	FILE *out = stderr;
+	if (report_file && !(out = fopen(report_file, "w"))) {
+		mt_error("cannot write the report to %s: %s", report_file, strerror(errno));
+		out = stderr;
+	}
+	int have_root = 0;
+	for (size_t i = 0; i < l.n; i++)
+		have_root |= l.items[i].profile->pid == (uint32_t)root;
+	if (!have_root)
+		mt_error("process %d wrote no profile (killed by a signal, or ended with _exit); "
+			 "profiles of this run: %zu", (int)root, l.n);
+	if (l.n > 1 && strcmp(format, "text") == 0) {
+		fprintf(out, "memtap: %zu processes traced; calls per process:\n", l.n);
+		for (size_t i = 0; i < l.n; i++) {
+			struct mt_profile *p = l.items[i].profile;
+			uint64_t calls = 0;
+			for (uint32_t f = 0; f < p->nfuncs; f++)
+				calls += p->funcs[f].calls;
+			char key[96];
+			snprintf(key, sizeof(key), "%u %.80s", p->pid, p->command);
+			mt_render_count_row(out, key, calls);
+		}
+		fprintf(out, "memtap: per process: memtap report %s.*.%s\n\n", prefix, MT_FILE_EXT);
+		mt_loaded_merge(&l);
+	}
+	if (l.n)
+		mt_render(out, format, &l);
+	if (out != stderr)
+		fclose(out);
+	mt_loaded_free(&l);
+	return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"output", required_argument, NULL, 'o'}, {"report-file", required_argument, NULL, 'r'},
+		{"format", required_argument, NULL, 'F'}, {"inactive", no_argument, NULL, 'i'},
+		{"no-follow", no_argument, NULL, 'n'},    {"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},         {0},
+	};
+	const char *output = NULL, *report_file = NULL, *format = "text";
+	int inactive = 0, follow = 1, quiet = 0, c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+o:qh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o': output = optarg; break;
+		case 'r': report_file = optarg; break;
+		case 'F': format = optarg; break;
+		case 'i': inactive = 1; break;
+		case 'n': follow = 0; break;
+		case 'q': quiet = 1; break;
+		case 'h': run_usage(stdout); return 0;
+		default: run_usage(stderr); return 2;
+		}
+	}
+	if (optind >= argc) {
+		mt_error("run: no command given");
+		run_usage(stderr);
+		return 2;
+	}
+	if (strcmp(format, "text") && strcmp(format, "json"))
+		return mt_error("run: unknown --format '%s' (text or json)", format), 2;
+
+	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX];
+	if (mt_find_companion("libmemtap.so", agent, sizeof(agent), err, sizeof(err)))
+		return mt_error("the agent library is missing: %s", err), 2;
+	if (resolve_prefix(output, argv[optind], prefix, sizeof(prefix)))
+		return 2;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t run_id = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid();
+	run_id &= INT64_MAX;
+
+	child = fork();
+	if (child < 0)
+		return mt_error("run: fork: %s", strerror(errno)), 2;
+	if (child == 0) {
+		char preload[PATH_MAX * 2], id[32];
+		const char *old = getenv("LD_PRELOAD");
+		snprintf(preload, sizeof(preload), "%s%s%s", agent, old && *old ? ":" : "", old ? old : "");
+		snprintf(id, sizeof(id), "%llu", (unsigned long long)run_id);
+		setenv("LD_PRELOAD", preload, 1);
+		setenv("MEMTAP_AGENT", agent, 1);
+		setenv("MEMTAP_PREFIX", prefix, 1);
+		setenv("MEMTAP_RUN_ID", id, 1);
+		setenv("MEMTAP_FOLLOW", follow ? "1" : "0", 1);
+		if (inactive)
+			setenv("MEMTAP_INACTIVE", "1", 1);
+		else
+			unsetenv("MEMTAP_INACTIVE");
+		execvp(argv[optind], argv + optind);
+		fprintf(stderr, "memtap: cannot run %s: %s\n", argv[optind], strerror(errno));
+		_exit(errno == ENOENT ? 127 : 126);
+	}
+	/* Like a shell: keyboard signals reach the child through the terminal,
+	 * others are forwarded; memtap waits to print the summary. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
+	signal(SIGTERM, forward);
+	signal(SIGHUP, forward);
+	int status;
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status) && WEXITSTATUS(status) >= 126 && !quiet) {
+		/* exec failed: there is nothing to summarize beyond the error. */
+		glob_t g;
+		char pattern[PATH_MAX + 16];
+		snprintf(pattern, sizeof(pattern), "%s.%d.*.%s", prefix, (int)child, MT_FILE_EXT);
+		if (glob(pattern, 0, NULL, &g) != 0)
+			return WEXITSTATUS(status);
+		globfree(&g);
+	}
+	if (!quiet)
+		summarize(prefix, run_id, child, format, report_file);
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		mt_error("%s killed by signal %d (%s)", argv[optind], sig, strsignal(sig));
+		return 128 + sig;
+	}
+	return WEXITSTATUS(status);
+}

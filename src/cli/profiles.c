@@ -1,0 +1,134 @@
+/* Loading, grouping and rendering profiles for `report` and `run`. */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "memtap/format.h"
+
+int mt_error(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("memtap: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return -1;
+}
+
+int mt_find_companion(const char *name, char *out, size_t outlen, char *err, size_t errlen)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0) {
+		snprintf(err, errlen, "cannot read /proc/self/exe: %s", strerror(errno));
+		return -ENOENT;
+	}
+	self[n] = '\0';
+	char *slash = strrchr(self, '/');
+	*slash = '\0';
+	/* build/memtap -> build/NAME; PREFIX/bin/memtap -> PREFIX/lib/memtap/NAME */
+	snprintf(out, outlen, "%s/%s", self, name);
+	if (access(out, R_OK) == 0)
+		return 0;
+	char first[PATH_MAX];
+	snprintf(first, sizeof(first), "%s", out);
+	snprintf(out, outlen, "%s/../lib/memtap/%s", self, name);
+	if (access(out, R_OK) == 0) {
+		char real[PATH_MAX];
+		if (realpath(out, real))
+			snprintf(out, outlen, "%s", real);
+		return 0;
+	}
+	snprintf(err, errlen, "%s not found (looked at %s and %s); reinstall memtap or run `make`",
+		 name, first, out);
+	return -ENOENT;
+}
+
+int mt_load_profiles(char *const *paths, size_t n, struct mt_loaded *out)
+{
+	int failed = 0;
+	memset(out, 0, sizeof(*out));
+	out->items = calloc(n ? n : 1, sizeof(*out->items));
+	out->paths = calloc(n ? n : 1, sizeof(*out->paths));
+	if (!out->items || !out->paths)
+		return (int)n;
+	for (size_t i = 0; i < n; i++) {
+		char err[1024];
+		struct mt_profile *p;
+		if (mt_file_read(paths[i], &p, err, sizeof(err))) {
+			mt_error("%s", err);
+			failed++;
+			continue;
+		}
+		out->paths[out->npaths] = strdup(paths[i]);
+		out->items[out->n].profile = p;
+		out->items[out->n].path = out->paths[out->npaths++];
+		out->n++;
+	}
+	return failed;
+}
+
+int mt_loaded_merge(struct mt_loaded *l)
+{
+	if (l->n < 2)
+		return 0;
+	struct mt_profile *m = mt_profile_new();
+	uint32_t *pids = calloc(l->n, sizeof(*pids));
+	if (!m || !pids) {
+		mt_profile_free(m);
+		free(pids);
+		return -ENOMEM;
+	}
+	/* The merged item keeps the identity of the first profile. */
+	struct mt_profile *first = l->items[0].profile;
+	*m = *first;
+	m->funcs = NULL;
+	m->nfuncs = 0;
+	memset(&m->totals, 0, sizeof(m->totals));
+	size_t npids = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		struct mt_profile *p = l->items[i].profile;
+		if (mt_profile_merge(m, p)) {
+			mt_profile_free(m);
+			free(pids);
+			return -ENOMEM;
+		}
+		size_t k = 0;
+		while (k < npids && pids[k] != p->pid)
+			k++;
+		if (k == npids)
+			pids[npids++] = p->pid;
+		mt_profile_free(p);
+	}
+	l->items[0] = (struct mt_report_item){m, NULL, pids, npids};
+	l->n = 1;
+	free(l->pids);
+	l->pids = pids;
+	return 0;
+}
+
+void mt_loaded_free(struct mt_loaded *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		mt_profile_free(l->items[i].profile);
+	for (size_t i = 0; i < l->npaths; i++)
+		free(l->paths[i]);
+	free(l->paths);
+	free(l->items);
+	free(l->pids);
+	memset(l, 0, sizeof(*l));
+}
+
+int mt_render(FILE *out, const char *format, const struct mt_loaded *l)
+{
+	if (strcmp(format, "text") == 0)
+		return mt_render_text(out, l->items, l->n);
+	if (strcmp(format, "json") == 0)
+		return mt_render_json(out, l->items, l->n);
+	return -EINVAL;
+}

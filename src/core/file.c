@@ -1,0 +1,395 @@
+/*
+ * The profile file reader and writer (see include/memtap/format.h and
+ * docs/FORMAT.md).  The writer never allocates except through the buffer's
+ * grow function; the reader validates every length before it reads, so a
+ * truncated or corrupt file yields an error naming the offset, never a crash.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "memtap/format.h"
+
+void *mt_buf_grow_libc(void *old, size_t len, size_t newcap)
+{
+	(void)len;
+	return realloc(old, newcap);
+}
+
+static void buf_put(struct mt_buf *b, const void *p, size_t n)
+{
+	if (b->err)
+		return;
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n)
+			cap *= 2;
+		uint8_t *d = b->grow(b->data, b->len, cap);
+		if (!d) {
+			b->err = -ENOMEM;
+			return;
+		}
+		b->data = d;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+}
+
+/* x86-64 is little-endian, which is the file's byte order. */
+static void put_u32(struct mt_buf *b, uint32_t v) { buf_put(b, &v, 4); }
+static void put_u64(struct mt_buf *b, uint64_t v) { buf_put(b, &v, 8); }
+
+static void put_str(struct mt_buf *b, const char *s, size_t max)
+{
+	size_t n = strnlen(s, max);
+	put_u32(b, (uint32_t)n);
+	buf_put(b, s, n);
+}
+
+/* Starts a record; returns the offset of its length field. */
+static size_t rec_begin(struct mt_buf *b, uint32_t tag)
+{
+	put_u32(b, tag);
+	size_t at = b->len;
+	put_u32(b, 0);
+	return at;
+}
+
+static void rec_end(struct mt_buf *b, size_t at)
+{
+	if (b->err)
+		return;
+	uint32_t n = (uint32_t)(b->len - at - 4);
+	memcpy(b->data + at, &n, 4);
+}
+
+int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
+{
+	size_t start = b->len;
+	buf_put(b, MT_FILE_MAGIC, MT_FILE_MAGIC_LEN);
+	put_u32(b, MT_FILE_VERSION);
+	put_u32(b, MT_FILE_HEADER_LEN);
+
+	size_t r = rec_begin(b, MT_TAG_PROCESS);
+	put_u32(b, p->pid);
+	put_u32(b, p->ppid);
+	put_u32(b, p->uid);
+	put_u32(b, p->seq);
+	put_u32(b, p->reason);
+	put_u32(b, p->flags);
+	put_u64(b, p->run_id);
+	put_u64(b, p->start_ns);
+	put_u64(b, p->dump_ns);
+	put_str(b, p->command, sizeof(p->command) - 1);
+	put_str(b, p->exe, sizeof(p->exe) - 1);
+	rec_end(b, r);
+
+	for (uint32_t i = 0; i < p->nfuncs; i++) {
+		const struct mt_func *f = &p->funcs[i];
+		uint32_t nonempty = 0;
+		for (int k = 0; k < MT_HIST_BUCKETS; k++)
+			nonempty += f->hist[k] != 0;
+		r = rec_begin(b, MT_TAG_FUNCTION);
+		put_str(b, f->name, sizeof(f->name) - 1);
+		put_u32(b, f->kind);
+		put_u64(b, f->calls);
+		put_u64(b, f->bytes);
+		put_u64(b, f->failed);
+		put_u32(b, nonempty);
+		for (uint32_t k = 0; k < MT_HIST_BUCKETS; k++) {
+			if (!f->hist[k])
+				continue;
+			put_u32(b, k);
+			put_u64(b, f->hist[k]);
+		}
+		rec_end(b, r);
+	}
+
+	r = rec_begin(b, MT_TAG_TOTALS);
+	put_u64(b, p->totals.allocated_bytes);
+	put_u64(b, p->totals.freed_bytes);
+	put_u64(b, (uint64_t)p->totals.in_use_bytes);
+	put_u64(b, p->totals.peak_in_use_bytes);
+	rec_end(b, r);
+
+	if (b->err)
+		return b->err;
+	uint32_t crc = (uint32_t)crc32(0L, b->data + start, (uInt)(b->len - start));
+	r = rec_begin(b, MT_TAG_END);
+	put_u32(b, crc);
+	rec_end(b, r);
+	return b->err;
+}
+
+/* A bounds-checked cursor over one record's payload. */
+struct cur {
+	const uint8_t *base; /* start of the file, for offsets in messages */
+	const uint8_t *p, *end;
+	const char *what; /* the record being read */
+	char *err;
+	size_t errlen;
+	int bad;
+};
+
+static int need(struct cur *c, size_t n)
+{
+	if (c->bad)
+		return 0;
+	if ((size_t)(c->end - c->p) < n) {
+		snprintf(c->err, c->errlen,
+			 "%s record truncated at offset %zu (needs %zu more bytes, %zu left)",
+			 c->what, (size_t)(c->p - c->base), n, (size_t)(c->end - c->p));
+		c->bad = 1;
+		return 0;
+	}
+	return 1;
+}
+
+static uint32_t get_u32(struct cur *c)
+{
+	uint32_t v = 0;
+	if (need(c, 4)) {
+		memcpy(&v, c->p, 4);
+		c->p += 4;
+	}
+	return v;
+}
+
+static uint64_t get_u64(struct cur *c)
+{
+	uint64_t v = 0;
+	if (need(c, 8)) {
+		memcpy(&v, c->p, 8);
+		c->p += 8;
+	}
+	return v;
+}
+
+static void get_str(struct cur *c, char *dst, size_t dstlen)
+{
+	size_t at = (size_t)(c->p - c->base);
+	uint32_t n = get_u32(c);
+	dst[0] = '\0';
+	if (c->bad)
+		return;
+	if (n >= dstlen) {
+		snprintf(c->err, c->errlen, "%s record: string of %u bytes at offset %zu exceeds %zu",
+			 c->what, n, at, dstlen - 1);
+		c->bad = 1;
+		return;
+	}
+	if (!need(c, n))
+		return;
+	memcpy(dst, c->p, n);
+	dst[n] = '\0';
+	if (strlen(dst) != n) {
+		snprintf(c->err, c->errlen, "%s record: string at offset %zu contains a NUL byte",
+			 c->what, at);
+		c->bad = 1;
+	}
+	c->p += n;
+}
+
+static int decode_function(struct cur *c, struct mt_profile *p)
+{
+	char name[MT_NAME_MAX];
+	get_str(c, name, sizeof(name));
+	uint32_t kind = get_u32(c);
+	uint64_t calls = get_u64(c), bytes = get_u64(c), failed = get_u64(c);
+	uint32_t n = get_u32(c);
+	if (c->bad)
+		return -EINVAL;
+	if (!name[0] || mt_profile_find(p, name)) {
+		snprintf(c->err, c->errlen, "function record at offset %zu: %s function name",
+			 (size_t)(c->p - c->base), name[0] ? "duplicate" : "empty");
+		return -EINVAL;
+	}
+	struct mt_func *f = mt_profile_func(p, name, kind);
+	if (!f)
+		return -ENOMEM;
+	f->calls = calls;
+	f->bytes = bytes;
+	f->failed = failed;
+	if (n > MT_HIST_BUCKETS) {
+		snprintf(c->err, c->errlen, "function %s: %u histogram buckets (at most %d)",
+			 name, n, MT_HIST_BUCKETS);
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		size_t at = (size_t)(c->p - c->base);
+		uint32_t k = get_u32(c);
+		uint64_t v = get_u64(c);
+		if (c->bad)
+			return -EINVAL;
+		if (k >= MT_HIST_BUCKETS) {
+			snprintf(c->err, c->errlen, "function %s: bucket index %u at offset %zu out of range",
+				 name, k, at);
+			return -EINVAL;
+		}
+		f->hist[k] = v;
+	}
+	return 0;
+}
+
+int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
+		   char *err, size_t errlen)
+{
+	int ret = -EINVAL;
+	struct mt_profile *p = NULL;
+	*out = NULL;
+
+	if (len < MT_FILE_HEADER_LEN || memcmp(data, MT_FILE_MAGIC, MT_FILE_MAGIC_LEN) != 0) {
+		snprintf(err, errlen, len < MT_FILE_MAGIC_LEN && memcmp(data, MT_FILE_MAGIC, len) == 0
+			 ? "truncated at offset %zu: the header is incomplete"
+			 : "not a memtap profile (bad magic at offset 0; file is %zu bytes)", len);
+		return -EINVAL;
+	}
+	uint32_t version, hlen;
+	memcpy(&version, data + 8, 4);
+	memcpy(&hlen, data + 12, 4);
+	if (version != MT_FILE_VERSION) {
+		snprintf(err, errlen, "unsupported format version %u at offset 8 (this memtap reads version %d)",
+			 version, MT_FILE_VERSION);
+		return -EPROTO;
+	}
+	if (hlen < MT_FILE_HEADER_LEN || hlen > len) {
+		snprintf(err, errlen, "bad header length %u at offset 12", hlen);
+		return -EINVAL;
+	}
+	p = mt_profile_new();
+	if (!p)
+		return -ENOMEM;
+
+	int seen_process = 0, seen_end = 0;
+	size_t off = hlen;
+	while (off < len && !seen_end) {
+		if (len - off < 8) {
+			snprintf(err, errlen, "truncated at offset %zu: record header needs 8 bytes, %zu left",
+				 off, len - off);
+			goto out;
+		}
+		uint32_t tag, rlen;
+		memcpy(&tag, data + off, 4);
+		memcpy(&rlen, data + off + 4, 4);
+		if (rlen > len - off - 8) {
+			snprintf(err, errlen, "truncated at offset %zu: record of %u bytes, %zu left",
+				 off, rlen, len - off - 8);
+			goto out;
+		}
+		struct cur c = {data, data + off + 8, data + off + 8 + rlen, "", err, errlen, 0};
+		switch (tag) {
+		case MT_TAG_PROCESS:
+			c.what = "process";
+			p->pid = get_u32(&c);
+			p->ppid = get_u32(&c);
+			p->uid = get_u32(&c);
+			p->seq = get_u32(&c);
+			p->reason = get_u32(&c);
+			p->flags = get_u32(&c);
+			p->run_id = get_u64(&c);
+			p->start_ns = get_u64(&c);
+			p->dump_ns = get_u64(&c);
+			get_str(&c, p->command, sizeof(p->command));
+			get_str(&c, p->exe, sizeof(p->exe));
+			seen_process = 1;
+			break;
+		case MT_TAG_FUNCTION:
+			c.what = "function";
+			ret = decode_function(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_TOTALS:
+			c.what = "totals";
+			p->totals.allocated_bytes = get_u64(&c);
+			p->totals.freed_bytes = get_u64(&c);
+			p->totals.in_use_bytes = (int64_t)get_u64(&c);
+			p->totals.peak_in_use_bytes = get_u64(&c);
+			break;
+		case MT_TAG_END: {
+			c.what = "end";
+			uint32_t want = get_u32(&c);
+			uint32_t crc = (uint32_t)crc32(0L, data, (uInt)off);
+			if (!c.bad && crc != want) {
+				snprintf(err, errlen, "checksum mismatch in the end record at offset %zu "
+					 "(stored %08x, computed %08x): the file is corrupt", off, want, crc);
+				goto out;
+			}
+			seen_end = 1;
+			break;
+		}
+		default:
+			break; /* a newer writer's record: skip it */
+		}
+		if (c.bad)
+			goto out;
+		off += 8 + rlen;
+	}
+	if (!seen_end) {
+		snprintf(err, errlen, "truncated at offset %zu: no end record (the writer was interrupted?)", off);
+		goto out;
+	}
+	if (!seen_process) {
+		snprintf(err, errlen, "no process record before offset %zu", off);
+		goto out;
+	}
+	*out = p;
+	return 0;
+out:
+	mt_profile_free(p);
+	return ret;
+}
+
+int mt_file_read(const char *path, struct mt_profile **out, char *err, size_t errlen)
+{
+	char msg[512];
+	uint8_t *data = NULL;
+	int ret;
+	*out = NULL;
+
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return ret;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		ret = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		snprintf(err, errlen, "%s: not a regular file", path);
+		goto out;
+	}
+	size_t len = (size_t)st.st_size;
+	data = malloc(len ? len : 1);
+	if (!data) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "%s: out of memory reading %zu bytes", path, len);
+		goto out;
+	}
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = read(fd, data + got, len - got);
+		if (n < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "%s: read error at offset %zu: %s", path, got, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	ret = mt_file_decode(data, got, out, msg, sizeof(msg));
+	if (ret)
+		snprintf(err, errlen, "%s: %s", path, msg);
+out:
+	free(data);
+	close(fd);
+	return ret;
+}

@@ -1,0 +1,78 @@
+/* The JSON report: {"processes":[...]} (docs/FORMAT.md lists every key). */
+#include <errno.h>
+#include <inttypes.h>
+
+#include "memtap/render.h"
+
+static void json_str(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+		switch (*c) {
+		case '"': fputs("\\\"", out); break;
+		case '\\': fputs("\\\\", out); break;
+		case '\n': fputs("\\n", out); break;
+		case '\r': fputs("\\r", out); break;
+		case '\t': fputs("\\t", out); break;
+		default:
+			if (*c < 0x20 || *c == 0x7f)
+				fprintf(out, "\\u%04x", *c);
+			else
+				fputc(*c, out);
+		}
+	}
+	fputc('"', out);
+}
+
+static void json_func(FILE *out, const struct mt_func *f)
+{
+	json_str(out, f->name);
+	fprintf(out, ":{\"kind\":\"%s\",\"calls\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"failed\":%" PRIu64
+		",\"hist\":[", mt_kind_name(f->kind), f->calls, f->bytes, f->failed);
+	int first = 1;
+	for (unsigned k = 0; k < MT_HIST_BUCKETS; k++) {
+		if (!f->hist[k])
+			continue;
+		fprintf(out, "%s[%" PRIu64 ",%" PRIu64 "]", first ? "" : ",", mt_hist_lower(k), f->hist[k]);
+		first = 0;
+	}
+	fputs("]}", out);
+}
+
+int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
+{
+	fputs("{\"processes\":[", out);
+	for (size_t i = 0; i < n; i++) {
+		const struct mt_profile *p = items[i].profile;
+		fprintf(out, "%s{\"pid\":%u,\"ppid\":%u,\"uid\":%u,\"command\":", i ? "," : "", p->pid,
+			p->ppid, p->uid);
+		json_str(out, p->command);
+		fputs(",\"exe\":", out);
+		json_str(out, p->exe);
+		fprintf(out, ",\"seq\":%u,\"reason\":\"%s\",\"active\":%s,\"run_id\":%" PRIu64
+			",\"start_ns\":%" PRIu64 ",\"dump_ns\":%" PRIu64, p->seq, mt_reason_name(p->reason),
+			p->flags & MT_PROFILE_ACTIVE ? "true" : "false", p->run_id, p->start_ns, p->dump_ns);
+		if (items[i].path) {
+			fputs(",\"file\":", out);
+			json_str(out, items[i].path);
+		}
+		if (items[i].npids > 1) {
+			fputs(",\"merged_pids\":[", out);
+			for (size_t k = 0; k < items[i].npids; k++)
+				fprintf(out, "%s%u", k ? "," : "", items[i].pids[k]);
+			fputc(']', out);
+		}
+		fputs(",\"functions\":{", out);
+		for (uint32_t f = 0; f < p->nfuncs; f++) {
+			if (f)
+				fputc(',', out);
+			json_func(out, &p->funcs[f]);
+		}
+		fprintf(out, "},\"totals\":{\"allocated_bytes\":%" PRIu64 ",\"freed_bytes\":%" PRIu64
+			",\"in_use_bytes\":%" PRId64 ",\"peak_in_use_bytes\":%" PRIu64 "}}",
+			p->totals.allocated_bytes, p->totals.freed_bytes, p->totals.in_use_bytes,
+			p->totals.peak_in_use_bytes);
+	}
+	fputs("]}\n", out);
+	return fflush(out) || ferror(out) ? -EIO : 0;
+}

@@ -1,0 +1,116 @@
+/* The default report: DTrace's count() and quantize() layouts. */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+#include "memtap/render.h"
+
+void mt_render_count_row(FILE *out, const char *key, uint64_t value)
+{
+	fprintf(out, "  %-50s %16" PRIu64 "\n", key, value);
+}
+
+void mt_render_quantize(FILE *out, const char *title, const uint64_t hist[MT_HIST_BUCKETS])
+{
+	static const char ats[] = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@";
+	static const char spaces[] = "                                        ";
+	int first = -1, last = -1;
+	uint64_t total = 0;
+	for (int i = 0; i < MT_HIST_BUCKETS; i++) {
+		if (!hist[i])
+			continue;
+		if (first < 0)
+			first = i;
+		last = i;
+		total += hist[i];
+	}
+	if (first < 0)
+		return;
+	/* One empty bucket either side of the populated range, as DTrace does. */
+	int lo = first > 0 ? first - 1 : 0;
+	int hi = last < MT_HIST_BUCKETS - 1 ? last + 1 : last;
+	fprintf(out, "  %-50s\n", title);
+	fprintf(out, "%16s %41s %-9s\n", "value", "------------- Distribution -------------", "count");
+	for (int i = lo; i <= hi; i++) {
+		unsigned depth = (unsigned)((double)hist[i] * 40.0 / (double)total + 0.5);
+		fprintf(out, "%16" PRIu64 " |%s%s %-9" PRIu64 "\n", mt_hist_lower((unsigned)i),
+			ats + 40 - depth, spaces + depth, hist[i]);
+	}
+	fputc('\n', out);
+}
+
+static void render_header(FILE *out, const struct mt_report_item *it)
+{
+	const struct mt_profile *p = it->profile;
+	if (it->npids > 1) {
+		fprintf(out, "memtap: %zu processes merged (pids", it->npids);
+		for (size_t i = 0; i < it->npids; i++)
+			fprintf(out, " %u", it->pids[i]);
+		fprintf(out, "), first: %s\n", p->command);
+		return;
+	}
+	char when[64] = "";
+	time_t t = (time_t)(p->dump_ns / 1000000000u);
+	struct tm tm;
+	if (localtime_r(&t, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(out, "memtap: pid %u (ppid %u) %s\n", p->pid, p->ppid, p->command);
+	fprintf(out, "memtap: snapshot #%u at %s (%s), counting %s%s%s\n", p->seq, when,
+		mt_reason_name(p->reason), p->flags & MT_PROFILE_ACTIVE ? "active" : "inactive",
+		it->path ? ", from " : "", it->path ? it->path : "");
+}
+
+static int render_one(FILE *out, const struct mt_report_item *it)
+{
+	struct mt_profile *p = it->profile;
+	mt_profile_sort(p);
+	render_header(out, it);
+
+	fprintf(out, "\nCalls per function:\n");
+	for (uint32_t i = 0; i < p->nfuncs; i++)
+		mt_render_count_row(out, p->funcs[i].name, p->funcs[i].calls);
+	if (!p->nfuncs)
+		fprintf(out, "  (no calls recorded)\n");
+
+	fprintf(out, "\nBytes per function (requested; released for frees):\n");
+	for (uint32_t i = 0; i < p->nfuncs; i++)
+		mt_render_count_row(out, p->funcs[i].name, p->funcs[i].bytes);
+
+	int failures = 0;
+	for (uint32_t i = 0; i < p->nfuncs; i++)
+		failures |= p->funcs[i].failed != 0;
+	if (failures) {
+		fprintf(out, "\nFailed calls (NULL or MAP_FAILED):\n");
+		for (uint32_t i = 0; i < p->nfuncs; i++)
+			if (p->funcs[i].failed)
+				mt_render_count_row(out, p->funcs[i].name, p->funcs[i].failed);
+	}
+
+	fprintf(out, "\nSize distribution per function (bytes):\n\n");
+	for (uint32_t i = 0; i < p->nfuncs; i++)
+		mt_render_quantize(out, p->funcs[i].name, p->funcs[i].hist);
+
+	fprintf(out, "Totals (malloc family and C++ operators, usable bytes):\n");
+	mt_render_count_row(out, "allocated", p->totals.allocated_bytes);
+	mt_render_count_row(out, "freed", p->totals.freed_bytes);
+	if (p->totals.in_use_bytes >= 0)
+		mt_render_count_row(out, "in use", (uint64_t)p->totals.in_use_bytes);
+	else
+		fprintf(out, "  %-50s %16" PRId64 "\n", "in use", p->totals.in_use_bytes);
+	mt_render_count_row(out, it->npids > 1 ? "peak in use (sum of peaks)" : "peak in use",
+			    p->totals.peak_in_use_bytes);
+	return ferror(out) ? -EIO : 0;
+}
+
+int mt_render_text(FILE *out, const struct mt_report_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			fputc('\n', out);
+		int err = render_one(out, &items[i]);
+		if (err)
+			return err;
+	}
+	return fflush(out) ? -errno : 0;
+}
