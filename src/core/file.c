@@ -199,6 +199,7 @@ static void get_str(struct cur *c, char *dst, size_t dstlen)
 static int decode_function(struct cur *c, struct mt_profile *p)
 {
 	char name[MT_NAME_MAX];
+	size_t start = (size_t)(c->p - c->base);
 	get_str(c, name, sizeof(name));
 	uint32_t kind = get_u32(c);
 	uint64_t calls = get_u64(c), bytes = get_u64(c), failed = get_u64(c);
@@ -207,7 +208,7 @@ static int decode_function(struct cur *c, struct mt_profile *p)
 		return -EINVAL;
 	if (!name[0] || mt_profile_find(p, name)) {
 		snprintf(c->err, c->errlen, "function record at offset %zu: %s function name",
-			 (size_t)(c->p - c->base), name[0] ? "duplicate" : "empty");
+			 start, name[0] ? "duplicate" : "empty");
 		return -EINVAL;
 	}
 	struct mt_func *f = mt_profile_func(p, name, kind);
@@ -217,8 +218,8 @@ static int decode_function(struct cur *c, struct mt_profile *p)
 	f->bytes = bytes;
 	f->failed = failed;
 	if (n > MT_HIST_BUCKETS) {
-		snprintf(c->err, c->errlen, "function %s: %u histogram buckets (at most %d)",
-			 name, n, MT_HIST_BUCKETS);
+		snprintf(c->err, c->errlen, "function %s at offset %zu: %u histogram buckets (at most %d)",
+			 name, start, n, MT_HIST_BUCKETS);
 		return -EINVAL;
 	}
 	for (uint32_t i = 0; i < n; i++) {

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Installs the Debian packages memtap needs that are missing, asking apt only
+# for what is absent.  Usage: scripts/deps.sh [build|check|bench]...
+# (default: build check).  Not root: prints the apt-get command to run.
+set -u
+
+build="gcc g++ make pkg-config libc6-dev zlib1g-dev"
+check="libcmocka-dev jq curl apache2 valgrind procps"
+bench="heaptrack valgrind bpftrace hyperfine"
+
+groups=${*:-build check}
+want=""
+for g in $groups; do
+	case $g in
+	build) want="$want $build" ;;
+	check) want="$want $check" ;;
+	bench) want="$want $bench" ;;
+	*) echo "deps.sh: unknown group '$g' (build, check, bench)" >&2; exit 2 ;;
+	esac
+done
+
+missing=""
+for p in $want; do
+	case " $missing " in *" $p "*) continue ;; esac
+	st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)
+	[ "$st" = "install ok installed" ] || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+	echo "memtap needs these Debian packages:$missing" >&2
+	echo "run: sudo apt-get update && sudo apt-get install -y$missing" >&2
+	exit 1
+fi
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+# Do not let package scripts start services (apache2 would take port 80).
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e $policy ]; then
+	printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy && made_policy=1
+fi
+rc=0
+apt-get update -qq >/dev/null 2>&1 || true
+apt-get install -y -qq --no-install-recommends $missing >/tmp/memtap-deps.log 2>&1 || rc=$?
+[ $made_policy = 1 ] && rm -f $policy
+if [ $rc != 0 ]; then
+	echo "deps: apt-get install failed ($rc); see /tmp/memtap-deps.log:" >&2
+	tail -5 /tmp/memtap-deps.log >&2
+	exit $rc
+fi

@@ -1,0 +1,63 @@
+# Shared helpers for memtap's shell tests, which print TAP for prove.
+# Source it from a test:  . "$(dirname "$0")/../lib.sh"
+# Tests run from the repository root (tests/run.sh cds there).
+
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MEMTAP="$ROOT/build/memtap"
+FIX="$ROOT/build/tests/fixtures"
+TMP=$(mktemp -d /tmp/memtap-test.XXXXXX)
+chmod 0755 "$TMP"
+_n=0
+_failed=0
+_cleanups=()
+
+cleanup() {
+	local c
+	for c in "${_cleanups[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+# Run COMMAND (a string) when the test exits, e.g. to stop a server.
+at_exit() { _cleanups+=("$1"); }
+
+plan() { echo "1..$1"; }
+ok() { # ok CONDITION-EXIT-STATUS DESCRIPTION
+	_n=$((_n + 1))
+	if [ "$1" -eq 0 ]; then echo "ok $_n - $2"; else echo "not ok $_n - $2"; _failed=$((_failed + 1)); fi
+}
+# is GOT WANT DESCRIPTION
+is() {
+	_n=$((_n + 1))
+	if [ "$1" = "$2" ]; then echo "ok $_n - $3"
+	else echo "not ok $_n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; _failed=$((_failed + 1)); fi
+}
+# like TEXT REGEX DESCRIPTION
+like() {
+	_n=$((_n + 1))
+	if printf '%s' "$1" | grep -Eq -- "$2"; then echo "ok $_n - $3"
+	else echo "not ok $_n - $3"; echo "#   '$1'"; echo "#   does not match /$2/"; _failed=$((_failed + 1)); fi
+}
+skip() { _n=$((_n + 1)); echo "ok $_n # skip $1"; }
+skip_all() { echo "1..0 # skip $1"; exit 0; }
+diag() { echo "# $*"; }
+
+# json FILE JQ-FILTER: query a JSON report.
+json() { jq -r "$2" "$1"; }
+# fn_field JSONFILE FUNCTION FIELD: a function's field in the first process.
+fn_field() { jq -r --arg f "$2" ".processes[0].functions[\$f].$3 // 0" "$1"; }
+# bucket JSONFILE FUNCTION LOWER: the count in the histogram bucket LOWER.
+bucket() { jq -r --arg f "$2" --argjson b "$3" \
+	'[.processes[0].functions[$f].hist[] | select(.[0] == $b) | .[1]] | add // 0' "$1"; }
+
+# wait_for CMD [TRIES]: retry CMD every 0.1 s, up to TRIES (default 100) times.
+wait_for() {
+	local i=0 tries=${2:-100}
+	while [ $i -lt "$tries" ]; do eval "$1" >/dev/null 2>&1 && return 0; sleep 0.1; i=$((i + 1)); done
+	return 1
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}

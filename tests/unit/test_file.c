@@ -1,0 +1,186 @@
+/* Unit tests: the profile file writer and reader, including every way a
+ * file can be truncated or corrupted. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cmocka.h>
+
+#include "memtap/format.h"
+
+static struct mt_profile *sample(void)
+{
+	struct mt_profile *p = mt_profile_new();
+	p->pid = 4551;
+	p->ppid = 1;
+	p->uid = 33;
+	p->seq = 2;
+	p->reason = MT_REASON_CTL;
+	p->flags = MT_PROFILE_ACTIVE;
+	p->run_id = 0x123456789abcULL;
+	p->start_ns = 1000;
+	p->dump_ns = 2000;
+	strcpy(p->command, "/usr/sbin/apache2 -k start");
+	strcpy(p->exe, "/usr/sbin/apache2");
+	struct mt_func *f = mt_profile_func(p, "malloc", MT_KIND_ALLOC);
+	f->calls = 22;
+	f->bytes = 1234;
+	f->failed = 1;
+	f->hist[7] = 20;
+	f->hist[14] = 2;
+	f = mt_profile_func(p, "operator delete[](sized, align)", MT_KIND_FREE);
+	f->calls = 5;
+	f->hist[0] = 5;
+	p->totals = (struct mt_totals){1000, 400, 600, 900};
+	return p;
+}
+
+static struct mt_buf encode(const struct mt_profile *p)
+{
+	struct mt_buf b = {.grow = mt_buf_grow_libc};
+	assert_int_equal(mt_file_encode(p, &b), 0);
+	return b;
+}
+
+static void round_trip(void **state)
+{
+	(void)state;
+	struct mt_profile *p = sample(), *q;
+	struct mt_buf b = encode(p);
+	char err[256];
+	assert_int_equal(mt_file_decode(b.data, b.len, &q, err, sizeof(err)), 0);
+	assert_int_equal(q->pid, 4551);
+	assert_int_equal(q->ppid, 1);
+	assert_int_equal(q->uid, 33);
+	assert_int_equal(q->seq, 2);
+	assert_int_equal(q->reason, MT_REASON_CTL);
+	assert_int_equal(q->flags, MT_PROFILE_ACTIVE);
+	assert_true(q->run_id == 0x123456789abcULL);
+	assert_string_equal(q->command, p->command);
+	assert_string_equal(q->exe, p->exe);
+	assert_int_equal(q->nfuncs, 2);
+	assert_memory_equal(q->funcs, p->funcs, 2 * sizeof(struct mt_func));
+	assert_memory_equal(&q->totals, &p->totals, sizeof(p->totals));
+	mt_profile_free(q);
+	mt_profile_free(p);
+	free(b.data);
+}
+
+/* Every proper prefix of a valid file is refused with an offset. */
+static void every_truncation_refused(void **state)
+{
+	(void)state;
+	struct mt_profile *p = sample(), *q;
+	struct mt_buf b = encode(p);
+	char err[256];
+	for (size_t len = 0; len < b.len; len++) {
+		int r = mt_file_decode(b.data, len, &q, err, sizeof(err));
+		assert_int_equal(r, -EINVAL);
+		assert_null(q);
+		assert_true(strstr(err, "offset") != NULL);
+	}
+	mt_profile_free(p);
+	free(b.data);
+}
+
+/* Flipping any byte is detected (magic, version, lengths or checksum). */
+static void every_bit_flip_refused(void **state)
+{
+	(void)state;
+	struct mt_profile *p = sample(), *q;
+	struct mt_buf b = encode(p);
+	char err[256];
+	for (size_t i = 0; i < b.len; i++) {
+		b.data[i] ^= 0x10;
+		int r = mt_file_decode(b.data, b.len, &q, err, sizeof(err));
+		assert_true(r < 0);
+		assert_null(q);
+		if (!strstr(err, "offset"))
+			fail_msg("byte %zu: %s", i, err);
+		b.data[i] ^= 0x10;
+	}
+	mt_profile_free(p);
+	free(b.data);
+}
+
+static void header_errors(void **state)
+{
+	(void)state;
+	struct mt_profile *p = sample(), *q;
+	struct mt_buf b = encode(p);
+	char err[256];
+	assert_int_equal(mt_file_decode((const uint8_t *)"hello world, not a profile", 26, &q, err,
+					sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "not a memtap profile"));
+	uint32_t v = 99;
+	memcpy(b.data + 8, &v, 4);
+	assert_int_equal(mt_file_decode(b.data, b.len, &q, err, sizeof(err)), -EPROTO);
+	assert_non_null(strstr(err, "unsupported format version 99"));
+	mt_profile_free(p);
+	free(b.data);
+}
+
+/* A record this version does not know (from a newer writer) is skipped. */
+static void unknown_record_skipped(void **state)
+{
+	(void)state;
+	struct mt_profile *p = sample(), *q;
+	struct mt_buf b = encode(p);
+	/* Drop the END record (12 bytes), append an unknown one, re-seal. */
+	b.len -= 12;
+	uint8_t extra[8 + 5] = {0x77, 0x77, 0, 0, 5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'};
+	uint8_t *d = malloc(b.len + sizeof(extra) + 12);
+	memcpy(d, b.data, b.len);
+	memcpy(d + b.len, extra, sizeof(extra));
+	size_t len = b.len + sizeof(extra);
+	uint32_t tag = MT_TAG_END, four = 4, crc = (uint32_t)crc32(0, d, (uInt)len);
+	memcpy(d + len, &tag, 4);
+	memcpy(d + len + 4, &four, 4);
+	memcpy(d + len + 8, &crc, 4);
+	char err[256];
+	assert_int_equal(mt_file_decode(d, len + 12, &q, err, sizeof(err)), 0);
+	assert_int_equal(q->nfuncs, 2);
+	mt_profile_free(q);
+	mt_profile_free(p);
+	free(d);
+	free(b.data);
+}
+
+static void read_names_the_file(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/memtap-unit.XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	struct mt_profile *p = sample(), *q;
+	struct mt_buf b = encode(p);
+	assert_int_equal(write(fd, b.data, b.len / 2), (ssize_t)(b.len / 2));
+	close(fd);
+	char err[512];
+	assert_int_equal(mt_file_read(path, &q, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "truncated at offset"));
+	unlink(path);
+	assert_int_equal(mt_file_read(path, &q, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "cannot open"));
+	assert_int_equal(mt_file_read("/tmp", &q, err, sizeof(err)), -EISDIR);
+	mt_profile_free(p);
+	free(b.data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(round_trip),           cmocka_unit_test(every_truncation_refused),
+		cmocka_unit_test(every_bit_flip_refused), cmocka_unit_test(header_errors),
+		cmocka_unit_test(unknown_record_skipped), cmocka_unit_test(read_names_the_file),
+	};
+	return cmocka_run_group_tests_name("file", tests, NULL, NULL);
+}
