@@ -12,10 +12,13 @@ _n=0
 _failed=0
 _cleanups=()
 
+# At exit: run the cleanups, remove $TMP, and exit non-zero iff a test failed
+# (the status of the script's last command does not matter).
 cleanup() {
 	local c
 	for c in "${_cleanups[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
 	rm -rf "$TMP"
+	exit $((_failed > 0))
 }
 trap cleanup EXIT
 # Run COMMAND (a string) when the test exits, e.g. to stop a server.
