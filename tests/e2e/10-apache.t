@@ -61,6 +61,15 @@ stop_apache() {
 }
 at_exit 'stop_apache'
 
+# todo_is GOT WANT DESCRIPTION REASON: like is, but a TAP TODO test: a known
+# bug is reported (prove lists it; "TODO passed" once fixed) without failing.
+todo_is() {
+	_n=$((_n + 1))
+	if [ "$1" = "$2" ]; then echo "ok $_n - $3 # TODO $4"
+	else echo "not ok $_n - $3 # TODO $4"; echo "#   got:  '$1'"; echo "#   want: '$2'"; fi
+}
+SOCKDIR=/tmp/memtap-$(id -u)
+
 # http_code URL: the status code of a GET (000 when nothing answered).
 http_code() { curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$1"; }
 
@@ -87,7 +96,7 @@ for MPM in $MPMS; do
 	PORT=$(free_port)
 	if [ "$MPM" = prefork ]; then
 		MPMCONF="StartServers 2
-MinSpareServers 2
+MinSpareServers 1
 MaxSpareServers 4
 MaxRequestWorkers 8"
 	else
@@ -175,8 +184,7 @@ CONF
 	is "$(jq -r '.processes[0].pid' "$D/dump.json" 2>/dev/null)" "$APPID" "$MPM: the dump is the parent's profile"
 	m=$(fn_field "$D/dump.json" malloc calls 2>/dev/null)
 	ok $([ "${m:-0}" -gt 0 ]; echo $?) "$MPM: the dump counts malloc calls ($m)"
-	# Keep the live dump out of the exit-profile set checked below.
-	[ -f "$dump" ] && mv "$dump" "$D/dump.mtp"
+	DUMPM=${m:-0}
 
 	# Graceful stop: SIGTERM to the parent; memtap run must return apache's
 	# own exit status (0 for apache2 -DFOREGROUND on SIGTERM).
@@ -198,20 +206,24 @@ CONF
 	NTRACED=$(printf '%s\n' "$S" | sed -nE 's/^memtap: ([0-9]+) processes traced.*/\1/p' | head -n1)
 	is "${NTRACED:-1}" "$((NCHILD + 1))" "$MPM: the summary says $((NCHILD + 1)) processes traced (parent + children)"
 
-	# The profiles each process wrote at exit.
+	# The profiles: the live dump of the parent (reason ctl) and the one
+	# each process wrote at exit.
 	"$MEMTAP" report --format=json "$PROFDIR"/httpd.*.mtp >"$D/all.json" 2>"$D/all.err"
-	is "$(jq -r '[.processes[].pid] | sort | map(tostring) | join(" ")' "$D/all.json" 2>/dev/null)" \
+	EXITS='[.processes[] | select(.reason == "exit")]'
+	is "$(jq -r "$EXITS"' | map(.pid) | sort | map(tostring) | join(" ")' "$D/all.json" 2>/dev/null)" \
 		"$(echo $APPID $CHILDREN | tr ' ' '\n' | sort -n | tr '\n' ' ' | sed 's/ $//')" \
 		"$MPM: one exit profile per process: the parent and each child"
-	is "$(jq -r --argjson p "${APPID:-0}" '[.processes[] | select(.pid == $p) | .ppid] | first // empty' "$D/all.json")" \
+	is "$(jq -r '[.processes[] | select(.reason != "exit") | "\(.pid):\(.reason)"] | join(" ")' "$D/all.json" 2>/dev/null)" \
+		"$APPID:ctl" "$MPM: the only other profile is the parent's ctl dump"
+	is "$(jq -r --argjson p "${APPID:-0}" "$EXITS"' | map(select(.pid == $p) | .ppid) | first // empty' "$D/all.json" 2>/dev/null)" \
 		"$MTPID" "$MPM: the parent's ppid is memtap run"
-	nkids=$(jq -r --argjson p "${APPID:-0}" '[.processes[] | select(.ppid == $p)] | length' "$D/all.json" 2>/dev/null)
-	is "${nkids:-0}" "$NCHILD" "$MPM: $NCHILD profiles have the apache parent as ppid"
-	is "$(jq -r '[.processes[] | .reason] | unique | join(",")' "$D/all.json" 2>/dev/null)" exit \
-		"$MPM: every profile was written at exit"
-	zero=$(jq -r --argjson p "${APPID:-0}" '[.processes[] | select(.ppid == $p) | select((.functions.malloc.calls // 0) == 0) | .pid] | join(" ")' "$D/all.json" 2>/dev/null)
+	nkids=$(jq -r --argjson p "${APPID:-0}" "$EXITS"' | map(select(.ppid == $p)) | length' "$D/all.json" 2>/dev/null)
+	is "${nkids:-0}" "$NCHILD" "$MPM: $NCHILD exit profiles have the apache parent as ppid"
+	zero=$(jq -r --argjson p "${APPID:-0}" "$EXITS"' | map(select(.ppid == $p) | select((.functions.malloc.calls // 0) == 0) | .pid) | join(" ")' "$D/all.json" 2>/dev/null)
 	is "${zero-x}" "" "$MPM: every child counted malloc calls > 0"
-	diag "$MPM: malloc calls per process: $(jq -r '[.processes[] | "\(.pid)(ppid \(.ppid)): \(.functions.malloc.calls // 0)"] | join(", ")' "$D/all.json" 2>/dev/null)"
+	pm=$(jq -r --argjson p "${APPID:-0}" "$EXITS"' | map(select(.pid == $p) | .functions.malloc.calls // 0) | first // 0' "$D/all.json" 2>/dev/null)
+	ok $([ "${pm:-0}" -ge "$DUMPM" ]; echo $?) "$MPM: the parent's exit profile counts at least the mallocs of its dump ($pm >= $DUMPM)"
+	diag "$MPM: malloc calls per process at exit: $(jq -r "$EXITS"' | map("\(.pid) (ppid \(.ppid)): \(.functions.malloc.calls // 0)") | join(", ")' "$D/all.json" 2>/dev/null)"
 	if [ -n "$USERGROUP" ]; then
 		owners=$(for c in $CHILDREN; do stat -c %U "$PROFDIR/httpd.$c.0.mtp" 2>/dev/null || echo missing; done | sort -u | tr '\n' ' ')
 		is "$owners" "$RUNAS " "$MPM: the children's profiles are owned by $RUNAS (the uid they run as)"
@@ -219,16 +231,33 @@ CONF
 		skip "$MPM: not root, apache children keep our uid"
 	fi
 
-	# --merge sums the processes.
+	# --merge sums the files it is given, entry by entry.
 	"$MEMTAP" report --format=json --merge "$PROFDIR"/httpd.*.mtp >"$D/merged.json" 2>"$D/merged.err"
-	SUM=$(jq -r '[.processes[] | .functions.malloc.calls // 0] | add // 0' "$D/all.json" 2>/dev/null)
+	ALLSUM=$(jq -r '[.processes[] | .functions.malloc.calls // 0] | add // 0' "$D/all.json" 2>/dev/null)
 	is "$(jq -r '.processes | length' "$D/merged.json" 2>/dev/null)" 1 "$MPM: --merge gives one process entry"
-	is "$(jq -r '.processes[0].functions.malloc.calls // 0' "$D/merged.json" 2>/dev/null)" "$SUM" \
-		"$MPM: --merge malloc calls equal the sum over processes ($SUM)"
-	is "${SMALLOC:-0}" "$SUM" "$MPM: the run summary's malloc count equals the sum over processes"
+	is "$(jq -r '.processes[0].functions.malloc.calls // 0' "$D/merged.json" 2>/dev/null)" "$ALLSUM" \
+		"$MPM: --merge malloc calls equal the sum over the per-process entries ($ALLSUM)"
 	FSUM=$(jq -r '[.processes[] | .functions.free.calls // 0] | add // 0' "$D/all.json" 2>/dev/null)
 	is "$(jq -r '.processes[0].functions.free.calls // 0' "$D/merged.json" 2>/dev/null)" "$FSUM" \
-		"$MPM: --merge free calls equal the sum over processes ($FSUM)"
+		"$MPM: --merge free calls equal the sum over the per-process entries ($FSUM)"
+	# The run summary counts each process once (its exit profile), even
+	# though the parent also left a dump under the same prefix.
+	SUM=$(jq -r "$EXITS"' | map(.functions.malloc.calls // 0) | add // 0' "$D/all.json" 2>/dev/null)
+	is "${SMALLOC:-0}" "$SUM" "$MPM: the run summary's malloc count equals the sum over exit profiles ($SUM)"
+
+	# Every traced process removes its control socket when it exits.
+	left=""
+	for p in $APPID; do [ -e "$SOCKDIR/$p.sock" ] && left="$left $p"; done
+	is "$left" "" "$MPM: the apache parent's control socket is gone after exit"
+	left=""
+	for p in $CHILDREN; do [ -e "$SOCKDIR/$p.sock" ] && left="$left $p"; done
+	if [ -n "$USERGROUP" ]; then
+		todo_is "$left" "" "$MPM: the children's control sockets are gone after exit" \
+			"memtap bug: an agent that switched uid (root -> $RUNAS) cannot unlink its socket in the 0700 $SOCKDIR"
+		for p in $left; do rm -f "$SOCKDIR/$p.sock"; done
+	else
+		is "$left" "" "$MPM: the children's control sockets are gone after exit"
+	fi
 
 	# Apache itself was healthy under the agent.
 	crashes=$(grep -E 'segfault|AH00052|exit signal' "$D/error.log" 2>/dev/null)

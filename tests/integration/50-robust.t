@@ -1,0 +1,41 @@
+#!/bin/bash
+# The traced process is never harmed: signal handlers that allocate, thread
+# storms, daemons that close every descriptor, abnormal exits.
+. "$(dirname "$0")/../lib.sh"
+plan 14
+
+out=$($MEMTAP run -q -o "$TMP/s" -- "$FIX/robust" signals)
+ok $? "a SIGALRM handler that mallocs every 100 us: the program's checksum holds"
+like "$out" "^ok [0-9]+ [0-9]+" "the program reports its own result"
+handled=${out##* }
+$MEMTAP report --format=json "$TMP"/s.*.mtp > "$TMP/s.json"
+calls=$(fn_field "$TMP/s.json" malloc calls)
+# Handler allocations that interrupt an allocation in progress pass through
+# uncounted (documented); all others are counted.
+[ "$calls" -ge 200000 ] && [ "$calls" -le $((200000 + handled)) ]
+ok $? "malloc calls ($calls) between the main loop's 200000 and that plus the $handled handler runs"
+
+out=$($MEMTAP run -q -o "$TMP/t" -- "$FIX/robust" storm)
+ok $? "2000 short-lived threads"
+is "$out" "ok 2000" "each thread's result is right"
+$MEMTAP report --format=json "$TMP"/t.*.mtp > "$TMP/t.json"
+is "$(bucket "$TMP/t.json" malloc 512)" 2000 "every thread's malloc(777) is counted, once"
+is "$(bucket "$TMP/t.json" free 512)" 2000 "and every free"
+
+$MEMTAP run -q -o "$TMP/c" -- "$FIX/robust" closefds > "$TMP/c.out" &
+runpid=$!
+wait_for "grep -q ok $TMP/c.out"
+tpid=$(pgrep -P $runpid)
+like "$($MEMTAP ctl $tpid status)" "state: active" "ctl still works after the program closed every descriptor"
+wait $runpid
+ok $? "the program exits 0"
+is "$(cat "$TMP/c.out")" "ok 1000" "and computed its result"
+
+$MEMTAP run -q -o "$TMP/a" -- "$FIX/robust" abort 2>/dev/null
+is "$?" 134 "abort(): memtap run exits 128 + SIGABRT"
+$MEMTAP run -o "$TMP/a2" -- "$FIX/robust" abort 2> "$TMP/err.txt"
+like "$(cat "$TMP/err.txt")" "process [0-9]+ wrote no profile" "the summary says the process left no profile"
+
+# The traced program's own output is untouched.
+is "$($MEMTAP run -q -o "$TMP/e" -- echo hello)" "hello" "stdout passes through unchanged"
+is "$($MEMTAP run -q -o "$TMP/e2" -- sh -c 'echo err >&2' 2>&1 >/dev/null)" "err" "stderr too (with -q)"
