@@ -87,13 +87,15 @@ unit: $(UNIT)
 fixtures: $(FIXTURES)
 
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh build test
 
 check: deps
+	@sh scripts/deps.sh peers || echo "memtap: some peer programs could not be installed; their tests will skip"
 	@$(MAKE) --no-print-directory all unit fixtures
 	@sh tests/run.sh
 
-demo: deps
+demo:
+	@sh scripts/deps.sh build
 	@$(MAKE) --no-print-directory all
 	$(CLI) demo
 

@@ -1,21 +1,27 @@
 #!/bin/sh
 # Installs the Debian packages memtap needs that are missing, asking apt only
-# for what is absent.  Usage: scripts/deps.sh [build|check|bench]...
-# (default: build check).  Not root: prints the apt-get command to run.
+# for what is absent.  Usage: scripts/deps.sh [GROUP]...  (default: build test)
+#   build  compiling memtap        test   compiling and running the tests
+#   peers  real programs the tests start (a test skips, saying so, when one
+#          of these could not be installed)
+#   bench  the peers `make bench` compares against
+# Not root: prints the apt-get command to run.
 set -u
 
 build="gcc g++ make pkg-config libc6-dev zlib1g-dev"
-check="libcmocka-dev jq curl apache2 valgrind procps"
+test="libcmocka-dev jq procps util-linux"
+peers="apache2 curl libjemalloc2"
 bench="heaptrack valgrind bpftrace hyperfine"
 
-groups=${*:-build check}
+groups=${*:-build test}
 want=""
 for g in $groups; do
 	case $g in
 	build) want="$want $build" ;;
-	check) want="$want $check" ;;
+	test) want="$want $test" ;;
+	peers) want="$want $peers" ;;
 	bench) want="$want $bench" ;;
-	*) echo "deps.sh: unknown group '$g' (build, check, bench)" >&2; exit 2 ;;
+	*) echo "deps.sh: unknown group '$g' (build, test, peers, bench)" >&2; exit 2 ;;
 	esac
 done
 
