@@ -61,7 +61,7 @@ $(AGENT): $(AGENT_OBJ) src/agent/exports.map
 
 $(CLI): $(CLI_OBJ)
 	$(msg) LD $@
-	$(Q)$(CC) $(CFLAGS) $(CLI_OBJ) -o $@ $(LIBS)
+	$(Q)$(CC) $(CFLAGS) $(CLI_OBJ) -o $@ $(LIBS) -lelf
 
 $(DEMO): demo/workload.c
 	$(msg) CC $@

@@ -8,7 +8,7 @@
 # Not root: prints the apt-get command to run.
 set -u
 
-build="gcc g++ make pkg-config libc6-dev zlib1g-dev"
+build="gcc g++ make pkg-config libc6-dev zlib1g-dev libelf-dev"
 test="libcmocka-dev jq procps util-linux"
 peers="apache2 curl libjemalloc2"
 bench="heaptrack valgrind bpftrace hyperfine"

@@ -24,6 +24,11 @@ int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * looked at in ERR. */
 int mt_find_companion(const char *name, char *out, size_t outlen, char *err, size_t errlen);
 
+/* Whether memtap run can trace CMD (found on $PATH like execvp): 0, or
+ * -EPERM (setuid/setgid) / -ENOEXEC (static, not x86-64) with the reason in
+ * ERR.  A command that cannot be found is left for exec to report. */
+int mt_target_check(const char *cmd, char *err, size_t errlen);
+
 /* Profiles loaded for a report. */
 struct mt_loaded {
 	struct mt_report_item *items;

@@ -171,6 +171,8 @@ int cmd_run(int argc, char **argv)
 	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX];
 	if (mt_find_companion("libmemtap.so", agent, sizeof(agent), err, sizeof(err)))
 		return mt_error("the agent library is missing: %s", err), 2;
+	if (mt_target_check(argv[optind], err, sizeof(err)))
+		return mt_error("run: %s", err), 2;
 	if (resolve_prefix(output, argv[optind], prefix, sizeof(prefix)))
 		return 2;
 	struct timespec ts;

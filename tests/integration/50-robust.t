@@ -2,7 +2,7 @@
 # The traced process is never harmed: signal handlers that allocate, thread
 # storms, daemons that close every descriptor, abnormal exits.
 . "$(dirname "$0")/../lib.sh"
-plan 14
+plan 20
 
 out=$($MEMTAP run -q -o "$TMP/s" -- "$FIX/robust" signals)
 ok $? "a SIGALRM handler that mallocs every 100 us: the program's checksum holds"
@@ -39,3 +39,26 @@ like "$(cat "$TMP/err.txt")" "process [0-9]+ wrote no profile" "the summary says
 # The traced program's own output is untouched.
 is "$($MEMTAP run -q -o "$TMP/e" -- echo hello)" "hello" "stdout passes through unchanged"
 is "$($MEMTAP run -q -o "$TMP/e2" -- sh -c 'echo err >&2' 2>&1 >/dev/null)" "err" "stderr too (with -q)"
+
+# Programs memtap cannot preload into are refused up front, with the reason.
+cp "$FIX/threads_malloc" "$TMP/suid" && chmod u+s "$TMP/suid"
+if [ "$(id -u)" = 0 ]; then
+	chown 65534 "$TMP/suid" && chmod u+s "$TMP/suid"
+	$MEMTAP run -q -o "$TMP/u" -- "$TMP/suid" 1 1 1 2> "$TMP/err.txt"
+	is "$?" 2 "a set-user-ID program of another user is refused"
+	like "$(cat "$TMP/err.txt")" "set-user-ID .* ignores LD_PRELOAD" "saying why"
+else
+	skip "needs root to make a set-user-ID file of another user"; skip "needs root"
+fi
+if cc -static -o "$TMP/static" "$ROOT/tests/fixtures/threads_malloc.c" -lpthread 2>/dev/null; then
+	$MEMTAP run -q -o "$TMP/st" -- "$TMP/static" 1 1 1 2> "$TMP/err.txt"
+	is "$?" 2 "a statically linked program is refused"
+	like "$(cat "$TMP/err.txt")" "statically linked" "saying why"
+else
+	skip "no static libc to build a static program"; skip "no static libc"
+fi
+cp "$FIX/threads_malloc" "$TMP/elf32"
+printf '\x01' | dd of="$TMP/elf32" bs=1 seek=4 conv=notrunc status=none # EI_CLASS = ELFCLASS32
+$MEMTAP run -q -o "$TMP/32" -- "$TMP/elf32" 1 1 1 2> "$TMP/err.txt"
+is "$?" 2 "a 32-bit program is refused"
+like "$(cat "$TMP/err.txt")" "32-bit|not a readable ELF" "saying why"
