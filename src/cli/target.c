@@ -72,9 +72,11 @@ int mt_target_check(const char *cmd, char *err, size_t errlen)
 		goto out;
 	}
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64) {
-		snprintf(err, errlen, "%s is a %s %s program; memtap traces x86-64 programs only", path,
-			 eh.e_ident[EI_CLASS] == ELFCLASS32 ? "32-bit" : "64-bit",
-			 eh.e_machine == EM_386 ? "i386" : eh.e_machine == EM_AARCH64 ? "arm64" : "non-x86-64");
+		if (eh.e_ident[EI_CLASS] != ELFCLASS64)
+			snprintf(err, errlen, "%s is a 32-bit program; memtap traces x86-64 programs only", path);
+		else
+			snprintf(err, errlen, "%s is built for another architecture (ELF machine %u); memtap "
+				 "traces x86-64 programs only", path, (unsigned)eh.e_machine);
 		ret = -ENOEXEC;
 		goto out;
 	}
