@@ -120,33 +120,32 @@ int mt_resolve(void);
 const char *mt_allocator_name(char *path, size_t pathlen);
 size_t mt_usable_size(void *p);
 
-/* Counting, inlined into every wrapper. */
-static inline void mt_add(struct mt_thread *t, uint64_t *c, uint64_t v)
+/* Counting, inlined into every wrapper.  A thread's own block is written
+ * with plain loads and stores (relaxed atomics, so concurrent readers see
+ * whole values); the shared orphan block, used by threads past their exit
+ * and when a block cannot be had, takes the out-of-line atomic path. */
+static inline void mt_bump(uint64_t *c, uint64_t v)
 {
-	if (unlikely(t->shared))
-		__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
-	else
-		__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
 }
 
-static inline void mt_count(struct mt_thread *t, int fn, uint64_t size, int failed)
-{
-	struct mt_counter *c = &t->c[fn];
-	mt_add(t, &c->calls, 1);
-	mt_add(t, &c->bytes, size);
-	mt_add(t, &c->hist[mt_hist_bucket(size)], 1);
-	if (unlikely(failed))
-		mt_add(t, &c->failed, 1);
-}
+/* The orphan block's path; FN < 0 changes only the byte totals. */
+void mt_count_shared(int fn, uint64_t size, int failed, int64_t alloc, int64_t freed);
 
 #define MT_INUSE_FLUSH (64 * 1024)
 
-static inline void mt_inuse(struct mt_thread *t, int64_t delta)
+static inline void mt_count_own(struct mt_thread *t, int fn, uint64_t size, int failed)
 {
-	if (unlikely(t->shared)) {
-		mt_inuse_fold(delta);
-		return;
-	}
+	struct mt_counter *c = &t->c[fn];
+	mt_bump(&c->calls, 1);
+	mt_bump(&c->bytes, size);
+	mt_bump(&c->hist[mt_hist_bucket(size)], 1);
+	if (unlikely(failed))
+		mt_bump(&c->failed, 1);
+}
+
+static inline void mt_inuse_own(struct mt_thread *t, int64_t delta)
+{
 	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) + delta;
 	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
 	if (unlikely(d > MT_INUSE_FLUSH || d < -MT_INUSE_FLUSH)) {
@@ -159,6 +158,51 @@ static inline void mt_inuse(struct mt_thread *t, int64_t delta)
 		t->delta_high = d;
 		mt_peak_offer(__atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + d);
 	}
+}
+
+/* A call that allocated nothing in the malloc family's sense (mmap, munmap,
+ * brk, sbrk), or a failed allocation. */
+static inline void mt_count(struct mt_thread *t, int fn, uint64_t size, int failed)
+{
+	if (unlikely(t->shared))
+		mt_count_shared(fn, size, failed, 0, 0);
+	else
+		mt_count_own(t, fn, size, failed);
+}
+
+/* A successful allocation of SIZE requested bytes, USABLE bytes handed out. */
+static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable)
+{
+	if (unlikely(t->shared)) {
+		mt_count_shared(fn, size, 0, (int64_t)usable, 0);
+		return;
+	}
+	mt_count_own(t, fn, size, 0);
+	mt_bump(&t->alloc_bytes, usable);
+	mt_inuse_own(t, (int64_t)usable);
+}
+
+/* A call that released USABLE bytes (SIZE is what the histogram records). */
+static inline void mt_on_free(struct mt_thread *t, int fn, uint64_t size, uint64_t usable)
+{
+	if (unlikely(t->shared)) {
+		mt_count_shared(fn, size, 0, 0, (int64_t)usable);
+		return;
+	}
+	mt_count_own(t, fn, size, 0);
+	mt_bump(&t->freed_bytes, usable);
+	mt_inuse_own(t, -(int64_t)usable);
+}
+
+/* Bytes released without a call of their own (realloc's old block). */
+static inline void mt_release(struct mt_thread *t, uint64_t usable)
+{
+	if (unlikely(t->shared)) {
+		mt_count_shared(-1, 0, 0, 0, (int64_t)usable);
+		return;
+	}
+	mt_bump(&t->freed_bytes, usable);
+	mt_inuse_own(t, -(int64_t)usable);
 }
 
 /* Entry to every wrapper: the calling thread's block, or NULL when the call

@@ -158,19 +158,13 @@ const char *mt_allocator_name(char *path, size_t pathlen)
 	return "other";
 }
 
-/* ---- accounting helpers ---- */
-
-static inline void account_alloc(struct mt_thread *t, void *p)
+/* Counts an allocation call: P's usable size joins the in-use total. */
+static inline void count_alloc(struct mt_thread *t, int fn, uint64_t size, void *p)
 {
-	size_t u = real.usable(p);
-	mt_add(t, &t->alloc_bytes, u);
-	mt_inuse(t, (int64_t)u);
-}
-
-static inline void account_free(struct mt_thread *t, size_t u)
-{
-	mt_add(t, &t->freed_bytes, u);
-	mt_inuse(t, -(int64_t)u);
+	if (likely(p))
+		mt_on_alloc(t, fn, size, real.usable(p));
+	else
+		mt_count(t, fn, size, 1);
 }
 
 static inline uint64_t mul_sat(size_t a, size_t b)
@@ -189,9 +183,7 @@ MT_EXPORT void *malloc(size_t n)
 	mt_tls_busy = 1;
 	void *p = real.malloc(n);
 	mt_tls_busy = 0;
-	mt_count(t, MT_FN_MALLOC, n, p == NULL);
-	if (likely(p))
-		account_alloc(t, p);
+	count_alloc(t, MT_FN_MALLOC, n, p);
 	return p;
 }
 
@@ -209,9 +201,7 @@ MT_EXPORT void free(void *p)
 	mt_tls_busy = 1;
 	real.free(p);
 	mt_tls_busy = 0;
-	mt_count(t, MT_FN_FREE, u, 0);
-	if (p)
-		account_free(t, u);
+	mt_on_free(t, MT_FN_FREE, u, u);
 }
 
 MT_EXPORT void *calloc(size_t n, size_t m)
@@ -226,9 +216,7 @@ MT_EXPORT void *calloc(size_t n, size_t m)
 	mt_tls_busy = 1;
 	void *p = real.calloc(n, m);
 	mt_tls_busy = 0;
-	mt_count(t, MT_FN_CALLOC, mul_sat(n, m), p == NULL);
-	if (likely(p))
-		account_alloc(t, p);
+	count_alloc(t, MT_FN_CALLOC, mul_sat(n, m), p);
 	return p;
 }
 
@@ -254,14 +242,17 @@ static void *realloc_common(int fn, void *old, size_t n, size_t m)
 	mt_tls_busy = 1;
 	void *p = fn == MT_FN_REALLOC ? real.realloc(old, n) : real.reallocarray(old, n, m);
 	mt_tls_busy = 0;
-	/* glibc's realloc(p, 0) frees p and returns NULL: not a failure. */
-	mt_count(t, fn, size, p == NULL && size != 0);
+	/* One call, counted once: the old block's release rides along as a
+	 * free of no call (glibc's realloc(p, 0) frees p and returns NULL,
+	 * which is not a failure). */
 	if (p) {
+		mt_on_alloc(t, fn, size, real.usable(p));
 		if (old)
-			account_free(t, oldsz);
-		account_alloc(t, p);
-	} else if (old && size == 0) {
-		account_free(t, oldsz);
+			mt_release(t, oldsz);
+	} else {
+		mt_count(t, fn, size, size != 0);
+		if (old && size == 0)
+			mt_release(t, oldsz);
 	}
 	return p;
 }
@@ -288,9 +279,7 @@ MT_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 	mt_tls_busy = 1;
 	int r = real.posix_memalign(out, align, n);
 	mt_tls_busy = 0;
-	mt_count(t, MT_FN_POSIX_MEMALIGN, n, r != 0);
-	if (r == 0)
-		account_alloc(t, *out);
+	count_alloc(t, MT_FN_POSIX_MEMALIGN, n, r == 0 ? *out : NULL);
 	return r;
 }
 
@@ -315,9 +304,7 @@ static void *aligned_common(int fn, size_t align, size_t n)
 	default: p = real.pvalloc(n); break;
 	}
 	mt_tls_busy = 0;
-	mt_count(t, fn, n, p == NULL);
-	if (p)
-		account_alloc(t, p);
+	count_alloc(t, fn, n, p);
 	return p;
 }
 
@@ -341,9 +328,7 @@ struct new_call {
 static void new_call_end(struct new_call *c)
 {
 	mt_tls_busy = 0;
-	mt_count(c->t, c->fn, c->size, c->p == NULL);
-	if (c->p)
-		account_alloc(c->t, c->p);
+	count_alloc(c->t, c->fn, c->size, c->p);
 }
 
 /* Without libstdc++ to forward to (a RTLD_LOCAL plugin's), fall back to the
@@ -402,9 +387,7 @@ static void op_delete(int fn, void *p, size_t a, size_t b, int nargs)
 		((del_3_fn)f)(p, a, b);
 	if (likely(t)) {
 		mt_tls_busy = 0;
-		mt_count(t, fn, u, 0);
-		if (p)
-			account_free(t, u);
+		mt_on_free(t, fn, u, u);
 	}
 }
 

@@ -212,6 +212,26 @@ void mt_inuse_flush(struct mt_thread *t)
 		mt_inuse_fold(d);
 }
 
+void mt_count_shared(int fn, uint64_t size, int failed, int64_t alloc, int64_t freed)
+{
+	if (fn >= 0) {
+		struct mt_counter *c = &mt_g.orphan.c[fn];
+		__atomic_fetch_add(&c->calls, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&c->bytes, size, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&c->hist[mt_hist_bucket(size)], 1, __ATOMIC_RELAXED);
+		if (failed)
+			__atomic_fetch_add(&c->failed, 1, __ATOMIC_RELAXED);
+	}
+	if (alloc) {
+		__atomic_fetch_add(&mt_g.orphan.alloc_bytes, (uint64_t)alloc, __ATOMIC_RELAXED);
+		mt_inuse_fold(alloc);
+	}
+	if (freed) {
+		__atomic_fetch_add(&mt_g.orphan.freed_bytes, (uint64_t)freed, __ATOMIC_RELAXED);
+		mt_inuse_fold(-freed);
+	}
+}
+
 /* ---- snapshots ---- */
 
 static void block_add(struct mt_thread *dst, const struct mt_thread *src)
