@@ -12,7 +12,7 @@ AGENT_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fexceptions -ftls-mode
 	-fno-omit-frame-pointer
 AGENT_LDFLAGS := -shared -Wl,--version-script=src/agent/exports.map -Wl,-z,relro,-z,now \
 	-Wl,--no-undefined
-LIBS := -lz
+LIBS := -lz -lm
 
 ifeq ($(V),1)
 Q :=

@@ -14,6 +14,12 @@
  * bucket k (k >= 1) holds values in [2^(k-1), 2^k).  mt_hist_bucket() maps a
  * value to its bucket, mt_hist_lower() a bucket to its lower bound.
  *
+ * With --stacks a profile also carries call sites (struct mt_site: a stack
+ * and the sampled allocations made from it, in total and still in use) and
+ * the process's mappings (struct mt_mapping), which symbolization needs after
+ * the process is gone.  Site counts are raw sample counts; sample_period says
+ * how to un-sample them (mt_site_scale()).
+ *
  * Memory: mt_profile_new()/mt_profile_free() use malloc; the agent never calls
  * them (it builds a struct mt_profile in its own mmap-backed memory).
  */
@@ -65,6 +71,31 @@ struct mt_totals {
 	uint64_t peak_in_use_bytes;
 };
 
+#define MT_STACK_MAX 64
+
+/* One call site: a unique stack of return addresses, leaf first (frames[0]
+ * is the address the allocation function returns to). */
+struct mt_site {
+	uint32_t nframes;
+	uint32_t fn;             /* index into funcs of the function called (or -1) */
+	uint64_t *frames;
+	uint64_t alloc_objects;  /* sampled allocations (raw counts) */
+	uint64_t alloc_bytes;    /* their requested bytes */
+	uint64_t inuse_objects;  /* of those, still allocated at the snapshot */
+	uint64_t inuse_bytes;
+	uint64_t peak_objects;   /* still allocated when in-use last peaked */
+	uint64_t peak_bytes;
+};
+
+/* One file-backed mapping of the process (a line of /proc/PID/maps). */
+struct mt_mapping {
+	uint64_t start, end, offset;
+	uint32_t prot;           /* PROT_READ | PROT_WRITE | PROT_EXEC */
+	uint32_t build_id_len;   /* 0: unknown */
+	uint8_t build_id[32];
+	char path[MT_TEXT_MAX];
+};
+
 struct mt_profile {
 	uint32_t pid, ppid, uid;
 	uint32_t seq;    /* per-process dump sequence number */
@@ -77,6 +108,14 @@ struct mt_profile {
 	uint32_t nfuncs;
 	struct mt_func *funcs;
 	struct mt_totals totals;
+	/* Call sites (--stacks).  sample_period: the mean bytes between
+	 * samples; 1 means every allocation was recorded (no scaling). */
+	uint64_t sample_period;
+	uint64_t unknown_frees;  /* frees of pointers the site table never saw */
+	uint32_t nsites;
+	struct mt_site *sites;
+	uint32_t nmaps;
+	struct mt_mapping *maps;
 };
 
 static inline unsigned mt_hist_bucket(uint64_t v)
@@ -104,6 +143,16 @@ void mt_func_add(struct mt_func *dst, const struct mt_func *src);
 uint64_t mt_func_hist_total(const struct mt_func *f);
 /* Sorts functions by calls ascending, then name (DTrace's aggregation order). */
 void mt_profile_sort(struct mt_profile *p);
+/* The factor that turns a site's raw sampled counts into estimates of all
+ * allocations: 1 / (1 - exp(-mean_size / period)), jemalloc's and pprof's
+ * estimator; 1 when every allocation was recorded. */
+double mt_site_scale(uint64_t period, uint64_t objects, uint64_t bytes);
+/* Appends a site (frames copied); NULL on ENOMEM. */
+struct mt_site *mt_profile_add_site(struct mt_profile *p, const uint64_t *frames, uint32_t n);
+/* Appends a mapping; NULL on ENOMEM. */
+struct mt_mapping *mt_profile_add_mapping(struct mt_profile *p);
+/* The mapping that contains ADDR, or NULL. */
+const struct mt_mapping *mt_profile_mapping_of(const struct mt_profile *p, uint64_t addr);
 const char *mt_kind_name(uint32_t kind);
 const char *mt_reason_name(uint32_t reason);
 

@@ -113,6 +113,10 @@ uint64_t mt_now_ns(void);
 int mt_control_start(void);
 void mt_control_stop(void);
 void mt_control_after_fork_child(void);
+/* Around a change of user: before it (AFTER = 0) the socket is removed while
+ * it still can be; after it, the socket is made again in the directory of
+ * the new effective uid if that changed. */
+void mt_control_uid_change(int after);
 
 /* interpose.c */
 int mt_resolve(void);

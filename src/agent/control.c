@@ -26,6 +26,10 @@
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 
+/* The listening socket.  sock_lock orders the control thread's accept()
+ * against a user change closing the socket, so the thread never accepts on
+ * a descriptor number the program has reused. */
+static pthread_mutex_t sock_lock = PTHREAD_MUTEX_INITIALIZER;
 static int listen_fd = -1;
 static dev_t listen_dev;
 static ino_t listen_ino;
@@ -102,7 +106,7 @@ static int open_socket(void)
 		return -ENAMETOOLONG;
 	}
 	memcpy(sa.sun_path, sock_path, (size_t)n + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	unlink(sock_path); /* a stale socket of an earlier process with our pid */
@@ -320,16 +324,22 @@ static void *control_main(void *arg)
 	(void)arg;
 	mt_tls_busy = 1; /* nothing this thread does is counted */
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
+		pthread_mutex_lock(&sock_lock);
 		if (!socket_intact()) {
 			listen_fd = -1;
-			if (open_socket() < 0)
+			if (open_socket() < 0) {
+				pthread_mutex_unlock(&sock_lock);
 				return NULL;
+			}
 		}
 		struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
-		int r = poll(&pfd, 1, 500);
-		if (r <= 0 || !(pfd.revents & POLLIN))
+		pthread_mutex_unlock(&sock_lock);
+		if (poll(&pfd, 1, 500) <= 0 || !(pfd.revents & POLLIN))
 			continue;
-		int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		pthread_mutex_lock(&sock_lock);
+		int c = socket_intact() && listen_fd == pfd.fd
+				? accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC) : -1;
+		pthread_mutex_unlock(&sock_lock);
 		if (c < 0)
 			continue;
 		serve(c);
@@ -368,13 +378,35 @@ int mt_control_start(void)
 void mt_control_stop(void)
 {
 	__atomic_store_n(&stopping, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&sock_lock);
 	if (socket_intact())
 		unlink(sock_path);
+	pthread_mutex_unlock(&sock_lock);
+}
+
+void mt_control_uid_change(int after)
+{
+	if (!mt_g.enabled)
+		return;
+	pthread_mutex_lock(&sock_lock);
+	if (socket_intact()) {
+		if (!after) {
+			unlink(sock_path); /* while we still may */
+		} else {
+			/* The control thread makes a new socket in the directory of
+			 * the (possibly new) effective uid. */
+			close(listen_fd);
+			listen_fd = -1;
+		}
+	}
+	pthread_mutex_unlock(&sock_lock);
 }
 
 void mt_control_after_fork_child(void)
 {
-	/* The parent's socket and thread belong to the parent. */
+	/* The parent's socket and thread belong to the parent; the lock may have
+	 * been held by the parent's control thread at fork. */
+	pthread_mutex_init(&sock_lock, NULL);
 	if (listen_fd >= 0 && socket_intact())
 		close(listen_fd);
 	listen_fd = -1;

@@ -482,3 +482,47 @@ MT_EXPORT void *sbrk(intptr_t incr)
 		mt_count(t, MT_FN_SBRK, incr > 0 ? (uint64_t)incr : 0, p == (void *)-1);
 	return p;
 }
+
+/* ---- user changes ----
+ * A server that starts as root and switches users (Apache's children) would
+ * strand its control socket in root's 0700 directory, where the new user can
+ * neither reach nor remove it: move the socket across the change. */
+
+typedef int (*setid1_fn)(uid_t);
+typedef int (*setid2_fn)(uid_t, uid_t);
+typedef int (*setid3_fn)(uid_t, uid_t, uid_t);
+
+static void *real_sym(void **slot, const char *name)
+{
+	void *f = __atomic_load_n(slot, __ATOMIC_RELAXED);
+	if (!f) {
+		int busy = mt_tls_busy;
+		mt_tls_busy = 1;
+		f = dlsym(RTLD_NEXT, name);
+		mt_tls_busy = busy;
+		__atomic_store_n(slot, f, __ATOMIC_RELAXED);
+	}
+	return f;
+}
+
+#define UID_WRAPPER(name, type, params, args)                                          \
+	MT_EXPORT int name params                                                      \
+	{                                                                              \
+		static void *fn;                                                       \
+		type f = (type)real_sym(&fn, #name);                                   \
+		if (!f) {                                                              \
+			errno = ENOSYS;                                                \
+			return -1;                                                     \
+		}                                                                      \
+		mt_control_uid_change(0);                                              \
+		int ret_ = f args;                                                     \
+		int saved_ = errno;                                                    \
+		mt_control_uid_change(1);                                              \
+		errno = saved_;                                                        \
+		return ret_;                                                           \
+	}
+
+UID_WRAPPER(setuid, setid1_fn, (uid_t u), (u))
+UID_WRAPPER(seteuid, setid1_fn, (uid_t u), (u))
+UID_WRAPPER(setreuid, setid2_fn, (uid_t r, uid_t e), (r, e))
+UID_WRAPPER(setresuid, setid3_fn, (uid_t r, uid_t e, uid_t s), (r, e, s))

@@ -41,6 +41,10 @@ struct mt_loaded {
 /* Reads every path; unreadable files are reported on stderr and skipped.
  * Returns the number of files that failed. */
 int mt_load_profiles(char *const *paths, size_t n, struct mt_loaded *out);
+/* Keeps only the latest snapshot of each process (an exit profile, else the
+ * latest dump): dumps are running totals, so summing two snapshots of one
+ * process would count it twice.  Returns how many were dropped. */
+size_t mt_loaded_latest(struct mt_loaded *l);
 /* Replaces the items with one item summing them all. 0 or -ENOMEM. */
 int mt_loaded_merge(struct mt_loaded *l);
 void mt_loaded_free(struct mt_loaded *l);

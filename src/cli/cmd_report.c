@@ -45,6 +45,10 @@ int cmd_report(int argc, char **argv)
 		mt_loaded_free(&l);
 		return mt_error("report: no readable profile among %d file(s)", argc - optind), 1;
 	}
+	size_t older = merge ? mt_loaded_latest(&l) : 0;
+	if (older)
+		mt_error("report: --merge uses the latest snapshot of each process (%zu earlier "
+			 "snapshot%s of the same processes left out)", older, older == 1 ? "" : "s");
 	if (merge && mt_loaded_merge(&l)) {
 		mt_loaded_free(&l);
 		return mt_error("report: out of memory"), 1;

@@ -79,23 +79,13 @@ static int collect(const char *prefix, uint64_t run_id, struct mt_loaded *l)
 	globfree(&g);
 	size_t keep = 0;
 	for (size_t i = 0; i < l->n; i++) {
-		struct mt_profile *p = l->items[i].profile;
-		int drop = p->run_id != run_id;
-		for (size_t k = 0; !drop && k < l->n; k++) {
-			struct mt_profile *q = l->items[k].profile;
-			if (k == i || q->run_id != run_id || q->pid != p->pid)
-				continue;
-			/* An exit profile beats a dump; a later one beats an earlier. */
-			int q_exit = q->reason == MT_REASON_EXIT, p_exit = p->reason == MT_REASON_EXIT;
-			if (q_exit > p_exit || (q_exit == p_exit && q->dump_ns > p->dump_ns))
-				drop = 1;
-		}
-		if (drop)
-			mt_profile_free(p);
-		else
+		if (l->items[i].profile->run_id == run_id)
 			l->items[keep++] = l->items[i];
+		else
+			mt_profile_free(l->items[i].profile);
 	}
 	l->n = keep;
+	mt_loaded_latest(l);
 	return failed;
 }
 

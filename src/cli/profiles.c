@@ -73,6 +73,37 @@ int mt_load_profiles(char *const *paths, size_t n, struct mt_loaded *out)
 	return failed;
 }
 
+/* Whether Q is a later snapshot of the same process than P: an exit profile
+ * beats a dump, a later dump an earlier one. */
+static int supersedes(const struct mt_profile *q, const struct mt_profile *p)
+{
+	if (q->pid != p->pid || q->start_ns != p->start_ns)
+		return 0;
+	int q_exit = q->reason == MT_REASON_EXIT, p_exit = p->reason == MT_REASON_EXIT;
+	return q_exit > p_exit || (q_exit == p_exit && q->dump_ns > p->dump_ns);
+}
+
+size_t mt_loaded_latest(struct mt_loaded *l)
+{
+	char *drop = calloc(l->n ? l->n : 1, 1);
+	if (!drop)
+		return 0;
+	for (size_t i = 0; i < l->n; i++)
+		for (size_t k = 0; !drop[i] && k < l->n; k++)
+			drop[i] = k != i && supersedes(l->items[k].profile, l->items[i].profile);
+	size_t keep = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		if (drop[i])
+			mt_profile_free(l->items[i].profile);
+		else
+			l->items[keep++] = l->items[i];
+	}
+	size_t dropped = l->n - keep;
+	l->n = keep;
+	free(drop);
+	return dropped;
+}
+
 int mt_loaded_merge(struct mt_loaded *l)
 {
 	if (l->n < 2)

@@ -1,5 +1,6 @@
 /* The profile model: construction, lookup, merging and ordering. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,56 @@ void mt_profile_free(struct mt_profile *p)
 	if (!p)
 		return;
 	free(p->funcs);
+	for (uint32_t i = 0; i < p->nsites; i++)
+		free(p->sites[i].frames);
+	free(p->sites);
+	free(p->maps);
 	free(p);
+}
+
+double mt_site_scale(uint64_t period, uint64_t objects, uint64_t bytes)
+{
+	if (period <= 1 || objects == 0)
+		return 1.0;
+	double mean = (double)bytes / (double)objects;
+	return 1.0 / (1.0 - exp(-mean / (double)period));
+}
+
+struct mt_site *mt_profile_add_site(struct mt_profile *p, const uint64_t *frames, uint32_t n)
+{
+	struct mt_site *s = realloc(p->sites, (p->nsites + 1) * sizeof(*s));
+	if (!s)
+		return NULL;
+	p->sites = s;
+	s = &p->sites[p->nsites];
+	memset(s, 0, sizeof(*s));
+	s->fn = UINT32_MAX;
+	s->frames = malloc((n ? n : 1) * sizeof(*frames));
+	if (!s->frames)
+		return NULL;
+	memcpy(s->frames, frames, n * sizeof(*frames));
+	s->nframes = n;
+	p->nsites++;
+	return s;
+}
+
+struct mt_mapping *mt_profile_add_mapping(struct mt_profile *p)
+{
+	struct mt_mapping *m = realloc(p->maps, (p->nmaps + 1) * sizeof(*m));
+	if (!m)
+		return NULL;
+	p->maps = m;
+	m = &p->maps[p->nmaps++];
+	memset(m, 0, sizeof(*m));
+	return m;
+}
+
+const struct mt_mapping *mt_profile_mapping_of(const struct mt_profile *p, uint64_t addr)
+{
+	for (uint32_t i = 0; i < p->nmaps; i++)
+		if (addr >= p->maps[i].start && addr < p->maps[i].end)
+			return &p->maps[i];
+	return NULL;
 }
 
 const struct mt_func *mt_profile_find(const struct mt_profile *p, const char *name)
