@@ -30,6 +30,9 @@ enum mt_tag {
 	MT_TAG_PROCESS = 1,
 	MT_TAG_FUNCTION = 2,
 	MT_TAG_TOTALS = 3,
+	MT_TAG_SAMPLING = 4, /* sample_period, unknown_frees (with --stacks) */
+	MT_TAG_SITE = 5,     /* one call site */
+	MT_TAG_MAPPING = 6,  /* one file-backed mapping */
 	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
 };
 

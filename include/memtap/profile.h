@@ -135,14 +135,17 @@ void mt_profile_free(struct mt_profile *p);
  * NULL on allocation failure. */
 struct mt_func *mt_profile_func(struct mt_profile *p, const char *name, uint32_t kind);
 const struct mt_func *mt_profile_find(const struct mt_profile *p, const char *name);
-/* Adds SRC's counters into DST (functions matched by name, totals summed,
- * peaks summed as an upper bound); 0 or -ENOMEM. */
+/* Adds SRC's counters into DST (functions matched by name, sites by function
+ * and frames, mappings united, totals summed, peaks summed as an upper
+ * bound); 0 or -ENOMEM.  When DST has mixed sample periods the first wins. */
 int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src);
 /* Adds SRC's counters into DST. */
 void mt_func_add(struct mt_func *dst, const struct mt_func *src);
 uint64_t mt_func_hist_total(const struct mt_func *f);
-/* Sorts functions by calls ascending, then name (DTrace's aggregation order). */
-void mt_profile_sort(struct mt_profile *p);
+/* Fills ORDER (nfuncs entries) with function indices by calls ascending, then
+ * name: DTrace's aggregation order.  The funcs array itself never moves,
+ * since sites refer to functions by index. */
+void mt_profile_order(const struct mt_profile *p, uint32_t *order);
 /* The factor that turns a site's raw sampled counts into estimates of all
  * allocations: 1 / (1 - exp(-mean_size / period)), jemalloc's and pprof's
  * estimator; 1 when every allocation was recorded. */

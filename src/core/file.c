@@ -118,6 +118,40 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 	put_u64(b, p->totals.peak_in_use_bytes);
 	rec_end(b, r);
 
+	if (p->sample_period || p->nsites) {
+		r = rec_begin(b, MT_TAG_SAMPLING);
+		put_u64(b, p->sample_period);
+		put_u64(b, p->unknown_frees);
+		rec_end(b, r);
+	}
+	for (uint32_t i = 0; i < p->nmaps; i++) {
+		const struct mt_mapping *m = &p->maps[i];
+		r = rec_begin(b, MT_TAG_MAPPING);
+		put_u64(b, m->start);
+		put_u64(b, m->end);
+		put_u64(b, m->offset);
+		put_u32(b, m->prot);
+		put_u32(b, m->build_id_len);
+		buf_put(b, m->build_id, m->build_id_len);
+		put_str(b, m->path, sizeof(m->path) - 1);
+		rec_end(b, r);
+	}
+	for (uint32_t i = 0; i < p->nsites; i++) {
+		const struct mt_site *st = &p->sites[i];
+		r = rec_begin(b, MT_TAG_SITE);
+		put_u32(b, st->fn);
+		put_u64(b, st->alloc_objects);
+		put_u64(b, st->alloc_bytes);
+		put_u64(b, st->inuse_objects);
+		put_u64(b, st->inuse_bytes);
+		put_u64(b, st->peak_objects);
+		put_u64(b, st->peak_bytes);
+		put_u32(b, st->nframes);
+		for (uint32_t k = 0; k < st->nframes; k++)
+			put_u64(b, st->frames[k]);
+		rec_end(b, r);
+	}
+
 	if (b->err)
 		return b->err;
 	uint32_t crc = (uint32_t)crc32(0L, b->data + start, (uInt)(b->len - start));
@@ -238,6 +272,68 @@ static int decode_function(struct cur *c, struct mt_profile *p)
 	return 0;
 }
 
+static int decode_site(struct cur *c, struct mt_profile *p)
+{
+	size_t start = (size_t)(c->p - c->base);
+	struct mt_site s = {0};
+	s.fn = get_u32(c);
+	s.alloc_objects = get_u64(c);
+	s.alloc_bytes = get_u64(c);
+	s.inuse_objects = get_u64(c);
+	s.inuse_bytes = get_u64(c);
+	s.peak_objects = get_u64(c);
+	s.peak_bytes = get_u64(c);
+	uint32_t n = get_u32(c);
+	if (c->bad)
+		return -EINVAL;
+	if (n > MT_STACK_MAX || (s.fn != UINT32_MAX && s.fn >= p->nfuncs)) {
+		snprintf(c->err, c->errlen, "site record at offset %zu: %u frames (at most %d), "
+			 "function %u of %u", start, n, MT_STACK_MAX, s.fn, p->nfuncs);
+		return -EINVAL;
+	}
+	uint64_t frames[MT_STACK_MAX];
+	for (uint32_t i = 0; i < n; i++)
+		frames[i] = get_u64(c);
+	if (c->bad)
+		return -EINVAL;
+	struct mt_site *d = mt_profile_add_site(p, frames, n);
+	if (!d)
+		return -ENOMEM;
+	uint64_t *keep = d->frames;
+	*d = s;
+	d->frames = keep;
+	d->nframes = n;
+	return 0;
+}
+
+static int decode_mapping(struct cur *c, struct mt_profile *p)
+{
+	size_t start = (size_t)(c->p - c->base);
+	struct mt_mapping *m = mt_profile_add_mapping(p);
+	if (!m)
+		return -ENOMEM;
+	m->start = get_u64(c);
+	m->end = get_u64(c);
+	m->offset = get_u64(c);
+	m->prot = get_u32(c);
+	m->build_id_len = get_u32(c);
+	if (!c->bad && m->build_id_len > sizeof(m->build_id)) {
+		snprintf(c->err, c->errlen, "mapping record at offset %zu: build-id of %u bytes", start,
+			 m->build_id_len);
+		return -EINVAL;
+	}
+	if (need(c, m->build_id_len)) {
+		memcpy(m->build_id, c->p, m->build_id_len);
+		c->p += m->build_id_len;
+	}
+	get_str(c, m->path, sizeof(m->path));
+	if (!c->bad && m->end < m->start) {
+		snprintf(c->err, c->errlen, "mapping record at offset %zu: ends before it starts", start);
+		return -EINVAL;
+	}
+	return c->bad ? -EINVAL : 0;
+}
+
 int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 		   char *err, size_t errlen)
 {
@@ -313,6 +409,25 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 			p->totals.freed_bytes = get_u64(&c);
 			p->totals.in_use_bytes = (int64_t)get_u64(&c);
 			p->totals.peak_in_use_bytes = get_u64(&c);
+			break;
+		case MT_TAG_SAMPLING:
+			c.what = "sampling";
+			p->sample_period = get_u64(&c);
+			p->unknown_frees = get_u64(&c);
+			break;
+		case MT_TAG_SITE:
+			c.what = "site";
+			ret = decode_site(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_MAPPING:
+			c.what = "mapping";
+			ret = decode_mapping(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
 			break;
 		case MT_TAG_END: {
 			c.what = "end";

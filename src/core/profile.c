@@ -110,6 +110,8 @@ uint64_t mt_func_hist_total(const struct mt_func *f)
 	return t;
 }
 
+static int merge_sites(struct mt_profile *dst, const struct mt_profile *src);
+
 int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 {
 	for (uint32_t i = 0; i < src->nfuncs; i++) {
@@ -118,6 +120,8 @@ int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 			return -ENOMEM;
 		mt_func_add(f, &src->funcs[i]);
 	}
+	if (merge_sites(dst, src))
+		return -ENOMEM;
 	dst->totals.allocated_bytes += src->totals.allocated_bytes;
 	dst->totals.freed_bytes += src->totals.freed_bytes;
 	dst->totals.in_use_bytes += src->totals.in_use_bytes;
@@ -127,18 +131,84 @@ int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 	return 0;
 }
 
-static int func_cmp(const void *a, const void *b)
+static const struct mt_func *order_base;
+
+static int order_cmp(const void *a, const void *b)
 {
-	const struct mt_func *x = a, *y = b;
+	const struct mt_func *x = &order_base[*(const uint32_t *)a];
+	const struct mt_func *y = &order_base[*(const uint32_t *)b];
 	if (x->calls != y->calls)
 		return x->calls < y->calls ? -1 : 1;
 	return strcmp(x->name, y->name);
 }
 
-void mt_profile_sort(struct mt_profile *p)
+void mt_profile_order(const struct mt_profile *p, uint32_t *order)
 {
+	for (uint32_t i = 0; i < p->nfuncs; i++)
+		order[i] = i;
+	order_base = p->funcs; /* qsort has no context argument; the CLI is single-threaded */
 	if (p->nfuncs > 1)
-		qsort(p->funcs, p->nfuncs, sizeof(*p->funcs), func_cmp);
+		qsort(order, p->nfuncs, sizeof(*order), order_cmp);
+}
+
+static int same_site(const struct mt_profile *a, const struct mt_site *x, const struct mt_profile *b,
+		     const struct mt_site *y)
+{
+	if (x->nframes != y->nframes || (x->fn == UINT32_MAX) != (y->fn == UINT32_MAX))
+		return 0;
+	if (x->fn != UINT32_MAX && strcmp(a->funcs[x->fn].name, b->funcs[y->fn].name) != 0)
+		return 0;
+	return memcmp(x->frames, y->frames, x->nframes * sizeof(*x->frames)) == 0;
+}
+
+/* Sites are matched by function and frames; mappings are united.  Profiles
+ * of one program (a server and its forked children) share their layout, so
+ * the merged addresses stay meaningful; processes of different programs may
+ * not, and their sites are best rendered apart. */
+static int merge_sites(struct mt_profile *dst, const struct mt_profile *src)
+{
+	for (uint32_t i = 0; i < src->nsites; i++) {
+		const struct mt_site *s = &src->sites[i];
+		struct mt_site *d = NULL;
+		for (uint32_t k = 0; k < dst->nsites && !d; k++)
+			if (same_site(dst, &dst->sites[k], src, s))
+				d = &dst->sites[k];
+		if (!d) {
+			if (!(d = mt_profile_add_site(dst, s->frames, s->nframes)))
+				return -ENOMEM;
+			d->fn = UINT32_MAX;
+			if (s->fn != UINT32_MAX) {
+				const struct mt_func *f = &src->funcs[s->fn];
+				if (!mt_profile_func(dst, f->name, f->kind))
+					return -ENOMEM;
+				d = &dst->sites[dst->nsites - 1];
+				d->fn = (uint32_t)(mt_profile_find(dst, f->name) - dst->funcs);
+			}
+		}
+		d->alloc_objects += s->alloc_objects;
+		d->alloc_bytes += s->alloc_bytes;
+		d->inuse_objects += s->inuse_objects;
+		d->inuse_bytes += s->inuse_bytes;
+		d->peak_objects += s->peak_objects;
+		d->peak_bytes += s->peak_bytes;
+	}
+	for (uint32_t i = 0; i < src->nmaps; i++) {
+		const struct mt_mapping *m = &src->maps[i];
+		int have = 0;
+		for (uint32_t k = 0; k < dst->nmaps && !have; k++)
+			have = dst->maps[k].start == m->start && dst->maps[k].end == m->end &&
+			       strcmp(dst->maps[k].path, m->path) == 0;
+		if (!have) {
+			struct mt_mapping *d = mt_profile_add_mapping(dst);
+			if (!d)
+				return -ENOMEM;
+			*d = *m;
+		}
+	}
+	if (!dst->sample_period)
+		dst->sample_period = src->sample_period;
+	dst->unknown_frees += src->unknown_frees;
+	return 0;
 }
 
 const char *mt_kind_name(uint32_t kind)

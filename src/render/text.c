@@ -1,6 +1,7 @@
 /* The default report: DTrace's count() and quantize() layouts. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -63,19 +64,22 @@ static void render_header(FILE *out, const struct mt_report_item *it)
 
 static int render_one(FILE *out, const struct mt_report_item *it)
 {
-	struct mt_profile *p = it->profile;
-	mt_profile_sort(p);
+	const struct mt_profile *p = it->profile;
+	uint32_t *order = calloc(p->nfuncs + 1, sizeof(*order));
+	if (!order)
+		return -ENOMEM;
+	mt_profile_order(p, order);
 	render_header(out, it);
 
 	fprintf(out, "\nCalls per function:\n");
 	for (uint32_t i = 0; i < p->nfuncs; i++)
-		mt_render_count_row(out, p->funcs[i].name, p->funcs[i].calls);
+		mt_render_count_row(out, p->funcs[order[i]].name, p->funcs[order[i]].calls);
 	if (!p->nfuncs)
 		fprintf(out, "  (no calls recorded)\n");
 
 	fprintf(out, "\nBytes per function (requested; released for frees):\n");
 	for (uint32_t i = 0; i < p->nfuncs; i++)
-		mt_render_count_row(out, p->funcs[i].name, p->funcs[i].bytes);
+		mt_render_count_row(out, p->funcs[order[i]].name, p->funcs[order[i]].bytes);
 
 	int failures = 0;
 	for (uint32_t i = 0; i < p->nfuncs; i++)
@@ -83,13 +87,14 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 	if (failures) {
 		fprintf(out, "\nFailed calls (NULL or MAP_FAILED):\n");
 		for (uint32_t i = 0; i < p->nfuncs; i++)
-			if (p->funcs[i].failed)
-				mt_render_count_row(out, p->funcs[i].name, p->funcs[i].failed);
+			if (p->funcs[order[i]].failed)
+				mt_render_count_row(out, p->funcs[order[i]].name, p->funcs[order[i]].failed);
 	}
 
 	fprintf(out, "\nSize distribution per function (bytes):\n\n");
 	for (uint32_t i = 0; i < p->nfuncs; i++)
-		mt_render_quantize(out, p->funcs[i].name, p->funcs[i].hist);
+		mt_render_quantize(out, p->funcs[order[i]].name, p->funcs[order[i]].hist);
+	free(order);
 
 	fprintf(out, "Totals (malloc family and C++ operators, usable bytes):\n");
 	mt_render_count_row(out, "allocated", p->totals.allocated_bytes);

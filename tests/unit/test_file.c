@@ -39,6 +39,25 @@ static struct mt_profile *sample(void)
 	f->calls = 5;
 	f->hist[0] = 5;
 	p->totals = (struct mt_totals){1000, 400, 600, 900};
+	p->sample_period = 524288;
+	p->unknown_frees = 3;
+	const uint64_t frames[3] = {0x401234, 0x401500, 0x7f0000001000};
+	struct mt_site *s = mt_profile_add_site(p, frames, 3);
+	s->fn = 0;
+	s->alloc_objects = 4;
+	s->alloc_bytes = 4000;
+	s->inuse_objects = 1;
+	s->inuse_bytes = 1000;
+	s->peak_objects = 2;
+	s->peak_bytes = 2000;
+	struct mt_mapping *m = mt_profile_add_mapping(p);
+	m->start = 0x400000;
+	m->end = 0x402000;
+	m->offset = 0;
+	m->prot = 5;
+	m->build_id_len = 20;
+	memset(m->build_id, 0xab, 20);
+	strcpy(m->path, "/usr/sbin/apache2");
 	return p;
 }
 
@@ -68,6 +87,18 @@ static void round_trip(void **state)
 	assert_int_equal(q->nfuncs, 2);
 	assert_memory_equal(q->funcs, p->funcs, 2 * sizeof(struct mt_func));
 	assert_memory_equal(&q->totals, &p->totals, sizeof(p->totals));
+	assert_int_equal(q->sample_period, 524288);
+	assert_int_equal(q->unknown_frees, 3);
+	assert_int_equal(q->nsites, 1);
+	assert_int_equal(q->sites[0].fn, 0);
+	assert_int_equal(q->sites[0].nframes, 3);
+	assert_memory_equal(q->sites[0].frames, p->sites[0].frames, 3 * sizeof(uint64_t));
+	assert_int_equal(q->sites[0].alloc_bytes, 4000);
+	assert_int_equal(q->sites[0].peak_objects, 2);
+	assert_int_equal(q->nmaps, 1);
+	assert_memory_equal(&q->maps[0], &p->maps[0], sizeof(p->maps[0]));
+	assert_ptr_equal(mt_profile_mapping_of(q, 0x401000), &q->maps[0]);
+	assert_null(mt_profile_mapping_of(q, 0x402000));
 	mt_profile_free(q);
 	mt_profile_free(p);
 	free(b.data);
