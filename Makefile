@@ -27,9 +27,14 @@ endif
 
 CORE_SRC := $(wildcard src/core/*.c)
 AGENT_SRC := $(wildcard src/agent/*.c)
-RENDER_SRC := $(wildcard src/render/*.c)
+RENDER_SRC := $(wildcard src/render/*.c) $(wildcard src/symbolize/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
-HEADERS := $(wildcard include/memtap/*.h src/agent/*.h src/agent/*.def src/cli/*.h src/render/*.h)
+# Protocol buffers (pprof's profile.proto) compiled by protoc-c into build/gen.
+PROTO_SRC := $(wildcard src/render/*.proto)
+PROTO_C := $(PROTO_SRC:src/render/%.proto=$(BUILD)/gen/%.pb-c.c)
+PROTO_H := $(PROTO_C:.c=.h)
+HEADERS := $(wildcard include/memtap/*.h src/agent/*.h src/agent/*.def src/cli/*.h src/render/*.h \
+	src/symbolize/*.h) $(PROTO_H)
 
 AGENT := $(BUILD)/libmemtap.so
 CLI := $(BUILD)/memtap
@@ -49,11 +54,21 @@ $(BUILD)/agent/%.o: src/%.c $(HEADERS)
 $(BUILD)/cli/%.o: src/%.c $(HEADERS)
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Isrc -c $< -o $@
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen -c $< -o $@
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: src/render/%.proto
+	$(msg) PROTOC $@
+	@mkdir -p $(BUILD)/gen
+	$(Q)protoc-c --proto_path=src/render --c_out=$(BUILD)/gen $<
+
+$(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
+	$(msg) CC $@
+	$(Q)$(CC) $(CFLAGS) -std=gnu11 -Wall -Werror -I$(BUILD)/gen -c $< -o $@
 
 AGENT_OBJ := $(patsubst src/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC) $(CORE_SRC))
-CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC) $(RENDER_SRC) $(CORE_SRC))
-LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC))
+LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC)) $(PROTO_C:.c=.o)
+CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC)) $(LIB_OBJ)
+CLI_LIBS := $(LIBS) -lelf -ldw $(if $(PROTO_SRC),-lprotobuf-c)
 
 $(AGENT): $(AGENT_OBJ) src/agent/exports.map
 	$(msg) LD $@
@@ -61,7 +76,7 @@ $(AGENT): $(AGENT_OBJ) src/agent/exports.map
 
 $(CLI): $(CLI_OBJ)
 	$(msg) LD $@
-	$(Q)$(CC) $(CFLAGS) $(CLI_OBJ) -o $@ $(LIBS) -lelf
+	$(Q)$(CC) $(CFLAGS) $(CLI_OBJ) -o $@ $(CLI_LIBS)
 
 $(DEMO): demo/workload.c
 	$(msg) CC $@
@@ -71,7 +86,7 @@ $(DEMO): demo/workload.c
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJ) $(HEADERS)
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Isrc $< $(LIB_OBJ) -o $@ -lcmocka $(LIBS)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen $< $(LIB_OBJ) -o $@ -lcmocka $(CLI_LIBS)
 
 $(BUILD)/tests/fixtures/%: tests/fixtures/%.c
 	$(msg) CC $@

@@ -1,10 +1,13 @@
 /*
  * churn: malloc/free churn workload for memtap's benchmarks.
  *
- * Usage: churn [ITERATIONS [THREADS [SLOTS]]]
- *   ITERATIONS  free+malloc pairs per thread (default 20000000)
+ * Usage: churn [ITERATIONS [THREADS [SLOTS [FILL]]]]
+ *   ITERATIONS  free+malloc pairs per thread (default 8000000)
  *   THREADS     worker threads (default 1: the work runs on the main thread)
  *   SLOTS       live blocks per thread (default 4096)
+ *   FILL        0 (default): write 3 bytes of each new block (start, middle,
+ *               end); 1: memset the whole block, like code that initialises
+ *               what it allocates (more work per allocation)
  *
  * Each thread keeps SLOTS live blocks.  Every iteration frees a random slot and
  * mallocs a new block whose size comes from a skewed distribution (mostly
@@ -23,6 +26,7 @@
 struct worker {
 	unsigned long iters;
 	unsigned long slots;
+	int fill;
 	uint64_t seed;
 	uint64_t sum;
 	pthread_t tid;
@@ -94,6 +98,8 @@ static void *work(void *arg)
 			perror("malloc");
 			exit(1);
 		}
+		if (w->fill)
+			memset(p, (int)(it & 0xff), sz);
 		p[0] = (unsigned char)it;
 		p[sz / 2] = (unsigned char)(it >> 3);
 		p[sz - 1] = (unsigned char)(it >> 8);
@@ -112,11 +118,12 @@ static void *work(void *arg)
 
 int main(int argc, char **argv)
 {
-	unsigned long iters = argc > 1 ? strtoul(argv[1], NULL, 0) : 20000000UL;
+	unsigned long iters = argc > 1 ? strtoul(argv[1], NULL, 0) : 8000000UL;
 	unsigned long threads = argc > 2 ? strtoul(argv[2], NULL, 0) : 1;
 	unsigned long slots = argc > 3 ? strtoul(argv[3], NULL, 0) : 4096;
+	int fill = argc > 4 ? atoi(argv[4]) != 0 : 0;
 	if (threads < 1 || threads > 1024 || slots < 1) {
-		fprintf(stderr, "usage: churn [ITERATIONS [THREADS [SLOTS]]]\n");
+		fprintf(stderr, "usage: churn [ITERATIONS [THREADS [SLOTS [FILL]]]]\n");
 		return 2;
 	}
 	struct worker *w = calloc(threads, sizeof *w);
@@ -125,6 +132,7 @@ int main(int argc, char **argv)
 	for (unsigned long t = 0; t < threads; t++) {
 		w[t].iters = iters;
 		w[t].slots = slots;
+		w[t].fill = fill;
 		w[t].seed = 0x9E3779B97F4A7C15ULL * (t + 1) + 12345;
 	}
 	if (threads == 1) {
@@ -141,8 +149,8 @@ int main(int argc, char **argv)
 	uint64_t sum = 0;
 	for (unsigned long t = 0; t < threads; t++)
 		sum = sum * 31 + w[t].sum;
-	printf("churn: %lu thread(s) x %lu iterations, %lu slots, checksum %llu\n",
-	       threads, iters, slots, (unsigned long long)sum);
+	printf("churn: %lu thread(s) x %lu iterations, %lu slots, fill %d, checksum %llu\n",
+	       threads, iters, slots, fill, (unsigned long long)sum);
 	free(w);
 	return 0;
 }
