@@ -47,6 +47,25 @@ echo "bench: $CC -O2 bench/churn.c -> build/bench/churn"
 $CC -O2 -Wall -Wextra -o "$OUT/churn" bench/churn.c -lpthread
 CHURN=$OUT/churn
 
+# The floor: the smallest useful LD_PRELOAD counter (calls and power-of-two
+# size histograms in thread-local counters, no in-use bytes, no control, no
+# output).  Its overhead is what any interposing agent pays at the least.
+cat > "$OUT/floor.c" <<'EOF'
+#include <stddef.h>
+#include <stdint.h>
+extern void *__libc_malloc(size_t), *__libc_calloc(size_t, size_t), *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+static __thread uint64_t calls[4], bytes[4], hist[4][65];
+#define B(n) ((n) ? 64 - __builtin_clzl(n) : 0)
+#define C(f, n) (calls[f]++, bytes[f] += (n), hist[f][B(n)]++)
+void *malloc(size_t n) { C(0, n); return __libc_malloc(n); }
+void free(void *p) { calls[1]++; __libc_free(p); }
+void *calloc(size_t n, size_t m) { C(2, n * m); return __libc_calloc(n, m); }
+void *realloc(void *p, size_t n) { C(3, n); return __libc_realloc(p, n); }
+EOF
+$CC -O2 -fPIC -shared -ftls-model=initial-exec -o "$OUT/floor.so" "$OUT/floor.c"
+FLOOR="env LD_PRELOAD=$OUT/floor.so"
+
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 
@@ -110,18 +129,30 @@ BT_HITS=$((BPF_ITERS * 125 / 64 + 8192))
 	echo "group churn malloc/free churn, 1 thread, $CHURN_ITERS iterations, 4096 live blocks"
 	echo "cfg churn untraced $REPS $CHURN $CHURN_ITERS"
 	echo "cfg churn memtap $REPS $MEMTAP run -q -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+	echo "cfg churn counter-floor $REPS $FLOOR $CHURN $CHURN_ITERS"
 	echo "cfg churn heaptrack $PEER_REPS heaptrack -o $SCRATCH/ht $CHURN $CHURN_ITERS"
 	echo "cfg churn massif $SLOW_REPS valgrind --tool=massif --massif-out-file=$SCRATCH/massif.out $CHURN $CHURN_ITERS"
 	echo "check churn ^churn: .*checksum"
 	echo "warmup churn untraced memtap"
 	echo "events churn $CALLS"
+	echo "note churn counter-floor is not a product: it is build/bench/floor.c (written by bench/run.sh), a ten-line LD_PRELOAD counter (calls + size histograms in thread-local counters), the least any interposer pays"
 	echo "note churn every configuration prints the same checksum as the untraced run (checked on every run)"
 	echo "note churn massif runs the full $CHURN_ITERS iterations, $SLOW_REPS times (not scaled); heaptrack $PEER_REPS times; untraced and memtap $REPS times"
 	echo "note churn peak RSS is the largest single process of the tree (wait4 rusage, as /usr/bin/time -v); for heaptrack that is the app or heaptrack_interpret, whichever is larger"
 
+	echo "group churnfill malloc/free churn, 1 thread, $CHURN_ITERS iterations, every new block memset in full (churn FILL=1)"
+	echo "cfg churnfill untraced $REPS $CHURN $CHURN_ITERS 1 4096 1"
+	echo "cfg churnfill memtap $REPS $MEMTAP run -q -o $SCRATCH/p -- $CHURN $CHURN_ITERS 1 4096 1"
+	echo "cfg churnfill counter-floor $REPS $FLOOR $CHURN $CHURN_ITERS 1 4096 1"
+	echo "check churnfill ^churn: .*checksum"
+	echo "warmup churnfill untraced memtap"
+	echo "events churnfill $CALLS"
+	echo "note churnfill the same allocation sequence as churn, with more work per allocation (each new block is initialised): closer to what real code does between calls"
+
 	echo "group churn2 malloc/free churn, 2 threads x $HALF iterations each"
 	echo "cfg churn2 untraced $REPS $CHURN $HALF 2"
 	echo "cfg churn2 memtap $REPS $MEMTAP run -q -o $SCRATCH/p -- $CHURN $HALF 2"
+	echo "cfg churn2 counter-floor $REPS $FLOOR $CHURN $HALF 2"
 	echo "check churn2 ^churn: .*checksum"
 	echo "warmup churn2 untraced memtap"
 	echo "events churn2 $CALLS2"

@@ -45,9 +45,12 @@ enum mt_kind {
 
 /* Why a snapshot was written. */
 enum mt_reason {
-	MT_REASON_EXIT = 0, /* the process exited */
-	MT_REASON_CTL = 1,  /* `memtap ctl PID dump` */
+	MT_REASON_EXIT = 0,     /* the process exited */
+	MT_REASON_CTL = 1,      /* `memtap ctl PID dump` */
 	MT_REASON_OTHER = 2,
+	MT_REASON_PEAK = 3,     /* --dump-on-peak: in-use reached a new high */
+	MT_REASON_INTERVAL = 4, /* --interval=SECONDS */
+	MT_REASON_BYTES = 5,    /* --dump-every=BYTES */
 };
 
 /* Profile flags. */

@@ -52,6 +52,8 @@ struct mt_thread {
 	int shared;             /* the orphan block: update with atomics */
 	int64_t inuse_delta;    /* in-use change not yet folded into mt_g.inuse */
 	int64_t delta_high;     /* highest inuse_delta since the last fold */
+	int64_t sample_left;    /* bytes until the next sampled allocation */
+	uint64_t rng;           /* sampling distances */
 	uint64_t alloc_bytes;   /* usable bytes allocated */
 	uint64_t freed_bytes;   /* usable bytes freed */
 	struct mt_counter c[MT_FN_COUNT];
@@ -64,6 +66,15 @@ struct mt_global {
 	int active;       /* counting on (ctl activate/deactivate) */
 	int follow;       /* trace children and exec'd programs */
 	int finished;     /* the exit dump has been written */
+	int stacks;       /* --stacks: sample allocations with their call sites */
+	int tracking;     /* sampled allocations are in the live table */
+	int dump_on_peak; /* --dump-on-peak */
+	uint64_t sample_period;  /* mean bytes between samples; 1: every allocation */
+	uint64_t unknown_frees;  /* (atomic) frees of pointers never recorded */
+	uint64_t dump_every;     /* --dump-every=BYTES (0: off) */
+	uint64_t interval_ms;    /* --interval=SECONDS (0: off) */
+	int64_t peak_snap_at;    /* in-use at which the sites at the peak are next recorded */
+	int64_t peak_dump_at;    /* in-use at which --dump-on-peak next dumps */
 	char prefix[768]; /* files are PREFIX.<pid>.<seq>.mtp */
 	uint64_t run_id;
 	uint64_t start_ns;
@@ -109,7 +120,30 @@ void mt_scratch_free(struct mt_buf *b);
 void mt_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t mt_now_ns(void);
 
+/* sites.c: call sites (--stacks) */
+struct mt_sitex {
+	struct mt_sitex *next; /* hash chain; never unlinked */
+	uint64_t hash;
+	uint32_t fn, nframes;
+	uint64_t alloc_objects, alloc_bytes; /* sampled allocations */
+	uint64_t live_objects, live_bytes;   /* of those, not yet freed */
+	uint64_t peak_objects, peak_bytes;   /* live when in-use last peaked */
+	uint64_t frames[];
+};
+int mt_sites_init(void);
+int64_t mt_sample_interval(struct mt_thread *t);
+void mt_sample(struct mt_thread *t, int fn, uint64_t size, void *ptr);
+void mt_live_forget(void *ptr);
+void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
+uint32_t mt_sites_count(void);
+void mt_sites_peak(void);
+/* maps.c: the process's file-backed mappings with build-ids, in scratch
+ * memory released by mt_maps_free. */
+struct mt_mapping *mt_maps_read(uint32_t *n);
+void mt_maps_free(struct mt_mapping *m, uint32_t n);
+
 /* control.c */
+void mt_control_wake(void); /* ask the control thread to write a peak dump */
 int mt_control_start(void);
 void mt_control_stop(void);
 void mt_control_after_fork_child(void);
@@ -174,8 +208,9 @@ static inline void mt_count(struct mt_thread *t, int fn, uint64_t size, int fail
 		mt_count_own(t, fn, size, failed);
 }
 
-/* A successful allocation of SIZE requested bytes, USABLE bytes handed out. */
-static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable)
+/* A successful allocation of SIZE requested bytes at P, USABLE bytes handed
+ * out.  Without --stacks sample_left starts at INT64_MAX and never runs out. */
+static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
 {
 	if (unlikely(t->shared)) {
 		mt_count_shared(fn, size, 0, (int64_t)usable, 0);
@@ -184,6 +219,15 @@ static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint6
 	mt_count_own(t, fn, size, 0);
 	mt_bump(&t->alloc_bytes, usable);
 	mt_inuse_own(t, (int64_t)usable);
+	if (unlikely((t->sample_left -= (int64_t)size) < 0))
+		mt_sample(t, fn, size, p);
+}
+
+/* Before P is freed (or moved by realloc): forget it if it was sampled. */
+static inline void mt_before_free(void *p)
+{
+	if (unlikely(__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)) && p)
+		mt_live_forget(p);
 }
 
 /* A call that released USABLE bytes (SIZE is what the histogram records). */

@@ -319,11 +319,68 @@ send:
 	mt_scratch_free(&b);
 }
 
+/* ---- periodic dumps ---- */
+
+static int peak_dump_pending;
+static uint64_t next_interval_ns, next_dump_bytes;
+
+/* Called on the allocation path when in-use reaches a new high by the margin:
+ * only raise a flag; the control thread writes the dump. */
+void mt_control_wake(void)
+{
+	__atomic_store_n(&peak_dump_pending, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t allocated_bytes(void)
+{
+	uint64_t sum = __atomic_load_n(&mt_g.orphan.alloc_bytes, __ATOMIC_RELAXED);
+	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
+		sum += __atomic_load_n(&t->alloc_bytes, __ATOMIC_RELAXED);
+	return sum;
+}
+
+static void periodic_dump(uint32_t reason)
+{
+	char path[PATH_MAX];
+	int e = mt_dump(NULL, reason, path, sizeof(path));
+	if (e)
+		mt_log("periodic dump %s failed: %s", path, strerror(-e));
+}
+
+static void periodic_dumps(void)
+{
+	if (__atomic_exchange_n(&peak_dump_pending, 0, __ATOMIC_RELAXED))
+		periodic_dump(MT_REASON_PEAK);
+	if (mt_g.interval_ms) {
+		uint64_t now = mt_now_ns();
+		if (!next_interval_ns)
+			next_interval_ns = now + mt_g.interval_ms * 1000000u;
+		if (now >= next_interval_ns) {
+			periodic_dump(MT_REASON_INTERVAL);
+			while (next_interval_ns <= now)
+				next_interval_ns += mt_g.interval_ms * 1000000u;
+		}
+	}
+	if (mt_g.dump_every) {
+		uint64_t a = allocated_bytes();
+		if (!next_dump_bytes)
+			next_dump_bytes = mt_g.dump_every;
+		if (a >= next_dump_bytes) {
+			periodic_dump(MT_REASON_BYTES);
+			next_dump_bytes = (a / mt_g.dump_every + 1) * mt_g.dump_every;
+		}
+	}
+}
+
 static void *control_main(void *arg)
 {
 	(void)arg;
 	mt_tls_busy = 1; /* nothing this thread does is counted */
+	/* Periodic dumps are checked every 100 ms; otherwise the thread wakes
+	 * twice a second to check that its socket is still its own. */
+	int tick = mt_g.interval_ms || mt_g.dump_every || mt_g.dump_on_peak ? 100 : 500;
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
+		periodic_dumps();
 		pthread_mutex_lock(&sock_lock);
 		if (!socket_intact()) {
 			listen_fd = -1;
@@ -334,7 +391,7 @@ static void *control_main(void *arg)
 		}
 		struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
 		pthread_mutex_unlock(&sock_lock);
-		if (poll(&pfd, 1, 500) <= 0 || !(pfd.revents & POLLIN))
+		if (poll(&pfd, 1, tick) <= 0 || !(pfd.revents & POLLIN))
 			continue;
 		pthread_mutex_lock(&sock_lock);
 		int c = socket_intact() && listen_fd == pfd.fd
@@ -407,6 +464,8 @@ void mt_control_after_fork_child(void)
 	/* The parent's socket and thread belong to the parent; the lock may have
 	 * been held by the parent's control thread at fork. */
 	pthread_mutex_init(&sock_lock, NULL);
+	next_interval_ns = next_dump_bytes = 0;
+	peak_dump_pending = 0;
 	if (listen_fd >= 0 && socket_intact())
 		close(listen_fd);
 	listen_fd = -1;

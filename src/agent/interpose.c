@@ -162,7 +162,7 @@ const char *mt_allocator_name(char *path, size_t pathlen)
 static inline void count_alloc(struct mt_thread *t, int fn, uint64_t size, void *p)
 {
 	if (likely(p))
-		mt_on_alloc(t, fn, size, real.usable(p));
+		mt_on_alloc(t, fn, size, real.usable(p), p);
 	else
 		mt_count(t, fn, size, 1);
 }
@@ -193,11 +193,14 @@ MT_EXPORT void free(void *p)
 		return;
 	struct mt_thread *t = mt_enter();
 	if (unlikely(!t)) {
+		if (!mt_tls_busy)
+			mt_before_free(p); /* counting is off, but the live table stays true */
 		if (real.free)
 			real.free(p);
 		return;
 	}
 	size_t u = p ? real.usable(p) : 0;
+	mt_before_free(p);
 	mt_tls_busy = 1;
 	real.free(p);
 	mt_tls_busy = 0;
@@ -239,6 +242,9 @@ static void *realloc_common(int fn, void *old, size_t n, size_t m)
 	if (unlikely(!t))
 		return fn == MT_FN_REALLOC ? real.realloc(old, n) : real.reallocarray(old, n, m);
 	size_t oldsz = old ? real.usable(old) : 0;
+	/* The old block leaves the live table before it can be reused; a failed
+	 * realloc leaves it allocated but no longer sampled (rare, harmless). */
+	mt_before_free(old);
 	mt_tls_busy = 1;
 	void *p = fn == MT_FN_REALLOC ? real.realloc(old, n) : real.reallocarray(old, n, m);
 	mt_tls_busy = 0;
@@ -246,9 +252,9 @@ static void *realloc_common(int fn, void *old, size_t n, size_t m)
 	 * free of no call (glibc's realloc(p, 0) frees p and returns NULL,
 	 * which is not a failure). */
 	if (p) {
-		mt_on_alloc(t, fn, size, real.usable(p));
 		if (old)
 			mt_release(t, oldsz);
+		mt_on_alloc(t, fn, size, real.usable(p), p);
 	} else {
 		mt_count(t, fn, size, size != 0);
 		if (old && size == 0)
@@ -374,6 +380,7 @@ static void op_delete(int fn, void *p, size_t a, size_t b, int nargs)
 	size_t u = 0;
 	if (likely(t)) {
 		u = p ? real.usable(p) : 0;
+		mt_before_free(p);
 		mt_tls_busy = 1;
 	}
 	void *f = cxx_real(fn);

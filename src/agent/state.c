@@ -184,6 +184,7 @@ struct mt_thread *mt_thread_attach(void)
 						    __ATOMIC_RELAXED))
 			;
 	}
+	t->sample_left = mt_sample_interval(t);
 	mt_tls_thread = t;
 	pthread_setspecific(mt_g.key, t);
 	mt_tls_busy = 0;
@@ -191,12 +192,34 @@ struct mt_thread *mt_thread_attach(void)
 	return t;
 }
 
+/* A new peak: with --stacks, record which sites make it up each time it has
+ * grown by 1/64 since the last record (so O(log) times over a run), and with
+ * --dump-on-peak have the control thread write a dump each time it has grown
+ * by 1/8. */
+static void new_peak(int64_t now)
+{
+	int64_t at = __atomic_load_n(&mt_g.peak_snap_at, __ATOMIC_RELAXED);
+	if (now >= at && __atomic_compare_exchange_n(&mt_g.peak_snap_at, &at, now + now / 64 + 4096, 0,
+						     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		mt_sites_peak();
+	if (!mt_g.dump_on_peak)
+		return;
+	at = __atomic_load_n(&mt_g.peak_dump_at, __ATOMIC_RELAXED);
+	if (now >= at && __atomic_compare_exchange_n(&mt_g.peak_dump_at, &at, now + now / 8 + 65536, 0,
+						     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		mt_control_wake();
+}
+
 void mt_peak_offer(int64_t now)
 {
 	int64_t pk = __atomic_load_n(&mt_g.peak, __ATOMIC_RELAXED);
-	while (now > pk && !__atomic_compare_exchange_n(&mt_g.peak, &pk, now, 1, __ATOMIC_RELAXED,
-							__ATOMIC_RELAXED))
-		;
+	while (now > pk) {
+		if (__atomic_compare_exchange_n(&mt_g.peak, &pk, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+			if (unlikely(mt_g.stacks))
+				new_peak(now);
+			return;
+		}
+	}
 }
 
 void mt_inuse_fold(int64_t delta)
@@ -276,8 +299,33 @@ static void read_cmdline(char *dst, size_t len)
 	dst[n] = '\0';
 }
 
+struct site_fill {
+	struct mt_profile *p;
+	const int *fn_index; /* agent function id -> index in p->funcs, or -1 */
+	uint32_t cap;
+};
+
+static void fill_site(struct mt_sitex *s, void *arg)
+{
+	struct site_fill *f = arg;
+	if (f->p->nsites >= f->cap)
+		return; /* sites added since we counted them wait for the next dump */
+	struct mt_site *d = &f->p->sites[f->p->nsites++];
+	d->nframes = s->nframes;
+	d->frames = s->frames;
+	int idx = s->fn < MT_FN_COUNT ? f->fn_index[s->fn] : -1;
+	d->fn = idx >= 0 ? (uint32_t)idx : UINT32_MAX;
+	d->alloc_objects = __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED);
+	d->alloc_bytes = __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED);
+	d->inuse_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
+	d->inuse_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+	d->peak_objects = s->peak_objects;
+	d->peak_bytes = s->peak_bytes;
+}
+
 void mt_snapshot(struct mt_profile *p, int all)
 {
+	int fn_index[MT_FN_COUNT];
 	struct mt_thread *sum = sys_map(sizeof(*sum));
 	if (!sum) {
 		p->nfuncs = 0;
@@ -295,8 +343,10 @@ void mt_snapshot(struct mt_profile *p, int all)
 			for (int k = 0; k < MT_HIST_BUCKETS; k++)
 				c->hist[k] -= base->c[f].hist[k];
 		}
+		fn_index[f] = -1;
 		if (!c->calls && !all)
 			continue;
+		fn_index[f] = (int)p->nfuncs;
 		struct mt_func *o = &p->funcs[p->nfuncs++];
 		memset(o->name, 0, sizeof(o->name));
 		strncpy(o->name, mt_fn_names[f], sizeof(o->name) - 1);
@@ -314,6 +364,14 @@ void mt_snapshot(struct mt_profile *p, int all)
 	p->totals.peak_in_use_bytes = (uint64_t)(peak > inuse ? peak : inuse > 0 ? inuse : 0);
 	sys_unmap(sum, sizeof(*sum));
 
+	p->sample_period = mt_g.stacks ? mt_g.sample_period : 0;
+	p->unknown_frees = __atomic_load_n(&mt_g.unknown_frees, __ATOMIC_RELAXED);
+	if (p->sites) {
+		struct site_fill fill = {p, fn_index, p->nsites};
+		p->nsites = 0;
+		mt_sites_foreach(fill_site, &fill);
+	}
+
 	p->pid = (uint32_t)getpid();
 	p->ppid = (uint32_t)getppid();
 	p->uid = (uint32_t)geteuid();
@@ -327,22 +385,56 @@ void mt_snapshot(struct mt_profile *p, int all)
 	p->exe[n > 0 ? n : 0] = '\0';
 }
 
-#define SNAPSHOT_LEN (sizeof(struct mt_profile) + MT_FN_COUNT * sizeof(struct mt_func))
+/* A snapshot lives in its own mapping, whose length precedes the profile. */
+struct snapshot {
+	size_t len;
+	struct mt_profile p;
+};
+
+/* A snapshot in scratch memory.  WITH_SITES adds the call sites (pointing at
+ * the agent's interned frames) and the mappings. */
+static struct mt_profile *snapshot_new(int with_sites)
+{
+	uint32_t cap = with_sites && mt_g.stacks ? mt_sites_count() + 64 : 0;
+	size_t len = sizeof(struct snapshot) + MT_FN_COUNT * sizeof(struct mt_func) +
+		     cap * sizeof(struct mt_site);
+	struct snapshot *sn = sys_map(len);
+	if (!sn)
+		return NULL;
+	sn->len = len;
+	struct mt_profile *p = &sn->p;
+	p->funcs = (struct mt_func *)(sn + 1);
+	if (cap) {
+		p->sites = (struct mt_site *)(p->funcs + MT_FN_COUNT);
+		p->nsites = cap; /* capacity, until mt_snapshot fills it */
+		p->maps = mt_maps_read(&p->nmaps);
+	}
+	mt_snapshot(p, 0);
+	return p;
+}
 
 struct mt_profile *mt_snapshot_new(void)
 {
-	struct mt_profile *p = sys_map(SNAPSHOT_LEN);
-	if (p) {
-		p->funcs = (struct mt_func *)(p + 1);
-		mt_snapshot(p, 0);
-	}
-	return p;
+	return snapshot_new(0);
 }
 
 void mt_snapshot_free(struct mt_profile *p)
 {
-	if (p)
-		sys_unmap(p, SNAPSHOT_LEN);
+	if (!p)
+		return;
+	struct snapshot *sn = (struct snapshot *)((uint8_t *)p - offsetof(struct snapshot, p));
+	if (p->maps)
+		mt_maps_free(p->maps, p->nmaps);
+	sys_unmap(sn, sn->len);
+}
+
+static void reset_site(struct mt_sitex *s, void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&s->alloc_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->alloc_bytes, 0, __ATOMIC_RELAXED);
+	s->peak_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
+	s->peak_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
 }
 
 void mt_reset(void)
@@ -360,6 +452,7 @@ void mt_reset(void)
 	memcpy(base, sum, sizeof(*sum));
 	sys_unmap(sum, sizeof(*sum));
 	__atomic_store_n(&mt_g.baseline, base, __ATOMIC_RELEASE);
+	mt_sites_foreach(reset_site, NULL);
 	/* in-use is a level, not a counter: it carries on; the peak restarts. */
 	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED);
 	__atomic_store_n(&mt_g.peak, inuse, __ATOMIC_RELAXED);
@@ -413,7 +506,7 @@ int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen)
 		goto out;
 	snprintf(tmp, sizeof(tmp), "%s.tmp%d", final, (int)getpid());
 
-	struct mt_profile *p = mt_snapshot_new();
+	struct mt_profile *p = snapshot_new(1);
 	if (!p) {
 		ret = -ENOMEM;
 		goto out;
@@ -513,6 +606,39 @@ static void read_options(void)
 	mt_g.run_id = v ? strtoull(v, NULL, 10) : 0;
 	v = getenv("MEMTAP_INACTIVE");
 	mt_g.active = !(v && v[0] == '1');
+	/* Stacks are switched on by the constructor, once libunwind is loaded. */
+	v = getenv("MEMTAP_SAMPLE");
+	mt_g.sample_period = v ? strtoull(v, NULL, 10) : 0;
+	v = getenv("MEMTAP_DUMP_EVERY");
+	mt_g.dump_every = v ? strtoull(v, NULL, 10) : 0;
+	v = getenv("MEMTAP_INTERVAL_MS");
+	mt_g.interval_ms = v ? strtoull(v, NULL, 10) : 0;
+	v = getenv("MEMTAP_DUMP_ON_PEAK");
+	mt_g.dump_on_peak = v && v[0] == '1';
+}
+
+/* --stacks: load the unwinder and start sampling (from the constructor, not
+ * from inside the first allocation, which may come while the dynamic loader
+ * is still busy). */
+static void start_stacks(void)
+{
+	const char *v = getenv("MEMTAP_STACKS");
+	if (!v || v[0] != '1')
+		return;
+	mt_tls_busy = 1;
+	int err = mt_sites_init();
+	mt_tls_busy = 0;
+	if (err) {
+		mt_log("call sites disabled: %s", strerror(-err));
+		return;
+	}
+	if (!mt_g.sample_period)
+		mt_g.sample_period = 512 * 1024;
+	__atomic_store_n(&mt_g.stacks, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_g.tracking, 1, __ATOMIC_RELEASE);
+	/* Threads that started before us (rare) draw their first distance now. */
+	for (struct mt_thread *t = mt_g.threads; t; t = t->next)
+		t->sample_left = mt_sample_interval(t);
 }
 
 int mt_init(void)
@@ -587,6 +713,7 @@ __attribute__((constructor)) static void mt_ctor(void)
 		strip_preload();
 		mt_tls_busy = 0;
 	}
+	start_stacks();
 	mt_control_start();
 }
 

@@ -7,6 +7,7 @@
 #define MEMTAP_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "memtap/render.h"
@@ -15,6 +16,10 @@ int cmd_run(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+
+/* Parses a byte count with an optional k/m/g suffix (powers of 1024, an
+ * optional "iB" or "B" after it); 0 or -EINVAL. */
+int mt_parse_size(const char *s, uint64_t *out);
 
 /* Prints "memtap: <message>" to stderr; returns -1. */
 int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -21,6 +21,18 @@
 
 static pid_t child;
 
+/* Options reach the agent through the environment; a stale value inherited
+ * from an outer memtap run must not leak into this one. */
+static void setenv_or_unset(const char *name, int set, uint64_t value)
+{
+	char v[32];
+	snprintf(v, sizeof(v), "%llu", (unsigned long long)value);
+	if (set)
+		setenv(name, v, 1);
+	else
+		unsetenv(name);
+}
+
 static void forward(int sig)
 {
 	if (child > 0)
@@ -38,6 +50,14 @@ static void run_usage(FILE *out)
 		"      --report-file F    write the summary to F instead of stderr\n"
 		"      --format FMT       summary format: text (default) or json\n"
 		"      --inactive         start with counting off (memtap ctl PID activate)\n"
+		"      --stacks           record call sites of sampled allocations\n"
+		"      --sample=BYTES     mean bytes between samples (default 512k; 1 = every\n"
+		"                         allocation); implies --stacks\n"
+		"      --leaks            every allocation with its call site; the summary lists\n"
+		"                         what is still allocated at exit, by call site\n"
+		"      --dump-every=BYTES a dump each time BYTES more have been allocated\n"
+		"      --interval=SECONDS a dump every SECONDS\n"
+		"      --dump-on-peak     a dump each time in-use grows 1/8 past its last peak dump\n"
 		"      --no-follow        do not trace children or exec'd programs\n"
 		"  -q, --quiet            no summary\n");
 }
@@ -133,10 +153,14 @@ int cmd_run(int argc, char **argv)
 		{"output", required_argument, NULL, 'o'}, {"report-file", required_argument, NULL, 'r'},
 		{"format", required_argument, NULL, 'F'}, {"inactive", no_argument, NULL, 'i'},
 		{"no-follow", no_argument, NULL, 'n'},    {"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},         {0},
+		{"help", no_argument, NULL, 'h'},         {"stacks", no_argument, NULL, 'S'},
+		{"sample", required_argument, NULL, 's'}, {"leaks", no_argument, NULL, 'L'},
+		{"dump-every", required_argument, NULL, 'E'}, {"interval", required_argument, NULL, 'I'},
+		{"dump-on-peak", no_argument, NULL, 'P'}, {0},
 	};
 	const char *output = NULL, *report_file = NULL, *format = "text";
-	int inactive = 0, follow = 1, quiet = 0, c;
+	int inactive = 0, follow = 1, quiet = 0, stacks = 0, leaks = 0, peak = 0, c;
+	uint64_t sample = 0, dump_every = 0, interval_ms = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+o:qh", opts, NULL)) != -1) {
 		switch (c) {
@@ -146,6 +170,28 @@ int cmd_run(int argc, char **argv)
 		case 'i': inactive = 1; break;
 		case 'n': follow = 0; break;
 		case 'q': quiet = 1; break;
+		case 'S': stacks = 1; break;
+		case 'L': leaks = stacks = 1; break;
+		case 'P': peak = stacks = 1; break;
+		case 's':
+			if (mt_parse_size(optarg, &sample) || !sample)
+				return mt_error("run: --sample=%s: expected a size in bytes (e.g. 1, 65536, 512k)",
+						optarg), 2;
+			stacks = 1;
+			break;
+		case 'E':
+			if (mt_parse_size(optarg, &dump_every) || !dump_every)
+				return mt_error("run: --dump-every=%s: expected a size in bytes (e.g. 1g, 64m)",
+						optarg), 2;
+			break;
+		case 'I': {
+			char *end;
+			double sec = strtod(optarg, &end);
+			if (*end || !(sec >= 0.1))
+				return mt_error("run: --interval=%s: expected seconds, at least 0.1", optarg), 2;
+			interval_ms = (uint64_t)(sec * 1000);
+			break;
+		}
 		case 'h': run_usage(stdout); return 0;
 		default: run_usage(stderr); return 2;
 		}
@@ -183,10 +229,13 @@ int cmd_run(int argc, char **argv)
 		setenv("MEMTAP_PREFIX", prefix, 1);
 		setenv("MEMTAP_RUN_ID", id, 1);
 		setenv("MEMTAP_FOLLOW", follow ? "1" : "0", 1);
-		if (inactive)
-			setenv("MEMTAP_INACTIVE", "1", 1);
-		else
-			unsetenv("MEMTAP_INACTIVE");
+		setenv_or_unset("MEMTAP_INACTIVE", inactive, 1);
+		setenv_or_unset("MEMTAP_STACKS", stacks, 1);
+		/* --leaks wants every allocation unless told otherwise. */
+		setenv_or_unset("MEMTAP_SAMPLE", sample || leaks, sample ? sample : 1);
+		setenv_or_unset("MEMTAP_DUMP_EVERY", dump_every != 0, dump_every);
+		setenv_or_unset("MEMTAP_INTERVAL_MS", interval_ms != 0, interval_ms);
+		setenv_or_unset("MEMTAP_DUMP_ON_PEAK", peak, 1);
 		execvp(argv[optind], argv + optind);
 		fprintf(stderr, "memtap: cannot run %s: %s\n", argv[optind], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
