@@ -27,6 +27,7 @@ endif
 
 CORE_SRC := $(wildcard src/core/*.c)
 AGENT_SRC := $(wildcard src/agent/*.c)
+AGENT_ASM := $(wildcard src/agent/*.S)
 RENDER_SRC := $(wildcard src/render/*.c) $(wildcard src/symbolize/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 # Protocol buffers (pprof's profile.proto) compiled by protoc-c into build/gen.
@@ -51,6 +52,11 @@ $(BUILD)/agent/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(AGENT_CFLAGS) -c $< -o $@
 
+$(BUILD)/agent/%.o: src/%.S
+	$(msg) AS $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(AGENT_CFLAGS) -c $< -o $@
+
 $(BUILD)/cli/%.o: src/%.c $(HEADERS)
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
@@ -65,7 +71,8 @@ $(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
 	$(msg) CC $@
 	$(Q)$(CC) $(CFLAGS) -std=gnu11 -Wall -Werror -I$(BUILD)/gen -c $< -o $@
 
-AGENT_OBJ := $(patsubst src/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC) $(CORE_SRC))
+AGENT_OBJ := $(patsubst src/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC) $(CORE_SRC)) \
+	$(patsubst src/%.S,$(BUILD)/agent/%.o,$(AGENT_ASM))
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC)) $(PROTO_C:.c=.o)
 CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC)) $(LIB_OBJ)
 CLI_LIBS := $(LIBS) -lelf -ldw $(if $(PROTO_SRC),-lprotobuf-c)

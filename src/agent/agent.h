@@ -39,6 +39,16 @@ enum mt_fn_id {
 	MT_FN_COUNT
 };
 
+/* Functions named with -f get counter slots after the built-in ones. */
+#define MT_CUSTOM_MAX 16
+#define MT_FN_TOTAL (MT_FN_COUNT + MT_CUSTOM_MAX)
+
+struct mt_custom {
+	char name[MT_NAME_MAX];
+	int size_arg; /* argN whose value is the size, or -1 */
+	int pool_arg; /* argM that names the pool, or -1 (recorded for later use) */
+};
+
 struct mt_counter {
 	uint64_t calls, bytes, failed;
 	uint64_t hist[MT_HIST_BUCKETS];
@@ -56,7 +66,7 @@ struct mt_thread {
 	uint64_t rng;           /* sampling distances */
 	uint64_t alloc_bytes;   /* usable bytes allocated */
 	uint64_t freed_bytes;   /* usable bytes freed */
-	struct mt_counter c[MT_FN_COUNT];
+	struct mt_counter c[MT_FN_TOTAL];
 };
 
 /* Configuration and process-wide state. */
@@ -75,6 +85,8 @@ struct mt_global {
 	uint64_t interval_ms;    /* --interval=SECONDS (0: off) */
 	int64_t peak_snap_at;    /* in-use at which the sites at the peak are next recorded */
 	int64_t peak_dump_at;    /* in-use at which --dump-on-peak next dumps */
+	int ncustom;             /* -f functions */
+	struct mt_custom custom[MT_CUSTOM_MAX];
 	char prefix[768]; /* files are PREFIX.<pid>.<seq>.mtp */
 	uint64_t run_id;
 	uint64_t start_ns;
@@ -141,6 +153,21 @@ void mt_sites_peak(void);
  * memory released by mt_maps_free. */
 struct mt_mapping *mt_maps_read(uint32_t *n);
 void mt_maps_free(struct mt_mapping *m, uint32_t n);
+
+/* got.c: GOT hooks */
+struct mt_got_hook {
+	const char *name;
+	void *replacement;
+};
+int mt_got_add(const char *name, void *replacement); /* index, or -ENOSPC */
+int mt_got_patch(void);   /* patch every loaded module; slots newly patched */
+int mt_got_restore(void); /* put every patched slot back; slots restored */
+int mt_got_slots(void);
+
+/* custom.c: -f FUNC */
+int mt_custom_parse(const char *list);
+int mt_custom_start(void);
+void mt_custom_resolve(void);
 
 /* control.c */
 void mt_control_wake(void); /* ask the control thread to write a peak dump */

@@ -259,7 +259,7 @@ void mt_count_shared(int fn, uint64_t size, int failed, int64_t alloc, int64_t f
 
 static void block_add(struct mt_thread *dst, const struct mt_thread *src)
 {
-	for (int f = 0; f < MT_FN_COUNT; f++) {
+	for (int f = 0; f < MT_FN_TOTAL; f++) {
 		const struct mt_counter *s = &src->c[f];
 		struct mt_counter *d = &dst->c[f];
 		d->calls += __atomic_load_n(&s->calls, __ATOMIC_RELAXED);
@@ -313,7 +313,7 @@ static void fill_site(struct mt_sitex *s, void *arg)
 	struct mt_site *d = &f->p->sites[f->p->nsites++];
 	d->nframes = s->nframes;
 	d->frames = s->frames;
-	int idx = s->fn < MT_FN_COUNT ? f->fn_index[s->fn] : -1;
+	int idx = s->fn < MT_FN_TOTAL ? f->fn_index[s->fn] : -1;
 	d->fn = idx >= 0 ? (uint32_t)idx : UINT32_MAX;
 	d->alloc_objects = __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED);
 	d->alloc_bytes = __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED);
@@ -323,9 +323,14 @@ static void fill_site(struct mt_sitex *s, void *arg)
 	d->peak_bytes = s->peak_bytes;
 }
 
+static const char *fn_name(int f)
+{
+	return f < MT_FN_COUNT ? mt_fn_names[f] : mt_g.custom[f - MT_FN_COUNT].name;
+}
+
 void mt_snapshot(struct mt_profile *p, int all)
 {
-	int fn_index[MT_FN_COUNT];
+	int fn_index[MT_FN_TOTAL];
 	struct mt_thread *sum = sys_map(sizeof(*sum));
 	if (!sum) {
 		p->nfuncs = 0;
@@ -334,7 +339,7 @@ void mt_snapshot(struct mt_profile *p, int all)
 	sum_blocks(sum);
 	const struct mt_thread *base = __atomic_load_n(&mt_g.baseline, __ATOMIC_ACQUIRE);
 	p->nfuncs = 0;
-	for (int f = 0; f < MT_FN_COUNT; f++) {
+	for (int f = 0; f < MT_FN_COUNT + mt_g.ncustom; f++) {
 		struct mt_counter *c = &sum->c[f];
 		if (base) {
 			c->calls -= base->c[f].calls;
@@ -349,8 +354,8 @@ void mt_snapshot(struct mt_profile *p, int all)
 		fn_index[f] = (int)p->nfuncs;
 		struct mt_func *o = &p->funcs[p->nfuncs++];
 		memset(o->name, 0, sizeof(o->name));
-		strncpy(o->name, mt_fn_names[f], sizeof(o->name) - 1);
-		o->kind = mt_fn_kinds[f];
+		strncpy(o->name, fn_name(f), sizeof(o->name) - 1);
+		o->kind = f < MT_FN_COUNT ? mt_fn_kinds[f] : MT_KIND_OTHER;
 		o->calls = c->calls;
 		o->bytes = c->bytes;
 		o->failed = c->failed;
@@ -396,7 +401,7 @@ struct snapshot {
 static struct mt_profile *snapshot_new(int with_sites)
 {
 	uint32_t cap = with_sites && mt_g.stacks ? mt_sites_count() + 64 : 0;
-	size_t len = sizeof(struct snapshot) + MT_FN_COUNT * sizeof(struct mt_func) +
+	size_t len = sizeof(struct snapshot) + MT_FN_TOTAL * sizeof(struct mt_func) +
 		     cap * sizeof(struct mt_site);
 	struct snapshot *sn = sys_map(len);
 	if (!sn)
@@ -405,7 +410,7 @@ static struct mt_profile *snapshot_new(int with_sites)
 	struct mt_profile *p = &sn->p;
 	p->funcs = (struct mt_func *)(sn + 1);
 	if (cap) {
-		p->sites = (struct mt_site *)(p->funcs + MT_FN_COUNT);
+		p->sites = (struct mt_site *)(p->funcs + MT_FN_TOTAL);
 		p->nsites = cap; /* capacity, until mt_snapshot fills it */
 		p->maps = mt_maps_read(&p->nmaps);
 	}
@@ -615,6 +620,7 @@ static void read_options(void)
 	mt_g.interval_ms = v ? strtoull(v, NULL, 10) : 0;
 	v = getenv("MEMTAP_DUMP_ON_PEAK");
 	mt_g.dump_on_peak = v && v[0] == '1';
+	mt_custom_parse(getenv("MEMTAP_FUNCS"));
 }
 
 /* --stacks: load the unwinder and start sampling (from the constructor, not
@@ -714,6 +720,11 @@ __attribute__((constructor)) static void mt_ctor(void)
 		mt_tls_busy = 0;
 	}
 	start_stacks();
+	mt_tls_busy = 1;
+	int err = mt_custom_start();
+	mt_tls_busy = 0;
+	if (err < 0)
+		mt_log("-f: cannot hook the functions: %s", strerror(-err));
 	mt_control_start();
 }
 

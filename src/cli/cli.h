@@ -21,6 +21,9 @@ int cmd_demo(int argc, char **argv);
  * optional "iB" or "B" after it); 0 or -EINVAL. */
 int mt_parse_size(const char *s, uint64_t *out);
 
+/* Checks one -f FUNC[:size=argN][:pool=argM]; 0 or -EINVAL with ERR. */
+int mt_check_func_spec(const char *spec, char *err, size_t errlen);
+
 /* Prints "memtap: <message>" to stderr; returns -1. */
 int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

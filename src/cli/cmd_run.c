@@ -50,6 +50,10 @@ static void run_usage(FILE *out)
 		"      --report-file F    write the summary to F instead of stderr\n"
 		"      --format FMT       summary format: text (default) or json\n"
 		"      --inactive         start with counting off (memtap ctl PID activate)\n"
+		"  -f FUNC[:size=argN][:pool=argM]\n"
+		"                         also count calls of FUNC (an exported function called\n"
+		"                         from another module, e.g. apr_palloc:size=arg1) and\n"
+		"                         the distribution of its argument N (0-based); repeatable\n"
 		"      --stacks           record call sites of sampled allocations\n"
 		"      --sample=BYTES     mean bytes between samples (default 512k; 1 = every\n"
 		"                         allocation); implies --stacks\n"
@@ -158,11 +162,13 @@ int cmd_run(int argc, char **argv)
 		{"dump-every", required_argument, NULL, 'E'}, {"interval", required_argument, NULL, 'I'},
 		{"dump-on-peak", no_argument, NULL, 'P'}, {0},
 	};
+	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX];
 	const char *output = NULL, *report_file = NULL, *format = "text";
 	int inactive = 0, follow = 1, quiet = 0, stacks = 0, leaks = 0, peak = 0, c;
 	uint64_t sample = 0, dump_every = 0, interval_ms = 0;
+	char funcs[4096] = "";
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+o:qh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+o:qhf:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'o': output = optarg; break;
 		case 'r': report_file = optarg; break;
@@ -170,6 +176,15 @@ int cmd_run(int argc, char **argv)
 		case 'i': inactive = 1; break;
 		case 'n': follow = 0; break;
 		case 'q': quiet = 1; break;
+		case 'f':
+			if (mt_check_func_spec(optarg, err, sizeof(err)))
+				return mt_error("run: -f %s: %s", optarg, err), 2;
+			if (strlen(funcs) + strlen(optarg) + 2 > sizeof(funcs))
+				return mt_error("run: too many -f functions"), 2;
+			if (funcs[0])
+				strcat(funcs, ",");
+			strcat(funcs, optarg);
+			break;
 		case 'S': stacks = 1; break;
 		case 'L': leaks = stacks = 1; break;
 		case 'P': peak = stacks = 1; break;
@@ -204,7 +219,6 @@ int cmd_run(int argc, char **argv)
 	if (strcmp(format, "text") && strcmp(format, "json"))
 		return mt_error("run: unknown --format '%s' (text or json)", format), 2;
 
-	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX];
 	if (mt_find_companion("libmemtap.so", agent, sizeof(agent), err, sizeof(err)))
 		return mt_error("the agent library is missing: %s", err), 2;
 	if (mt_target_check(argv[optind], err, sizeof(err)))
@@ -236,6 +250,10 @@ int cmd_run(int argc, char **argv)
 		setenv_or_unset("MEMTAP_DUMP_EVERY", dump_every != 0, dump_every);
 		setenv_or_unset("MEMTAP_INTERVAL_MS", interval_ms != 0, interval_ms);
 		setenv_or_unset("MEMTAP_DUMP_ON_PEAK", peak, 1);
+		if (funcs[0])
+			setenv("MEMTAP_FUNCS", funcs, 1);
+		else
+			unsetenv("MEMTAP_FUNCS");
 		execvp(argv[optind], argv + optind);
 		fprintf(stderr, "memtap: cannot run %s: %s\n", argv[optind], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);

@@ -1,0 +1,144 @@
+/*
+ * `-f FUNC[:size=argN][:pool=argM]`: count calls of any exported function
+ * that is called across module boundaries (e.g. apr_palloc, which httpd and
+ * its modules call in libapr), with a size histogram of one argument.
+ *
+ * Each function gets a stub in an executable page we make at start-up:
+ *   mov $index, %r11d ; jmp *mt_tramp_common
+ * and the GOT slots that name the function are pointed at the stub
+ * (got.c).  The common trampoline (tramp.S) saves the argument registers,
+ * calls mt_custom_enter(index, saved registers) and tail-jumps to the real
+ * function, so no signature is needed.  dlopen is hooked the same way so
+ * that modules loaded later (Apache's) are patched too.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+void mt_tramp_common(void);
+
+/* Read by tramp.S: the real function of each hooked index. */
+void *mt_custom_real[MT_CUSTOM_MAX] __attribute__((visibility("hidden")));
+
+static uint8_t *stubs;
+static void *(*real_dlopen)(const char *, int);
+
+/* Saved registers as tramp.S lays them out. */
+enum { REG_R11, REG_RAX, REG_R9, REG_R8, REG_RCX, REG_RDX, REG_RSI, REG_RDI };
+static const int arg_reg[6] = {REG_RDI, REG_RSI, REG_RDX, REG_RCX, REG_R8, REG_R9};
+
+void mt_custom_enter(uint64_t index, const uint64_t *regs) __attribute__((visibility("hidden")));
+void mt_custom_enter(uint64_t index, const uint64_t *regs)
+{
+	if (index >= MT_CUSTOM_MAX)
+		return;
+	struct mt_thread *t = mt_enter();
+	if (!t)
+		return;
+	int a = mt_g.custom[index].size_arg;
+	uint64_t size = a >= 0 ? regs[arg_reg[a]] : 0;
+	mt_count(t, MT_FN_COUNT + (int)index, size, 0);
+}
+
+static void *hooked_dlopen(const char *file, int flags)
+{
+	void *h = real_dlopen(file, flags);
+	if (h) {
+		int busy = mt_tls_busy;
+		mt_tls_busy = 1;
+		mt_custom_resolve();
+		mt_got_patch();
+		mt_tls_busy = busy;
+	}
+	return h;
+}
+
+/* Parses one "name[:size=argN][:pool=argM]". */
+static int parse_spec(const char *spec, size_t len, struct mt_custom *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->size_arg = -1;
+	c->pool_arg = -1;
+	size_t n = strcspn(spec, ":");
+	if (n > len)
+		n = len;
+	if (!n || n >= sizeof(c->name))
+		return -EINVAL;
+	memcpy(c->name, spec, n);
+	while (n < len) {
+		const char *opt = spec + n + 1;
+		size_t olen = strcspn(opt, ":,");
+		if (olen >= 9 && !strncmp(opt, "size=arg", 8) && opt[8] >= '0' && opt[8] <= '5')
+			c->size_arg = opt[8] - '0';
+		else if (olen >= 9 && !strncmp(opt, "pool=arg", 8) && opt[8] >= '0' && opt[8] <= '5')
+			c->pool_arg = opt[8] - '0';
+		else
+			return -EINVAL;
+		n += olen + 1;
+	}
+	return 0;
+}
+
+int mt_custom_parse(const char *list)
+{
+	mt_g.ncustom = 0;
+	while (list && *list) {
+		size_t len = strcspn(list, ",");
+		if (mt_g.ncustom >= MT_CUSTOM_MAX) {
+			mt_log("-f: at most %d functions", MT_CUSTOM_MAX);
+			return -ENOSPC;
+		}
+		if (parse_spec(list, len, &mt_g.custom[mt_g.ncustom]) < 0) {
+			mt_log("-f %.*s: expected FUNC[:size=argN][:pool=argM] with N, M in 0..5",
+			       (int)len, list);
+			return -EINVAL;
+		}
+		mt_g.ncustom++;
+		list += len + (list[len] == ',');
+	}
+	return 0;
+}
+
+void mt_custom_resolve(void)
+{
+	for (int i = 0; i < mt_g.ncustom; i++)
+		if (!mt_custom_real[i])
+			__atomic_store_n(&mt_custom_real[i], dlsym(RTLD_DEFAULT, mt_g.custom[i].name),
+					 __ATOMIC_RELEASE);
+}
+
+int mt_custom_start(void)
+{
+	if (!mt_g.ncustom)
+		return 0;
+	long r = syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r < 0 && r > -4096)
+		return -ENOMEM;
+	stubs = (uint8_t *)r;
+	for (int i = 0; i < mt_g.ncustom; i++) {
+		uint8_t *s = stubs + 32 * i;
+		uint64_t target = (uint64_t)(uintptr_t)mt_tramp_common;
+		s[0] = 0x41, s[1] = 0xbb; /* mov $i, %r11d */
+		uint32_t idx = (uint32_t)i;
+		memcpy(s + 2, &idx, 4);
+		s[6] = 0xff, s[7] = 0x25; /* jmp *0(%rip) */
+		memset(s + 8, 0, 4);
+		memcpy(s + 12, &target, 8);
+	}
+	if (mprotect(stubs, 4096, PROT_READ | PROT_EXEC) < 0)
+		return -errno;
+	mt_custom_resolve();
+	for (int i = 0; i < mt_g.ncustom; i++)
+		if (mt_got_add(mt_g.custom[i].name, stubs + 32 * i) < 0)
+			return -ENOSPC;
+	real_dlopen = (void *(*)(const char *, int))dlsym(RTLD_DEFAULT, "dlopen");
+	if (real_dlopen)
+		mt_got_add("dlopen", (void *)hooked_dlopen);
+	return mt_got_patch();
+}
