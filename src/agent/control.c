@@ -450,10 +450,14 @@ void mt_control_uid_change(int after)
 		if (!after) {
 			unlink(sock_path); /* while we still may */
 		} else {
-			/* The control thread makes a new socket in the directory of
-			 * the (possibly new) effective uid. */
+			/* A new socket in the directory of the (possibly new)
+			 * effective uid, at once: `ctl` may come right away. */
 			close(listen_fd);
 			listen_fd = -1;
+			int busy = mt_tls_busy;
+			mt_tls_busy = 1;
+			open_socket();
+			mt_tls_busy = busy;
 		}
 	}
 	pthread_mutex_unlock(&sock_lock);
