@@ -8,6 +8,11 @@
  * the socket is 0600.  The agent also checks the peer's SO_PEERCRED uid: only
  * its own euid or root may talk to it.
  *
+ * `attach OPTIONS` carries the options of `memtap attach` as space-separated
+ * key=value words with '%', ' ' and control characters %-escaped:
+ *   prefix=PATH stacks=0|1 sample=BYTES funcs=SPEC,... dump_every=BYTES
+ *   interval_ms=MS dump_on_peak=0|1 inactive=0|1
+ *
  * Messages: the client sends one line (at most MT_CTL_MAX_REQUEST bytes,
  * ending in '\n'): a command word and an optional argument.  The agent answers
  * with "ok\n" or "error: <reason>\n" followed by free text, then closes.
@@ -29,6 +34,8 @@ enum mt_ctl_cmd {
 	MT_CTL_STATS,
 	MT_CTL_RESET,
 	MT_CTL_STATUS,
+	MT_CTL_ATTACH, /* sent by `memtap attach` after injecting the agent */
+	MT_CTL_DETACH, /* `memtap detach`: restore the hooks, write a last dump */
 };
 
 struct mt_ctl_request {
@@ -44,6 +51,12 @@ const char *mt_ctl_rundir(void);
  * unexpected argument, embedded NUL, over-long line. */
 int mt_ctl_parse(const char *line, size_t len, struct mt_ctl_request *req,
 		 char *err, size_t errlen);
+
+/* %-escaping for the words of `attach OPTIONS`: escape writes at most
+ * OUTLEN - 1 bytes and returns the length; unescape works in place and
+ * returns 0 or -EINVAL. */
+size_t mt_ctl_escape(const char *in, char *out, size_t outlen);
+int mt_ctl_unescape(char *s);
 
 /* Whether a peer with uid PEER may control a process running as OWN. */
 static inline int mt_ctl_peer_allowed(uid_t peer, uid_t own)

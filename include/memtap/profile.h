@@ -51,6 +51,7 @@ enum mt_reason {
 	MT_REASON_PEAK = 3,     /* --dump-on-peak: in-use reached a new high */
 	MT_REASON_INTERVAL = 4, /* --interval=SECONDS */
 	MT_REASON_BYTES = 5,    /* --dump-every=BYTES */
+	MT_REASON_DETACH = 6,   /* `memtap detach`, or the end of `memtap attach` */
 };
 
 /* Profile flags. */

@@ -72,6 +72,8 @@ struct mt_thread {
 /* Configuration and process-wide state. */
 struct mt_global {
 	int ready;        /* real functions resolved, options read */
+	int attached_mode; /* loaded into a running process: hooks are GOT hooks */
+	int attached;     /* attach mode: `ctl attach` has installed the hooks */
 	int enabled;      /* 0: this process is not traced (e.g. --no-follow child) */
 	int active;       /* counting on (ctl activate/deactivate) */
 	int follow;       /* trace children and exec'd programs */
@@ -126,6 +128,10 @@ void mt_snapshot_free(struct mt_profile *p);
  * NULL) atomically; 0 or -errno, with the final path in OUT. */
 int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen);
 void mt_reset(void);
+/* attach mode: `ctl attach OPTIONS` and `ctl detach`; 0 or -errno, with a
+ * message or the last dump's path in OUT. */
+int mt_attach(char *options, char *out, size_t outlen);
+int mt_detach(char *out, size_t outlen);
 struct mt_buf;
 void mt_scratch_init(struct mt_buf *b); /* mmap-backed buffer for replies and dumps */
 void mt_scratch_free(struct mt_buf *b);
@@ -145,7 +151,7 @@ struct mt_sitex {
 int mt_sites_init(void);
 int64_t mt_sample_interval(struct mt_thread *t);
 void mt_sample(struct mt_thread *t, int fn, uint64_t size, void *ptr);
-void mt_live_forget(void *ptr);
+int mt_live_forget(void *ptr); /* 1 when PTR was a sampled live allocation */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
 uint32_t mt_sites_count(void);
 void mt_sites_peak(void);
@@ -167,6 +173,10 @@ int mt_got_slots(void);
 /* custom.c: -f FUNC */
 int mt_custom_parse(const char *list);
 int mt_custom_start(void);
+/* Installs the GOT hooks: the -f functions, dlopen (to patch later modules)
+ * and, with ALLOC_FAMILY (attach mode), every interposed function.  Returns
+ * the number of slots patched or -errno. */
+int mt_hooks_start(int alloc_family);
 void mt_custom_resolve(void);
 
 /* control.c */
@@ -181,6 +191,8 @@ void mt_control_uid_change(int after);
 
 /* interpose.c */
 int mt_resolve(void);
+/* Registers GOT hooks for every interposed function (attach mode). */
+int mt_hook_wrappers(void);
 /* Allocator identification for `stats`: "glibc", "jemalloc", ... */
 const char *mt_allocator_name(char *path, size_t pathlen);
 size_t mt_usable_size(void *p);
@@ -250,11 +262,15 @@ static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint6
 		mt_sample(t, fn, size, p);
 }
 
-/* Before P is freed (or moved by realloc): forget it if it was sampled. */
-static inline void mt_before_free(void *p)
+/* Before P is freed (or moved by realloc): forget it if it was sampled.
+ * Returns 0 when P's bytes must stay out of the totals: with every
+ * allocation tracked, a pointer the live table never saw was allocated before
+ * tracking began (attach), and freeing it must not push in-use down. */
+static inline int mt_before_free(void *p)
 {
-	if (unlikely(__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)) && p)
-		mt_live_forget(p);
+	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)) || !p)
+		return 1;
+	return mt_live_forget(p) || mt_g.sample_period > 1;
 }
 
 /* A call that released USABLE bytes (SIZE is what the histogram records). */

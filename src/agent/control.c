@@ -149,6 +149,8 @@ static void cmd_status(struct mt_buf *b)
 	reply(b, "ok\n");
 	reply(b, "pid: %u\ncommand: %s\n", p->pid, p->command);
 	reply(b, "state: %s\n", __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) ? "active" : "inactive");
+	reply(b, "mode: %s\n", !mt_g.attached_mode ? "preloaded (memtap run)"
+			       : mt_g.attached ? "attached" : "loaded, not attached");
 	reply(b, "prefix: %s\nfollow: %s\n", mt_g.prefix, mt_g.follow ? "yes" : "no");
 	reply(b, "allocator: %s (%s)\n", alloc, alloc_path);
 	reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
@@ -306,6 +308,23 @@ static void serve(int fd)
 	case MT_CTL_STATUS:
 		cmd_status(&b);
 		break;
+	case MT_CTL_ATTACH: {
+		char msg[PATH_MAX];
+		int e = mt_attach(req.arg, msg, sizeof(msg));
+		reply(&b, e ? "error: %s\n" : "ok\n%s\n", msg);
+		break;
+	}
+	case MT_CTL_DETACH: {
+		char path[PATH_MAX];
+		int e = mt_detach(path, sizeof(path));
+		if (e == -EINVAL)
+			reply(&b, "error: %s\n", path);
+		else if (e)
+			reply(&b, "error: detached, but the last dump %s failed: %s\n", path, strerror(-e));
+		else
+			reply(&b, "ok\n%s\n", path);
+		break;
+	}
 	}
 send:
 	for (size_t off = 0; off < b.len;) {

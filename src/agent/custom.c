@@ -113,31 +113,48 @@ void mt_custom_resolve(void)
 					 __ATOMIC_RELEASE);
 }
 
-int mt_custom_start(void)
+/* Makes one stub per -f function in an executable page. */
+static int make_stubs(void)
 {
-	if (!mt_g.ncustom)
+	if (stubs)
 		return 0;
 	long r = syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (r < 0 && r > -4096)
 		return -ENOMEM;
-	stubs = (uint8_t *)r;
-	for (int i = 0; i < mt_g.ncustom; i++) {
-		uint8_t *s = stubs + 32 * i;
+	uint8_t *page = (uint8_t *)r;
+	for (int i = 0; i < MT_CUSTOM_MAX; i++) {
+		uint8_t *s = page + 32 * i;
 		uint64_t target = (uint64_t)(uintptr_t)mt_tramp_common;
-		s[0] = 0x41, s[1] = 0xbb; /* mov $i, %r11d */
 		uint32_t idx = (uint32_t)i;
+		s[0] = 0x41, s[1] = 0xbb; /* mov $i, %r11d */
 		memcpy(s + 2, &idx, 4);
 		s[6] = 0xff, s[7] = 0x25; /* jmp *0(%rip) */
 		memset(s + 8, 0, 4);
 		memcpy(s + 12, &target, 8);
 	}
-	if (mprotect(stubs, 4096, PROT_READ | PROT_EXEC) < 0)
+	if (mprotect(page, 4096, PROT_READ | PROT_EXEC) < 0)
 		return -errno;
-	mt_custom_resolve();
-	for (int i = 0; i < mt_g.ncustom; i++)
-		if (mt_got_add(mt_g.custom[i].name, stubs + 32 * i) < 0)
-			return -ENOSPC;
-	real_dlopen = (void *(*)(const char *, int))dlsym(RTLD_DEFAULT, "dlopen");
+	stubs = page;
+	return 0;
+}
+
+int mt_hooks_start(int alloc_family)
+{
+	int err;
+	if (alloc_family && (err = mt_hook_wrappers()) < 0)
+		return err;
+	if (mt_g.ncustom) {
+		if ((err = make_stubs()) < 0)
+			return err;
+		mt_custom_resolve();
+		for (int i = 0; i < mt_g.ncustom; i++)
+			if (mt_got_add(mt_g.custom[i].name, stubs + 32 * i) < 0)
+				return -ENOSPC;
+	}
+	if (!alloc_family && !mt_g.ncustom)
+		return 0;
+	if (!real_dlopen)
+		real_dlopen = (void *(*)(const char *, int))dlsym(RTLD_DEFAULT, "dlopen");
 	if (real_dlopen)
 		mt_got_add("dlopen", (void *)hooked_dlopen);
 	return mt_got_patch();

@@ -13,6 +13,7 @@
 #include <elf.h>
 #include <link.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -110,6 +111,7 @@ static void patch_relocs(struct dl_phdr_info *info, const ElfW(Rela) *rel, size_
 		if (write_slot(addr, hooks[h].replacement, relro) < 0)
 			continue;
 		slots[nslots++] = (struct slot){addr, cur, h, relro};
+		if (getenv("MEMTAP_DEBUG")) mt_log("patched %s in %s at %p", name, info->dlpi_name, (void *)addr);
 	}
 }
 

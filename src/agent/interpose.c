@@ -87,7 +87,18 @@ static size_t boot_size(const void *p)
 
 int mt_resolve(void)
 {
-#define R(field, sym) real.field = (__typeof__(real.field))dlsym(RTLD_NEXT, sym)
+	/* Preloaded, the agent is the global definition of malloc and the real
+	 * one is the next; loaded into a running process (attach), the agent is
+	 * a local object and the real one is the global definition. */
+	void *scope = RTLD_NEXT;
+	Dl_info global, self;
+	void *g = dlsym(RTLD_DEFAULT, "malloc");
+	if (!g || !dladdr(g, &global) || !dladdr((void *)mt_resolve, &self) ||
+	    global.dli_fbase != self.dli_fbase) {
+		mt_g.attached_mode = 1;
+		scope = RTLD_DEFAULT;
+	}
+#define R(field, sym) real.field = (__typeof__(real.field))dlsym(scope, sym)
 	R(malloc, "malloc");
 	R(free, "free");
 	R(calloc, "calloc");
@@ -108,7 +119,7 @@ int mt_resolve(void)
 	if (!real.malloc || !real.free || !real.calloc || !real.realloc)
 		return -ENOENT;
 	for (size_t i = 0; i < sizeof(cxx_symbols) / sizeof(cxx_symbols[0]); i++)
-		real.cxx[i] = dlsym(RTLD_NEXT, cxx_symbols[i]);
+		real.cxx[i] = dlsym(scope, cxx_symbols[i]);
 	return 0;
 }
 
@@ -122,7 +133,7 @@ static void *cxx_real(int fn)
 		return f;
 	int busy = mt_tls_busy;
 	mt_tls_busy = 1;
-	f = dlsym(RTLD_NEXT, cxx_symbols[i]);
+	f = dlsym(mt_g.attached_mode ? RTLD_DEFAULT : RTLD_NEXT, cxx_symbols[i]);
 	if (!f) {
 		void *h = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_NOLOAD);
 		if (h) {
@@ -194,17 +205,20 @@ MT_EXPORT void free(void *p)
 	struct mt_thread *t = mt_enter();
 	if (unlikely(!t)) {
 		if (!mt_tls_busy)
-			mt_before_free(p); /* counting is off, but the live table stays true */
+			(void)mt_before_free(p); /* counting is off; the live table stays true */
 		if (real.free)
 			real.free(p);
 		return;
 	}
 	size_t u = p ? real.usable(p) : 0;
-	mt_before_free(p);
+	int known = mt_before_free(p);
 	mt_tls_busy = 1;
 	real.free(p);
 	mt_tls_busy = 0;
-	mt_on_free(t, MT_FN_FREE, u, u);
+	if (likely(known))
+		mt_on_free(t, MT_FN_FREE, u, u);
+	else
+		mt_count(t, MT_FN_FREE, u, 0);
 }
 
 MT_EXPORT void *calloc(size_t n, size_t m)
@@ -244,7 +258,8 @@ static void *realloc_common(int fn, void *old, size_t n, size_t m)
 	size_t oldsz = old ? real.usable(old) : 0;
 	/* The old block leaves the live table before it can be reused; a failed
 	 * realloc leaves it allocated but no longer sampled (rare, harmless). */
-	mt_before_free(old);
+	if (!mt_before_free(old))
+		oldsz = 0; /* allocated before tracking: not in the totals */
 	mt_tls_busy = 1;
 	void *p = fn == MT_FN_REALLOC ? real.realloc(old, n) : real.reallocarray(old, n, m);
 	mt_tls_busy = 0;
@@ -378,9 +393,10 @@ static void op_delete(int fn, void *p, size_t a, size_t b, int nargs)
 {
 	struct mt_thread *t = mt_enter();
 	size_t u = 0;
+	int known = 1;
 	if (likely(t)) {
 		u = p ? real.usable(p) : 0;
-		mt_before_free(p);
+		known = mt_before_free(p);
 		mt_tls_busy = 1;
 	}
 	void *f = cxx_real(fn);
@@ -394,7 +410,10 @@ static void op_delete(int fn, void *p, size_t a, size_t b, int nargs)
 		((del_3_fn)f)(p, a, b);
 	if (likely(t)) {
 		mt_tls_busy = 0;
-		mt_on_free(t, fn, u, u);
+		if (likely(known))
+			mt_on_free(t, fn, u, u);
+		else
+			mt_count(t, fn, u, 0);
 	}
 }
 
@@ -505,7 +524,7 @@ static void *real_sym(void **slot, const char *name)
 	if (!f) {
 		int busy = mt_tls_busy;
 		mt_tls_busy = 1;
-		f = dlsym(RTLD_NEXT, name);
+		f = dlsym(mt_g.attached_mode ? RTLD_DEFAULT : RTLD_NEXT, name);
 		mt_tls_busy = busy;
 		__atomic_store_n(slot, f, __ATOMIC_RELAXED);
 	}
@@ -533,3 +552,42 @@ UID_WRAPPER(setuid, setid1_fn, (uid_t u), (u))
 UID_WRAPPER(seteuid, setid1_fn, (uid_t u), (u))
 UID_WRAPPER(setreuid, setid2_fn, (uid_t r, uid_t e), (r, e))
 UID_WRAPPER(setresuid, setid3_fn, (uid_t r, uid_t e, uid_t s), (r, e, s))
+
+/* Every interposed function, for GOT hooks when the agent was loaded into a
+ * running process and symbol interposition is not available. */
+int mt_hook_wrappers(void)
+{
+	static const struct {
+		const char *name;
+		void *fn;
+	} table[] = {
+		{"malloc", (void *)malloc}, {"free", (void *)free}, {"calloc", (void *)calloc},
+		{"realloc", (void *)realloc}, {"reallocarray", (void *)reallocarray},
+		{"posix_memalign", (void *)posix_memalign}, {"aligned_alloc", (void *)aligned_alloc},
+		{"memalign", (void *)memalign}, {"valloc", (void *)valloc}, {"pvalloc", (void *)pvalloc},
+		{"mmap", (void *)mmap}, {"mmap64", (void *)mmap64}, {"munmap", (void *)munmap},
+		{"mremap", (void *)mremap}, {"brk", (void *)brk}, {"sbrk", (void *)sbrk},
+		{"setuid", (void *)setuid}, {"seteuid", (void *)seteuid}, {"setreuid", (void *)setreuid},
+		{"setresuid", (void *)setresuid},
+		{"_Znwm", (void *)_Znwm}, {"_ZnwmRKSt9nothrow_t", (void *)_ZnwmRKSt9nothrow_t},
+		{"_ZnwmSt11align_val_t", (void *)_ZnwmSt11align_val_t},
+		{"_ZnwmSt11align_val_tRKSt9nothrow_t", (void *)_ZnwmSt11align_val_tRKSt9nothrow_t},
+		{"_Znam", (void *)_Znam}, {"_ZnamRKSt9nothrow_t", (void *)_ZnamRKSt9nothrow_t},
+		{"_ZnamSt11align_val_t", (void *)_ZnamSt11align_val_t},
+		{"_ZnamSt11align_val_tRKSt9nothrow_t", (void *)_ZnamSt11align_val_tRKSt9nothrow_t},
+		{"_ZdlPv", (void *)_ZdlPv}, {"_ZdlPvm", (void *)_ZdlPvm},
+		{"_ZdlPvSt11align_val_t", (void *)_ZdlPvSt11align_val_t},
+		{"_ZdlPvmSt11align_val_t", (void *)_ZdlPvmSt11align_val_t},
+		{"_ZdlPvRKSt9nothrow_t", (void *)_ZdlPvRKSt9nothrow_t},
+		{"_ZdlPvSt11align_val_tRKSt9nothrow_t", (void *)_ZdlPvSt11align_val_tRKSt9nothrow_t},
+		{"_ZdaPv", (void *)_ZdaPv}, {"_ZdaPvm", (void *)_ZdaPvm},
+		{"_ZdaPvSt11align_val_t", (void *)_ZdaPvSt11align_val_t},
+		{"_ZdaPvmSt11align_val_t", (void *)_ZdaPvmSt11align_val_t},
+		{"_ZdaPvRKSt9nothrow_t", (void *)_ZdaPvRKSt9nothrow_t},
+		{"_ZdaPvSt11align_val_tRKSt9nothrow_t", (void *)_ZdaPvSt11align_val_tRKSt9nothrow_t},
+	};
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (mt_got_add(table[i].name, table[i].fn) < 0)
+			return -ENOSPC;
+	return 0;
+}

@@ -231,14 +231,14 @@ static void live_insert(uintptr_t p, struct mt_sitex *site, uint64_t size)
 }
 
 /* Removes P if it is a sampled live allocation, updating its site. */
-void mt_live_forget(void *ptr)
+int mt_live_forget(void *ptr)
 {
 	uintptr_t p = (uintptr_t)ptr;
 	uint32_t b = live_bucket(p), slot = b >> 2, s = slot & (LIVE_STRIPES - 1);
 	if (!__atomic_load_n(&live_filter[slot], __ATOMIC_RELAXED)) {
 		if (mt_g.sample_period <= 1)
 			__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
-		return;
+		return 0;
 	}
 	stripe_lock(s);
 	struct mt_live **pp = &live_buckets[b], *e;
@@ -259,6 +259,7 @@ void mt_live_forget(void *ptr)
 		/* Every allocation is recorded, so this one predates tracking. */
 		__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
 	}
+	return e != NULL;
 }
 
 /* ---- recording a sample ---- */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "memtap/ctl.h"
 #include "memtap/format.h"
 
 struct mt_global mt_g = {.follow = 1, .orphan = {.shared = 1, .claimed = 1}};
@@ -551,6 +552,103 @@ out:
 	return ret;
 }
 
+/* ---- attach mode ---- */
+
+int mt_attach(char *options, char *out, size_t outlen)
+{
+	if (!mt_g.attached_mode) {
+		snprintf(out, outlen, "this process was started with the agent preloaded; it is traced already");
+		return -EALREADY;
+	}
+	if (__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE)) {
+		snprintf(out, outlen, "already attached (prefix %s); memtap detach first", mt_g.prefix);
+		return -EALREADY;
+	}
+	int stacks = 0, inactive = 0;
+	uint64_t sample = 0;
+	const char *funcs = NULL;
+	for (char *w = strtok(options, " "); w; w = strtok(NULL, " ")) {
+		char *eq = strchr(w, '=');
+		if (!eq || mt_ctl_unescape(eq + 1) < 0) {
+			snprintf(out, outlen, "bad option word '%.64s'", w);
+			return -EINVAL;
+		}
+		*eq = '\0';
+		const char *v = eq + 1;
+		if (!strcmp(w, "prefix") && v[0] == '/')
+			snprintf(mt_g.prefix, sizeof(mt_g.prefix), "%s", v);
+		else if (!strcmp(w, "stacks"))
+			stacks = v[0] == '1';
+		else if (!strcmp(w, "sample"))
+			sample = strtoull(v, NULL, 10);
+		else if (!strcmp(w, "funcs"))
+			funcs = v;
+		else if (!strcmp(w, "dump_every"))
+			mt_g.dump_every = strtoull(v, NULL, 10);
+		else if (!strcmp(w, "interval_ms"))
+			mt_g.interval_ms = strtoull(v, NULL, 10);
+		else if (!strcmp(w, "dump_on_peak"))
+			mt_g.dump_on_peak = v[0] == '1';
+		else if (!strcmp(w, "inactive"))
+			inactive = v[0] == '1';
+		else if (!strcmp(w, "run_id"))
+			mt_g.run_id = strtoull(v, NULL, 10);
+		else {
+			snprintf(out, outlen, "unknown option '%.64s'", w);
+			return -EINVAL;
+		}
+	}
+	if (funcs && mt_custom_parse(funcs) < 0) {
+		snprintf(out, outlen, "bad -f list '%.200s'", funcs);
+		return -EINVAL;
+	}
+	mt_g.seq = first_free_seq();
+	if (stacks) {
+		int err = mt_sites_init();
+		if (err) {
+			snprintf(out, outlen, "call sites unavailable: %s", strerror(-err));
+			return err;
+		}
+		mt_g.sample_period = sample ? sample : 512 * 1024;
+		__atomic_store_n(&mt_g.stacks, 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&mt_g.tracking, 1, __ATOMIC_RELEASE);
+		for (struct mt_thread *t = mt_g.threads; t; t = t->next)
+			t->sample_left = mt_sample_interval(t);
+	}
+	mt_g.start_ns = mt_now_ns();
+	__atomic_store_n(&mt_g.active, !inactive, __ATOMIC_RELEASE);
+	int slots = mt_hooks_start(1);
+	if (slots < 0) {
+		__atomic_store_n(&mt_g.active, 0, __ATOMIC_RELEASE);
+		mt_got_restore();
+		snprintf(out, outlen, "cannot install the hooks: %s", strerror(-slots));
+		return slots;
+	}
+	__atomic_store_n(&mt_g.attached, 1, __ATOMIC_RELEASE);
+	snprintf(out, outlen, "attached: %d call slots redirected, counting %s", mt_got_slots(),
+		 inactive ? "inactive" : "active");
+	return 0;
+}
+
+int mt_detach(char *out, size_t outlen)
+{
+	if (!mt_g.attached_mode || !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE)) {
+		snprintf(out, outlen, "not attached (a process started by memtap run stays traced until it exits)");
+		return -EINVAL;
+	}
+	/* Restore the slots first: calls already inside a wrapper finish
+	 * normally, and calls through function pointers the program copied
+	 * while attached pass straight through once counting is off. */
+	int restored = mt_got_restore();
+	__atomic_store_n(&mt_g.active, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_g.tracking, 0, __ATOMIC_RELEASE);
+	int err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
+	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
+	(void)restored;
+	return err;
+}
+
 /* ---- fork ---- */
 
 static void fork_prepare(void)
@@ -629,7 +727,7 @@ static void read_options(void)
 static void start_stacks(void)
 {
 	const char *v = getenv("MEMTAP_STACKS");
-	if (!v || v[0] != '1')
+	if (!v || v[0] != '1' || mt_g.attached_mode)
 		return;
 	mt_tls_busy = 1;
 	int err = mt_sites_init();
@@ -665,6 +763,10 @@ int mt_init(void)
 	int ok = mt_resolve() == 0 && pthread_key_create(&mt_g.key, thread_exit) == 0;
 	if (ok) {
 		read_options();
+		/* Loaded into a running process: nothing is counted until `memtap
+		 * attach` sends its options (ctl attach). */
+		if (mt_g.attached_mode)
+			mt_g.active = 0;
 		mt_g.start_ns = mt_now_ns();
 		mt_g.seq = first_free_seq();
 		mt_g.enabled = 1;
@@ -720,17 +822,20 @@ __attribute__((constructor)) static void mt_ctor(void)
 		mt_tls_busy = 0;
 	}
 	start_stacks();
-	mt_tls_busy = 1;
-	int err = mt_custom_start();
-	mt_tls_busy = 0;
-	if (err < 0)
-		mt_log("-f: cannot hook the functions: %s", strerror(-err));
+	if (!mt_g.attached_mode) {
+		mt_tls_busy = 1;
+		int err = mt_hooks_start(0);
+		mt_tls_busy = 0;
+		if (err < 0)
+			mt_log("-f: cannot hook the functions: %s", strerror(-err));
+	}
 	mt_control_start();
 }
 
 __attribute__((destructor)) static void mt_dtor(void)
 {
-	if (!mt_g.enabled || __atomic_exchange_n(&mt_g.finished, 1, __ATOMIC_ACQ_REL))
+	if (!mt_g.enabled || (mt_g.attached_mode && !mt_g.attached) ||
+	    __atomic_exchange_n(&mt_g.finished, 1, __ATOMIC_ACQ_REL))
 		return;
 	char path[PATH_MAX];
 	int err = mt_dump(NULL, MT_REASON_EXIT, path, sizeof(path));

@@ -15,11 +15,12 @@ const char *mt_ctl_rundir(void)
 static const struct {
 	const char *word;
 	enum mt_ctl_cmd cmd;
-	int arg; /* 0: none, 1: optional */
+	int arg; /* 0: none, 1: optional, 2: required */
 } commands[] = {
 	{"activate", MT_CTL_ACTIVATE, 0}, {"deactivate", MT_CTL_DEACTIVATE, 0},
 	{"dump", MT_CTL_DUMP, 1},         {"stats", MT_CTL_STATS, 0},
 	{"reset", MT_CTL_RESET, 0},       {"status", MT_CTL_STATUS, 0},
+	{"attach", MT_CTL_ATTACH, 2},     {"detach", MT_CTL_DETACH, 0},
 };
 
 int mt_ctl_parse(const char *line, size_t len, struct mt_ctl_request *req,
@@ -43,6 +44,10 @@ int mt_ctl_parse(const char *line, size_t len, struct mt_ctl_request *req,
 			continue;
 		req->cmd = commands[i].cmd;
 		req->arg[0] = '\0';
+		if (!sp && commands[i].arg == 2) {
+			snprintf(err, errlen, "'%s' needs an argument", commands[i].word);
+			return -EINVAL;
+		}
 		if (!sp)
 			return 0;
 		size_t alen = len - wlen - 1;
@@ -55,6 +60,38 @@ int mt_ctl_parse(const char *line, size_t len, struct mt_ctl_request *req,
 		return 0;
 	}
 	snprintf(err, errlen, "unknown command '%.*s' (known: activate, deactivate, dump [PATH], "
-		 "stats, reset, status)", (int)(wlen > 64 ? 64 : wlen), line);
+		 "stats, reset, status, detach)", (int)(wlen > 64 ? 64 : wlen), line);
 	return -EINVAL;
+}
+
+int mt_ctl_unescape(char *s)
+{
+	char *o = s;
+	for (; *s; s++) {
+		if (*s != '%') {
+			*o++ = *s;
+			continue;
+		}
+		unsigned v;
+		if (sscanf(s + 1, "%2x", &v) != 1 || !v)
+			return -EINVAL;
+		*o++ = (char)v;
+		s += 2;
+	}
+	*o = '\0';
+	return 0;
+}
+
+size_t mt_ctl_escape(const char *in, char *out, size_t outlen)
+{
+	size_t n = 0;
+	for (; *in && n + 4 < outlen; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c <= ' ' || c == '%' || c == 0x7f)
+			n += (size_t)snprintf(out + n, outlen - n, "%%%02x", c);
+		else
+			out[n++] = (char)c;
+	}
+	out[n] = '\0';
+	return n;
 }

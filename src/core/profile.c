@@ -219,6 +219,6 @@ const char *mt_kind_name(uint32_t kind)
 
 const char *mt_reason_name(uint32_t reason)
 {
-	static const char *const names[] = {"exit", "ctl", "other", "peak", "interval", "bytes"};
+	static const char *const names[] = {"exit", "ctl", "other", "peak", "interval", "bytes", "detach"};
 	return reason < sizeof(names) / sizeof(names[0]) ? names[reason] : "unknown";
 }
