@@ -169,11 +169,22 @@ const char *mt_allocator_name(char *path, size_t pathlen)
 	return "other";
 }
 
+/* The allocator's usable size of P, asked with the recursion guard set:
+ * tcmalloc's malloc_usable_size calls operator new on first use.  (The
+ * hottest paths, malloc and free, ask inside their own guarded window.) */
+static inline size_t usable_size(void *p)
+{
+	mt_tls_busy = 1;
+	size_t u = real.usable(p);
+	mt_tls_busy = 0;
+	return u;
+}
+
 /* Counts an allocation call: P's usable size joins the in-use total. */
 static inline void count_alloc(struct mt_thread *t, int fn, uint64_t size, void *p)
 {
 	if (likely(p))
-		mt_on_alloc(t, fn, size, real.usable(p), p);
+		mt_on_alloc(t, fn, size, usable_size(p), p);
 	else
 		mt_count(t, fn, size, 1);
 }
@@ -193,8 +204,12 @@ MT_EXPORT void *malloc(size_t n)
 		return real.malloc ? real.malloc(n) : boot_alloc(n, 16);
 	mt_tls_busy = 1;
 	void *p = real.malloc(n);
+	size_t u = likely(p) ? real.usable(p) : 0;
 	mt_tls_busy = 0;
-	count_alloc(t, MT_FN_MALLOC, n, p);
+	if (likely(p))
+		mt_on_alloc(t, MT_FN_MALLOC, n, u, p);
+	else
+		mt_count(t, MT_FN_MALLOC, n, 1);
 	return p;
 }
 
@@ -210,9 +225,9 @@ MT_EXPORT void free(void *p)
 			real.free(p);
 		return;
 	}
+	mt_tls_busy = 1;
 	size_t u = p ? real.usable(p) : 0;
 	int known = mt_before_free(p);
-	mt_tls_busy = 1;
 	real.free(p);
 	mt_tls_busy = 0;
 	if (likely(known))
@@ -255,7 +270,7 @@ static void *realloc_common(int fn, void *old, size_t n, size_t m)
 	struct mt_thread *t = mt_enter();
 	if (unlikely(!t))
 		return fn == MT_FN_REALLOC ? real.realloc(old, n) : real.reallocarray(old, n, m);
-	size_t oldsz = old ? real.usable(old) : 0;
+	size_t oldsz = old ? usable_size(old) : 0;
 	/* The old block leaves the live table before it can be reused; a failed
 	 * realloc leaves it allocated but no longer sampled (rare, harmless). */
 	if (!mt_before_free(old))
@@ -269,7 +284,7 @@ static void *realloc_common(int fn, void *old, size_t n, size_t m)
 	if (p) {
 		if (old)
 			mt_release(t, oldsz);
-		mt_on_alloc(t, fn, size, real.usable(p), p);
+		mt_on_alloc(t, fn, size, usable_size(p), p);
 	} else {
 		mt_count(t, fn, size, size != 0);
 		if (old && size == 0)
@@ -395,7 +410,7 @@ static void op_delete(int fn, void *p, size_t a, size_t b, int nargs)
 	size_t u = 0;
 	int known = 1;
 	if (likely(t)) {
-		u = p ? real.usable(p) : 0;
+		u = p ? usable_size(p) : 0;
 		known = mt_before_free(p);
 		mt_tls_busy = 1;
 	}
