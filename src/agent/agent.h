@@ -49,8 +49,10 @@ struct mt_custom {
 	int pool_arg; /* argM that names the pool, or -1 (recorded for later use) */
 };
 
+/* A function's counters.  Calls are not counted apart: every call lands in
+ * exactly one histogram bucket, so calls = the sum of hist. */
 struct mt_counter {
-	uint64_t calls, bytes, failed;
+	uint64_t bytes, failed;
 	uint64_t hist[MT_HIST_BUCKETS];
 };
 
@@ -64,8 +66,7 @@ struct mt_thread {
 	int64_t delta_high;     /* highest inuse_delta since the last fold */
 	int64_t sample_left;    /* bytes until the next sampled allocation */
 	uint64_t rng;           /* sampling distances */
-	uint64_t alloc_bytes;   /* usable bytes allocated */
-	uint64_t freed_bytes;   /* usable bytes freed */
+	uint64_t released;      /* usable bytes of old blocks moved by realloc */
 	struct mt_counter c[MT_FN_TOTAL];
 };
 
@@ -94,6 +95,7 @@ struct mt_global {
 	uint64_t start_ns;
 	int64_t inuse;    /* folded in-use bytes (atomic) */
 	int64_t peak;     /* peak of inuse (atomic) */
+	int64_t inuse_at_reset; /* in-use at the last `reset` (for allocated bytes) */
 	uint32_t seq;     /* next dump sequence number (atomic) */
 	uint32_t dumps;   /* dumps written (atomic) */
 	pthread_key_t key;
@@ -196,36 +198,40 @@ int mt_hook_wrappers(void);
 /* Allocator identification for `stats`: "glibc", "jemalloc", ... */
 const char *mt_allocator_name(char *path, size_t pathlen);
 size_t mt_usable_size(void *p);
+/* Enables reading glibc's chunk headers for usable sizes, if it checks out. */
+void mt_usable_check(void);
 
 /* Counting, inlined into every wrapper.  A thread's own block is written
  * with plain loads and stores (relaxed atomics, so concurrent readers see
  * whole values); the shared orphan block, used by threads past their exit
- * and when a block cannot be had, takes the out-of-line atomic path. */
+ * and when a block cannot be had, takes the out-of-line atomic path.
+ *
+ * The totals cost nothing extra here: freed = the bytes of the free-kind
+ * functions + realloc's released blocks, and allocated = freed + the change
+ * in in-use, which each thread keeps as a delta folded every 64 KiB. */
 static inline void mt_bump(uint64_t *c, uint64_t v)
 {
 	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
 }
 
-/* The orphan block's path; FN < 0 changes only the byte totals. */
-void mt_count_shared(int fn, uint64_t size, int failed, int64_t alloc, int64_t freed);
+/* The orphan block's path: FN < 0 counts no call; INUSE is the change in
+ * in-use bytes, RELEASED bytes released without a call of their own. */
+void mt_count_shared(int fn, uint64_t size, int failed, int64_t inuse, uint64_t released);
 
 #define MT_INUSE_FLUSH (64 * 1024)
 
-static inline void mt_count_own(struct mt_thread *t, int fn, uint64_t size, int failed)
+static inline void mt_count_own(struct mt_thread *t, int fn, uint64_t size)
 {
 	struct mt_counter *c = &t->c[fn];
-	mt_bump(&c->calls, 1);
 	mt_bump(&c->bytes, size);
 	mt_bump(&c->hist[mt_hist_bucket(size)], 1);
-	if (unlikely(failed))
-		mt_bump(&c->failed, 1);
 }
 
-static inline void mt_inuse_own(struct mt_thread *t, int64_t delta)
+static inline void mt_inuse_up(struct mt_thread *t, int64_t delta)
 {
 	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) + delta;
 	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
-	if (unlikely(d > MT_INUSE_FLUSH || d < -MT_INUSE_FLUSH)) {
+	if (unlikely(d > MT_INUSE_FLUSH)) {
 		mt_inuse_flush(t);
 	} else if (unlikely(d > t->delta_high)) {
 		/* A new high for this thread since its last fold: the process
@@ -237,14 +243,25 @@ static inline void mt_inuse_own(struct mt_thread *t, int64_t delta)
 	}
 }
 
-/* A call that allocated nothing in the malloc family's sense (mmap, munmap,
- * brk, sbrk), or a failed allocation. */
+static inline void mt_inuse_down(struct mt_thread *t, int64_t delta)
+{
+	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) - delta;
+	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
+	if (unlikely(d < -MT_INUSE_FLUSH))
+		mt_inuse_flush(t);
+}
+
+/* A call that changed no in-use memory (mmap, munmap, brk, sbrk, -f
+ * functions, a failed allocation). */
 static inline void mt_count(struct mt_thread *t, int fn, uint64_t size, int failed)
 {
-	if (unlikely(t->shared))
+	if (unlikely(t->shared)) {
 		mt_count_shared(fn, size, failed, 0, 0);
-	else
-		mt_count_own(t, fn, size, failed);
+		return;
+	}
+	mt_count_own(t, fn, size);
+	if (unlikely(failed))
+		mt_bump(&t->c[fn].failed, 1);
 }
 
 /* A successful allocation of SIZE requested bytes at P, USABLE bytes handed
@@ -255,9 +272,8 @@ static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint6
 		mt_count_shared(fn, size, 0, (int64_t)usable, 0);
 		return;
 	}
-	mt_count_own(t, fn, size, 0);
-	mt_bump(&t->alloc_bytes, usable);
-	mt_inuse_own(t, (int64_t)usable);
+	mt_count_own(t, fn, size);
+	mt_inuse_up(t, (int64_t)usable);
 	if (unlikely((t->sample_left -= (int64_t)size) < 0))
 		mt_sample(t, fn, size, p);
 }
@@ -273,43 +289,45 @@ static inline int mt_before_free(void *p)
 	return mt_live_forget(p) || mt_g.sample_period > 1;
 }
 
-/* A call that released USABLE bytes (SIZE is what the histogram records). */
-static inline void mt_on_free(struct mt_thread *t, int fn, uint64_t size, uint64_t usable)
+/* A free-kind call that released USABLE bytes; KNOWN = 0 for a block the
+ * totals never saw (its call and size bucket count, its bytes do not). */
+static inline void mt_on_free(struct mt_thread *t, int fn, uint64_t usable, int known)
 {
 	if (unlikely(t->shared)) {
-		mt_count_shared(fn, size, 0, 0, (int64_t)usable);
+		mt_count_shared(fn, known ? usable : 0, 0, known ? -(int64_t)usable : 0, 0);
 		return;
 	}
-	mt_count_own(t, fn, size, 0);
-	mt_bump(&t->freed_bytes, usable);
-	mt_inuse_own(t, -(int64_t)usable);
+	struct mt_counter *c = &t->c[fn];
+	mt_bump(&c->hist[mt_hist_bucket(usable)], 1);
+	if (likely(known)) {
+		mt_bump(&c->bytes, usable);
+		mt_inuse_down(t, (int64_t)usable);
+	}
 }
 
 /* Bytes released without a call of their own (realloc's old block). */
 static inline void mt_release(struct mt_thread *t, uint64_t usable)
 {
 	if (unlikely(t->shared)) {
-		mt_count_shared(-1, 0, 0, 0, (int64_t)usable);
+		mt_count_shared(-1, 0, 0, -(int64_t)usable, usable);
 		return;
 	}
-	mt_bump(&t->freed_bytes, usable);
-	mt_inuse_own(t, -(int64_t)usable);
+	mt_bump(&t->released, usable);
+	mt_inuse_down(t, (int64_t)usable);
 }
 
+struct mt_thread *mt_enter_slow(void);
+
 /* Entry to every wrapper: the calling thread's block, or NULL when the call
- * must pass through uncounted (recursion, inactive, untraced process). */
+ * must pass through uncounted (recursion, inactive, untraced process).  The
+ * common case is one thread-local load, a thread-local flag and a global. */
 static inline struct mt_thread *mt_enter(void)
 {
-	if (unlikely(mt_tls_busy))
-		return NULL;
-	if (unlikely(!__atomic_load_n(&mt_g.ready, __ATOMIC_ACQUIRE)) && !mt_init())
-		return NULL;
-	if (unlikely(!__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED)))
-		return NULL;
 	struct mt_thread *t = mt_tls_thread;
-	if (unlikely(!t))
-		t = mt_thread_attach();
-	return t;
+	if (likely(t != NULL) && likely(!mt_tls_busy) &&
+	    likely(__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED)))
+		return t;
+	return mt_enter_slow();
 }
 
 #endif

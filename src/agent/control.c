@@ -350,11 +350,21 @@ void mt_control_wake(void)
 	__atomic_store_n(&peak_dump_pending, 1, __ATOMIC_RELAXED);
 }
 
+static uint64_t block_requested(const struct mt_thread *t)
+{
+	uint64_t sum = 0;
+	for (int f = 0; f < MT_FN_COUNT; f++)
+		if (mt_fn_kinds[f] == MT_KIND_ALLOC)
+			sum += __atomic_load_n(&t->c[f].bytes, __ATOMIC_RELAXED);
+	return sum;
+}
+
+/* Bytes requested from the allocation functions so far (--dump-every). */
 static uint64_t allocated_bytes(void)
 {
-	uint64_t sum = __atomic_load_n(&mt_g.orphan.alloc_bytes, __ATOMIC_RELAXED);
+	uint64_t sum = block_requested(&mt_g.orphan);
 	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
-		sum += __atomic_load_n(&t->alloc_bytes, __ATOMIC_RELAXED);
+		sum += block_requested(t);
 	return sum;
 }
 

@@ -169,11 +169,45 @@ const char *mt_allocator_name(char *path, size_t pathlen)
 	return "other";
 }
 
+/* glibc's malloc_usable_size without the call: a chunk's size word sits
+ * just before the user pointer, with flags in its low three bits; an
+ * mmapped chunk (IS_MMAPPED, 0x2) has a 16-byte header, others use 8 bytes
+ * of the next chunk.  Used only when the real allocator is glibc and a
+ * self-test at start-up agrees with malloc_usable_size (mt_usable_check). */
+static int glibc_layout;
+
+static inline size_t glibc_usable(const void *p)
+{
+	size_t sz = ((const size_t *)p)[-1];
+	return (sz & ~(size_t)7) - ((sz & 2) ? 16 : 8);
+}
+
+#define USABLE(p) (likely(glibc_layout) ? glibc_usable(p) : real.usable(p))
+
+void mt_usable_check(void)
+{
+	char path[512];
+	if (strcmp(mt_allocator_name(path, sizeof(path)), "glibc") != 0 || !real.usable)
+		return;
+	static const size_t sizes[] = {0, 1, 24, 25, 100, 1000, 4000, 70000, 300000, 5 << 20};
+	int ok = 1;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) && ok; i++) {
+		void *p = real.malloc(sizes[i]);
+		void *q = real.memalign(4096, sizes[i] + 1);
+		ok = p && q && glibc_usable(p) == real.usable(p) && glibc_usable(q) == real.usable(q);
+		real.free(p);
+		real.free(q);
+	}
+	glibc_layout = ok;
+}
+
 /* The allocator's usable size of P, asked with the recursion guard set:
  * tcmalloc's malloc_usable_size calls operator new on first use.  (The
  * hottest paths, malloc and free, ask inside their own guarded window.) */
 static inline size_t usable_size(void *p)
 {
+	if (likely(glibc_layout))
+		return glibc_usable(p);
 	mt_tls_busy = 1;
 	size_t u = real.usable(p);
 	mt_tls_busy = 0;
@@ -204,7 +238,7 @@ MT_EXPORT void *malloc(size_t n)
 		return real.malloc ? real.malloc(n) : boot_alloc(n, 16);
 	mt_tls_busy = 1;
 	void *p = real.malloc(n);
-	size_t u = likely(p) ? real.usable(p) : 0;
+	size_t u = likely(p) ? USABLE(p) : 0;
 	mt_tls_busy = 0;
 	if (likely(p))
 		mt_on_alloc(t, MT_FN_MALLOC, n, u, p);
@@ -226,14 +260,11 @@ MT_EXPORT void free(void *p)
 		return;
 	}
 	mt_tls_busy = 1;
-	size_t u = p ? real.usable(p) : 0;
+	size_t u = p ? USABLE(p) : 0;
 	int known = mt_before_free(p);
 	real.free(p);
 	mt_tls_busy = 0;
-	if (likely(known))
-		mt_on_free(t, MT_FN_FREE, u, u);
-	else
-		mt_count(t, MT_FN_FREE, u, 0);
+	mt_on_free(t, MT_FN_FREE, u, known);
 }
 
 MT_EXPORT void *calloc(size_t n, size_t m)
@@ -425,10 +456,7 @@ static void op_delete(int fn, void *p, size_t a, size_t b, int nargs)
 		((del_3_fn)f)(p, a, b);
 	if (likely(t)) {
 		mt_tls_busy = 0;
-		if (likely(known))
-			mt_on_free(t, fn, u, u);
-		else
-			mt_count(t, fn, u, 0);
+		mt_on_free(t, fn, u, known);
 	}
 }
 

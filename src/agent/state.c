@@ -236,24 +236,31 @@ void mt_inuse_flush(struct mt_thread *t)
 		mt_inuse_fold(d);
 }
 
-void mt_count_shared(int fn, uint64_t size, int failed, int64_t alloc, int64_t freed)
+void mt_count_shared(int fn, uint64_t size, int failed, int64_t inuse, uint64_t released)
 {
 	if (fn >= 0) {
 		struct mt_counter *c = &mt_g.orphan.c[fn];
-		__atomic_fetch_add(&c->calls, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&c->bytes, size, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&c->hist[mt_hist_bucket(size)], 1, __ATOMIC_RELAXED);
 		if (failed)
 			__atomic_fetch_add(&c->failed, 1, __ATOMIC_RELAXED);
 	}
-	if (alloc) {
-		__atomic_fetch_add(&mt_g.orphan.alloc_bytes, (uint64_t)alloc, __ATOMIC_RELAXED);
-		mt_inuse_fold(alloc);
-	}
-	if (freed) {
-		__atomic_fetch_add(&mt_g.orphan.freed_bytes, (uint64_t)freed, __ATOMIC_RELAXED);
-		mt_inuse_fold(-freed);
-	}
+	if (released)
+		__atomic_fetch_add(&mt_g.orphan.released, released, __ATOMIC_RELAXED);
+	if (inuse)
+		mt_inuse_fold(inuse);
+}
+
+struct mt_thread *mt_enter_slow(void)
+{
+	if (mt_tls_busy)
+		return NULL;
+	if (unlikely(!__atomic_load_n(&mt_g.ready, __ATOMIC_ACQUIRE)) && !mt_init())
+		return NULL;
+	if (!__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED))
+		return NULL;
+	struct mt_thread *t = mt_tls_thread;
+	return t ? t : mt_thread_attach();
 }
 
 /* ---- snapshots ---- */
@@ -263,14 +270,12 @@ static void block_add(struct mt_thread *dst, const struct mt_thread *src)
 	for (int f = 0; f < MT_FN_TOTAL; f++) {
 		const struct mt_counter *s = &src->c[f];
 		struct mt_counter *d = &dst->c[f];
-		d->calls += __atomic_load_n(&s->calls, __ATOMIC_RELAXED);
 		d->bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
 		d->failed += __atomic_load_n(&s->failed, __ATOMIC_RELAXED);
 		for (int k = 0; k < MT_HIST_BUCKETS; k++)
 			d->hist[k] += __atomic_load_n(&s->hist[k], __ATOMIC_RELAXED);
 	}
-	dst->alloc_bytes += __atomic_load_n(&src->alloc_bytes, __ATOMIC_RELAXED);
-	dst->freed_bytes += __atomic_load_n(&src->freed_bytes, __ATOMIC_RELAXED);
+	dst->released += __atomic_load_n(&src->released, __ATOMIC_RELAXED);
 	dst->inuse_delta += __atomic_load_n(&src->inuse_delta, __ATOMIC_RELAXED);
 }
 
@@ -332,6 +337,7 @@ static const char *fn_name(int f)
 void mt_snapshot(struct mt_profile *p, int all)
 {
 	int fn_index[MT_FN_TOTAL];
+	uint64_t freed = 0;
 	struct mt_thread *sum = sys_map(sizeof(*sum));
 	if (!sum) {
 		p->nfuncs = 0;
@@ -343,29 +349,36 @@ void mt_snapshot(struct mt_profile *p, int all)
 	for (int f = 0; f < MT_FN_COUNT + mt_g.ncustom; f++) {
 		struct mt_counter *c = &sum->c[f];
 		if (base) {
-			c->calls -= base->c[f].calls;
 			c->bytes -= base->c[f].bytes;
 			c->failed -= base->c[f].failed;
 			for (int k = 0; k < MT_HIST_BUCKETS; k++)
 				c->hist[k] -= base->c[f].hist[k];
 		}
 		fn_index[f] = -1;
-		if (!c->calls && !all)
+		uint64_t calls = 0;
+		for (int k = 0; k < MT_HIST_BUCKETS; k++)
+			calls += c->hist[k];
+		if (!calls && !all)
 			continue;
 		fn_index[f] = (int)p->nfuncs;
 		struct mt_func *o = &p->funcs[p->nfuncs++];
 		memset(o->name, 0, sizeof(o->name));
 		strncpy(o->name, fn_name(f), sizeof(o->name) - 1);
 		o->kind = f < MT_FN_COUNT ? mt_fn_kinds[f] : MT_KIND_OTHER;
-		o->calls = c->calls;
+		o->calls = calls;
+		if (o->kind == MT_KIND_FREE)
+			freed += c->bytes;
 		o->bytes = c->bytes;
 		o->failed = c->failed;
 		memcpy(o->hist, c->hist, sizeof(o->hist));
 	}
 	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + sum->inuse_delta;
 	int64_t peak = __atomic_load_n(&mt_g.peak, __ATOMIC_RELAXED);
-	p->totals.allocated_bytes = sum->alloc_bytes - (base ? base->alloc_bytes : 0);
-	p->totals.freed_bytes = sum->freed_bytes - (base ? base->freed_bytes : 0);
+	/* Only called functions were summed into FREED: a free-kind function
+	 * with no calls has no bytes either. */
+	freed += sum->released - (base ? base->released : 0);
+	p->totals.freed_bytes = freed;
+	p->totals.allocated_bytes = freed + (uint64_t)(inuse - mt_g.inuse_at_reset);
 	p->totals.in_use_bytes = inuse;
 	p->totals.peak_in_use_bytes = (uint64_t)(peak > inuse ? peak : inuse > 0 ? inuse : 0);
 	sys_unmap(sum, sizeof(*sum));
@@ -443,6 +456,14 @@ static void reset_site(struct mt_sitex *s, void *arg)
 	s->peak_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
 }
 
+static int64_t sum_deltas(void)
+{
+	int64_t d = 0;
+	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
+		d += __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED);
+	return d;
+}
+
 void mt_reset(void)
 {
 	struct mt_thread *base = __atomic_load_n(&mt_g.baseline, __ATOMIC_ACQUIRE);
@@ -459,8 +480,10 @@ void mt_reset(void)
 	sys_unmap(sum, sizeof(*sum));
 	__atomic_store_n(&mt_g.baseline, base, __ATOMIC_RELEASE);
 	mt_sites_foreach(reset_site, NULL);
-	/* in-use is a level, not a counter: it carries on; the peak restarts. */
-	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED);
+	/* in-use is a level, not a counter: it carries on; the peak restarts.
+	 * Allocated bytes since the reset are freed + the change since then. */
+	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + sum_deltas();
+	mt_g.inuse_at_reset = inuse;
 	__atomic_store_n(&mt_g.peak, inuse, __ATOMIC_RELAXED);
 }
 
@@ -682,7 +705,7 @@ static void fork_child(void)
 	size_t off = offsetof(struct mt_thread, inuse_delta);
 	memset((uint8_t *)&mt_g.orphan + off, 0, sizeof(mt_g.orphan) - off);
 	mt_g.baseline = NULL;
-	mt_g.inuse = mt_g.peak = 0;
+	mt_g.inuse = mt_g.peak = mt_g.inuse_at_reset = 0;
 	mt_g.dumps = 0;
 	mt_g.finished = 0;
 	mt_g.start_ns = mt_now_ns();
@@ -762,6 +785,7 @@ int mt_init(void)
 	mt_tls_busy = 1;
 	int ok = mt_resolve() == 0 && pthread_key_create(&mt_g.key, thread_exit) == 0;
 	if (ok) {
+		mt_usable_check();
 		read_options();
 		/* Loaded into a running process: nothing is counted until `memtap
 		 * attach` sends its options (ctl attach). */
