@@ -30,6 +30,13 @@ AGENT_SRC := $(wildcard src/agent/*.c)
 AGENT_ASM := $(wildcard src/agent/*.S)
 RENDER_SRC := $(wildcard src/render/*.c) $(wildcard src/symbolize/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
+# The eBPF backend: src/bpf/memtap.bpf.c becomes build/gen/memtap.skel.h, which
+# the user-space side (the other src/bpf/*.c, part of the CLI) includes.
+CLI_SRC += $(filter-out %.bpf.c,$(wildcard src/bpf/*.c))
+BPFTOOL ?= $(or $(shell command -v bpftool 2>/dev/null),/usr/sbin/bpftool)
+BPF_CLANG ?= clang
+# The ptrace injector: part of the CLI, and of LIB_OBJ so unit tests can reach it.
+INJECT_SRC := $(wildcard src/inject/*.c)
 # Protocol buffers (pprof's profile.proto) compiled by protoc-c into build/gen.
 PROTO_SRC := $(wildcard src/render/*.proto)
 PROTO_C := $(PROTO_SRC:src/render/%.proto=$(BUILD)/gen/%.pb-c.c)
@@ -43,6 +50,8 @@ DEMO := $(BUILD)/memtap-demo-workload
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 FIXTURE_SRC := $(wildcard tests/fixtures/*.c tests/fixtures/*.cc)
+# tests/fixtures/lib*.c are libraries, not programs: they have rules of their own.
+FIXTURE_SRC := $(filter-out tests/fixtures/lib%.c,$(FIXTURE_SRC))
 FIXTURES := $(patsubst tests/fixtures/%,$(BUILD)/tests/fixtures/%,$(basename $(FIXTURE_SRC)))
 
 all: $(CLI) $(AGENT) $(DEMO)
@@ -67,15 +76,35 @@ $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: src/render/%.proto
 	@mkdir -p $(BUILD)/gen
 	$(Q)protoc-c --proto_path=src/render --c_out=$(BUILD)/gen $<
 
+# vmlinux.h comes from the running kernel's BTF (not committed); the BPF
+# object from clang; the skeleton, which embeds it, from bpftool.
+$(BUILD)/gen/vmlinux.h:
+	$(msg) BTF $@
+	@mkdir -p $(BUILD)/gen
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+$(BUILD)/gen/memtap.bpf.o: src/bpf/memtap.bpf.c src/bpf/memtap_bpf.h $(BUILD)/gen/vmlinux.h
+	$(msg) BPF $@
+	$(Q)$(BPF_CLANG) -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -I$(BUILD)/gen -Isrc/bpf \
+		-c $< -o $@
+
+$(BUILD)/gen/memtap.skel.h: $(BUILD)/gen/memtap.bpf.o
+	$(msg) SKEL $@
+	$(Q)$(BPFTOOL) gen skeleton $< name memtap_bpf > $@
+
+$(BUILD)/cli/bpf/loader.o: $(BUILD)/gen/memtap.skel.h
+$(filter $(BUILD)/cli/bpf/%,$(CLI_SRC:src/%.c=$(BUILD)/cli/%.o)) $(BUILD)/cli/cli/cmd_attach.o: \
+	$(wildcard src/bpf/*.h)
+
 $(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
 	$(msg) CC $@
 	$(Q)$(CC) $(CFLAGS) -std=gnu11 -Wall -Werror -I$(BUILD)/gen -c $< -o $@
 
 AGENT_OBJ := $(patsubst src/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC) $(CORE_SRC)) \
 	$(patsubst src/%.S,$(BUILD)/agent/%.o,$(AGENT_ASM))
-LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC)) $(PROTO_C:.c=.o)
+LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC) $(INJECT_SRC)) $(PROTO_C:.c=.o)
 CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC)) $(LIB_OBJ)
-CLI_LIBS := $(LIBS) -lelf -ldw $(if $(PROTO_SRC),-lprotobuf-c)
+CLI_LIBS := $(LIBS) -lelf -ldw -liberty $(if $(PROTO_SRC),-lprotobuf-c) -lbpf
 
 $(AGENT): $(AGENT_OBJ) src/agent/exports.map
 	$(msg) LD $@
@@ -104,6 +133,47 @@ $(BUILD)/tests/fixtures/%: tests/fixtures/%.cc
 	$(msg) CXX $@
 	@mkdir -p $(dir $@)
 	$(Q)$(CXX) $(CFLAGS) -std=gnu++17 $(WARN) $< -o $@ -lpthread
+
+# Symbolization fixtures: the library test_symbolize dlopen()s, a copy with its
+# DWARF in a separate file (.gnu_debuglink) and the same code as a non-PIE
+# program.  -g whatever CFLAGS says: the test checks lines.
+SYMFIX := $(BUILD)/tests/fixtures/libsymfix.so $(BUILD)/tests/fixtures/stripped/libsymfix.so \
+	$(BUILD)/tests/fixtures/symfix_nopie
+FIXTURES += $(SYMFIX)
+
+$(BUILD)/tests/fixtures/libsymfix.so: tests/fixtures/libsymfix.c
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -g $(BASE_CFLAGS) -fPIC -shared $< -o $@
+
+$(BUILD)/tests/fixtures/stripped/libsymfix.so: $(BUILD)/tests/fixtures/libsymfix.so
+	$(msg) STRIP $@
+	@mkdir -p $(dir $@)
+	$(Q)objcopy --only-keep-debug $< $@.debug
+	$(Q)objcopy --strip-debug --add-gnu-debuglink=$@.debug $< $@
+
+$(BUILD)/tests/fixtures/symfix_nopie: tests/fixtures/libsymfix.c
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -g $(BASE_CFLAGS) -DSYMFIX_MAIN -fno-pie -no-pie $< -o $@
+
+# (BASE_CFLAGS, not CFLAGS: a CFLAGS given on the command line would win.)
+$(BUILD)/tests/unit/test_symbolize: private BASE_CFLAGS += -g
+$(BUILD)/tests/unit/test_symbolize: $(SYMFIX)
+
+# The injector's test library and driver (tests/integration/90-inject.t).
+INJFIX := $(BUILD)/tests/fixtures/libinject_probe.so
+FIXTURES += $(INJFIX)
+
+$(BUILD)/tests/fixtures/libinject_probe.so: tests/fixtures/libinject_probe.c
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -fPIC -shared $< -o $@
+
+$(BUILD)/tests/fixtures/inject_tool: tests/fixtures/inject_tool.c $(INJECT_SRC) include/memtap/inject.h
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) $< $(INJECT_SRC) -o $@ -lelf
 
 unit: $(UNIT)
 fixtures: $(FIXTURES)

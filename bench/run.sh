@@ -8,7 +8,7 @@
 # table goes to stdout and to build/bench/results.md (+ results.json).
 #
 # Knobs (environment):
-#   BENCH_REPS=9         runs of the cheap configurations (untraced, memtap)
+#   BENCH_REPS=11        runs of the cheap configurations (untraced, memtap)
 #   BENCH_PEER_REPS=5    runs of heaptrack
 #   BENCH_SLOW_REPS=3    runs of massif and bpftrace
 #   CHURN_ITERS=8000000  churn iterations (about 0.65 s untraced here)
@@ -28,7 +28,7 @@ if [ ! -x "$MEMTAP" ] || [ ! -f "$ROOT/build/libmemtap.so" ]; then
 	exit 1
 fi
 
-REPS=${BENCH_REPS:-9}
+REPS=${BENCH_REPS:-11}
 PEER_REPS=${BENCH_PEER_REPS:-5}
 SLOW_REPS=${BENCH_SLOW_REPS:-3}
 CHURN_ITERS=${CHURN_ITERS:-8000000}
@@ -72,7 +72,14 @@ PY=python3
 TMP=$(mktemp -d /tmp/memtap-bench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT INT TERM
 SCRATCH=$TMP/scratch
-mkdir -p "$SCRATCH"
+mkdir -p "$SCRATCH" "$TMP/bin"
+
+# Measure one consistent build: a rebuild of build/ during the run (make in
+# another shell) must not swap the agent under the benchmark.  memtap finds
+# its agent next to its own executable.
+cp "$MEMTAP" "$ROOT/build/libmemtap.so" "$TMP/bin/"
+AGENT_SUM=$(sha256sum "$TMP/bin/libmemtap.so" | cut -c1-12)
+MEMTAP=$TMP/bin/memtap
 
 # bpftrace loads BPF maps; older kernels charge them to RLIMIT_MEMLOCK.
 ulimit -l unlimited 2>/dev/null || ulimit -l 65536 2>/dev/null || true
@@ -198,7 +205,7 @@ HEADER=$TMP/header
 		"($(lscpu | sed -n 's/^Hypervisor vendor: *//p' | head -1 | sed 's/^\(.\)/hypervisor: \1/;s/^$/bare metal/'))"
 	echo "- memory: $(free -m | awk '/^Mem:/ {printf "%.1f GiB", $2 / 1024}')"
 	echo "- kernel: $(uname -sr); $(. /etc/os-release && echo "$PRETTY_NAME"); glibc $(dpkg-query -W -f='${Version}' libc6 2>/dev/null)"
-	echo "- memtap: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src include 2>/dev/null || echo ' (with uncommitted changes in src/ or include/)')"
+	echo "- memtap: commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src include 2>/dev/null || echo ' (with uncommitted changes in src/ or include/)'), libmemtap.so sha256 $AGENT_SUM... (copied to a temporary directory before measuring)"
 	echo "- peers: $(heaptrack --version 2>&1 | head -1), $(valgrind --version 2>&1), $(bpftrace --version 2>&1 | head -1), perl $(perl -e 'print $^V'), $(/usr/bin/python3 --version 2>&1)"
 	echo "- churn built with: $($CC --version | head -1) -O2"
 	if [ $BT_OK = 0 ]; then
@@ -212,6 +219,10 @@ HEADER=$TMP/header
 
 rc=0
 $PY bench/compare.py "$SPEC" "$SCRATCH" "$OUT/results.md" "$HEADER" || rc=$?
+# Shorter, reproducible command lines in the report: $TMP and the checkout.
+for f in "$OUT/results.md" "$OUT/results.json"; do
+	[ -f "$f" ] && sed -i "s#$TMP#\$TMP#g; s#$ROOT/#./#g" "$f"
+done
 echo "bench: results written to build/bench/results.md and build/bench/results.json"
 [ $rc = 0 ] || echo "bench: some runs failed (see build/bench/results.md)" >&2
 exit $rc

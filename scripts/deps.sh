@@ -8,9 +8,9 @@
 # Not root: prints the apt-get command to run.
 set -u
 
-build="gcc g++ make pkg-config libc6-dev zlib1g-dev libelf-dev libdw-dev libunwind-dev protobuf-c-compiler libprotobuf-c-dev"
+build="gcc g++ make pkg-config libc6-dev zlib1g-dev libelf-dev libdw-dev libiberty-dev libunwind-dev protobuf-c-compiler libprotobuf-c-dev libbpf-dev bpftool clang llvm"
 test="libcmocka-dev jq procps util-linux"
-peers="apache2 curl libjemalloc2 libjemalloc-dev valgrind golang-go"
+peers="apache2 curl libjemalloc2 libjemalloc-dev valgrind golang-go libtcmalloc-minimal4 libmimalloc2.0"
 bench="heaptrack valgrind bpftrace hyperfine"
 
 groups=${*:-build test}

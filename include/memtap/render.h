@@ -30,4 +30,66 @@ int mt_render_text(FILE *out, const struct mt_report_item *items, size_t n);
 /* {"processes":[...]} as documented in docs/FORMAT.md. */
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n);
 
+/*
+ * Heap-profile exports of the call sites recorded with --stacks.  Site
+ * counts are raw samples; exports that carry estimates un-sample them with
+ * mt_site_scale() (in-use and allocated each by their own mean size).
+ * Symbolization (memtap/symbolize.h) uses each profile's own mappings.
+ */
+
+/* What a one-value export (collapsed stacks, flame graph) measures. */
+enum mt_value {
+	MT_VALUE_INUSE = 0, /* bytes still allocated at the snapshot (default) */
+	MT_VALUE_ALLOC = 1, /* bytes allocated, freed since or not */
+};
+
+/* A site's estimated counts (all allocations, not just the sampled ones). */
+struct mt_site_est {
+	uint64_t alloc_objects, alloc_bytes, inuse_objects, inuse_bytes;
+};
+void mt_site_estimate(const struct mt_profile *p, const struct mt_site *s, struct mt_site_est *e);
+
+/* pprof's profile.proto, gzip-compressed: sample types alloc_objects/count,
+ * alloc_space/bytes, inuse_objects/count, inuse_space/bytes (estimates),
+ * period_type space/bytes, period = sample_period, one location per address
+ * with its (inlined) functions and lines.  For `go tool pprof`. */
+int mt_render_pprof(FILE *out, const struct mt_profile *p);
+/* gperftools' heap profile text (`heap profile: ... @ heap_v2/PERIOD` with raw
+ * sampled counts, or `@ heapprofile` when every allocation was recorded),
+ * then MAPPED_LIBRARIES: in /proc/PID/maps layout.  For jeprof and pprof. */
+int mt_render_jeprof(FILE *out, const struct mt_profile *p);
+/* Collapsed stacks, `root;caller;leaf VALUE` per line (flamegraph.pl,
+ * speedscope, inferno), summed over the items. */
+int mt_render_collapsed(FILE *out, const struct mt_report_item *items, size_t n, enum mt_value v);
+/* A self-contained flame graph SVG (tooltips, click to zoom) of the same
+ * stacks. */
+int mt_render_flamegraph(FILE *out, const struct mt_report_item *items, size_t n, enum mt_value v);
+/* The text report's call-site tables: the NTOP sites with the most bytes in
+ * use, bytes allocated and calls, with symbolized frames.  Nothing when P has
+ * no sites. */
+int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop);
+
+/* Growth between two snapshots of one process: sites matched by function
+ * and frames, values NEWER minus BASE (estimates, negative when shrinking),
+ * largest in-use growth first.  Sites whose values did not change are left
+ * out. */
+struct mt_diff_site {
+	const struct mt_site *base;  /* NULL: the site is new in NEWER */
+	const struct mt_site *newer; /* NULL: the site is gone from NEWER */
+	int64_t alloc_objects, alloc_bytes, inuse_objects, inuse_bytes;
+};
+struct mt_diff {
+	const struct mt_profile *base, *newer;
+	struct mt_diff_site *sites;
+	size_t n;
+};
+/* 0 or -ENOMEM.  Both profiles must outlive the diff. */
+int mt_diff_new(const struct mt_profile *base, const struct mt_profile *newer, struct mt_diff **out);
+void mt_diff_free(struct mt_diff *d);
+/* The NTOP largest changes, with symbolized frames. */
+int mt_render_diff_text(FILE *out, const struct mt_diff *d, unsigned ntop);
+/* A pprof profile whose values are NEWER minus BASE, what `go tool pprof
+ * -base BASE NEWER` shows. */
+int mt_render_diff_pprof(FILE *out, const struct mt_diff *d);
+
 #endif

@@ -64,6 +64,8 @@ struct mt_thread {
 	int shared;             /* the orphan block: update with atomics */
 	int64_t inuse_delta;    /* in-use change not yet folded into mt_g.inuse */
 	int64_t delta_high;     /* highest inuse_delta since the last fold */
+	int64_t event_left;     /* bytes until the next allocation event */
+	int64_t event_armed;    /* what event_left was armed with */
 	int64_t sample_left;    /* bytes until the next sampled allocation */
 	uint64_t rng;           /* sampling distances */
 	uint64_t released;      /* usable bytes of old blocks moved by realloc */
@@ -85,6 +87,8 @@ struct mt_global {
 	uint64_t sample_period;  /* mean bytes between samples; 1: every allocation */
 	uint64_t unknown_frees;  /* (atomic) frees of pointers never recorded */
 	uint64_t dump_every;     /* --dump-every=BYTES (0: off) */
+	uint64_t event_bytes;    /* (atomic) bytes allocated, for --dump-every */
+	uint64_t event_dumps;    /* (atomic) --dump-every dumps due so far */
 	uint64_t interval_ms;    /* --interval=SECONDS (0: off) */
 	int64_t peak_snap_at;    /* in-use at which the sites at the peak are next recorded */
 	int64_t peak_dump_at;    /* in-use at which --dump-on-peak next dumps */
@@ -152,7 +156,10 @@ struct mt_sitex {
 };
 int mt_sites_init(void);
 int64_t mt_sample_interval(struct mt_thread *t);
-void mt_sample(struct mt_thread *t, int fn, uint64_t size, void *ptr);
+/* Arms T's event countdown; the slow path when it runs out (samples and
+ * --dump-every). */
+void mt_event_arm(struct mt_thread *t);
+void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr);
 int mt_live_forget(void *ptr); /* 1 when PTR was a sampled live allocation */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
 uint32_t mt_sites_count(void);
@@ -265,7 +272,8 @@ static inline void mt_count(struct mt_thread *t, int fn, uint64_t size, int fail
 }
 
 /* A successful allocation of SIZE requested bytes at P, USABLE bytes handed
- * out.  Without --stacks sample_left starts at INT64_MAX and never runs out. */
+ * out.  Without --stacks or --dump-every, event_left starts at INT64_MAX and
+ * never runs out. */
 static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
 {
 	if (unlikely(t->shared)) {
@@ -274,8 +282,8 @@ static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint6
 	}
 	mt_count_own(t, fn, size);
 	mt_inuse_up(t, (int64_t)usable);
-	if (unlikely((t->sample_left -= (int64_t)size) < 0))
-		mt_sample(t, fn, size, p);
+	if (unlikely((t->event_left -= (int64_t)size) < 0))
+		mt_alloc_event(t, fn, size, p);
 }
 
 /* Before P is freed (or moved by realloc): forget it if it was sampled.

@@ -341,31 +341,13 @@ send:
 /* ---- periodic dumps ---- */
 
 static int peak_dump_pending;
-static uint64_t next_interval_ns, next_dump_bytes;
+static uint64_t next_interval_ns;
 
 /* Called on the allocation path when in-use reaches a new high by the margin:
  * only raise a flag; the control thread writes the dump. */
 void mt_control_wake(void)
 {
 	__atomic_store_n(&peak_dump_pending, 1, __ATOMIC_RELAXED);
-}
-
-static uint64_t block_requested(const struct mt_thread *t)
-{
-	uint64_t sum = 0;
-	for (int f = 0; f < MT_FN_COUNT; f++)
-		if (mt_fn_kinds[f] == MT_KIND_ALLOC)
-			sum += __atomic_load_n(&t->c[f].bytes, __ATOMIC_RELAXED);
-	return sum;
-}
-
-/* Bytes requested from the allocation functions so far (--dump-every). */
-static uint64_t allocated_bytes(void)
-{
-	uint64_t sum = block_requested(&mt_g.orphan);
-	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
-		sum += block_requested(t);
-	return sum;
 }
 
 static void periodic_dump(uint32_t reason)
@@ -390,15 +372,6 @@ static void periodic_dumps(void)
 				next_interval_ns += mt_g.interval_ms * 1000000u;
 		}
 	}
-	if (mt_g.dump_every) {
-		uint64_t a = allocated_bytes();
-		if (!next_dump_bytes)
-			next_dump_bytes = mt_g.dump_every;
-		if (a >= next_dump_bytes) {
-			periodic_dump(MT_REASON_BYTES);
-			next_dump_bytes = (a / mt_g.dump_every + 1) * mt_g.dump_every;
-		}
-	}
 }
 
 static void *control_main(void *arg)
@@ -406,8 +379,9 @@ static void *control_main(void *arg)
 	(void)arg;
 	mt_tls_busy = 1; /* nothing this thread does is counted */
 	/* Periodic dumps are checked every 100 ms; otherwise the thread wakes
-	 * twice a second to check that its socket is still its own. */
-	int tick = mt_g.interval_ms || mt_g.dump_every || mt_g.dump_on_peak ? 100 : 500;
+	 * twice a second to check that its socket is still its own.  (--dump-every
+ * dumps are written by the allocating thread: sites.c.) */
+	int tick = mt_g.interval_ms || mt_g.dump_on_peak ? 100 : 500;
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
 		periodic_dumps();
 		pthread_mutex_lock(&sock_lock);
@@ -497,7 +471,7 @@ void mt_control_after_fork_child(void)
 	/* The parent's socket and thread belong to the parent; the lock may have
 	 * been held by the parent's control thread at fork. */
 	pthread_mutex_init(&sock_lock, NULL);
-	next_interval_ns = next_dump_bytes = 0;
+	next_interval_ns = 0;
 	peak_dump_pending = 0;
 	if (listen_fd >= 0 && socket_intact())
 		close(listen_fd);

@@ -129,7 +129,7 @@ int64_t mt_sample_interval(struct mt_thread *t)
 	if (!mt_g.stacks)
 		return INT64_MAX;
 	if (period <= 1)
-		return -1; /* every allocation */
+		return -1; /* every allocation, malloc(0) included */
 	/* u in (0, 1]: -log(u) * period is exponential with mean period. */
 	double u = ((double)(rng_next(t) >> 11) + 1.0) / 9007199254740992.0;
 	double d = -log(u) * (double)period;
@@ -264,11 +264,8 @@ int mt_live_forget(void *ptr)
 
 /* ---- recording a sample ---- */
 
-void mt_sample(struct mt_thread *t, int fn, uint64_t size, void *ptr)
+static void record_sample(int fn, uint64_t size, void *ptr)
 {
-	t->sample_left = mt_sample_interval(t);
-	if (!mt_g.stacks || !ptr)
-		return;
 	int busy = mt_tls_busy;
 	mt_tls_busy = 1;
 	void *raw[MT_STACK_MAX + 8];
@@ -291,6 +288,54 @@ void mt_sample(struct mt_thread *t, int fn, uint64_t size, void *ptr)
 		live_insert((uintptr_t)ptr, s, size);
 	}
 	mt_tls_busy = busy;
+}
+
+/* ---- allocation events: samples and --dump-every ---- */
+
+/* The countdown the allocation path runs, armed to the nearer of the next
+ * sample and the next --dump-every check (an eighth of the interval, so a
+ * thread notices a crossing within 1/8 of it). */
+void mt_event_arm(struct mt_thread *t)
+{
+	int64_t next = INT64_MAX;
+	if (mt_g.stacks)
+		next = t->sample_left;
+	if (mt_g.dump_every) {
+		int64_t chunk = (int64_t)(mt_g.dump_every / 8) + 1;
+		if (chunk < next)
+			next = chunk;
+	}
+	t->event_left = t->event_armed = next;
+}
+
+void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr)
+{
+	/* Bytes allocated since the countdown was armed, this one included. */
+	int64_t consumed = t->event_armed - t->event_left;
+	if (mt_g.stacks) {
+		t->sample_left -= consumed;
+		if (t->sample_left < 0) {
+			t->sample_left = mt_sample_interval(t);
+			if (ptr)
+				record_sample(fn, size, ptr);
+		}
+	}
+	if (mt_g.dump_every) {
+		/* jemalloc's lg_prof_interval: a dump each time another
+		 * dump_every bytes have been allocated, written by the thread
+		 * that crossed the line. */
+		uint64_t total = __atomic_add_fetch(&mt_g.event_bytes, (uint64_t)consumed, __ATOMIC_RELAXED);
+		uint64_t due = total / mt_g.dump_every;
+		uint64_t done = __atomic_load_n(&mt_g.event_dumps, __ATOMIC_RELAXED);
+		if (due > done && __atomic_compare_exchange_n(&mt_g.event_dumps, &done, due, 0,
+							       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+			char path[512];
+			int err = mt_dump(NULL, MT_REASON_BYTES, path, sizeof(path));
+			if (err)
+				mt_log("--dump-every: %s: %s", path, strerror(-err));
+		}
+	}
+	mt_event_arm(t);
 }
 
 /* ---- the sites at the peak ---- */

@@ -186,6 +186,7 @@ struct mt_thread *mt_thread_attach(void)
 			;
 	}
 	t->sample_left = mt_sample_interval(t);
+	mt_event_arm(t);
 	mt_tls_thread = t;
 	pthread_setspecific(mt_g.key, t);
 	mt_tls_busy = 0;
@@ -577,6 +578,9 @@ out:
 
 /* ---- attach mode ---- */
 
+static void rearm_threads(void);
+static int enable_stacks(uint64_t period);
+
 int mt_attach(char *options, char *out, size_t outlen)
 {
 	if (!mt_g.attached_mode) {
@@ -627,17 +631,13 @@ int mt_attach(char *options, char *out, size_t outlen)
 	}
 	mt_g.seq = first_free_seq();
 	if (stacks) {
-		int err = mt_sites_init();
+		int err = enable_stacks(sample);
 		if (err) {
 			snprintf(out, outlen, "call sites unavailable: %s", strerror(-err));
 			return err;
 		}
-		mt_g.sample_period = sample ? sample : 512 * 1024;
-		__atomic_store_n(&mt_g.stacks, 1, __ATOMIC_RELEASE);
-		__atomic_store_n(&mt_g.tracking, 1, __ATOMIC_RELEASE);
-		for (struct mt_thread *t = mt_g.threads; t; t = t->next)
-			t->sample_left = mt_sample_interval(t);
 	}
+	rearm_threads();
 	mt_g.start_ns = mt_now_ns();
 	__atomic_store_n(&mt_g.active, !inactive, __ATOMIC_RELEASE);
 	int slots = mt_hooks_start(1);
@@ -706,6 +706,7 @@ static void fork_child(void)
 	memset((uint8_t *)&mt_g.orphan + off, 0, sizeof(mt_g.orphan) - off);
 	mt_g.baseline = NULL;
 	mt_g.inuse = mt_g.peak = mt_g.inuse_at_reset = 0;
+	mt_g.event_bytes = mt_g.event_dumps = 0;
 	mt_g.dumps = 0;
 	mt_g.finished = 0;
 	mt_g.start_ns = mt_now_ns();
@@ -744,6 +745,31 @@ static void read_options(void)
 	mt_custom_parse(getenv("MEMTAP_FUNCS"));
 }
 
+/* Threads that started before an option changed (the main thread, and in
+ * attach mode all of them) draw their sampling distance and re-arm their
+ * event countdown. */
+static void rearm_threads(void)
+{
+	for (struct mt_thread *t = mt_g.threads; t; t = t->next) {
+		t->sample_left = mt_sample_interval(t);
+		mt_event_arm(t);
+	}
+}
+
+/* Loads the unwinder and starts sampling every PERIOD bytes on average (0:
+ * the default 512 KiB, 1: every allocation). */
+static int enable_stacks(uint64_t period)
+{
+	int err = mt_sites_init();
+	if (err)
+		return err;
+	mt_g.sample_period = period ? period : 512 * 1024;
+	__atomic_store_n(&mt_g.stacks, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_g.tracking, 1, __ATOMIC_RELEASE);
+	rearm_threads();
+	return 0;
+}
+
 /* --stacks: load the unwinder and start sampling (from the constructor, not
  * from inside the first allocation, which may come while the dynamic loader
  * is still busy). */
@@ -753,19 +779,10 @@ static void start_stacks(void)
 	if (!v || v[0] != '1' || mt_g.attached_mode)
 		return;
 	mt_tls_busy = 1;
-	int err = mt_sites_init();
+	int err = enable_stacks(mt_g.sample_period);
 	mt_tls_busy = 0;
-	if (err) {
+	if (err)
 		mt_log("call sites disabled: %s", strerror(-err));
-		return;
-	}
-	if (!mt_g.sample_period)
-		mt_g.sample_period = 512 * 1024;
-	__atomic_store_n(&mt_g.stacks, 1, __ATOMIC_RELEASE);
-	__atomic_store_n(&mt_g.tracking, 1, __ATOMIC_RELEASE);
-	/* Threads that started before us (rare) draw their first distance now. */
-	for (struct mt_thread *t = mt_g.threads; t; t = t->next)
-		t->sample_left = mt_sample_interval(t);
 }
 
 int mt_init(void)

@@ -16,6 +16,12 @@ int cmd_run(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_attach(int argc, char **argv);
+/* memtap run --via=ebpf (cmd_attach.c): ARGV as cmd_run got it. */
+int mt_run_ebpf(int argc, char **argv);
+/* Whether run's options (before the command) include --via=ebpf. */
+int mt_run_wants_ebpf(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
 
 /* Parses a byte count with an optional k/m/g suffix (powers of 1024, an
  * optional "iB" or "B" after it); 0 or -EINVAL. */
@@ -58,5 +64,14 @@ int mt_loaded_merge(struct mt_loaded *l);
 void mt_loaded_free(struct mt_loaded *l);
 /* Renders in FORMAT ("text" or "json"); 0, -EINVAL for an unknown format. */
 int mt_render(FILE *out, const char *format, const struct mt_loaded *l);
+
+/* What the renderers take besides the format. */
+struct mt_render_opts {
+	enum mt_value value; /* collapsed, svg: bytes in use or allocated */
+};
+/* Renders in FORMAT: text, json, collapsed, svg (all items), pprof or
+ * jeprof (exactly one item, else -E2BIG); -EINVAL for an unknown format. */
+int mt_render_with(FILE *out, const char *format, const struct mt_loaded *l,
+		   const struct mt_render_opts *o);
 
 #endif

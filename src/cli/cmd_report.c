@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -9,31 +10,55 @@ static void report_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: memtap report [OPTIONS] FILE...\n"
-		"  --format=FMT   text (DTrace layout, the default) or json\n"
+		"  --format=FMT   text (DTrace layout, the default), json, or for profiles\n"
+		"                 recorded with --stacks: pprof (go tool pprof), jeprof\n"
+		"                 (gperftools heap text), collapsed (flamegraph.pl) or svg\n"
+		"                 (a flame graph)\n"
+		"  --value=V      collapsed, svg: inuse (bytes in use, the default) or alloc\n"
+		"                 (bytes allocated)\n"
 		"  --merge        sum all files into one process entry\n"
 		"  -o FILE        write to FILE instead of stdout\n");
+}
+
+/* Formats made of call sites, and whether they take a single profile. */
+static int site_format(const char *format, int *single)
+{
+	*single = !strcmp(format, "pprof") || !strcmp(format, "jeprof");
+	return *single || !strcmp(format, "collapsed") || !strcmp(format, "svg");
 }
 
 int cmd_report(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"format", required_argument, NULL, 'F'}, {"merge", no_argument, NULL, 'm'},
-		{"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {0},
+		{"output", required_argument, NULL, 'o'}, {"value", required_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'}, {0},
 	};
 	const char *format = "text", *output = NULL;
-	int merge = 0, c;
+	struct mt_render_opts ro = {MT_VALUE_INUSE};
+	int merge = 0, single, c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'F': format = optarg; break;
 		case 'm': merge = 1; break;
+		case 'v':
+			if (!strcmp(optarg, "inuse"))
+				ro.value = MT_VALUE_INUSE;
+			else if (!strcmp(optarg, "alloc"))
+				ro.value = MT_VALUE_ALLOC;
+			else
+				return mt_error("report: unknown --value '%s' (inuse or alloc)", optarg), 2;
+			break;
 		case 'o': output = optarg; break;
 		case 'h': report_usage(stdout); return 0;
 		default: report_usage(stderr); return 2;
 		}
 	}
-	if (strcmp(format, "text") && strcmp(format, "json"))
-		return mt_error("report: unknown format '%s' (text or json)", format), 2;
+	int sites = site_format(format, &single);
+	if (strcmp(format, "text") && strcmp(format, "json") && !sites)
+		return mt_error("report: unknown format '%s' (text, json, pprof, jeprof, collapsed or svg)",
+				format), 2;
 	if (optind >= argc) {
 		mt_error("report: no profile files given");
 		report_usage(stderr);
@@ -53,12 +78,37 @@ int cmd_report(int argc, char **argv)
 		mt_loaded_free(&l);
 		return mt_error("report: out of memory"), 1;
 	}
+	if (sites) {
+		size_t with = 0;
+		for (size_t i = 0; i < l.n; i++)
+			with += l.items[i].profile->nsites != 0;
+		if (!with) {
+			mt_error("report: --format=%s needs call sites, and %s %s none: record with "
+				 "`memtap run --stacks`", format,
+				 l.n > 1 ? "these files" : l.items[0].path ? l.items[0].path : "the merged profile",
+				 l.n == 1 ? "has" : "have");
+			mt_loaded_free(&l);
+			return 1;
+		}
+		if (single && l.n > 1) {
+			mt_error("report: --format=%s writes one profile and %zu were given: pass one file, "
+				 "or --merge to sum them (snapshots of one program)", format, l.n);
+			mt_loaded_free(&l);
+			return 2;
+		}
+	}
+	/* gzip data on a terminal helps nobody and can upset it. */
+	if (!output && !strcmp(format, "pprof") && isatty(STDOUT_FILENO)) {
+		mt_loaded_free(&l);
+		return mt_error("report: pprof output is gzip-compressed binary: use -o FILE or redirect "
+				"stdout"), 2;
+	}
 	FILE *out = stdout;
 	if (output && !(out = fopen(output, "w"))) {
 		mt_loaded_free(&l);
 		return mt_error("report: cannot write %s: %s", output, strerror(errno)), 1;
 	}
-	int err = mt_render(out, format, &l);
+	int err = mt_render_with(out, format, &l, &ro);
 	if (out != stdout && fclose(out) && !err)
 		err = -errno;
 	mt_loaded_free(&l);

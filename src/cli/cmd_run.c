@@ -63,6 +63,7 @@ static void run_usage(FILE *out)
 		"      --interval=SECONDS a dump every SECONDS\n"
 		"      --dump-on-peak     a dump each time in-use grows 1/8 past its last peak dump\n"
 		"      --no-follow        do not trace children or exec'd programs\n"
+		"      --via=ebpf         uprobes instead of the agent (memtap run --via=ebpf --help)\n"
 		"  -q, --quiet            no summary\n");
 }
 
@@ -160,13 +161,15 @@ int cmd_run(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},         {"stacks", no_argument, NULL, 'S'},
 		{"sample", required_argument, NULL, 's'}, {"leaks", no_argument, NULL, 'L'},
 		{"dump-every", required_argument, NULL, 'E'}, {"interval", required_argument, NULL, 'I'},
-		{"dump-on-peak", no_argument, NULL, 'P'}, {0},
+		{"dump-on-peak", no_argument, NULL, 'P'}, {"via", required_argument, NULL, 'V'}, {0},
 	};
 	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX];
 	const char *output = NULL, *report_file = NULL, *format = "text";
 	int inactive = 0, follow = 1, quiet = 0, stacks = 0, leaks = 0, peak = 0, c;
 	uint64_t sample = 0, dump_every = 0, interval_ms = 0;
 	char funcs[4096] = "";
+	if (mt_run_wants_ebpf(argc, argv))
+		return mt_run_ebpf(argc, argv);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+o:qhf:", opts, NULL)) != -1) {
 		switch (c) {
@@ -207,6 +210,10 @@ int cmd_run(int argc, char **argv)
 			interval_ms = (uint64_t)(sec * 1000);
 			break;
 		}
+		case 'V':
+			if (strcmp(optarg, "preload"))
+				return mt_error("run: unknown --via=%s (preload or ebpf)", optarg), 2;
+			break;
 		case 'h': run_usage(stdout); return 0;
 		default: run_usage(stderr); return 2;
 		}

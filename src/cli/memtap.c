@@ -11,7 +11,9 @@ static const struct {
 } commands[] = {
 	{"run", cmd_run, "run [-o PREFIX] [--report-file F] [--inactive] [--no-follow] [-q] -- CMD [ARGS...]"},
 	{"ctl", cmd_ctl, "ctl PID activate|deactivate|dump [PATH]|stats|reset|status"},
-	{"report", cmd_report, "report [--format=text|json] [--merge] [-o OUT] FILE..."},
+	{"report", cmd_report, "report [--format=text|json|collapsed|svg|pprof|jeprof] [--value=inuse|alloc] [--merge] [-o OUT] FILE..."},
+	{"diff", cmd_diff, "diff [--format=text|pprof] [--top=N] [--force] [-o OUT] BASE NEW"},
+	{"attach", cmd_attach, "attach -p PID --via=ebpf [-d SECONDS] [-f FUNC[:size=argN]] [--within FUNC] [--heap-events] [-o PREFIX]"},
 	{"demo", cmd_demo, "demo"},
 };
 

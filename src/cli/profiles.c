@@ -163,6 +163,13 @@ int mt_loaded_merge(struct mt_loaded *l)
 	*m = *first;
 	m->funcs = NULL;
 	m->nfuncs = 0;
+	/* The arrays stay the first profile's: the merge fills its own. */
+	m->sites = NULL;
+	m->nsites = 0;
+	m->maps = NULL;
+	m->nmaps = 0;
+	m->sample_period = 0;
+	m->unknown_frees = 0;
 	memset(&m->totals, 0, sizeof(m->totals));
 	size_t npids = 0;
 	for (size_t i = 0; i < l->n; i++) {
@@ -200,9 +207,28 @@ void mt_loaded_free(struct mt_loaded *l)
 
 int mt_render(FILE *out, const char *format, const struct mt_loaded *l)
 {
+	struct mt_render_opts o = {MT_VALUE_INUSE};
+	return mt_render_with(out, format, l, &o);
+}
+
+int mt_render_with(FILE *out, const char *format, const struct mt_loaded *l,
+		   const struct mt_render_opts *o)
+{
 	if (strcmp(format, "text") == 0)
 		return mt_render_text(out, l->items, l->n);
 	if (strcmp(format, "json") == 0)
 		return mt_render_json(out, l->items, l->n);
-	return -EINVAL;
+	if (strcmp(format, "collapsed") == 0)
+		return mt_render_collapsed(out, l->items, l->n, o->value);
+	if (strcmp(format, "svg") == 0)
+		return mt_render_flamegraph(out, l->items, l->n, o->value);
+	if (strcmp(format, "pprof") && strcmp(format, "jeprof"))
+		return -EINVAL;
+	/* One profile per file: its addresses only mean something with its
+	 * own mappings. */
+	if (l->n != 1)
+		return -E2BIG;
+	if (strcmp(format, "pprof") == 0)
+		return mt_render_pprof(out, l->items[0].profile);
+	return mt_render_jeprof(out, l->items[0].profile);
 }

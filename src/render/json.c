@@ -1,6 +1,7 @@
 /* The JSON report: {"processes":[...]} (docs/FORMAT.md lists every key). */
 #include <errno.h>
 #include <inttypes.h>
+#include <sys/mman.h>
 
 #include "memtap/render.h"
 
@@ -39,6 +40,48 @@ static void json_func(FILE *out, const struct mt_func *f)
 	fputs("]}", out);
 }
 
+/* Call sites (--stacks): raw sampled counts, their estimates, and the
+ * mappings needed to symbolize the frames. */
+static void json_sites(FILE *out, const struct mt_profile *p)
+{
+	fprintf(out, ",\"sample_period\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"sites\":[",
+		p->sample_period, p->unknown_frees);
+	for (uint32_t i = 0; i < p->nsites; i++) {
+		const struct mt_site *s = &p->sites[i];
+		struct mt_site_est e;
+		mt_site_estimate(p, s, &e);
+		fputs(i ? ",{\"function\":" : "{\"function\":", out);
+		if (s->fn < p->nfuncs)
+			json_str(out, p->funcs[s->fn].name);
+		else
+			fputs("null", out);
+		fputs(",\"frames\":[", out);
+		for (uint32_t k = 0; k < s->nframes; k++)
+			fprintf(out, "%s\"0x%" PRIx64 "\"", k ? "," : "", s->frames[k]);
+		fprintf(out, "],\"alloc_objects\":%" PRIu64 ",\"alloc_bytes\":%" PRIu64
+			",\"inuse_objects\":%" PRIu64 ",\"inuse_bytes\":%" PRIu64 ",\"peak_objects\":%" PRIu64
+			",\"peak_bytes\":%" PRIu64, s->alloc_objects, s->alloc_bytes, s->inuse_objects,
+			s->inuse_bytes, s->peak_objects, s->peak_bytes);
+		fprintf(out, ",\"estimated\":{\"alloc_objects\":%" PRIu64 ",\"alloc_bytes\":%" PRIu64
+			",\"inuse_objects\":%" PRIu64 ",\"inuse_bytes\":%" PRIu64 "}}", e.alloc_objects,
+			e.alloc_bytes, e.inuse_objects, e.inuse_bytes);
+	}
+	fputs("],\"mappings\":[", out);
+	for (uint32_t i = 0; i < p->nmaps; i++) {
+		const struct mt_mapping *m = &p->maps[i];
+		fprintf(out, "%s{\"start\":\"0x%" PRIx64 "\",\"end\":\"0x%" PRIx64 "\",\"offset\":\"0x%" PRIx64
+			"\",\"perms\":\"%c%c%c\",\"build_id\":\"", i ? "," : "", m->start, m->end, m->offset,
+			m->prot & PROT_READ ? 'r' : '-', m->prot & PROT_WRITE ? 'w' : '-',
+			m->prot & PROT_EXEC ? 'x' : '-');
+		for (uint32_t b = 0; b < m->build_id_len && b < sizeof(m->build_id); b++)
+			fprintf(out, "%02x", m->build_id[b]);
+		fputs("\",\"path\":", out);
+		json_str(out, m->path);
+		fputc('}', out);
+	}
+	fputc(']', out);
+}
+
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 {
 	fputs("{\"processes\":[", out);
@@ -69,9 +112,12 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			json_func(out, &p->funcs[f]);
 		}
 		fprintf(out, "},\"totals\":{\"allocated_bytes\":%" PRIu64 ",\"freed_bytes\":%" PRIu64
-			",\"in_use_bytes\":%" PRId64 ",\"peak_in_use_bytes\":%" PRIu64 "}}",
+			",\"in_use_bytes\":%" PRId64 ",\"peak_in_use_bytes\":%" PRIu64 "}",
 			p->totals.allocated_bytes, p->totals.freed_bytes, p->totals.in_use_bytes,
 			p->totals.peak_in_use_bytes);
+		if (p->nsites)
+			json_sites(out, p);
+		fputc('}', out);
 	}
 	fputs("]}\n", out);
 	return fflush(out) || ferror(out) ? -EIO : 0;

@@ -7,6 +7,9 @@
 
 #include "memtap/render.h"
 
+/* Call sites listed per table in the default report. */
+#define MT_TOP_SITES 10
+
 void mt_render_count_row(FILE *out, const char *key, uint64_t value)
 {
 	fprintf(out, "  %-50s %16" PRIu64 "\n", key, value);
@@ -105,6 +108,13 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 		fprintf(out, "  %-50s %16" PRId64 "\n", "in use", p->totals.in_use_bytes);
 	mt_render_count_row(out, it->npids > 1 ? "peak in use (sum of peaks)" : "peak in use",
 			    p->totals.peak_in_use_bytes);
+	/* Call sites (--stacks) come after the DTrace-layout sections, which
+	 * stay as they are. */
+	if (p->nsites) {
+		int err = mt_render_top(out, p, MT_TOP_SITES);
+		if (err)
+			return err;
+	}
 	return ferror(out) ? -EIO : 0;
 }
 

@@ -1,0 +1,578 @@
+/*
+ * The eBPF backend's loader: resolves each traced function to the object
+ * that provides it, fills memtap.bpf.c's settings (.rodata), loads the
+ * programs, attaches uprobes through the perf uprobe PMU (no tracefs needed)
+ * and the scheduler tracepoints as tp_btf, and at the end turns the kernel's
+ * per-(tgid, function) aggregates into one struct mt_profile per process.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <linux/types.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "ebpf.h"
+#include "memtap_bpf.h"
+#include "memtap.skel.h"
+
+/* The fixed functions: symbol, report name (the agent's, funcs.def), kind,
+ * where the size is, and which return value means failure.  RET_ALWAYS:
+ * rare functions get their return probe by default; RET_OPT: hot ones only
+ * with --failures. */
+enum { RET_NONE, RET_ALWAYS, RET_OPT };
+static const struct fixed {
+	const char *sym, *name;
+	uint32_t kind, size, flags, fail, ret;
+} fixed[MTB_NFIXED] = {
+	[MTB_MALLOC] = {"malloc", "malloc", MT_KIND_ALLOC, MTB_SZ_ARG0, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_OPT},
+	[MTB_CALLOC] = {"calloc", "calloc", MT_KIND_ALLOC, MTB_SZ_MUL01, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_OPT},
+	[MTB_REALLOC] = {"realloc", "realloc", MT_KIND_ALLOC, MTB_SZ_ARG1, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_OPT},
+	[MTB_REALLOCARRAY] = {"reallocarray", "reallocarray", MT_KIND_ALLOC, MTB_SZ_MUL12, MTB_F_ALLOC,
+			      MTB_F_FAIL_NULL, RET_OPT},
+	[MTB_POSIX_MEMALIGN] = {"posix_memalign", "posix_memalign", MT_KIND_ALLOC, MTB_SZ_ARG2, MTB_F_ALLOC,
+				MTB_F_FAIL_NZ, RET_ALWAYS},
+	[MTB_ALIGNED_ALLOC] = {"aligned_alloc", "aligned_alloc", MT_KIND_ALLOC, MTB_SZ_ARG1, MTB_F_ALLOC,
+			       MTB_F_FAIL_NULL, RET_ALWAYS},
+	[MTB_MEMALIGN] = {"memalign", "memalign", MT_KIND_ALLOC, MTB_SZ_ARG1, MTB_F_ALLOC, MTB_F_FAIL_NULL,
+			  RET_ALWAYS},
+	[MTB_VALLOC] = {"valloc", "valloc", MT_KIND_ALLOC, MTB_SZ_ARG0, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_ALWAYS},
+	[MTB_PVALLOC] = {"pvalloc", "pvalloc", MT_KIND_ALLOC, MTB_SZ_ARG0, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_ALWAYS},
+	[MTB_FREE] = {"free", "free", MT_KIND_FREE, MTB_SZ_CHUNK0, 0, 0, RET_NONE},
+#define NEW(id, sym, name) [id] = {sym, name, MT_KIND_ALLOC, MTB_SZ_ARG0, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_OPT}
+#define DEL(id, sym, name) [id] = {sym, name, MT_KIND_FREE, MTB_SZ_CHUNK0, 0, 0, RET_NONE}
+	NEW(MTB_NEW, "_Znwm", "operator new"),
+	NEW(MTB_NEW_NOTHROW, "_ZnwmRKSt9nothrow_t", "operator new(nothrow)"),
+	NEW(MTB_NEW_ALIGN, "_ZnwmSt11align_val_t", "operator new(align)"),
+	NEW(MTB_NEW_ALIGN_NOTHROW, "_ZnwmSt11align_val_tRKSt9nothrow_t", "operator new(align, nothrow)"),
+	NEW(MTB_NEWA, "_Znam", "operator new[]"),
+	NEW(MTB_NEWA_NOTHROW, "_ZnamRKSt9nothrow_t", "operator new[](nothrow)"),
+	NEW(MTB_NEWA_ALIGN, "_ZnamSt11align_val_t", "operator new[](align)"),
+	NEW(MTB_NEWA_ALIGN_NOTHROW, "_ZnamSt11align_val_tRKSt9nothrow_t", "operator new[](align, nothrow)"),
+	DEL(MTB_DELETE, "_ZdlPv", "operator delete"),
+	DEL(MTB_DELETE_SIZED, "_ZdlPvm", "operator delete(sized)"),
+	DEL(MTB_DELETE_ALIGN, "_ZdlPvSt11align_val_t", "operator delete(align)"),
+	DEL(MTB_DELETE_SIZED_ALIGN, "_ZdlPvmSt11align_val_t", "operator delete(sized, align)"),
+	DEL(MTB_DELETE_NOTHROW, "_ZdlPvRKSt9nothrow_t", "operator delete(nothrow)"),
+	DEL(MTB_DELETE_ALIGN_NOTHROW, "_ZdlPvSt11align_val_tRKSt9nothrow_t", "operator delete(align, nothrow)"),
+	DEL(MTB_DELETEA, "_ZdaPv", "operator delete[]"),
+	DEL(MTB_DELETEA_SIZED, "_ZdaPvm", "operator delete[](sized)"),
+	DEL(MTB_DELETEA_ALIGN, "_ZdaPvSt11align_val_t", "operator delete[](align)"),
+	DEL(MTB_DELETEA_SIZED_ALIGN, "_ZdaPvmSt11align_val_t", "operator delete[](sized, align)"),
+	DEL(MTB_DELETEA_NOTHROW, "_ZdaPvRKSt9nothrow_t", "operator delete[](nothrow)"),
+	DEL(MTB_DELETEA_ALIGN_NOTHROW, "_ZdaPvSt11align_val_tRKSt9nothrow_t", "operator delete[](align, nothrow)"),
+#undef NEW
+#undef DEL
+	[MTB_MMAP] = {"mmap", "mmap", MT_KIND_MAP, MTB_SZ_ARG1, MTB_F_OUTSIDE, MTB_F_FAIL_NEG1, RET_ALWAYS},
+	[MTB_MUNMAP] = {"munmap", "munmap", MT_KIND_UNMAP, MTB_SZ_ARG1, MTB_F_OUTSIDE, MTB_F_FAIL_NZ, RET_ALWAYS},
+	[MTB_MREMAP] = {"mremap", "mremap", MT_KIND_MAP, MTB_SZ_ARG2, MTB_F_OUTSIDE, MTB_F_FAIL_NEG1, RET_ALWAYS},
+	[MTB_BRK] = {"brk", "brk", MT_KIND_BRK, MTB_SZ_ARG0, MTB_F_OUTSIDE, 0, RET_NONE},
+	[MTB_SBRK] = {"sbrk", "sbrk", MT_KIND_BRK, MTB_SZ_ARG0, MTB_F_OUTSIDE, 0, RET_NONE},
+};
+
+static const struct {
+	uint32_t id, kind;
+	const char *name;
+} heap_names[] = {
+	{MTB_HEAP_BRK_GROW, MT_KIND_BRK, "heap: brk grow"},
+	{MTB_HEAP_BRK_SHRINK, MT_KIND_BRK, "heap: brk shrink"},
+	{MTB_HEAP_RESERVE, MT_KIND_MAP, "heap: mmap PROT_NONE NORESERVE (arena reserve)"},
+	{MTB_HEAP_GROW, MT_KIND_MAP, "heap: mprotect read-write (arena grow, thread stack)"},
+	{MTB_HEAP_DONTNEED, MT_KIND_UNMAP, "heap: madvise DONTNEED (arena shrink)"},
+	{MTB_HEAP_MMAP, MT_KIND_MAP, "heap: mmap anonymous read-write"},
+	{MTB_HEAP_MUNMAP, MT_KIND_UNMAP, "heap: munmap"},
+	{MTB_HEAP_MREMAP, MT_KIND_MAP, "heap: mremap"},
+};
+
+struct placed {
+	const char *sym;
+	char obj[4096];
+	char why[160];
+};
+
+struct mt_ebpf {
+	struct memtap_bpf *skel;
+	struct bpf_link **links;
+	size_t nlinks;
+	pid_t root;
+	char root_command[MT_TEXT_MAX];
+	char root_exe[MT_TEXT_MAX];
+	uint64_t start_real_ns, start_mono_ns;
+	char names[MTB_MAX_IDS][MT_NAME_MAX];
+	uint32_t kinds[MTB_MAX_IDS];
+	int follow;
+	struct placed *placed;
+	size_t nplaced;
+};
+
+static uint64_t now_ns(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int has_caps(void)
+{
+	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d))
+		return 0;
+	uint64_t eff = d[0].effective | (uint64_t)d[1].effective << 32;
+	/* CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (uprobes are perf events) */
+	return (eff >> 21 & 1) || ((eff >> 39 & 1) && (eff >> 38 & 1));
+}
+
+int mt_ebpf_check(char *err, size_t errlen)
+{
+	if (geteuid() != 0 && !has_caps()) {
+		snprintf(err, errlen, "the eBPF backend needs root (or CAP_BPF and CAP_PERFMON): run as root "
+			 "(sudo memtap ...), or use --via=inject");
+		return -EPERM;
+	}
+	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+		snprintf(err, errlen, "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): the eBPF "
+			 "backend needs a kernel built with CONFIG_DEBUG_INFO_BTF=y; use --via=inject instead");
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static int libbpf_quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_WARN && getenv("MEMTAP_BPF_DEBUG"))
+		return vfprintf(stderr, fmt, ap);
+	if (level == LIBBPF_DEBUG && getenv("MEMTAP_BPF_DEBUG") && atoi(getenv("MEMTAP_BPF_DEBUG")) > 1)
+		return vfprintf(stderr, fmt, ap);
+	return 0;
+}
+
+static int add_link(struct mt_ebpf *e, struct bpf_link *l)
+{
+	struct bpf_link **v = realloc(e->links, (e->nlinks + 1) * sizeof(*v));
+	if (!v) {
+		bpf_link__destroy(l);
+		return -ENOMEM;
+	}
+	e->links = v;
+	e->links[e->nlinks++] = l;
+	return 0;
+}
+
+static int attach_uprobe(struct mt_ebpf *e, struct bpf_program *prog, int ret, pid_t pid,
+			 const struct mt_site_info *si, uint32_t id, char *err, size_t errlen,
+			 const char *sym)
+{
+	LIBBPF_OPTS(bpf_uprobe_opts, o, .bpf_cookie = id, .retprobe = ret != 0);
+	/* Return probes go on the function's entry: the kernel hijacks the
+	 * return address there. */
+	size_t off = si->file_off + (ret ? 0 : si->probe_off);
+	struct bpf_link *l = bpf_program__attach_uprobe_opts(prog, pid, si->obj->path, off, &o);
+	if (!l) {
+		int r = -errno;
+		snprintf(err, errlen, "cannot attach a %s to %s in %s (+0x%zx): %s", ret ? "return probe" : "uprobe",
+			 sym, si->obj->name, off, strerror(-r));
+		return r;
+	}
+	return add_link(e, l);
+}
+
+static void place(struct mt_ebpf *e, const char *sym, const struct mt_site_info *si)
+{
+	struct placed *v = realloc(e->placed, (e->nplaced + 1) * sizeof(*v));
+	if (!v)
+		return;
+	e->placed = v;
+	v[e->nplaced].sym = sym;
+	snprintf(v[e->nplaced].obj, sizeof(v[0].obj), "%s", si->obj->name);
+	snprintf(v[e->nplaced].why, sizeof(v[0].why), "%s", si->why);
+	e->nplaced++;
+}
+
+static void read_cmdline(pid_t pid, char *out, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	FILE *f = fopen(path, "re");
+	size_t n = f ? fread(out, 1, len - 1, f) : 0;
+	if (f)
+		fclose(f);
+	out[n] = '\0';
+	for (size_t i = 0; i + 1 < n; i++)
+		if (!out[i])
+			out[i] = ' ';
+}
+
+int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, struct mt_ebpf **out,
+		  char *err, size_t errlen)
+{
+	struct mt_ebpf *e = calloc(1, sizeof(*e));
+	struct mt_site_info si[MTB_MAX_IDS];
+	int found[MTB_MAX_IDS] = {0};
+	struct mt_site_info within_si;
+	int ret = 0;
+
+	if (!e)
+		return -ENOMEM;
+	*out = NULL;
+	e->root = opts->pid;
+	e->follow = opts->follow;
+	e->start_real_ns = now_ns(CLOCK_REALTIME);
+	e->start_mono_ns = now_ns(CLOCK_MONOTONIC);
+	if (opts->command)
+		snprintf(e->root_command, sizeof(e->root_command), "%s", opts->command);
+	else
+		read_cmdline(opts->pid, e->root_command, sizeof(e->root_command));
+	snprintf(e->root_exe, sizeof(e->root_exe), "%s", objs->n ? objs->v[0].name : "");
+	libbpf_set_print(libbpf_quiet);
+	/* Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK. */
+	struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+	setrlimit(RLIMIT_MEMLOCK, &rl);
+
+	/* 1. Where each function lives. */
+	int any_alloc = 0;
+	for (uint32_t id = 0; id < MTB_NFIXED; id++) {
+		snprintf(e->names[id], MT_NAME_MAX, "%s", fixed[id].name);
+		e->kinds[id] = fixed[id].kind;
+		found[id] = mt_objlist_find(objs, fixed[id].sym, 0, &si[id]) == 0;
+		any_alloc |= found[id] && id == MTB_MALLOC;
+	}
+	/* Aliases (glibc's memalign is aligned_alloc): one probe, one entry
+	 * named after both, since a uprobe cannot tell them apart. */
+	for (uint32_t id = 0; id < MTB_NFIXED; id++)
+		for (uint32_t k = id + 1; found[id] && k < MTB_NFIXED; k++)
+			if (found[k] && si[k].obj == si[id].obj && si[k].file_off == si[id].file_off) {
+				found[k] = 0;
+				snprintf(e->names[id], MT_NAME_MAX, "%s|%s", fixed[id].name, fixed[k].name);
+			}
+	if (!any_alloc) {
+		snprintf(err, errlen, "no malloc found in %s or its libraries",
+			 objs->n ? objs->v[0].name : "the process");
+		ret = -ENOENT;
+		goto fail;
+	}
+	for (unsigned u = 0; u < opts->nuser; u++) {
+		uint32_t id = MTB_ID_USER + u;
+		if (mt_objlist_find(objs, opts->user[u].name, 1, &si[id])) {
+			char near[1024];
+			mt_objlist_near(objs, opts->user[u].name, near, sizeof(near));
+			snprintf(err, errlen, "function %s not found in %s or its libraries%s%s%s", opts->user[u].name,
+				 objs->n ? objs->v[0].name : "the process", near[0] ? " (near: " : "", near,
+				 near[0] ? ")" : "");
+			ret = -ENOENT;
+			goto fail;
+		}
+		found[id] = 1;
+		snprintf(e->names[id], MT_NAME_MAX, "%s", opts->user[u].name);
+		e->kinds[id] = MT_KIND_OTHER;
+	}
+	if (opts->within) {
+		if (mt_objlist_find(objs, opts->within, 1, &within_si)) {
+			char near[1024];
+			mt_objlist_near(objs, opts->within, near, sizeof(near));
+			snprintf(err, errlen, "--within %s: function not found in %s or its libraries%s%s%s",
+				 opts->within, objs->n ? objs->v[0].name : "the process", near[0] ? " (near: " : "",
+				 near, near[0] ? ")" : "");
+			ret = -ENOENT;
+			goto fail;
+		}
+		snprintf(e->names[MTB_WITHIN_BYTES], MT_NAME_MAX, "within %.100s: bytes per call", opts->within);
+		snprintf(e->names[MTB_WITHIN_ALLOCS], MT_NAME_MAX, "within %.100s: allocations per call",
+			 opts->within);
+		e->kinds[MTB_WITHIN_BYTES] = e->kinds[MTB_WITHIN_ALLOCS] = MT_KIND_OTHER;
+	}
+	for (size_t h = 0; h < sizeof(heap_names) / sizeof(heap_names[0]); h++) {
+		snprintf(e->names[heap_names[h].id], MT_NAME_MAX, "%s", heap_names[h].name);
+		e->kinds[heap_names[h].id] = heap_names[h].kind;
+	}
+
+	/* 2. Settings, then load. */
+	e->skel = memtap_bpf__open();
+	if (!e->skel) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot open the BPF object: %s", strerror(-ret));
+		goto fail;
+	}
+	struct mtb_cfg *cfg = (struct mtb_cfg *)e->skel->rodata->cfg;
+	int glibc_malloc = found[MTB_MALLOC] && si[MTB_MALLOC].is_glibc;
+	for (uint32_t id = 0; id < MTB_NFIXED; id++) {
+		if (!found[id])
+			continue;
+		cfg[id].size = fixed[id].size;
+		cfg[id].flags = fixed[id].flags;
+		/* The free size comes from glibc's chunk header: only when the
+		 * block came from glibc's malloc. */
+		if (fixed[id].size == MTB_SZ_CHUNK0 && !glibc_malloc)
+			cfg[id].size = MTB_SZ_NONE;
+		if (fixed[id].ret == RET_ALWAYS || (fixed[id].ret == RET_OPT && opts->failures))
+			cfg[id].flags |= fixed[id].fail;
+		/* Nesting hints: any allocation function may be a nested call;
+		 * glibc's own functions and libstdc++'s operators announce
+		 * theirs. */
+		if (id < MTB_MMAP)
+			cfg[id].flags |= MTB_F_HINTS;
+		if ((id < MTB_NEW && si[id].is_glibc) || (id >= MTB_NEW && id < MTB_MMAP && si[id].is_libstdcxx))
+			cfg[id].flags |= MTB_F_PRODUCE;
+		if (id < MTB_NEW && si[id].is_glibc)
+			cfg[id].flags |= MTB_F_DIRECT;
+		cfg[id].probe_off = si[id].probe_off;
+		cfg[id].text_below = si[id].text_below;
+		cfg[id].text_above = si[id].text_above;
+	}
+	for (unsigned u = 0; u < opts->nuser; u++) {
+		uint32_t id = MTB_ID_USER + u;
+		cfg[id].size = opts->user[u].size_arg ? MTB_SZ_ARG0 + opts->user[u].size_arg - 1 : MTB_SZ_NONE;
+	}
+	e->skel->rodata->follow = opts->follow ? 1 : 0;
+	e->skel->rodata->within_on = opts->within != NULL;
+	if (!opts->heap_events) {
+		bpf_program__set_autoload(e->skel->progs.mt_sys_enter, false);
+		bpf_program__set_autoload(e->skel->progs.mt_sys_exit, false);
+	}
+	if (!opts->within) {
+		bpf_program__set_autoload(e->skel->progs.mt_within_enter, false);
+		bpf_program__set_autoload(e->skel->progs.mt_within_exit, false);
+	}
+	ret = memtap_bpf__load(e->skel);
+	if (ret) {
+		snprintf(err, errlen, "cannot load the BPF programs: %s (MEMTAP_BPF_DEBUG=1 shows the "
+			 "verifier's log)", strerror(-ret));
+		goto fail;
+	}
+
+	/* 3. The root process joins the traced set before any probe fires. */
+	struct mtb_proc root = {.ppid = 0, .start_ns = 0};
+	char comm_path[64], comm[64] = "";
+	snprintf(comm_path, sizeof(comm_path), "/proc/%d/comm", (int)opts->pid);
+	FILE *cf = fopen(comm_path, "re");
+	if (cf && fgets(comm, sizeof(comm), cf))
+		comm[strcspn(comm, "\n")] = '\0';
+	if (cf)
+		fclose(cf);
+	snprintf(root.comm, sizeof(root.comm), "%s", comm);
+	char stat_path[64], line[512];
+	snprintf(stat_path, sizeof(stat_path), "/proc/%d/stat", (int)opts->pid);
+	FILE *sf = fopen(stat_path, "re");
+	if (sf && fgets(line, sizeof(line), sf)) {
+		char *rp = strrchr(line, ')');
+		unsigned pp;
+		if (rp && sscanf(rp + 2, "%*c %u", &pp) == 1)
+			root.ppid = pp;
+	}
+	if (sf)
+		fclose(sf);
+	uint32_t key = (uint32_t)opts->pid;
+	if (bpf_map__update_elem(e->skel->maps.procs, &key, sizeof(key), &root, sizeof(root), BPF_ANY)) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot add process %d to the traced set: %s", (int)opts->pid, strerror(-ret));
+		goto fail;
+	}
+
+	/* 4. Attach: the scheduler tracepoints first, so that a child forked
+	 * while the uprobes go in is not missed. */
+	struct bpf_program *tps[] = {e->skel->progs.mt_fork, e->skel->progs.mt_exec, e->skel->progs.mt_exit,
+				     opts->heap_events ? e->skel->progs.mt_sys_enter : NULL,
+				     opts->heap_events ? e->skel->progs.mt_sys_exit : NULL};
+	for (size_t i = 0; i < sizeof(tps) / sizeof(tps[0]); i++) {
+		if (!tps[i])
+			continue;
+		struct bpf_link *l = bpf_program__attach(tps[i]);
+		if (!l) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot attach %s: %s", bpf_program__name(tps[i]), strerror(-ret));
+			goto fail;
+		}
+		if ((ret = add_link(e, l)))
+			goto fail;
+	}
+	/* Following children needs breakpoints in every process that maps the
+	 * object (the BPF side filters by tgid); otherwise only the target's. */
+	pid_t upid = opts->follow ? -1 : opts->pid;
+	for (uint32_t id = 0; id < MTB_ID_USER + opts->nuser; id++) {
+		if (!found[id])
+			continue;
+		const char *sym = id < MTB_NFIXED ? fixed[id].sym : opts->user[id - MTB_ID_USER].name;
+		if ((ret = attach_uprobe(e, e->skel->progs.mt_entry, 0, upid, &si[id], id, err, errlen, sym)))
+			goto fail;
+		if (id < MTB_NFIXED && cfg[id].flags & (MTB_F_FAIL_NULL | MTB_F_FAIL_NZ | MTB_F_FAIL_NEG1) &&
+		    (ret = attach_uprobe(e, e->skel->progs.mt_return, 1, upid, &si[id], id, err, errlen, sym)))
+			goto fail;
+		place(e, sym, &si[id]);
+	}
+	if (opts->within) {
+		if ((ret = attach_uprobe(e, e->skel->progs.mt_within_enter, 0, upid, &within_si, 0, err, errlen,
+					 opts->within)) ||
+		    (ret = attach_uprobe(e, e->skel->progs.mt_within_exit, 1, upid, &within_si, 0, err, errlen,
+					 opts->within)))
+			goto fail;
+		place(e, opts->within, &within_si);
+	}
+	if (opts->verbose)
+		for (size_t i = 0; i < e->nplaced; i++)
+			fprintf(stderr, "memtap: probe %-36s %s %s\n", e->placed[i].sym, e->placed[i].obj,
+				e->placed[i].why);
+	*out = e;
+	return 0;
+fail:
+	mt_ebpf_free(e);
+	return ret ? ret : -EINVAL;
+}
+
+void mt_ebpf_describe(const struct mt_ebpf *e, char *out, size_t outlen)
+{
+	/* "malloc and 14 more from /lib/.../libc.so.6; apr_palloc from ..." */
+	out[0] = '\0';
+	for (size_t i = 0; i < e->nplaced; i++) {
+		int first = 1, has_malloc = 0;
+		size_t n = 0;
+		for (size_t k = 0; k < i; k++)
+			first &= strcmp(e->placed[k].obj, e->placed[i].obj) != 0;
+		if (!first)
+			continue;
+		for (size_t k = i; k < e->nplaced; k++)
+			if (!strcmp(e->placed[k].obj, e->placed[i].obj)) {
+				n++;
+				has_malloc |= !strcmp(e->placed[k].sym, "malloc");
+			}
+		const char *lead = has_malloc ? "malloc" : e->placed[i].sym;
+		if (n > 1)
+			snprintf(out + strlen(out), outlen - strlen(out), "%s%s and %zu more from %s", out[0] ? "; " : "",
+				 lead, n - 1, e->placed[i].obj);
+		else
+			snprintf(out + strlen(out), outlen - strlen(out), "%s%s from %s", out[0] ? "; " : "", lead,
+				 e->placed[i].obj);
+	}
+}
+
+int mt_ebpf_exited(struct mt_ebpf *e, pid_t pid)
+{
+	uint32_t key = (uint32_t)pid;
+	struct mtb_proc p;
+	if (bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &p, sizeof(p), 0))
+		return 1;
+	return p.exited != 0;
+}
+
+static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *pr, struct mt_profile **out)
+{
+	struct mt_profile *p = mt_profile_new();
+	int ncpu = libbpf_num_possible_cpus();
+	struct mtb_stat *vals = NULL;
+	if (!p || ncpu <= 0 || !(vals = calloc((size_t)ncpu, sizeof(*vals)))) {
+		mt_profile_free(p);
+		free(vals);
+		return -ENOMEM;
+	}
+	p->pid = tgid;
+	p->ppid = pr->ppid;
+	p->uid = 0;
+	p->reason = pr->exited ? MT_REASON_EXIT : MT_REASON_OTHER;
+	p->flags = MT_PROFILE_ACTIVE | (e->follow ? MT_PROFILE_FOLLOW : 0);
+	p->start_ns = pr->start_ns ? e->start_real_ns + (pr->start_ns - e->start_mono_ns) : e->start_real_ns;
+	p->dump_ns = now_ns(CLOCK_REALTIME);
+	p->sample_period = 1;
+	if (tgid == (uint32_t)e->root) {
+		snprintf(p->command, sizeof(p->command), "%s", e->root_command[0] ? e->root_command : pr->comm);
+		snprintf(p->exe, sizeof(p->exe), "%s", e->root_exe);
+	} else {
+		snprintf(p->command, sizeof(p->command), "%.16s", pr->comm);
+	}
+	/* Functions in a stable order: by id. */
+	for (uint32_t id = 0; id < MTB_MAX_IDS; id++) {
+		struct mtb_key k = {tgid, id};
+		if (bpf_map__lookup_elem(e->skel->maps.stats, &k, sizeof(k), vals, sizeof(*vals) * (size_t)ncpu, 0))
+			continue;
+		struct mt_func *f = mt_profile_func(p, e->names[id][0] ? e->names[id] : "?", e->kinds[id]);
+		if (!f) {
+			free(vals);
+			mt_profile_free(p);
+			return -ENOMEM;
+		}
+		for (int c = 0; c < ncpu; c++) {
+			f->calls += vals[c].calls;
+			f->bytes += vals[c].bytes;
+			f->failed += vals[c].failed;
+			for (int b = 0; b < MTB_HIST && b < MT_HIST_BUCKETS; b++)
+				f->hist[b] += vals[c].hist[b];
+		}
+	}
+	free(vals);
+	*out = p;
+	return 0;
+}
+
+int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)
+{
+	struct mt_profile **v = NULL;
+	size_t nv = 0;
+	uint32_t key, next, *prev = NULL;
+	*out = NULL;
+	*n = 0;
+	/* The root first, then the others in the map's order. */
+	for (int pass = 0; pass < 2; pass++) {
+		prev = NULL;
+		while (!bpf_map__get_next_key(e->skel->maps.procs, prev, &next, sizeof(next))) {
+			key = next;
+			prev = &key;
+			if ((pass == 0) != (key == (uint32_t)e->root))
+				continue;
+			struct mtb_proc pr;
+			if (bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &pr, sizeof(pr), 0))
+				continue;
+			struct mt_profile **nvp = realloc(v, (nv + 1) * sizeof(*v));
+			if (!nvp)
+				goto nomem;
+			v = nvp;
+			if (profile_of(e, key, &pr, &v[nv]))
+				goto nomem;
+			nv++;
+		}
+	}
+	*out = v;
+	*n = nv;
+	return 0;
+nomem:
+	for (size_t i = 0; i < nv; i++)
+		mt_profile_free(v[i]);
+	free(v);
+	return -ENOMEM;
+}
+
+static void *destroy_link(void *l)
+{
+	bpf_link__destroy(l);
+	return NULL;
+}
+
+void mt_ebpf_free(struct mt_ebpf *e)
+{
+	if (!e)
+		return;
+	/* Removing a uprobe waits for a grace period (about 0.1 s here): one
+	 * thread per probe lets those waits overlap instead of adding up. */
+	pthread_t *t = calloc(e->nlinks ? e->nlinks : 1, sizeof(*t));
+	char *started = calloc(e->nlinks ? e->nlinks : 1, 1);
+	for (size_t i = 0; i < e->nlinks; i++)
+		started[i] = t && started && pthread_create(&t[i], NULL, destroy_link, e->links[i]) == 0;
+	for (size_t i = 0; i < e->nlinks; i++) {
+		if (started && started[i])
+			pthread_join(t[i], NULL);
+		else
+			bpf_link__destroy(e->links[i]);
+	}
+	free(t);
+	free(started);
+	free(e->links);
+	memtap_bpf__destroy(e->skel);
+	free(e->placed);
+	free(e);
+}

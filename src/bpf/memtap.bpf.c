@@ -1,0 +1,569 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * memtap's BPF programs: uprobes on the allocator entry points of the traced
+ * processes, aggregated in the kernel per (tgid, function) into calls, bytes,
+ * failures and quantize() histograms.  Nothing is sent to user space per
+ * event; the loader (loader.c) reads the maps when the session ends.
+ *
+ * One entry program serves every function: its bpf_cookie is the function's
+ * id (memtap_bpf.h) and cfg[id], set by the loader through .rodata, says where
+ * the size is and what else to do.  Return probes exist only where a return
+ * value is needed (failures of the rare functions, --failures, --within).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "memtap_bpf.h"
+
+/* libbpf 1.1 stops at the fifth argument. */
+#ifndef PT_REGS_PARM6
+#define PT_REGS_PARM6(x) ((x)->r9)
+#endif
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile struct mtb_cfg cfg[MTB_MAX_IDS] = {};
+const volatile __u32 follow = 1;    /* children join the traced set at fork */
+const volatile __u32 within_on = 0; /* --within is active */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct mtb_key);
+	__type(value, struct mtb_stat);
+} stats SEC(".maps");
+
+/* The traced processes: the per-event filter, and what the loader needs to
+ * name a process that is gone by the time the maps are read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct mtb_proc);
+} procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MTB_HINT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct mtb_hint);
+} hints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct mtb_scope);
+} scopes SEC(".maps");
+
+/* Entries not counted, per (tid, id), whose return probe must not count a
+ * failure either. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mtb_key);
+	__type(value, __u32);
+} skipped SEC(".maps");
+
+/* --heap-events: the program break before a brk() call, per thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} brk_before SEC(".maps");
+
+static const struct mtb_stat zero_stat;
+
+static __always_inline __u32 bucket(__u64 v)
+{
+	__u32 r = 0;
+
+	if (!v)
+		return 0;
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) r += 1;
+	return r + 1; /* floor(log2(v)) + 1: [2^(k-1), 2^k) is bucket k */
+}
+
+static __always_inline struct mtb_stat *stat_of(__u32 tgid, __u32 id)
+{
+	struct mtb_key k = {.tgid = tgid, .id = id};
+	struct mtb_stat *s = bpf_map_lookup_elem(&stats, &k);
+
+	if (s)
+		return s;
+	bpf_map_update_elem(&stats, &k, &zero_stat, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&stats, &k);
+}
+
+static __always_inline void count(__u32 tgid, __u32 id, __u64 size, int hist)
+{
+	struct mtb_stat *s = stat_of(tgid, id);
+	__u32 b;
+
+	if (!s)
+		return;
+	s->calls++;
+	s->bytes += size;
+	if (hist) {
+		b = bucket(size);
+		if (b < MTB_HIST)
+			s->hist[b]++;
+	}
+}
+
+static __always_inline int traced(__u32 tgid)
+{
+	struct mtb_proc *p = bpf_map_lookup_elem(&procs, &tgid);
+
+	return p && !p->exited;
+}
+
+/* glibc's usable size of the block at P, from its chunk header (the size
+ * word before P; bit 1 marks an mmapped chunk, whose header is 16 bytes
+ * instead of 8): what malloc_usable_size(P) returns. */
+static __always_inline __u64 glibc_usable(__u64 p)
+{
+	__u64 h = 0;
+
+	if (!p || bpf_probe_read_user(&h, sizeof(h), (void *)(p - 8)))
+		return 0;
+	if ((h & ~7ull) < 16)
+		return 0;
+	return (h & ~7ull) - (h & 2 ? 16 : 8);
+}
+
+/*
+ * Nesting.  The agent counts what the program calls, not what the allocator
+ * calls itself: realloc(NULL, n) in glibc tail-jumps to malloc, realloc(p, 0)
+ * calls free, memalign with a small alignment calls malloc, and libstdc++'s
+ * operators call malloc, free, aligned_alloc or each other.  A uprobe sees
+ * every entry, so a function that is known to make such a call leaves a hint
+ * on its thread (which function, with which size or pointer, below which
+ * stack pointer); the next traced entry on the thread takes the hint away,
+ * and is not counted when it is that call.  The hints encode the behaviour of
+ * Debian 12's glibc 2.36 and libstdc++ (GCC 12); the loader sets
+ * MTB_F_PRODUCE only for those providers.
+ */
+static __always_inline void hint_set(struct mtb_hint *h, __u32 tid, __u32 id, __u64 a, __u64 sp)
+{
+	h->tid = tid;
+	h->id = id;
+	h->arg = a;
+	h->sp = sp;
+}
+
+static __always_inline void child_of(__u32 id, const __u64 *a, __u32 *cid, __u64 *carg)
+{
+	__u64 a0 = a[0], a1 = a[1], al;
+
+	*cid = MTB_MAX_IDS;
+	switch (id) {
+	case MTB_REALLOC:
+		if (!a0) {
+			*cid = MTB_MALLOC;
+			*carg = a1;
+		} else if (!a1) {
+			*cid = MTB_FREE;
+			*carg = a0;
+		}
+		break;
+	case MTB_REALLOCARRAY:
+		/* glibc returns ENOMEM without calling realloc on overflow */
+		al = a[2];
+		*carg = al ? ~0ull / al : ~0ull;
+		asm volatile("" : "+r"(*carg)); /* or clang emits __multi3 */
+		if (a1 <= *carg) {
+			*cid = MTB_REALLOC;
+			*carg = a1 * al;
+		}
+		break;
+	case MTB_MEMALIGN:
+	case MTB_ALIGNED_ALLOC:
+		if (a0 <= 16) {
+			*cid = MTB_MALLOC;
+			*carg = a1;
+		}
+		break;
+	case MTB_POSIX_MEMALIGN:
+		if (a1 <= 16) {
+			*cid = MTB_MALLOC;
+			*carg = a[2];
+		}
+		break;
+	case MTB_NEW:
+		*cid = MTB_MALLOC;
+		*carg = a0 ? a0 : 1;
+		break;
+	case MTB_NEW_NOTHROW:
+	case MTB_NEWA:
+		*cid = MTB_NEW;
+		*carg = a0;
+		break;
+	case MTB_NEWA_NOTHROW:
+		*cid = MTB_NEWA;
+		*carg = a0;
+		break;
+	case MTB_NEW_ALIGN:
+		al = a1;
+		a0 = a0 ? a0 : 1;
+		*cid = MTB_ALIGNED_ALLOC;
+		*carg = (a0 + al - 1) & ~(al - 1);
+		break;
+	case MTB_NEW_ALIGN_NOTHROW:
+	case MTB_NEWA_ALIGN:
+		*cid = MTB_NEW_ALIGN;
+		*carg = a0;
+		break;
+	case MTB_NEWA_ALIGN_NOTHROW:
+		*cid = MTB_NEWA_ALIGN;
+		*carg = a0;
+		break;
+	case MTB_DELETE:
+	case MTB_DELETE_ALIGN:
+		*cid = MTB_FREE;
+		*carg = a0;
+		break;
+	case MTB_DELETE_SIZED:
+	case MTB_DELETE_NOTHROW:
+	case MTB_DELETEA:
+		*cid = MTB_DELETE;
+		*carg = a0;
+		break;
+	case MTB_DELETEA_SIZED:
+	case MTB_DELETEA_NOTHROW:
+		*cid = MTB_DELETEA;
+		*carg = a0;
+		break;
+	case MTB_DELETE_SIZED_ALIGN:
+	case MTB_DELETE_ALIGN_NOTHROW:
+	case MTB_DELETEA_ALIGN:
+		*cid = MTB_DELETE_ALIGN;
+		*carg = a0;
+		break;
+	case MTB_DELETEA_SIZED_ALIGN:
+	case MTB_DELETEA_ALIGN_NOTHROW:
+		*cid = MTB_DELETEA_ALIGN;
+		*carg = a0;
+		break;
+	}
+}
+
+/* The value a nested call of ID is recognized by: its size, or for frees
+ * and reallocs of a block, the pointer. */
+static __always_inline __u64 match_arg(__u32 id, const __u64 *a)
+{
+	switch (id) {
+	case MTB_REALLOC:
+	case MTB_ALIGNED_ALLOC:
+		return a[1];
+	default:
+		return a[0]; /* malloc and new: the size; frees: the pointer */
+	}
+}
+
+static __always_inline void within_add(__u32 tid, __u64 size)
+{
+	struct mtb_scope *s = bpf_map_lookup_elem(&scopes, &tid);
+
+	if (s && s->depth) {
+		s->bytes += size;
+		s->calls++;
+	}
+}
+
+#define MTB_F_FAILS (MTB_F_FAIL_NULL | MTB_F_FAIL_NZ | MTB_F_FAIL_NEG1)
+
+/* An entry that is not counted: its return, if probed, must not count. */
+static __always_inline int skip(__u32 tid, __u32 id, __u32 flags)
+{
+	struct mtb_key k = {.tgid = tid, .id = id};
+	__u32 one = 1, *n;
+
+	if (!(flags & MTB_F_FAILS))
+		return 0;
+	n = bpf_map_lookup_elem(&skipped, &k);
+	if (n)
+		(*n)++;
+	else
+		bpf_map_update_elem(&skipped, &k, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(mt_entry)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
+	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	__u64 size = 0, sp = PT_REGS_SP(ctx), ip = PT_REGS_IP(ctx), ra = 0;
+	__u32 mode, flags, slot, cid;
+	__u64 carg = 0;
+	int nested = 0;
+
+	__u64 a[6];
+
+	if (id >= MTB_MAX_IDS || !traced(tgid))
+		return 0;
+	id &= MTB_MAX_IDS - 1;
+	/* Every argument register read once, at a constant offset: the
+	 * verifier refuses context reads at computed offsets. */
+	a[0] = PT_REGS_PARM1(ctx);
+	a[1] = PT_REGS_PARM2(ctx);
+	a[2] = PT_REGS_PARM3(ctx);
+	a[3] = PT_REGS_PARM4(ctx);
+	a[4] = PT_REGS_PARM5(ctx);
+	a[5] = PT_REGS_PARM6(ctx);
+	asm volatile("" ::: "memory"); /* the check above may be on another register */
+	mode = cfg[id].size;
+	flags = cfg[id].flags;
+
+	if (flags & (MTB_F_OUTSIDE | MTB_F_DIRECT)) {
+		/* Probes sit where the return address is still at the top of
+		 * the stack: the instructions skipped before them never
+		 * touch the stack pointer (objects.c). */
+		bpf_probe_read_user(&ra, sizeof(ra), (void *)sp);
+		if (flags & MTB_F_OUTSIDE && ra >= ip - cfg[id].text_below && ra < ip + cfg[id].text_above)
+			return skip(tid, id, flags);
+		if (flags & MTB_F_DIRECT) {
+			__u8 call[5] = {};
+			__s32 rel;
+			bpf_probe_read_user(call, sizeof(call), (void *)(ra - 5));
+			__builtin_memcpy(&rel, call + 1, 4);
+			if (call[0] == 0xe8 && ra + (__s64)rel == ip - cfg[id].probe_off)
+				return skip(tid, id, flags);
+		}
+	}
+
+	if (flags & MTB_F_HINTS) {
+		slot = tid & (MTB_HINT_SLOTS - 1);
+		struct mtb_hint *h = bpf_map_lookup_elem(&hints, &slot);
+		if (h) {
+			if (h->tid == tid) {
+				nested = h->id == id && h->arg == match_arg(id, a) && sp <= h->sp &&
+					 h->sp - sp < 4096;
+				h->tid = 0;
+			}
+			if (flags & MTB_F_PRODUCE) {
+				child_of(id, a, &cid, &carg);
+				if (cid < MTB_MAX_IDS)
+					hint_set(h, tid, cid, carg, sp);
+			}
+		}
+		if (nested)
+			return skip(tid, id, flags);
+	}
+
+	switch (mode) {
+	case MTB_SZ_ARG0: size = a[0]; break;
+	case MTB_SZ_ARG1: size = a[1]; break;
+	case MTB_SZ_ARG2: size = a[2]; break;
+	case MTB_SZ_ARG3: size = a[3]; break;
+	case MTB_SZ_ARG4: size = a[4]; break;
+	case MTB_SZ_ARG5: size = a[5]; break;
+	case MTB_SZ_MUL01: size = a[0] * a[1]; break;
+	case MTB_SZ_MUL12: size = a[1] * a[2]; break;
+	case MTB_SZ_CHUNK0: size = glibc_usable(a[0]); break;
+	}
+	count(tgid, id, size, mode != MTB_SZ_NONE);
+	if (within_on && (flags & MTB_F_ALLOC))
+		within_add(tid, size);
+	return 0;
+}
+
+/* Return probes: failures only (the entry probe counted the call). */
+SEC("uretprobe")
+int BPF_KRETPROBE(mt_return, long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	struct mtb_key k = {.tgid = (__u32)pid_tgid, .id = id};
+	__u32 flags, *n;
+	struct mtb_stat *s;
+
+	if (id >= MTB_MAX_IDS || !traced(tgid))
+		return 0;
+	n = bpf_map_lookup_elem(&skipped, &k);
+	if (n && *n) {
+		(*n)--; /* only this thread uses its key */
+		return 0;
+	}
+	flags = cfg[id & (MTB_MAX_IDS - 1)].flags;
+	if (!((flags & MTB_F_FAIL_NULL && ret == 0) || (flags & MTB_F_FAIL_NZ && (int)ret != 0) ||
+	      (flags & MTB_F_FAIL_NEG1 && ret == -1)))
+		return 0;
+	s = stat_of(tgid, id);
+	if (s)
+		s->failed++;
+	return 0;
+}
+
+/* --within FUNC: a per-thread scope from FUNC's entry to its return. */
+SEC("uprobe")
+int BPF_KPROBE(mt_within_enter)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct mtb_scope fresh = {.depth = 1}, *s;
+
+	if (!traced(pid_tgid >> 32))
+		return 0;
+	s = bpf_map_lookup_elem(&scopes, &tid);
+	if (!s) {
+		bpf_map_update_elem(&scopes, &tid, &fresh, BPF_ANY);
+		return 0;
+	}
+	if (s->depth++ == 0) {
+		s->bytes = 0;
+		s->calls = 0;
+	}
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(mt_within_exit)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
+	struct mtb_scope *s;
+
+	if (!traced(tgid))
+		return 0;
+	s = bpf_map_lookup_elem(&scopes, &tid);
+	if (!s || !s->depth || --s->depth)
+		return 0;
+	count(tgid, MTB_WITHIN_BYTES, s->bytes, 1);
+	count(tgid, MTB_WITHIN_ALLOCS, s->calls, 1);
+	return 0;
+}
+
+/* Children join the traced set when their parent is traced. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(mt_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+	struct mtb_proc c = {}, *pp;
+
+	if (!follow || child->pid != ctgid)
+		return 0; /* a thread, or not following */
+	pp = bpf_map_lookup_elem(&procs, &ptgid);
+	if (!pp || pp->exited)
+		return 0;
+	c.ppid = ptgid;
+	c.start_ns = bpf_ktime_get_ns();
+	bpf_probe_read_kernel_str(c.comm, sizeof(c.comm), child->comm);
+	bpf_map_update_elem(&procs, &ctgid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(mt_exec, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+	struct mtb_proc *pp = bpf_map_lookup_elem(&procs, &tgid);
+
+	if (pp)
+		bpf_probe_read_kernel_str(pp->comm, sizeof(pp->comm), p->comm);
+	return 0;
+}
+
+/* The last thread of a traced process is leaving: stop counting for its
+ * tgid, so that a later process reusing the number is not mistaken for it. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(mt_exit, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+	struct mtb_proc *pp = bpf_map_lookup_elem(&procs, &tgid);
+
+	if (pp && BPF_CORE_READ(p, signal, live.counter) == 0)
+		pp->exited = 1;
+	return 0;
+}
+
+/*
+ * --heap-events: what glibc's allocator does with the address space, seen at
+ * the system calls (its own calls are direct, invisible to the PLT and to the
+ * function probes above).  Arena heaps are 64 MiB PROT_NONE reservations made
+ * read-write by mprotect as they grow and given back by madvise or munmap;
+ * the main heap moves the program break; large chunks are anonymous mmaps.
+ */
+#define PROT_WRITE_ 0x2
+#define MAP_ANONYMOUS_ 0x20
+#define MAP_NORESERVE_ 0x4000 /* glibc's new_heap(); thread stacks do not use it */
+#define MADV_DONTNEED_ 4
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
+	__u64 a1, a2, a3;
+
+	if (nr != 9 && nr != 10 && nr != 11 && nr != 12 && nr != 25 && nr != 28)
+		return 0;
+	if (!traced(tgid))
+		return 0;
+	a1 = BPF_CORE_READ(regs, si);
+	a2 = BPF_CORE_READ(regs, dx);
+	switch (nr) {
+	case 9: /* mmap(addr, len, prot, flags, fd, off) */
+		a3 = BPF_CORE_READ(regs, r10);
+		if (!(a3 & MAP_ANONYMOUS_))
+			break;
+		if (a2 == 0 && (a3 & MAP_NORESERVE_))
+			count(tgid, MTB_HEAP_RESERVE, a1, 1);
+		else if (a2 & PROT_WRITE_)
+			count(tgid, MTB_HEAP_MMAP, a1, 1);
+		break;
+	case 10: /* mprotect(addr, len, prot) */
+		if (a2 & PROT_WRITE_)
+			count(tgid, MTB_HEAP_GROW, a1, 1);
+		break;
+	case 11: /* munmap(addr, len) */
+		count(tgid, MTB_HEAP_MUNMAP, a1, 1);
+		break;
+	case 12: { /* brk(addr): the break before the call */
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+		__u64 before = BPF_CORE_READ(t, mm, brk);
+		bpf_map_update_elem(&brk_before, &tid, &before, BPF_ANY);
+		break;
+	}
+	case 25: /* mremap(old, old_len, new_len, ...) */
+		count(tgid, MTB_HEAP_MREMAP, a2, 1);
+		break;
+	case 28: /* madvise(addr, len, advice) */
+		if (a2 == MADV_DONTNEED_)
+			count(tgid, MTB_HEAP_DONTNEED, a1, 1);
+		break;
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(mt_sys_exit, struct pt_regs *regs, long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
+	__u64 *before, after;
+
+	if (BPF_CORE_READ(regs, orig_ax) != 12)
+		return 0;
+	before = bpf_map_lookup_elem(&brk_before, &tid);
+	if (!before)
+		return 0;
+	after = (__u64)ret;
+	if (after > *before)
+		count(tgid, MTB_HEAP_BRK_GROW, after - *before, 1);
+	else if (after < *before)
+		count(tgid, MTB_HEAP_BRK_SHRINK, *before - after, 1);
+	bpf_map_delete_elem(&brk_before, &tid);
+	return 0;
+}

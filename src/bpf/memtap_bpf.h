@@ -1,0 +1,120 @@
+/*
+ * The contract between memtap's BPF programs (memtap.bpf.c) and their loader
+ * (loader.c): probe ids, per-probe settings and the map layouts, in
+ * fixed-width fields only, since both sides compile this header (the BPF
+ * side against vmlinux.h, the loader against the libc headers).
+ *
+ * Every probe carries an id as its bpf_cookie.  Ids below MTB_ID_USER are the
+ * fixed allocator entry points (the same functions, and report names, as the
+ * agent's src/agent/funcs.def); -f functions, --within tables and
+ * --heap-events counters follow.  The kernel aggregates per (tgid, id) in a
+ * per-CPU hash: calls, bytes, failures and a quantize() histogram whose
+ * buckets are those of include/memtap/profile.h (bucket 0 = value 0, bucket
+ * k = [2^(k-1), 2^k)).
+ */
+#ifndef MEMTAP_BPF_H
+#define MEMTAP_BPF_H
+
+#define MTB_HIST 65
+#define MTB_MAX_IDS 128 /* a power of two: ids are masked for the verifier */
+#define MTB_MAX_USER 16      /* -f functions */
+#define MTB_HINT_SLOTS 16384 /* per-thread nesting hints, indexed by tid */
+#define MTB_COMM 16
+
+enum mtb_id {
+	MTB_MALLOC, MTB_CALLOC, MTB_REALLOC, MTB_REALLOCARRAY, MTB_POSIX_MEMALIGN,
+	MTB_ALIGNED_ALLOC, MTB_MEMALIGN, MTB_VALLOC, MTB_PVALLOC, MTB_FREE,
+	MTB_NEW, MTB_NEW_NOTHROW, MTB_NEW_ALIGN, MTB_NEW_ALIGN_NOTHROW,
+	MTB_NEWA, MTB_NEWA_NOTHROW, MTB_NEWA_ALIGN, MTB_NEWA_ALIGN_NOTHROW,
+	MTB_DELETE, MTB_DELETE_SIZED, MTB_DELETE_ALIGN, MTB_DELETE_SIZED_ALIGN,
+	MTB_DELETE_NOTHROW, MTB_DELETE_ALIGN_NOTHROW,
+	MTB_DELETEA, MTB_DELETEA_SIZED, MTB_DELETEA_ALIGN, MTB_DELETEA_SIZED_ALIGN,
+	MTB_DELETEA_NOTHROW, MTB_DELETEA_ALIGN_NOTHROW,
+	MTB_MMAP, MTB_MUNMAP, MTB_MREMAP, MTB_BRK, MTB_SBRK,
+	MTB_NFIXED,
+	/* --within FUNC: one entry per completed invocation */
+	MTB_WITHIN_BYTES = MTB_NFIXED, /* hist: bytes requested per invocation */
+	MTB_WITHIN_ALLOCS,             /* hist: allocation calls per invocation */
+	/* --heap-events, from the system calls */
+	MTB_HEAP_BRK_GROW, MTB_HEAP_BRK_SHRINK,
+	MTB_HEAP_RESERVE,   /* mmap PROT_NONE: an arena heap reservation */
+	MTB_HEAP_GROW,      /* mprotect to read-write: an arena heap grows */
+	MTB_HEAP_DONTNEED,  /* madvise(MADV_DONTNEED): a heap shrinks */
+	MTB_HEAP_MMAP,      /* anonymous read-write mmap: a large chunk (or a stack) */
+	MTB_HEAP_MUNMAP,
+	MTB_HEAP_MREMAP,
+	MTB_ID_USER,        /* first -f function */
+};
+
+/* How a probe finds the size it counts. */
+enum mtb_size {
+	MTB_SZ_NONE,
+	MTB_SZ_ARG0, MTB_SZ_ARG1, MTB_SZ_ARG2, MTB_SZ_ARG3, MTB_SZ_ARG4, MTB_SZ_ARG5,
+	MTB_SZ_MUL01,  /* calloc(n, m) */
+	MTB_SZ_MUL12,  /* reallocarray(p, n, m) */
+	MTB_SZ_CHUNK0, /* free(p): glibc's chunk header gives p's usable size */
+};
+
+/* Per-probe flags. */
+#define MTB_F_ALLOC   0x1u /* an allocation: counts towards --within */
+#define MTB_F_OUTSIDE 0x2u /* count only calls from outside the providing
+			      object (the agent's PLT-visible calls): glibc's
+			      malloc calls its own mmap/sbrk directly */
+#define MTB_F_HINTS   0x4u /* a nested call may be recognized (see
+			      memtap.bpf.c, "nesting") */
+#define MTB_F_PRODUCE 0x40u /* the provider is the known glibc/libstdc++
+			       build: announce the nested calls it makes */
+#define MTB_F_DIRECT  0x80u /* skip direct calls (call rel32 to the function
+			       itself, so from within its object): what the
+			       agent cannot see either, e.g. glibc's own frees
+			       at thread exit */
+#define MTB_F_FAIL_NULL 0x8u  /* return probe: failed when it returns 0 */
+#define MTB_F_FAIL_NZ   0x10u /* return probe: failed when nonzero */
+#define MTB_F_FAIL_NEG1 0x20u /* return probe: failed when -1 (MAP_FAILED) */
+
+struct mtb_cfg {
+	__u32 size;  /* enum mtb_size */
+	__u32 flags; /* MTB_F_* */
+	/* MTB_F_OUTSIDE: the providing object's executable segment, as
+	 * distances from the probed instruction */
+	__u64 text_below, text_above;
+	__u64 probe_off; /* the probe's distance from the function's entry */
+};
+
+struct mtb_key {
+	__u32 tgid;
+	__u32 id;
+};
+
+struct mtb_stat {
+	__u64 calls;
+	__u64 bytes;
+	__u64 failed;
+	__u64 hist[MTB_HIST];
+};
+
+/* A traced process. */
+struct mtb_proc {
+	__u32 ppid;
+	__u32 exited;
+	__u64 start_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	char comm[MTB_COMM];
+};
+
+/* What a traced function is about to call: the next traced entry on the
+ * thread, if it is ID with ARG from within this frame, is that nested call. */
+struct mtb_hint {
+	__u32 tid;
+	__u32 id;
+	__u64 arg;
+	__u64 sp;
+};
+
+/* --within: the open invocation on one thread. */
+struct mtb_scope {
+	__u64 depth;
+	__u64 bytes;
+	__u64 calls;
+};
+
+#endif

@@ -1,0 +1,506 @@
+/*
+ * memtap attach: trace a running process without restarting it.
+ *   --via=ebpf    uprobes and in-kernel aggregation (src/bpf); nothing is
+ *                 loaded into the target
+ *   --via=inject  the agent injected with ptrace (not wired in this build)
+ * Also mt_run_ebpf(), `memtap run --via=ebpf`: the same probes from a
+ * command's start.
+ *
+ * Both end the same way: one profile per traced process, written as
+ * PREFIX.<pid>.<seq>.mtp (temp file + rename, like the agent's dumps), and
+ * the DTrace-layout summary of src/render.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "bpf/ebpf.h"
+#include "cli.h"
+#include "memtap/format.h"
+
+static volatile sig_atomic_t stop_sig;
+static pid_t run_child;
+
+static void on_stop(int sig)
+{
+	stop_sig = sig;
+}
+
+static void forward(int sig)
+{
+	if (run_child > 0)
+		kill(run_child, sig);
+}
+
+/* Options shared by attach and run --via=ebpf. */
+struct ebpf_args {
+	struct mt_ebpf_opts o;
+	const char *output, *report_file, *format;
+	int quiet;
+};
+
+static int parse_func(const char *spec, struct mt_ebpf_opts *o)
+{
+	if (o->nuser >= MT_EBPF_MAX_USER)
+		return mt_error("-f: at most %d functions", MT_EBPF_MAX_USER);
+	struct mt_ebpf_fn *f = &o->user[o->nuser];
+	memset(f, 0, sizeof(*f));
+	size_t n = strcspn(spec, ":");
+	if (!n || n >= sizeof(f->name))
+		return mt_error("-f %s: expected FUNC[:size=argN]", spec);
+	memcpy(f->name, spec, n);
+	const char *p = spec + n;
+	while (*p == ':') {
+		p++;
+		unsigned a;
+		int used = 0;
+		if (sscanf(p, "size=arg%u%n", &a, &used) == 1 && used && a <= 5) {
+			f->size_arg = a + 1;
+			p += used;
+		} else if (!strncmp(p, "pool=", 5)) {
+			return mt_error("-f %s: pool= is not supported by the eBPF backend yet; drop it to count "
+					"calls and sizes over all pools", spec);
+		} else {
+			return mt_error("-f %s: unknown modifier '%s' (size=arg0 .. size=arg5)", spec, p);
+		}
+	}
+	if (*p)
+		return mt_error("-f %s: unexpected '%s'", spec, p);
+	o->nuser++;
+	return 0;
+}
+
+/* PREFIX made absolute, its directory writable. */
+static int resolve_prefix(const char *in, const char *name, char *out, size_t outlen)
+{
+	char tmp[PATH_MAX], dir[PATH_MAX], real[PATH_MAX], base[PATH_MAX];
+	if (in)
+		snprintf(tmp, sizeof(tmp), "%s", in);
+	else
+		snprintf(tmp, sizeof(tmp), "memtap.%s", strrchr(name, '/') ? strrchr(name, '/') + 1 : name);
+	snprintf(dir, sizeof(dir), "%s", tmp);
+	char *d = dirname(dir);
+	if (!realpath(d, real))
+		return mt_error("output directory %s: %s; create it or pass -o PREFIX", d, strerror(errno));
+	if (access(real, W_OK | X_OK) < 0)
+		return mt_error("cannot write profiles to %s: %s; pass -o PREFIX in a writable directory", real,
+				strerror(errno));
+	snprintf(base, sizeof(base), "%s", tmp);
+	int n = snprintf(out, outlen, "%s/%s", real, basename(base));
+	return n > 0 && (size_t)n < outlen ? 0 : mt_error("output prefix too long");
+}
+
+/* Writes P to PREFIX.<pid>.<seq>.mtp (the first free seq) through a temp
+ * file and rename, so a reader never sees half a profile. */
+static int write_profile(const char *prefix, struct mt_profile *p, char *path, size_t pathlen)
+{
+	char tmp[PATH_MAX + 32];
+	uint32_t seq = 0;
+	for (;; seq++) {
+		snprintf(path, pathlen, "%s.%u.%u.%s", prefix, p->pid, seq, MT_FILE_EXT);
+		if (access(path, F_OK) < 0 || seq > 100000)
+			break;
+	}
+	p->seq = seq;
+	struct mt_buf b = {.grow = mt_buf_grow_libc};
+	int ret = mt_file_encode(p, &b);
+	if (ret)
+		goto out;
+	snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	size_t off = 0;
+	while (off < b.len) {
+		ssize_t w = write(fd, b.data + off, b.len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			ret = -errno;
+			break;
+		}
+		off += (size_t)w;
+	}
+	if (close(fd) < 0 && !ret)
+		ret = -errno;
+	if (!ret && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
+out:
+	free(b.data);
+	return ret;
+}
+
+/* Writes every profile and prints the summary; frees the profiles. */
+static int finish(const struct ebpf_args *a, const char *prefix, struct mt_profile **v, size_t n, FILE *dflt)
+{
+	struct mt_loaded l = {0};
+	int ret = 0;
+	l.items = calloc(n ? n : 1, sizeof(*l.items));
+	l.paths = calloc(n ? n : 1, sizeof(*l.paths));
+	if (!l.items || !l.paths) {
+		for (size_t i = 0; i < n; i++)
+			mt_profile_free(v[i]);
+		free(l.items);
+		free(l.paths);
+		return mt_error("out of memory");
+	}
+	for (size_t i = 0; i < n; i++) {
+		char path[PATH_MAX + 64];
+		int err = write_profile(prefix, v[i], path, sizeof(path));
+		if (err) {
+			mt_error("cannot write %s: %s", path, strerror(-err));
+			ret = -1;
+		} else {
+			l.paths[l.npaths++] = strdup(path);
+		}
+		l.items[l.n].profile = v[i];
+		l.items[l.n].path = err ? NULL : l.paths[l.npaths - 1];
+		l.n++;
+	}
+	if (a->quiet)
+		goto out;
+	FILE *out = dflt;
+	if (a->report_file && !(out = fopen(a->report_file, "w"))) {
+		mt_error("cannot write the report to %s: %s", a->report_file, strerror(errno));
+		out = dflt;
+	}
+	int text = strcmp(a->format, "text") == 0;
+	if (l.n > 1 && text) {
+		fprintf(out, "memtap: %zu processes traced; calls per process:\n", l.n);
+		for (size_t i = 0; i < l.n; i++) {
+			struct mt_profile *p = l.items[i].profile;
+			uint64_t calls = 0;
+			for (uint32_t f = 0; f < p->nfuncs; f++)
+				calls += p->funcs[f].calls;
+			char key[96];
+			snprintf(key, sizeof(key), "%u %.80s", p->pid, p->command);
+			mt_render_count_row(out, key, calls);
+		}
+		fprintf(out, "memtap: per process: memtap report %s.*.%s\n\n", prefix, MT_FILE_EXT);
+		mt_loaded_merge(&l);
+	}
+	if (l.n)
+		mt_render(out, a->format, &l);
+	if (text)
+		fprintf(out, "(eBPF backend: the totals are not collected; free sizes are glibc's usable sizes)\n");
+	if (out != dflt)
+		fclose(out);
+out:
+	mt_loaded_free(&l);
+	free(v);
+	return ret;
+}
+
+static int add_common(int c, const char *arg, struct ebpf_args *a)
+{
+	switch (c) {
+	case 'o': a->output = arg; return 0;
+	case 'r': a->report_file = arg; return 0;
+	case 'F': a->format = arg; return 0;
+	case 'n': a->o.follow = 0; return 0;
+	case 'q': a->quiet = 1; return 0;
+	case 'f': return parse_func(arg, &a->o) ? -1 : 0;
+	case 'W': a->o.within = arg; return 0;
+	case 'H': a->o.heap_events = 1; return 0;
+	case 'X': a->o.failures = 1; return 0;
+	case 'v': a->o.verbose = 1; return 0;
+	}
+	return 1;
+}
+
+#define COMMON_OPTS                                                                                      \
+	{"output", required_argument, NULL, 'o'}, {"report-file", required_argument, NULL, 'r'},         \
+	{"format", required_argument, NULL, 'F'}, {"no-follow", no_argument, NULL, 'n'},                  \
+	{"quiet", no_argument, NULL, 'q'},        {"within", required_argument, NULL, 'W'},               \
+	{"heap-events", no_argument, NULL, 'H'},  {"failures", no_argument, NULL, 'X'},                   \
+	{"verbose", no_argument, NULL, 'v'},      {"via", required_argument, NULL, 'V'},                  \
+	{"help", no_argument, NULL, 'h'}
+
+#define COMMON_HELP                                                                                      \
+	"  -f FUNC[:size=argN]    also count FUNC (any function of the program or its\n"                  \
+	"                         libraries) with a quantize() of argument N (0-based)\n"                  \
+	"      --within FUNC      bytes and allocations per call of FUNC, as quantize()\n"                 \
+	"      --heap-events      glibc's heap system calls: brk, mmap, mprotect, madvise\n"               \
+	"      --failures         also count failed malloc/calloc/realloc/new (return\n"                  \
+	"                         probes: about twice the cost per call)\n"                               \
+	"      --no-follow        only this process, not its children (and no breakpoints\n"              \
+	"                         in other processes)\n"                                                   \
+	"  -o, --output PREFIX    profiles are PREFIX.<pid>.<seq>.mtp\n"                                   \
+	"      --report-file F    write the summary to F\n"                                                \
+	"      --format FMT       summary format: text (default) or json\n"                               \
+	"  -v, --verbose          where each probe goes, and why at that offset\n"                        \
+	"  -q, --quiet            no summary\n"
+
+static void attach_usage(FILE *out)
+{
+	fprintf(out, "usage: memtap attach -p PID [--via=inject|ebpf] [-d SECONDS] [OPTIONS]\n"
+		     "Counts the allocation calls of a running process, per function, with size\n"
+		     "distributions (DTrace count/quantize layout), until -d SECONDS pass, the process\n"
+		     "exits, or Ctrl-C.\n\n"
+		     "  -p, --pid PID          the process\n"
+		     "      --via=ebpf         uprobes, aggregated in the kernel; needs root and BTF\n"
+		     "      --via=inject       load the agent with ptrace (default; not in this build yet)\n"
+		     "  -d, --duration SECS    stop after SECS seconds\n" COMMON_HELP);
+}
+
+static int wait_attached(struct mt_ebpf *e, pid_t pid, double seconds)
+{
+	struct sigaction sa = {.sa_handler = on_stop};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!stop_sig) {
+		struct timespec nap = {0, 50 * 1000 * 1000};
+		nanosleep(&nap, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		double el = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+		if (seconds > 0 && el >= seconds)
+			break;
+		if (mt_ebpf_exited(e, pid) || (kill(pid, 0) < 0 && errno == ESRCH))
+			return 1;
+	}
+	return 0;
+}
+
+int cmd_attach(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"pid", required_argument, NULL, 'p'}, {"duration", required_argument, NULL, 'd'}, COMMON_OPTS, {0},
+	};
+	struct ebpf_args a = {.format = "text"};
+	const char *via = "inject";
+	pid_t pid = 0;
+	double seconds = 0;
+	int c;
+	a.o.follow = 1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "p:d:o:f:qvh", opts, NULL)) != -1) {
+		char *end;
+		switch (c) {
+		case 'p':
+			pid = (pid_t)strtol(optarg, &end, 10);
+			if (*end || pid <= 0)
+				return mt_error("attach: -p %s: expected a process id", optarg), 2;
+			break;
+		case 'd':
+			seconds = strtod(optarg, &end);
+			if (*end || !(seconds > 0))
+				return mt_error("attach: -d %s: expected seconds (e.g. 10, 0.5)", optarg), 2;
+			break;
+		case 'V': via = optarg; break;
+		case 'h': attach_usage(stdout); return 0;
+		default: {
+			int r = c == '?' ? 1 : add_common(c, optarg, &a);
+			if (r == 0)
+				break;
+			if (r > 0)
+				attach_usage(stderr);
+			return 2;
+		}
+		}
+	}
+	if (optind < argc)
+		return mt_error("attach: unexpected argument '%s'", argv[optind]), 2;
+	if (!pid) {
+		mt_error("attach: which process? pass -p PID");
+		attach_usage(stderr);
+		return 2;
+	}
+	if (strcmp(a.format, "text") && strcmp(a.format, "json"))
+		return mt_error("attach: unknown --format '%s' (text or json)", a.format), 2;
+	if (!strcmp(via, "inject"))
+		return mt_error("attaching by injection is not available in this build yet; use --via=ebpf "
+				"(uprobes, needs root and a kernel with BTF)"), 2;
+	if (strcmp(via, "ebpf"))
+		return mt_error("attach: unknown --via=%s (inject or ebpf)", via), 2;
+
+	char err[8192], prefix[PATH_MAX];
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return mt_error("attach: process %d does not exist", (int)pid), 1;
+	if (mt_ebpf_check(err, sizeof(err)))
+		return mt_error("attach: %s", err), 1;
+	struct mt_objlist objs;
+	int r = mt_objlist_of_pid(pid, &objs, err, sizeof(err));
+	if (r) {
+		mt_objlist_free(&objs);
+		if (r == -ESRCH)
+			return mt_error("attach: process %d does not exist (it may have just exited)", (int)pid), 1;
+		return mt_error("attach: process %d: %s", (int)pid, err), 1;
+	}
+	char comm[64] = "", path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	FILE *cf = fopen(path, "re");
+	if (cf && fgets(comm, sizeof(comm), cf))
+		comm[strcspn(comm, "\n")] = '\0';
+	if (cf)
+		fclose(cf);
+	if (resolve_prefix(a.output, comm[0] ? comm : "attach", prefix, sizeof(prefix))) {
+		mt_objlist_free(&objs);
+		return 2;
+	}
+	a.o.pid = pid;
+	struct mt_ebpf *e;
+	r = mt_ebpf_start(&a.o, &objs, &e, err, sizeof(err));
+	if (r) {
+		mt_objlist_free(&objs);
+		if (kill(pid, 0) < 0 && errno == ESRCH)
+			return mt_error("attach: process %d exited", (int)pid), 1;
+		return mt_error("attach: %s", err), 1;
+	}
+	char where[4096];
+	mt_ebpf_describe(e, where, sizeof(where));
+	fprintf(stderr, "memtap: tracing %d (%s) with eBPF: %s%s; %s\n", (int)pid, comm, where,
+		a.o.follow ? ", children too" : "",
+		seconds > 0 ? "stops after -d, or Ctrl-C" : "Ctrl-C to stop");
+	int exited = wait_attached(e, pid, seconds);
+	if (exited)
+		fprintf(stderr, "memtap: process %d exited\n", (int)pid);
+	struct mt_profile **v;
+	size_t n;
+	r = mt_ebpf_collect(e, &v, &n);
+	mt_ebpf_free(e);
+	mt_objlist_free(&objs);
+	if (r)
+		return mt_error("attach: reading the counters: %s", strerror(-r)), 1;
+	return finish(&a, prefix, v, n, stdout) ? 1 : 0;
+}
+
+int mt_run_wants_ebpf(int argc, char **argv)
+{
+	/* Options of run (and of run --via=ebpf) that take a separate argument. */
+	static const char *const with_arg[] = {"-o", "--output", "--report-file", "--format", "--sample",
+					       "--dump-every", "--interval", "-f", "--within", "--via", NULL};
+	for (int i = 1; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--"); i++) {
+		if (!strcmp(argv[i], "--via=ebpf") || (!strcmp(argv[i], "--via") && i + 1 < argc &&
+						       !strcmp(argv[i + 1], "ebpf")))
+			return 1;
+		for (int k = 0; with_arg[k]; k++)
+			if (!strcmp(argv[i], with_arg[k])) {
+				i++;
+				break;
+			}
+	}
+	return 0;
+}
+
+int mt_run_ebpf(int argc, char **argv)
+{
+	static const struct option opts[] = {COMMON_OPTS, {0}};
+	struct ebpf_args a = {.format = "text"};
+	int c;
+	a.o.follow = 1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+o:f:qvh", opts, NULL)) != -1) {
+		if (c == 'V')
+			continue;
+		if (c == 'h') {
+			printf("usage: memtap run --via=ebpf [OPTIONS] [--] CMD [ARGS...]\n"
+			       "Runs CMD and counts its allocation calls with eBPF uprobes (nothing is\n"
+			       "preloaded); needs root and a kernel with BTF.\n\n" COMMON_HELP);
+			return 0;
+		}
+		int r = add_common(c, optarg, &a);
+		if (r < 0)
+			return 2;
+		if (r > 0) {
+			mt_error("run --via=ebpf: this option needs the agent (run without --via=ebpf); "
+				 "see memtap run --via=ebpf --help");
+			return 2;
+		}
+	}
+	if (optind >= argc)
+		return mt_error("run: no command given"), 2;
+	if (strcmp(a.format, "text") && strcmp(a.format, "json"))
+		return mt_error("run: unknown --format '%s' (text or json)", a.format), 2;
+	char err[8192], prefix[PATH_MAX];
+	if (mt_ebpf_check(err, sizeof(err)))
+		return mt_error("run: %s", err), 2;
+	struct mt_objlist objs;
+	if (mt_objlist_of_exe(argv[optind], &objs, err, sizeof(err))) {
+		mt_objlist_free(&objs);
+		return mt_error("run: %s", err), 127;
+	}
+	if (resolve_prefix(a.output, argv[optind], prefix, sizeof(prefix))) {
+		mt_objlist_free(&objs);
+		return 2;
+	}
+	char command[MT_TEXT_MAX] = "";
+	for (int i = optind; i < argc; i++)
+		snprintf(command + strlen(command), sizeof(command) - strlen(command), "%s%s", i > optind ? " " : "",
+			 argv[i]);
+
+	/* The child waits on a pipe until the probes are in, then execs. */
+	int go[2];
+	if (pipe2(go, O_CLOEXEC) < 0)
+		return mt_error("run: pipe: %s", strerror(errno)), 2;
+	run_child = fork();
+	if (run_child < 0)
+		return mt_error("run: fork: %s", strerror(errno)), 2;
+	if (run_child == 0) {
+		char b;
+		close(go[1]);
+		if (read(go[0], &b, 1) != 1)
+			_exit(126);
+		execvp(argv[optind], argv + optind);
+		fprintf(stderr, "memtap: cannot run %s: %s\n", argv[optind], strerror(errno));
+		_exit(errno == ENOENT ? 127 : 126);
+	}
+	close(go[0]);
+	a.o.pid = run_child;
+	a.o.command = command;
+	struct mt_ebpf *e;
+	int r = mt_ebpf_start(&a.o, &objs, &e, err, sizeof(err));
+	if (r) {
+		close(go[1]);
+		waitpid(run_child, NULL, 0);
+		mt_objlist_free(&objs);
+		return mt_error("run: %s", err), 2;
+	}
+	if (a.o.verbose) {
+		char where[4096];
+		mt_ebpf_describe(e, where, sizeof(where));
+		fprintf(stderr, "memtap: eBPF probes: %s\n", where);
+	}
+	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
+	signal(SIGTERM, forward);
+	signal(SIGHUP, forward);
+	if (write(go[1], "g", 1) != 1)
+		mt_error("run: cannot start %s: %s", argv[optind], strerror(errno));
+	close(go[1]);
+	int status;
+	while (waitpid(run_child, &status, 0) < 0 && errno == EINTR)
+		;
+	struct mt_profile **v;
+	size_t n;
+	r = mt_ebpf_collect(e, &v, &n);
+	mt_ebpf_free(e);
+	mt_objlist_free(&objs);
+	if (r)
+		return mt_error("run: reading the counters: %s", strerror(-r)), 2;
+	int failed_exec = WIFEXITED(status) && WEXITSTATUS(status) >= 126;
+	if (failed_exec)
+		a.quiet = 1;
+	finish(&a, prefix, v, n, stderr);
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		mt_error("%s killed by signal %d (%s)", argv[optind], sig, strsignal(sig));
+		return 128 + sig;
+	}
+	return WEXITSTATUS(status);
+}

@@ -1,0 +1,79 @@
+#!/bin/bash
+# Call sites: --leaks / --sample=1 exact in-use by site (checked against
+# valgrind's memcheck), the sampling estimator, periodic dumps, the sites at
+# the peak.
+. "$(dirname "$0")/../lib.sh"
+plan 24
+S="$FIX/stacks"
+
+# --leaks: every allocation; what is left at exit, by call site.
+$MEMTAP run --leaks -o "$TMP/l" -- "$S" lost 2> "$TMP/l.txt"
+ok $? "run --leaks"
+like "$(cat "$TMP/l.txt")" "Top call sites by bytes in use" "the summary lists what is still allocated, by site"
+grep -A1 -E '^  #1 +432100 bytes in use' "$TMP/l.txt" | grep -q 'leaky_site .*stacks.c:'
+ok $? "the first site in use is leaky_site with exactly 432100 bytes, with file:line"
+$MEMTAP report --format=json "$TMP"/l.*.mtp > "$TMP/l.json"
+is "$(jq '[.processes[0].sites[] | select(.inuse_bytes > 0)] | length' "$TMP/l.json")" 1 "exactly one site holds memory"
+is "$(jq '.processes[0].sites[] | select(.inuse_bytes > 0) | .inuse_objects' "$TMP/l.json")" 100 "100 objects"
+is "$(jq '.processes[0].sample_period' "$TMP/l.json")" 1 "every allocation recorded"
+is "$(jq '.processes[0].unknown_frees' "$TMP/l.json")" 0 "no free of a pointer memtap never saw"
+is "$($MEMTAP report --format=collapsed "$TMP"/l.*.mtp | grep -c ';leaky_site 432100$')" 1 \
+	"collapsed stacks: ...;main;leaky_site 432100"
+
+# valgrind memcheck on the same program: the same record.
+if command -v valgrind >/dev/null; then
+	valgrind --leak-check=full "$S" lost 2> "$TMP/vg.txt"
+	rec=$(grep -A2 'definitely lost in loss record' "$TMP/vg.txt")
+	like "$rec" "432,100 bytes in 100 blocks are definitely lost" "valgrind: 432,100 bytes in 100 blocks definitely lost"
+	like "$rec" "by 0x[0-9A-F]+: leaky_site \(stacks.c:[0-9]+\)" "valgrind names leaky_site"
+	vline=$(printf '%s' "$rec" | sed -n 's/.*leaky_site (stacks.c:\([0-9]*\)).*/\1/p')
+	grep -q "leaky_site .*stacks.c:$vline\$" "$TMP/l.txt"
+	ok $? "memtap and valgrind agree on the line (stacks.c:$vline)"
+else
+	skip "valgrind is not installed"; skip "valgrind"; skip "valgrind"
+fi
+
+# Sampling: 64 MiB of 1 KiB blocks estimated within 10% at --sample=65536.
+$MEMTAP run -q --sample=65536 -o "$TMP/p" --dump-every=8m -- "$S" pattern 600
+ok $? "run --sample=65536 --dump-every=8m"
+# The dump written while all 64 MiB were held: the last periodic dump.
+peakdump=$(for f in "$TMP"/p.*.mtp; do
+	r=$($MEMTAP report --format=json "$f" | jq -r '.processes[0].reason'); [ "$r" = bytes ] && echo "$f"; done | sort -t. -k3 -n | tail -1)
+est=$($MEMTAP report --format=json "$peakdump" | jq '[.processes[0].sites[].estimated.inuse_bytes] | add')
+diag "estimated in use at the last dump: $est bytes (held: at most $((64 << 20)))"
+awk -v e="$est" 'BEGIN { exit !(e > 0.9 * 56 * 1048576 && e < 1.1 * 64 * 1048576) }'
+ok $? "the estimate is within 10% of what was held (56..64 MiB at the last --dump-every dump)"
+n=$(for f in "$TMP"/p.*.mtp; do $MEMTAP report --format=json "$f" | jq -r '.processes[0].reason'; done | grep -c '^bytes$')
+[ "$n" -ge 6 ] && [ "$n" -le 9 ]
+ok $? "--dump-every=8m: about 64/8 dumps ($n)"
+$MEMTAP report --format=json "$(ls "$TMP"/p.*.mtp | sort -t. -k3 -n | tail -1)" > "$TMP/p.json"
+is "$(jq -r '.processes[0].reason' "$TMP/p.json")" exit "the last file is the exit profile"
+est=$(jq '[.processes[0].sites[].estimated.alloc_bytes] | add' "$TMP/p.json")
+awk -v e="$est" 'BEGIN { exit !(e > 0.9 * 64 * 1048576 && e < 1.1 * 64 * 1048576) }'
+ok $? "estimated allocated bytes within 10% of 64 MiB ($est)"
+is "$(jq '.processes[0].functions.malloc.calls' "$TMP/p.json")" 65536 "the counts stay exact whatever the sampling"
+
+# --interval: dumps every 0.2 s while the program sleeps.
+$MEMTAP run -q --stacks --interval=0.2 -o "$TMP/i" -- "$S" pattern 1100
+n=$(for f in "$TMP"/i.*.mtp; do $MEMTAP report --format=json "$f" | jq -r '.processes[0].reason'; done | grep -c '^interval$')
+[ "$n" -ge 3 ] && [ "$n" -le 8 ]
+ok $? "--interval=0.2 over about 1.2 s: a few interval dumps ($n)"
+
+# --dump-on-peak and the sites at the peak.
+$MEMTAP run -q --sample=1 --dump-on-peak -o "$TMP/k" -- "$S" peak
+ok $? "run --dump-on-peak"
+n=$(for f in "$TMP"/k.*.mtp; do $MEMTAP report --format=json "$f" | jq -r '.processes[0].reason'; done | grep -c '^peak$')
+[ "$n" -ge 1 ]
+ok $? "dumps written as in-use grew ($n)"
+last=$(ls "$TMP"/k.*.mtp | sort -t. -k3 -n | tail -1)
+$MEMTAP report --format=json "$last" > "$TMP/k.json"
+peak=$(jq '.processes[0].totals.peak_in_use_bytes' "$TMP/k.json")
+[ "$peak" -ge $((160 * 65536)) ] && [ "$peak" -le $((160 * 65536 + 300000)) ]
+ok $? "peak in use is the big phase's 10 MiB ($peak)"
+big=$(jq '[.processes[0].sites[] | select(.alloc_objects == 160) | .peak_bytes] | add' "$TMP/k.json")
+small=$(jq '[.processes[0].sites[] | select(.alloc_objects == 80) | .peak_bytes] | add' "$TMP/k.json")
+[ "$big" -ge $((150 * 65536)) ]
+ok $? "the sites at the peak: big_phase's blocks ($big bytes)"
+is "$small" 0 "small_phase, which came after the peak, had nothing at it"
+is "$(jq '[.processes[0].sites[] | select(.alloc_objects == 80) | .inuse_bytes] | add' "$TMP/k.json")" \
+	$((80 * 65536)) "small_phase's 5 MiB are what is in use at exit"

@@ -1,0 +1,184 @@
+#!/bin/bash
+# The eBPF backend (memtap run/attach --via=ebpf): the exact-count fixtures
+# give the agent's counts, bpftrace on the same probes at the same time gives
+# the same malloc count and histogram, -f/--within/--heap-events on fixtures
+# with known patterns, and the refusals.
+. "$(dirname "$0")/../lib.sh"
+
+[ "$(id -u)" = 0 ] || skip_all "the eBPF backend needs root"
+[ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
+command -v jq >/dev/null || skip_all "jq is missing"
+$MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
+plan 66
+
+LIBC=$(ldd "$FIX/threads_malloc" | awk '$1 ~ /^libc\.so/ {print $3}')
+calls() { jq -c '.processes[0].functions | with_entries(.value = .value.calls)' "$1"; }
+
+# --- exact counts, and the same as the agent's ------------------------------
+$MEMTAP run --via=ebpf -q -o "$TMP/t" -- "$FIX/threads_malloc" 4 25000 12345
+ok $? "threads_malloc runs and exits 0 under run --via=ebpf"
+$MEMTAP report --format=json "$TMP"/t.*.mtp > "$TMP/t.json"
+ok $? "the eBPF profile is a valid profile file"
+is "$(fn_field "$TMP/t.json" malloc calls)" 100000 "malloc calls: 4 x 25000"
+is "$(bucket "$TMP/t.json" malloc 8192)" 100000 "all 100000 in the 8192 bucket"
+is "$(jq '.processes[0].functions.malloc.hist | length' "$TMP/t.json")" 1 "no other malloc bucket"
+is "$(fn_field "$TMP/t.json" malloc bytes)" $((100000 * 12345)) "malloc bytes requested"
+is "$(bucket "$TMP/t.json" free 8192)" 100000 "100000 frees of usable size 12360 (glibc's chunk header)"
+$MEMTAP run -q -o "$TMP/ta" -- "$FIX/threads_malloc" 4 25000 12345
+$MEMTAP report --format=json "$TMP"/ta.*.mtp > "$TMP/ta.json"
+is "$(calls "$TMP/t.json")" "$(calls "$TMP/ta.json")" "calls per function equal the agent's (incl. glibc's thread-exit frees left out)"
+is "$(jq -c '.processes[0].functions | with_entries(.value = .value.hist)' "$TMP/t.json")" \
+   "$(jq -c '.processes[0].functions | with_entries(.value = .value.hist)' "$TMP/ta.json")" \
+   "histograms equal the agent's"
+
+$MEMTAP run --via=ebpf -q -o "$TMP/e" -- "$FIX/every_func"
+ok $? "every_func exits 0 under run --via=ebpf"
+$MEMTAP report --format=json "$TMP"/e.*.mtp > "$TMP/e.json"
+$MEMTAP run -q -o "$TMP/ea" -- "$FIX/every_func"
+$MEMTAP report --format=json "$TMP"/ea.*.mtp > "$TMP/ea.json"
+for f in malloc calloc realloc reallocarray posix_memalign valloc pvalloc free mmap munmap mremap brk sbrk; do
+	is "$(fn_field "$TMP/e.json" "$f" calls)" "$(fn_field "$TMP/ea.json" "$f" calls)" \
+	   "$f: $(fn_field "$TMP/ea.json" "$f" calls) calls, as under the agent"
+done
+# glibc's memalign and aligned_alloc are one function: one probe, one entry.
+is "$(fn_field "$TMP/e.json" 'aligned_alloc|memalign' calls)" \
+   "$(( $(fn_field "$TMP/ea.json" aligned_alloc calls) + $(fn_field "$TMP/ea.json" memalign calls) ))" \
+   "aligned_alloc|memalign (aliases in glibc): the agent's two counts summed"
+is "$(jq -c '.processes[0].functions.free.hist' "$TMP/e.json")" \
+   "$(jq -c '.processes[0].functions.free.hist' "$TMP/ea.json")" "free histogram (usable sizes) equals the agent's"
+is "$(fn_field "$TMP/e.json" mmap failed)" 1 "mmap on a bad fd counted as failed (return probe)"
+is "$(fn_field "$TMP/e.json" malloc failed)" 0 "no return probe on malloc without --failures"
+$MEMTAP run --via=ebpf --failures -q -o "$TMP/ef" -- "$FIX/every_func"
+$MEMTAP report --format=json "$TMP"/ef.*.mtp > "$TMP/ef.json"
+is "$(fn_field "$TMP/ef.json" malloc failed)" 1 "--failures: the impossible malloc is counted as failed"
+is "$(fn_field "$TMP/ef.json" malloc calls)" 4 "--failures: still 4 malloc calls"
+
+$MEMTAP run --via=ebpf -q -o "$TMP/c" -- "$FIX/cxx_ops"
+ok $? "cxx_ops exits 0 under run --via=ebpf"
+$MEMTAP report --format=json "$TMP"/c.*.mtp > "$TMP/c.json"
+$MEMTAP run -q -o "$TMP/ca" -- "$FIX/cxx_ops"
+$MEMTAP report --format=json "$TMP"/ca.*.mtp > "$TMP/ca.json"
+for f in "operator new" "operator new[]" "operator new(nothrow)" "operator new(align)" \
+         "operator new[](align)" "operator delete(sized)" "operator delete[]" "operator delete" \
+         "operator delete(sized, align)" "operator delete[](align)"; do
+	is "$(fn_field "$TMP/c.json" "$f" calls)" "$(fn_field "$TMP/ca.json" "$f" calls)" \
+	   "$f: the agent's count (libstdc++'s nested calls recognized)"
+done
+
+# --- bpftrace on the same probe, attached at the same time -------------------
+# The gate waits for a file before allocating anything, so that both tools
+# are attached when the first malloc happens.
+cat > "$TMP/gate.c" <<'EOF'
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+static unsigned long count, size;
+static void *work(void *a) {
+	(void)a;
+	for (unsigned long i = 0; i < count; i++) { volatile char *p = malloc(size); p[0] = 1; free((void *)p); }
+	return NULL;
+}
+int main(int argc, char **argv) {
+	if (argc != 5) return 2;
+	while (access(argv[1], F_OK)) usleep(20000);
+	unsigned long n = strtoul(argv[2], 0, 10);
+	count = strtoul(argv[3], 0, 10), size = strtoul(argv[4], 0, 10);
+	pthread_t t[64];
+	for (unsigned long i = 0; i < n; i++) pthread_create(&t[i], 0, work, 0);
+	for (unsigned long i = 0; i < n; i++) pthread_join(t[i], 0);
+	return 0;
+}
+EOF
+cc -O2 -o "$TMP/gate" "$TMP/gate.c" -lpthread
+if ! command -v bpftrace >/dev/null; then
+	for i in 1 2 3 4 5; do skip "bpftrace is not installed"; done
+else
+	"$TMP/gate" "$TMP/go" 4 25000 12345 &
+	gpid=$!
+	at_exit "kill $gpid"
+	bpftrace -p $gpid -e "uprobe:$LIBC:malloc /pid == $gpid/ { @calls = count(); @sizes = hist(arg0); }" \
+		> "$TMP/bt.out" 2> "$TMP/bt.err" &
+	btpid=$!
+	$MEMTAP attach --via=ebpf -p $gpid -o "$TMP/g" --format=json --report-file "$TMP/g.json" 2> "$TMP/g.err" &
+	mpid=$!
+	wait_for "grep -q Attaching $TMP/bt.out && grep -q tracing $TMP/g.err" 200
+	ok $? "bpftrace and memtap attach are both attached to the gate ($gpid)"
+	touch "$TMP/go"
+	wait $gpid
+	wait $mpid
+	ok $? "memtap attach ends when the process exits, with status 0"
+	wait $btpid
+	bt_calls=$(awk '/^@calls:/ {print $2}' "$TMP/bt.out")
+	bt_8k=$(awk '/^\[8K, 16K\)/ {print $3}' "$TMP/bt.out")
+	is "$(fn_field "$TMP/g.json" malloc calls)" "$bt_calls" "malloc calls: memtap = bpftrace ($bt_calls)"
+	is "$(bucket "$TMP/g.json" malloc 8192)" "$bt_8k" "malloc 8192 bucket: memtap = bpftrace's [8K, 16K)"
+	is "$(grep -c '^\[' "$TMP/bt.out")" "$(jq '.processes[0].functions.malloc.hist | length' "$TMP/g.json")" \
+	   "as many histogram rows in both"
+fi
+
+# --- -f and --within on a fixture with a known per-call pattern ---------------
+# handle(i) mallocs (i % 4 + 1) blocks of 100 bytes: per call 1, 2, 3, 4
+# allocations, 100..400 bytes.
+cat > "$TMP/within.c" <<'EOF'
+#include <stdlib.h>
+__attribute__((noinline)) void handle(unsigned long i) {
+	void *p[4];
+	unsigned n = i % 4 + 1;
+	for (unsigned k = 0; k < n; k++) p[k] = malloc(100);
+	for (unsigned k = 0; k < n; k++) free(p[k]);
+	__asm__ volatile("" ::: "memory");
+}
+int main(void) { for (unsigned long i = 0; i < 400; i++) handle(i); return 0; }
+EOF
+cc -O1 -o "$TMP/within" "$TMP/within.c"
+$MEMTAP run --via=ebpf -q -o "$TMP/w" -f handle:size=arg0 --within handle -- "$TMP/within"
+ok $? "run --via=ebpf -f handle:size=arg0 --within handle"
+$MEMTAP report --format=json "$TMP"/w.*.mtp > "$TMP/w.json"
+is "$(fn_field "$TMP/w.json" handle calls)" 400 "-f handle: 400 calls"
+is "$(bucket "$TMP/w.json" handle 256)" 144 "-f handle:size=arg0: 144 calls with i in [256, 400)"
+wa="within handle: allocations per call"
+wb="within handle: bytes per call"
+is "$(fn_field "$TMP/w.json" "$wa" calls)" 400 "--within: 400 invocations"
+is "$(jq -c ".processes[0].functions[\"$wa\"].hist" "$TMP/w.json")" "[[1,100],[2,200],[4,100]]" \
+   "--within: allocations per call 1, 2-3, 4 (x100, x200, x100)"
+is "$(jq -c ".processes[0].functions[\"$wb\"].hist" "$TMP/w.json")" "[[64,100],[128,100],[256,200]]" \
+   "--within: bytes per call 100, 200, 300-400"
+is "$(fn_field "$TMP/w.json" "$wb" bytes)" 100000 "--within: 100000 bytes in all"
+
+# --- --heap-events: threads make arenas, the main thread grows the brk heap --
+$MEMTAP run --via=ebpf -q --heap-events -o "$TMP/h" -- "$FIX/threads_malloc" 4 2000 100
+$MEMTAP report --format=json "$TMP"/h.*.mtp > "$TMP/h.json"
+r=$(fn_field "$TMP/h.json" "heap: mmap PROT_NONE NORESERVE (arena reserve)" calls)
+[ "$r" -ge 1 ]
+ok $? "--heap-events: arena reservations seen ($r)"
+g=$(fn_field "$TMP/h.json" "heap: mprotect read-write (arena grow, thread stack)" calls)
+[ "$g" -ge 1 ]
+ok $? "--heap-events: arena growth by mprotect seen ($g)"
+b=$(fn_field "$TMP/h.json" "heap: brk grow" calls)
+[ "$b" -ge 1 ]
+ok $? "--heap-events: the main heap grew by brk ($b)"
+
+# --- the summary and where the probes went ------------------------------------
+$MEMTAP run --via=ebpf -v -o "$TMP/s" -- "$FIX/threads_malloc" 1 20 100 2> "$TMP/s.txt"
+ok $? "run --via=ebpf -v with the summary on stderr"
+like "$(cat "$TMP/s.txt")" "probe free +.*$LIBC \+3: after test" "free is probed at +3, after its test (not single-stepped)"
+grep -q '^              64 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@ 20       $' "$TMP/s.txt"
+ok $? "quantize row in DTrace's layout: malloc(100) x20 fills the 64 bucket"
+
+# --- refusals -----------------------------------------------------------------
+out=$($MEMTAP attach -p $$ 2>&1)
+is "$?" 2 "attach without --via=ebpf exits 2"
+like "$out" "injection is not available in this build yet.*--via=ebpf" "--via=inject (the default) says it is not there yet"
+out=$($MEMTAP attach --via=ebpf -p 999999999 2>&1)
+is "$?" 1 "attach to a process that does not exist fails"
+like "$out" "process 999999999 does not exist" "... saying so"
+sleep 1000 &
+spid=$!
+at_exit "kill $spid"
+out=$($MEMTAP attach --via=ebpf -p $spid -f mallok 2>&1)
+is "$?" 1 "-f with an unknown function fails"
+like "$out" "function mallok not found .*near: .*malloc" "... listing near matches"
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups $MEMTAP attach --via=ebpf -p $spid 2>&1)
+like "$out" "needs root.*run as root" "not root: says to run as root"
+out=$($MEMTAP run --via=ebpf --stacks -- true 2>&1)
+like "$out" "needs the agent" "run --via=ebpf refuses agent-only options"
