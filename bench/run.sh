@@ -122,6 +122,9 @@ else
 	BT_ERR="bpftrace not installed"
 fi
 
+JEMALLOC=""
+[ -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] && JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+
 # --- the specification for compare.py ---------------------------------------
 q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 SPEC=$TMP/spec
@@ -137,6 +140,8 @@ BT_HITS=$((BPF_ITERS * 125 / 64 + 8192))
 	echo "cfg churn untraced $REPS $CHURN $CHURN_ITERS"
 	echo "cfg churn memtap $REPS $MEMTAP run -q -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
 	echo "cfg churn counter-floor $REPS $FLOOR $CHURN $CHURN_ITERS"
+	echo "cfg churn memtap-stacks $REPS $MEMTAP run -q --stacks -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+	echo "cfg churn memtap-sample1 $PEER_REPS $MEMTAP run -q --stacks --sample=1 -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
 	echo "cfg churn heaptrack $PEER_REPS heaptrack -o $SCRATCH/ht $CHURN $CHURN_ITERS"
 	echo "cfg churn massif $SLOW_REPS valgrind --tool=massif --massif-out-file=$SCRATCH/massif.out $CHURN $CHURN_ITERS"
 	echo "check churn ^churn: .*checksum"
@@ -146,6 +151,19 @@ BT_HITS=$((BPF_ITERS * 125 / 64 + 8192))
 	echo "note churn every configuration prints the same checksum as the untraced run (checked on every run)"
 	echo "note churn massif runs the full $CHURN_ITERS iterations, $SLOW_REPS times (not scaled); heaptrack $PEER_REPS times; untraced and memtap $REPS times"
 	echo "note churn peak RSS is the largest single process of the tree (wait4 rusage, as /usr/bin/time -v); for heaptrack that is the app or heaptrack_interpret, whichever is larger"
+
+	echo "note churn memtap-stacks is --stacks at the default sampling (one sample per 512 KiB on average, with its call stack from libunwind); memtap-sample1 records every allocation with its stack (--stacks --sample=1)"
+
+	if [ -n "$JEMALLOC" ]; then
+		echo "group jemalloc churn on jemalloc (LD_PRELOAD=$JEMALLOC): jemalloc's own sampling profiler against memtap --stacks"
+		echo "cfg jemalloc jemalloc $REPS env LD_PRELOAD=$JEMALLOC $CHURN $CHURN_ITERS"
+		echo "cfg jemalloc jemalloc-prof $REPS env LD_PRELOAD=$JEMALLOC MALLOC_CONF=prof:true,prof_prefix:$SCRATCH/je $CHURN $CHURN_ITERS"
+		echo "cfg jemalloc memtap-stacks $REPS env LD_PRELOAD=$JEMALLOC $MEMTAP run -q --stacks -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+		echo "check jemalloc ^churn: .*checksum"
+		echo "warmup jemalloc jemalloc memtap-stacks"
+		echo "events jemalloc $CALLS"
+		echo "note jemalloc the baseline of this group is churn on jemalloc without profiling; jemalloc-prof is MALLOC_CONF=prof:true (512 KiB mean sampling, its own backtraces)"
+	fi
 
 	echo "group churnfill malloc/free churn, 1 thread, $CHURN_ITERS iterations, every new block memset in full (churn FILL=1)"
 	echo "cfg churnfill untraced $REPS $CHURN $CHURN_ITERS 1 4096 1"

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdio.h>
 
 #include "memtap/render.h"
@@ -29,6 +30,14 @@ int mt_parse_size(const char *s, uint64_t *out);
 
 /* Checks one -f FUNC[:size=argN][:pool=argM]; 0 or -EINVAL with ERR. */
 int mt_check_func_spec(const char *spec, char *err, size_t errlen);
+
+/* The control socket of PID (searched under each of its uids): 0, or -errno
+ * with ERR saying why there is none. */
+int mt_ctl_socket_path(pid_t pid, char *path, size_t pathlen, char *err, size_t errlen);
+/* Sends one request line (ending in '\n') to PID's agent.  Returns 0 with
+ * the text after "ok" in *RESPONSE, 1 with the agent's error message in
+ * *RESPONSE, or -errno with ERR (no response).  Free *RESPONSE. */
+int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen);
 
 /* Prints "memtap: <message>" to stderr; returns -1. */
 int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

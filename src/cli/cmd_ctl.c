@@ -24,34 +24,6 @@ static void ctl_usage(FILE *out)
 		"  status        active or not, options and totals\n");
 }
 
-/* The uids a process may have bound its socket under: its real, effective,
- * saved and filesystem uids (a server may have dropped privileges after the
- * agent started), then root. */
-static int target_uids(pid_t pid, unsigned uids[5], char *comm, size_t commlen)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -errno;
-	int n = 0;
-	comm[0] = '\0';
-	while (fgets(line, sizeof(line), f)) {
-		if (!strncmp(line, "Name:", 5)) {
-			char *s = line + 5;
-			while (isspace((unsigned char)*s))
-				s++;
-			s[strcspn(s, "\n")] = '\0';
-			snprintf(comm, commlen, "%s", s);
-		}
-		if (!strncmp(line, "Uid:", 4))
-			n = sscanf(line + 4, "%u %u %u %u", &uids[1], &uids[0], &uids[2], &uids[3]);
-	}
-	fclose(f);
-	uids[n] = 0;
-	return n + 1;
-}
-
 int cmd_ctl(int argc, char **argv)
 {
 	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
@@ -86,81 +58,16 @@ int cmd_ctl(int argc, char **argv)
 	if (len <= 0 || (size_t)len >= sizeof(req) || mt_ctl_parse(req, (size_t)len, &parsed, err, sizeof(err)))
 		return mt_error("ctl: %s", len > 0 && (size_t)len < sizeof(req) ? err : "request too long"), 2;
 
-	unsigned uids[5];
-	char comm[64];
-	int nuids = target_uids((pid_t)pid, uids, comm, sizeof(comm));
-	if (nuids < 0)
-		return mt_error("ctl: no process with pid %ld", pid), 1;
-
-	char path[PATH_MAX];
-	int found = 0, denied = 0;
-	for (int i = 0; i < nuids && !found; i++) {
-		struct stat st;
-		snprintf(path, sizeof(path), MT_CTL_SOCK_FMT, mt_ctl_rundir(), uids[i], (int)pid);
-		if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-			found = 1;
-		else if (errno == EACCES)
-			denied = 1;
+	char *resp = NULL, cerr[1024];
+	int r = mt_ctl_send((pid_t)pid, req, &resp, cerr, sizeof(cerr));
+	if (r < 0)
+		return mt_error("ctl: %s", cerr), 1;
+	if (r > 0) {
+		mt_error("ctl %ld %s: %s", pid, argv[2], resp);
+		free(resp);
+		return 1;
 	}
-	if (!found && denied)
-		return mt_error("ctl: permission denied looking for the control socket of %ld (%s) under "
-				"%s/memtap-<uid>; run memtap ctl as the user the process runs as, or as root",
-				pid, comm, mt_ctl_rundir()), 1;
-	if (!found)
-		return mt_error("ctl: process %ld (%s) has no memtap agent: no control socket %s/memtap-%u/%ld.sock; "
-				"start it with `memtap run`", pid, comm, mt_ctl_rundir(), uids[0], pid), 1;
-
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		if (e == ECONNREFUSED)
-			return mt_error("ctl: process %ld (%s) is not answering on %s (a stale socket: "
-					"the agent has stopped)", pid, comm, path), 1;
-		return mt_error("ctl: cannot connect to %s: %s%s", path, strerror(e),
-				e == EACCES ? "; run memtap ctl as the process's user or as root" : ""), 1;
-	}
-	struct timeval tv = {.tv_sec = 30};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (write(fd, req, (size_t)len) != len) {
-		close(fd);
-		return mt_error("ctl: sending to %s: %s", path, strerror(errno)), 1;
-	}
-	shutdown(fd, SHUT_WR);
-
-	size_t cap = 65536, got = 0;
-	char *resp = malloc(cap);
-	for (;;) {
-		if (got + 1 >= cap) {
-			char *r = realloc(resp, cap *= 2);
-			if (!r)
-				break;
-			resp = r;
-		}
-		ssize_t n = read(fd, resp + got, cap - got - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	resp[got] = '\0';
-	int rc;
-	if (!strncmp(resp, "ok\n", 3)) {
-		fputs(resp + 3, stdout);
-		rc = 0;
-	} else if (!strncmp(resp, "error: ", 7)) {
-		resp[strcspn(resp, "\n")] = '\0';
-		mt_error("ctl %ld %s: %s", pid, argv[2], resp + 7);
-		rc = 1;
-	} else {
-		mt_error("ctl: process %ld answered nothing we understand (%zu bytes)", pid, got);
-		rc = 1;
-	}
+	fputs(resp, stdout);
 	free(resp);
-	return rc;
+	return 0;
 }
