@@ -39,6 +39,26 @@ int mt_ctl_socket_path(pid_t pid, char *path, size_t pathlen, char *err, size_t 
  * *RESPONSE, or -errno with ERR (no response).  Free *RESPONSE. */
 int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen);
 
+/* Makes the output prefix absolute (the traced program may chdir) and checks
+ * that its directory is writable; IN NULL means ./memtap.<basename of CMD>.
+ * 0, or -1 after printing why. */
+int mt_resolve_prefix(const char *in, const char *cmd, char *out, size_t outlen);
+
+/* Attaching by injection (attach_inject.c): what `memtap attach` asked for. */
+struct mt_attach_req {
+	pid_t pid;
+	double seconds;          /* 0: until Ctrl-C, the process exits or a detach */
+	const char *output;      /* -o PREFIX, or NULL */
+	const char *report_file; /* or NULL: stderr */
+	const char *format;      /* text or json */
+	int quiet;
+	char options[4096];      /* words for `ctl attach`: stacks=1 sample=N funcs=... */
+};
+/* Injects the agent (once), attaches it with the options, waits, detaches
+ * and prints the summary; returns the exit status. */
+int mt_attach_inject(const struct mt_attach_req *r);
+int cmd_detach(int argc, char **argv);
+
 /* Prints "memtap: <message>" to stderr; returns -1. */
 int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

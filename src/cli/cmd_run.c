@@ -69,7 +69,7 @@ static void run_usage(FILE *out)
 
 /* Makes PREFIX absolute (the traced program may chdir) and checks that its
  * directory is writable, so the run does not end without profiles. */
-static int resolve_prefix(const char *in, const char *cmd, char *out, size_t outlen)
+int mt_resolve_prefix(const char *in, const char *cmd, char *out, size_t outlen)
 {
 	char tmp[PATH_MAX], dir[PATH_MAX];
 	if (in)
@@ -230,7 +230,7 @@ int cmd_run(int argc, char **argv)
 		return mt_error("the agent library is missing: %s", err), 2;
 	if (mt_target_check(argv[optind], err, sizeof(err)))
 		return mt_error("run: %s", err), 2;
-	if (resolve_prefix(output, argv[optind], prefix, sizeof(prefix)))
+	if (mt_resolve_prefix(output, argv[optind], prefix, sizeof(prefix)))
 		return 2;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
