@@ -2,7 +2,7 @@
  * memtap attach: trace a running process without restarting it.
  *   --via=ebpf    uprobes and in-kernel aggregation (src/bpf); nothing is
  *                 loaded into the target
- *   --via=inject  the agent injected with ptrace (not wired in this build)
+ *   --via=inject  the agent injected with ptrace (the default; attach_inject.c)
  * Also mt_run_ebpf(), `memtap run --via=ebpf`: the same probes from a
  * command's start.
  *
@@ -25,6 +25,7 @@
 
 #include "bpf/ebpf.h"
 #include "cli.h"
+#include "memtap/ctl.h"
 #include "memtap/format.h"
 
 static volatile sig_atomic_t stop_sig;
@@ -77,26 +78,6 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
 		return mt_error("-f %s: unexpected '%s'", spec, p);
 	o->nuser++;
 	return 0;
-}
-
-/* PREFIX made absolute, its directory writable. */
-static int resolve_prefix(const char *in, const char *name, char *out, size_t outlen)
-{
-	char tmp[PATH_MAX], dir[PATH_MAX], real[PATH_MAX], base[PATH_MAX];
-	if (in)
-		snprintf(tmp, sizeof(tmp), "%s", in);
-	else
-		snprintf(tmp, sizeof(tmp), "memtap.%s", strrchr(name, '/') ? strrchr(name, '/') + 1 : name);
-	snprintf(dir, sizeof(dir), "%s", tmp);
-	char *d = dirname(dir);
-	if (!realpath(d, real))
-		return mt_error("output directory %s: %s; create it or pass -o PREFIX", d, strerror(errno));
-	if (access(real, W_OK | X_OK) < 0)
-		return mt_error("cannot write profiles to %s: %s; pass -o PREFIX in a writable directory", real,
-				strerror(errno));
-	snprintf(base, sizeof(base), "%s", tmp);
-	int n = snprintf(out, outlen, "%s/%s", real, basename(base));
-	return n > 0 && (size_t)n < outlen ? 0 : mt_error("output prefix too long");
 }
 
 /* Writes P to PREFIX.<pid>.<seq>.mtp (the first free seq) through a temp
@@ -251,9 +232,16 @@ static void attach_usage(FILE *out)
 		     "distributions (DTrace count/quantize layout), until -d SECONDS pass, the process\n"
 		     "exits, or Ctrl-C.\n\n"
 		     "  -p, --pid PID          the process\n"
-		     "      --via=ebpf         uprobes, aggregated in the kernel; needs root and BTF\n"
-		     "      --via=inject       load the agent with ptrace (default; not in this build yet)\n"
-		     "  -d, --duration SECS    stop after SECS seconds\n" COMMON_HELP);
+		     "      --via=inject       load memtap's agent with ptrace (the default): nanoseconds\n"
+		     "                         per call; memtap detach -p PID (or Ctrl-C) restores it\n"
+		     "      --via=ebpf         uprobes, aggregated in the kernel; nothing is loaded into\n"
+		     "                         the process; needs root and BTF\n"
+		     "  -d, --duration SECS    stop after SECS seconds\n" COMMON_HELP
+		     "\nWith --via=inject only:\n"
+		     "      --stacks, --sample=BYTES, --leaks, --dump-every=BYTES, --interval=SECONDS,\n"
+		     "      --dump-on-peak, --inactive   as for memtap run; memtap ctl PID works while\n"
+		     "                         attached; -f also takes :pool=argM\n"
+		     "With --via=ebpf only: --within, --heap-events, --failures, --no-follow, -v\n");
 }
 
 static int wait_attached(struct mt_ebpf *e, pid_t pid, double seconds)
@@ -280,13 +268,20 @@ static int wait_attached(struct mt_ebpf *e, pid_t pid, double seconds)
 int cmd_attach(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"pid", required_argument, NULL, 'p'}, {"duration", required_argument, NULL, 'd'}, COMMON_OPTS, {0},
+		{"pid", required_argument, NULL, 'p'}, {"duration", required_argument, NULL, 'd'}, COMMON_OPTS,
+		{"stacks", no_argument, NULL, 'S'},       {"sample", required_argument, NULL, 's'},
+		{"leaks", no_argument, NULL, 'L'},        {"dump-every", required_argument, NULL, 'E'},
+		{"interval", required_argument, NULL, 'I'}, {"dump-on-peak", no_argument, NULL, 'P'},
+		{"inactive", no_argument, NULL, 'i'},     {0},
 	};
 	struct ebpf_args a = {.format = "text"};
 	const char *via = "inject";
 	pid_t pid = 0;
 	double seconds = 0;
-	int c;
+	int c, ebpf_only = 0, inject_only = 0, stacks = 0, leaks = 0, peak = 0, inactive = 0;
+	uint64_t sample = 0, dump_every = 0, interval_ms = 0;
+	const char *funcs[MT_EBPF_MAX_USER + 16];
+	int nfuncs = 0;
 	a.o.follow = 1;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "p:d:o:f:qvh", opts, NULL)) != -1) {
@@ -304,6 +299,34 @@ int cmd_attach(int argc, char **argv)
 			break;
 		case 'V': via = optarg; break;
 		case 'h': attach_usage(stdout); return 0;
+		case 'f':
+			if (nfuncs == (int)(sizeof(funcs) / sizeof(funcs[0])))
+				return mt_error("attach: too many -f functions"), 2;
+			funcs[nfuncs++] = optarg;
+			break;
+		case 'S': stacks = inject_only = 1; break;
+		case 'L': leaks = stacks = inject_only = 1; break;
+		case 'P': peak = stacks = inject_only = 1; break;
+		case 'i': inactive = inject_only = 1; break;
+		case 's':
+			if (mt_parse_size(optarg, &sample) || !sample)
+				return mt_error("attach: --sample=%s: expected a size in bytes (e.g. 1, 65536, 512k)",
+						optarg), 2;
+			stacks = inject_only = 1;
+			break;
+		case 'E':
+			if (mt_parse_size(optarg, &dump_every) || !dump_every)
+				return mt_error("attach: --dump-every=%s: expected a size in bytes", optarg), 2;
+			inject_only = 1;
+			break;
+		case 'I':
+			if (!((interval_ms = (uint64_t)(strtod(optarg, &end) * 1000)) >= 100) || *end)
+				return mt_error("attach: --interval=%s: expected seconds, at least 0.1", optarg), 2;
+			inject_only = 1;
+			break;
+		case 'W': case 'H': case 'X': case 'n': case 'v':
+			ebpf_only = 1;
+			/* fall through */
 		default: {
 			int r = c == '?' ? 1 : add_common(c, optarg, &a);
 			if (r == 0)
@@ -323,11 +346,38 @@ int cmd_attach(int argc, char **argv)
 	}
 	if (strcmp(a.format, "text") && strcmp(a.format, "json"))
 		return mt_error("attach: unknown --format '%s' (text or json)", a.format), 2;
-	if (!strcmp(via, "inject"))
-		return mt_error("attaching by injection is not available in this build yet; use --via=ebpf "
-				"(uprobes, needs root and a kernel with BTF)"), 2;
+	if (!strcmp(via, "inject")) {
+		if (ebpf_only)
+			return mt_error("attach: --within, --heap-events, --failures, --no-follow and -v need "
+					"--via=ebpf"), 2;
+		struct mt_attach_req req = {.pid = pid, .seconds = seconds, .output = a.output,
+					    .report_file = a.report_file, .format = a.format, .quiet = a.quiet};
+		char err[512], list[2048] = "", esc[3 * sizeof(list)];
+		for (int i = 0; i < nfuncs; i++) {
+			if (mt_check_func_spec(funcs[i], err, sizeof(err)))
+				return mt_error("attach: -f %s: %s", funcs[i], err), 2;
+			if (strlen(list) + strlen(funcs[i]) + 2 > sizeof(list))
+				return mt_error("attach: too many -f functions"), 2;
+			if (list[0])
+				strcat(list, ",");
+			strcat(list, funcs[i]);
+		}
+		mt_ctl_escape(list, esc, sizeof(esc));
+		snprintf(req.options, sizeof(req.options),
+			 "stacks=%d sample=%llu dump_every=%llu interval_ms=%llu dump_on_peak=%d inactive=%d%s%s",
+			 stacks, (unsigned long long)(sample ? sample : leaks ? 1 : 0),
+			 (unsigned long long)dump_every, (unsigned long long)interval_ms, peak, inactive,
+			 list[0] ? " funcs=" : "", list[0] ? esc : "");
+		return mt_attach_inject(&req);
+	}
 	if (strcmp(via, "ebpf"))
 		return mt_error("attach: unknown --via=%s (inject or ebpf)", via), 2;
+	if (inject_only)
+		return mt_error("attach: --stacks, --sample, --leaks, --dump-every, --interval, --dump-on-peak "
+				"and --inactive need --via=inject (the agent)"), 2;
+	for (int i = 0; i < nfuncs; i++)
+		if (parse_func(funcs[i], &a.o))
+			return 2;
 
 	char err[8192], prefix[PATH_MAX];
 	if (kill(pid, 0) < 0 && errno == ESRCH)
@@ -349,7 +399,7 @@ int cmd_attach(int argc, char **argv)
 		comm[strcspn(comm, "\n")] = '\0';
 	if (cf)
 		fclose(cf);
-	if (resolve_prefix(a.output, comm[0] ? comm : "attach", prefix, sizeof(prefix))) {
+	if (mt_resolve_prefix(a.output, comm[0] ? comm : "attach", prefix, sizeof(prefix))) {
 		mt_objlist_free(&objs);
 		return 2;
 	}
@@ -435,7 +485,7 @@ int mt_run_ebpf(int argc, char **argv)
 		mt_objlist_free(&objs);
 		return mt_error("run: %s", err), 127;
 	}
-	if (resolve_prefix(a.output, argv[optind], prefix, sizeof(prefix))) {
+	if (mt_resolve_prefix(a.output, argv[optind], prefix, sizeof(prefix))) {
 		mt_objlist_free(&objs);
 		return 2;
 	}
