@@ -164,6 +164,7 @@ int mt_live_forget(void *ptr); /* 1 when PTR was a sampled live allocation */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
 uint32_t mt_sites_count(void);
 void mt_sites_peak(void);
+void mt_sites_clear(void);
 /* maps.c: the process's file-backed mappings with build-ids, in scratch
  * memory released by mt_maps_free. */
 struct mt_mapping *mt_maps_read(uint32_t *n);

@@ -338,6 +338,27 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr)
 	mt_event_arm(t);
 }
 
+/* Forgets every live allocation and zeroes every site: a new process (fork)
+ * or a new attach session starts from nothing.  Entries are dropped, not
+ * reclaimed (the arena never shrinks). */
+static void zero_site(struct mt_sitex *s, void *arg)
+{
+	(void)arg;
+	s->alloc_objects = s->alloc_bytes = s->live_objects = s->live_bytes = 0;
+	s->peak_objects = s->peak_bytes = 0;
+}
+
+void mt_sites_clear(void)
+{
+	if (!live_buckets)
+		return;
+	memset(live_buckets, 0, LIVE_BUCKETS * sizeof(*live_buckets));
+	memset(live_filter, 0, FILTER_SLOTS);
+	for (uint32_t i = 0; i < LIVE_STRIPES; i++)
+		stripes[i].lock = 0;
+	mt_sites_foreach(zero_site, NULL);
+}
+
 /* ---- the sites at the peak ---- */
 
 static void copy_live_to_peak(struct mt_sitex *s, void *arg)

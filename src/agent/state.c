@@ -580,6 +580,7 @@ out:
 
 static void rearm_threads(void);
 static int enable_stacks(uint64_t period);
+static void zero_counters(void);
 
 int mt_attach(char *options, char *out, size_t outlen)
 {
@@ -630,6 +631,7 @@ int mt_attach(char *options, char *out, size_t outlen)
 		return -EINVAL;
 	}
 	mt_g.seq = first_free_seq();
+	zero_counters(); /* each session counts from zero */
 	if (stacks) {
 		int err = enable_stacks(sample);
 		if (err) {
@@ -638,7 +640,6 @@ int mt_attach(char *options, char *out, size_t outlen)
 		}
 	}
 	rearm_threads();
-	mt_g.start_ns = mt_now_ns();
 	__atomic_store_n(&mt_g.active, !inactive, __ATOMIC_RELEASE);
 	int slots = mt_hooks_start(1);
 	if (slots < 0) {
@@ -684,6 +685,25 @@ static void fork_parent(void)
 	spin_unlock(&arena_lock);
 }
 
+/* Every counter, total and call site back to zero, for a new process (fork)
+ * or a new session (attach).  Memory allocated before stays allocated but is
+ * no longer tracked: its frees count as calls, never against the totals of
+ * the sites or of in-use.  Called with counting off, or single-threaded. */
+static void zero_counters(void)
+{
+	size_t off = offsetof(struct mt_thread, inuse_delta);
+	for (struct mt_thread *t = mt_g.threads; t; t = t->next)
+		memset((uint8_t *)t + off, 0, sizeof(*t) - off);
+	memset((uint8_t *)&mt_g.orphan + off, 0, sizeof(mt_g.orphan) - off);
+	mt_g.baseline = NULL;
+	mt_g.inuse = mt_g.peak = mt_g.inuse_at_reset = 0;
+	mt_g.peak_snap_at = mt_g.peak_dump_at = 0;
+	mt_g.event_bytes = mt_g.event_dumps = 0;
+	mt_g.unknown_frees = 0;
+	mt_g.start_ns = mt_now_ns();
+	mt_sites_clear();
+}
+
 static void fork_child(void)
 {
 	spin_unlock(&arena_lock);
@@ -696,20 +716,13 @@ static void fork_child(void)
 		mt_control_after_fork_child();
 		return;
 	}
-	/* Each child starts from zero with its own files and control socket. */
-	for (struct mt_thread *t = mt_g.threads; t; t = t->next) {
-		size_t off = offsetof(struct mt_thread, inuse_delta);
-		memset((uint8_t *)t + off, 0, sizeof(*t) - off);
+	/* Each child starts from zero with its own files and control socket;
+	 * the threads of the parent are gone. */
+	zero_counters();
+	for (struct mt_thread *t = mt_g.threads; t; t = t->next)
 		t->claimed = t == mt_tls_thread;
-	}
-	size_t off = offsetof(struct mt_thread, inuse_delta);
-	memset((uint8_t *)&mt_g.orphan + off, 0, sizeof(mt_g.orphan) - off);
-	mt_g.baseline = NULL;
-	mt_g.inuse = mt_g.peak = mt_g.inuse_at_reset = 0;
-	mt_g.event_bytes = mt_g.event_dumps = 0;
 	mt_g.dumps = 0;
 	mt_g.finished = 0;
-	mt_g.start_ns = mt_now_ns();
 	mt_g.seq = first_free_seq();
 	mt_control_after_fork_child();
 }

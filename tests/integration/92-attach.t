@@ -1,0 +1,151 @@
+#!/bin/bash
+# memtap attach (--via=inject, the default) and detach on running programs:
+# exact counts, 20 attach/detach cycles on a program that checks itself,
+# ctl while attached, Apache's apr_palloc per request, redis on jemalloc,
+# and the refusals.
+. "$(dirname "$0")/../lib.sh"
+plan 26
+
+# Exact counts on a live process, then detach.
+coproc TGT { exec "$FIX/ctl_target"; }
+TPID=$TGT_PID
+at_exit "kill $TPID"
+send() { echo "$1" >&"${TGT[1]}"; local l; read -r -t 10 -u "${TGT[0]}" l; [ "$l" = done ]; }
+send "alloc 5 100"
+$MEMTAP attach -p $TPID -o "$TMP/a" --report-file "$TMP/a.txt" 2> "$TMP/attach.err" &
+APID=$!
+wait_for "grep -q attached $TMP/attach.err"
+like "$(cat "$TMP/attach.err")" "attached: [0-9]+ call slots redirected, counting active in [0-9]+ ms" \
+	"attach says how many call slots it redirected and how long it took"
+like "$($MEMTAP ctl $TPID status)" "mode: attached" "memtap ctl works while attached"
+send "alloc 20 3000"
+send "calloc 4 50"
+$MEMTAP report --format=json "$($MEMTAP ctl $TPID dump)" > "$TMP/d.json"
+is "$(fn_field "$TMP/d.json" malloc calls)" 20 "ctl dump while attached: exactly the 20 mallocs made since"
+$MEMTAP attach -p $TPID -o "$TMP/b" -d 1 2> "$TMP/err.txt"
+is "$?" 1 "a second attach is refused"
+like "$(cat "$TMP/err.txt")" "attached already" "saying so"
+kill -INT $APID
+wait $APID
+is "$?" 0 "Ctrl-C ends attach: it detaches"
+grep -qE '^  malloc +20$' "$TMP/a.txt"
+ok $? "and prints the DTrace-layout summary (malloc 20)"
+send "alloc 1 10"
+ok $? "the program runs on after detach"
+like "$($MEMTAP ctl $TPID status)" "mode: loaded, not attached" "the agent stays loaded, detached"
+# Attach again to the same process: the agent is not injected twice.
+$MEMTAP attach -p $TPID -o "$TMP/c" -d 0.5 --report-file "$TMP/c.txt" 2> "$TMP/c.err" &
+APID=$!
+wait_for "grep -q attached $TMP/c.err"
+send "alloc 7 100"
+wait $APID
+is "$?" 0 "attach again, -d 0.5"
+grep -qE '^  malloc +7$' "$TMP/c.txt"
+ok $? "the second attach counts only its own calls"
+is "$(grep -c 'libmemtap' /proc/$TPID/maps | xargs test 0 -lt && grep libmemtap /proc/$TPID/maps | awk '{print $6}' | sort -u | wc -l)" 1 \
+	"one copy of the agent in the process"
+
+# 20 attach/detach cycles on a program that checks its own data.
+"$FIX/checker" "$TMP/stop" > "$TMP/checker.out" &
+CPID=$!
+at_exit "touch $TMP/stop; kill $CPID"
+wait_for "grep -q ready $TMP/checker.out"
+fails=0
+for i in $(seq 1 20); do
+	$MEMTAP attach -p $CPID -q -o "$TMP/cy" -d 0.1 2>/dev/null || fails=$((fails + 1))
+done
+is "$fails" 0 "20 attach/detach cycles in a row succeed"
+kill -0 $CPID
+ok $? "the program is still running"
+touch "$TMP/stop"
+wait $CPID
+is "$?" 0 "and exits 0"
+like "$(cat "$TMP/checker.out")" "errors 0$" "having found no corruption in its data ($(tail -1 "$TMP/checker.out"))"
+n=$(ls "$TMP"/cy.$CPID.*.mtp 2>/dev/null | wc -l)
+is "$n" 20 "one profile per cycle"
+
+# Refusals: a process that does not exist, a static program.
+$MEMTAP attach -p 2147483646 -d 1 2> "$TMP/err.txt"
+is "$?" 1 "a pid that does not exist"
+like "$(cat "$TMP/err.txt")" "(no process|does not exist|gone)" "is refused with a clear message"
+if printf '#include <unistd.h>\nint main(void) { for (;;) pause(); }\n' > "$TMP/static.c" &&
+   cc -static -o "$TMP/static" "$TMP/static.c" 2>/dev/null; then
+	"$TMP/static" > /dev/null 2>&1 &
+	SPID=$!
+	at_exit "kill $SPID"
+	sleep 0.2
+	$MEMTAP attach -p $SPID -d 1 2> "$TMP/err.txt"
+	is "$?" 1 "a statically linked program"
+	like "$(cat "$TMP/err.txt")" "static" "is refused, saying it is static"
+else
+	skip "no static libc"; skip "no static libc"
+fi
+
+# Apache: apr_palloc vs malloc for three GETs, attached while it runs.
+APACHE=/usr/sbin/apache2
+MODDIR=/usr/lib/apache2/modules
+if [ ! -x $APACHE ] || ! command -v curl >/dev/null; then
+	for i in 1 2 3 4 5; do skip "apache2 or curl is not installed"; done
+	exit 0
+fi
+D="$TMP/httpd"
+mkdir -p "$D/htdocs" "$D/prof" "$D/run"
+chmod 0777 "$D/prof"
+chmod 1777 "$D/run"
+chmod 0755 "$D" "$D/htdocs"
+echo hello > "$D/htdocs/index.html"
+chmod 0644 "$D/htdocs/index.html"
+PORT=$(free_port)
+[ "$(id -u)" = 0 ] && USERGROUP="User www-data
+Group www-data"
+for MPM in event; do
+cat > "$D/httpd.conf" <<CONF
+ServerRoot "$D"
+ServerName 127.0.0.1
+DefaultRuntimeDir "$D"
+Listen 127.0.0.1:$PORT
+PidFile "$D/httpd.pid"
+ErrorLog "$D/error.log"
+LoadModule mpm_${MPM}_module $MODDIR/mod_mpm_${MPM}.so
+LoadModule authz_core_module $MODDIR/mod_authz_core.so
+LoadModule dir_module $MODDIR/mod_dir.so
+LoadModule mime_module $MODDIR/mod_mime.so
+${USERGROUP:-}
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 4
+MinSpareThreads 1
+MaxSpareThreads 4
+MaxRequestWorkers 4
+TypesConfig /etc/mime.types
+DocumentRoot "$D/htdocs"
+<Directory "$D/htdocs">
+    Require all granted
+</Directory>
+CONF
+done
+export MEMTAP_RUNDIR="$D/run"
+setsid $APACHE -f "$D/httpd.conf" -DFOREGROUND > "$D/out" 2>&1 < /dev/null &
+at_exit "kill \$(cat $D/httpd.pid 2>/dev/null)"
+wait_for "curl -sf --max-time 2 http://127.0.0.1:$PORT/" 100
+for i in 1 2 3 4 5; do curl -s --max-time 5 -o /dev/null http://127.0.0.1:$PORT/; done
+child=$(pgrep -P "$(cat "$D/httpd.pid")" | head -1)
+# The worker child runs as www-data: its profiles go where www-data may write.
+$MEMTAP attach -p "$child" -f apr_palloc:size=arg1 -o "$D/prof/w" --format json \
+	--report-file "$D/w.json" 2> "$D/attach.err" &
+APID=$!
+wait_for "grep -q attached $D/attach.err"
+like "$(cat "$D/attach.err")" "attached" "attached to Apache's worker child (event MPM, threads in epoll_wait)"
+for i in 1 2 3; do curl -s --max-time 5 -o /dev/null -w '%{http_code}\n' http://127.0.0.1:$PORT/; done > "$D/codes"
+kill -INT $APID
+wait $APID
+is "$(sort -u "$D/codes")" 200 "three GETs served while attached"
+palloc=$(jq '.processes[0].functions.apr_palloc.calls // 0' "$D/w.json")
+malloc=$(jq '.processes[0].functions.malloc.calls // 0' "$D/w.json")
+diag "3 GETs: apr_palloc $palloc calls, malloc $malloc calls"
+[ "$palloc" -ge 100 ] && [ "$palloc" -lt 2000 ]
+ok $? "apr_palloc calls in the hundreds ($palloc)"
+[ "$malloc" -lt $((palloc / 10)) ]
+ok $? "malloc calls far fewer ($malloc)"
+code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/)
+is "$code" 200 "Apache serves on after detach"
