@@ -4,7 +4,7 @@
 # ctl while attached, Apache's apr_palloc per request, redis on jemalloc,
 # and the refusals.
 . "$(dirname "$0")/../lib.sh"
-plan 26
+plan 31
 
 # Exact counts on a live process, then detach.
 coproc TGT { exec "$FIX/ctl_target"; }
@@ -79,6 +79,31 @@ if printf '#include <unistd.h>\nint main(void) { for (;;) pause(); }\n' > "$TMP/
 	like "$(cat "$TMP/err.txt")" "static" "is refused, saying it is static"
 else
 	skip "no static libc"; skip "no static libc"
+fi
+
+# redis-server (jemalloc) attached while redis-benchmark runs.
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+	RPORT=$(free_port)
+	mkdir -p "$TMP/redis"
+	redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP/redis" \
+		--daemonize no > "$TMP/redis/log" 2>&1 &
+	RPID=$!
+	at_exit "kill $RPID"
+	wait_for "redis-cli -p $RPORT ping | grep -q PONG" 100
+	timeout 60 redis-benchmark -p $RPORT -n 40000 -c 8 -t set,get,lpush,lpop -q > "$TMP/redis/bench" 2>&1 &
+	BPID=$!
+	$MEMTAP attach -p $RPID -o "$TMP/redis/p" -d 1.5 --format json --report-file "$TMP/redis/r.json" 2> "$TMP/redis/err"
+	is "$?" 0 "attach to redis-server under load for 1.5 s"
+	wait $BPID
+	is "$?" 0 "redis-benchmark completes"
+	! grep -qiE 'error|refused' "$TMP/redis/bench"
+	ok $? "with no errors ($(tr '\n' ' ' < "$TMP/redis/bench" | cut -c1-120))"
+	m=$(jq '[.processes[0].functions[] | .calls] | add // 0' "$TMP/redis/r.json")
+	[ "$m" -gt 0 ]
+	ok $? "allocation calls were counted ($m)"
+	is "$(redis-cli -p $RPORT ping)" PONG "redis serves on after detach"
+else
+	for i in 1 2 3 4 5; do skip "redis-server is not installed"; done
 fi
 
 # Apache: apr_palloc vs malloc for three GETs, attached while it runs.
