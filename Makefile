@@ -8,8 +8,7 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wno-format-truncation
 BASE_CFLAGS := -std=gnu11 $(WARN) -Iinclude -D_GNU_SOURCE -fno-strict-aliasing
-AGENT_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fexceptions -ftls-model=initial-exec \
-	-fno-omit-frame-pointer
+AGENT_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fexceptions -ftls-model=initial-exec
 AGENT_LDFLAGS := -shared -Wl,--version-script=src/agent/exports.map -Wl,-z,relro,-z,now -Wl,-Bsymbolic-functions \
 	-Wl,--no-undefined
 LIBS := -lz -lm

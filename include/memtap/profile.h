@@ -122,9 +122,10 @@ struct mt_profile {
 	struct mt_mapping *maps;
 };
 
+/* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */
 static inline unsigned mt_hist_bucket(uint64_t v)
 {
-	return v ? 64u - (unsigned)__builtin_clzll(v) : 0u;
+	return (unsigned)(63 - __builtin_clzll(v | 1)) + (v != 0);
 }
 
 static inline uint64_t mt_hist_lower(unsigned bucket)

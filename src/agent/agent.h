@@ -78,11 +78,13 @@ struct mt_global {
 	int attached_mode; /* loaded into a running process: hooks are GOT hooks */
 	int attached;     /* attach mode: `ctl attach` has installed the hooks */
 	int enabled;      /* 0: this process is not traced (e.g. --no-follow child) */
-	int active;       /* counting on (ctl activate/deactivate) */
+	int active;       /* counting on (ctl activate/deactivate): mt_set_active */
+	int fast;         /* malloc/free may take their fast path (gate_update) */
+	int usable_fast;  /* glibc's chunk headers give usable sizes */
 	int follow;       /* trace children and exec'd programs */
 	int finished;     /* the exit dump has been written */
 	int stacks;       /* --stacks: sample allocations with their call sites */
-	int tracking;     /* sampled allocations are in the live table */
+	int tracking;     /* sampled allocations are in the live table: mt_set_tracking */
 	int dump_on_peak; /* --dump-on-peak */
 	uint64_t sample_period;  /* mean bytes between samples; 1: every allocation */
 	uint64_t unknown_frees;  /* (atomic) frees of pointers never recorded */
@@ -326,6 +328,36 @@ static inline void mt_release(struct mt_thread *t, uint64_t usable)
 }
 
 struct mt_thread *mt_enter_slow(void);
+void mt_set_active(int on);
+void mt_set_tracking(int on);
+void mt_inuse_high(struct mt_thread *t, int64_t d);
+
+/* malloc's and free's fast paths: the caller's own block, no orphan check,
+ * one comparison for both the fold and the peak (delta_high never exceeds
+ * MT_INUSE_FLUSH, and is 0 after a fold). */
+static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
+{
+	struct mt_counter *c = &t->c[fn];
+	mt_bump(&c->bytes, size);
+	mt_bump(&c->hist[mt_hist_bucket(size)], 1);
+	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) + (int64_t)usable;
+	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
+	if (unlikely(d > t->delta_high))
+		mt_inuse_high(t, d);
+	if (unlikely((t->event_left -= (int64_t)size) < 0))
+		mt_alloc_event(t, fn, size, p);
+}
+
+static inline void mt_fast_free(struct mt_thread *t, int fn, uint64_t usable)
+{
+	struct mt_counter *c = &t->c[fn];
+	mt_bump(&c->bytes, usable);
+	mt_bump(&c->hist[mt_hist_bucket(usable)], 1);
+	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) - (int64_t)usable;
+	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
+	if (unlikely(d < -MT_INUSE_FLUSH))
+		mt_inuse_flush(t);
+}
 
 /* Entry to every wrapper: the calling thread's block, or NULL when the call
  * must pass through uncounted (recursion, inactive, untraced process).  The

@@ -278,11 +278,11 @@ static void serve(int fd)
 	}
 	switch (req.cmd) {
 	case MT_CTL_ACTIVATE:
-		__atomic_store_n(&mt_g.active, 1, __ATOMIC_RELAXED);
+		mt_set_active(1);
 		reply(&b, "ok\nactive\n");
 		break;
 	case MT_CTL_DEACTIVATE:
-		__atomic_store_n(&mt_g.active, 0, __ATOMIC_RELAXED);
+		mt_set_active(0);
 		reply(&b, "ok\ninactive\n");
 		break;
 	case MT_CTL_DUMP: {

@@ -173,13 +173,14 @@ const char *mt_allocator_name(char *path, size_t pathlen)
  * just before the user pointer, with flags in its low three bits; an
  * mmapped chunk (IS_MMAPPED, 0x2) has a 16-byte header, others use 8 bytes
  * of the next chunk.  Used only when the real allocator is glibc and a
- * self-test at start-up agrees with malloc_usable_size (mt_usable_check). */
-static int glibc_layout;
+ * self-test at start-up agrees with malloc_usable_size (mt_usable_check):
+ * mt_g.usable_fast. */
+#define glibc_layout mt_g.usable_fast
 
 static inline size_t glibc_usable(const void *p)
 {
 	size_t sz = ((const size_t *)p)[-1];
-	return (sz & ~(size_t)7) - ((sz & 2) ? 16 : 8);
+	return (sz & ~(size_t)7) - 8 - ((sz & 2) << 2); /* IS_MMAPPED: 8 more */
 }
 
 #define USABLE(p) (likely(glibc_layout) ? glibc_usable(p) : real.usable(p))
@@ -198,7 +199,7 @@ void mt_usable_check(void)
 		real.free(p);
 		real.free(q);
 	}
-	glibc_layout = ok;
+	glibc_layout = ok; /* the gate is updated when options are read, just after */
 }
 
 /* The allocator's usable size of P, asked with the recursion guard set:
@@ -231,7 +232,29 @@ static inline uint64_t mul_sat(size_t a, size_t b)
 
 /* ---- the C allocation functions ---- */
 
+static __attribute__((noinline)) void *malloc_slow(size_t n);
+
+/* The hottest code we own.  The fast path needs a thread with its own block
+ * (the thread-local pointer is never the shared orphan block), no call of
+ * ours under way, and the gate open (mt_g.fast: counting on, glibc's chunk
+ * headers readable, no live table to update). */
 MT_EXPORT void *malloc(size_t n)
+{
+	struct mt_thread *t = mt_tls_thread;
+	if (likely(t != NULL) && likely(!mt_tls_busy) && likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED))) {
+		mt_tls_busy = 1;
+		void *p = real.malloc(n);
+		mt_tls_busy = 0;
+		if (likely(p != NULL))
+			mt_fast_alloc(t, MT_FN_MALLOC, n, glibc_usable(p), p);
+		else
+			mt_count(t, MT_FN_MALLOC, n, 1);
+		return p;
+	}
+	return malloc_slow(n);
+}
+
+static void *malloc_slow(size_t n)
 {
 	struct mt_thread *t = mt_enter();
 	if (unlikely(!t))
@@ -247,7 +270,24 @@ MT_EXPORT void *malloc(size_t n)
 	return p;
 }
 
+static __attribute__((noinline)) void free_slow(void *p);
+
 MT_EXPORT void free(void *p)
+{
+	struct mt_thread *t = mt_tls_thread;
+	if (likely(t != NULL) && likely(p != NULL) && likely(!mt_tls_busy) &&
+	    likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED)) && likely(!is_boot(p))) {
+		size_t u = glibc_usable(p);
+		mt_tls_busy = 1;
+		real.free(p);
+		mt_tls_busy = 0;
+		mt_fast_free(t, MT_FN_FREE, u);
+		return;
+	}
+	free_slow(p);
+}
+
+static void free_slow(void *p)
 {
 	if (unlikely(is_boot(p)))
 		return;

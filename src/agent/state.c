@@ -140,6 +140,29 @@ void mt_scratch_init(struct mt_buf *b)
 	b->grow = scratch_grow;
 }
 
+/* ---- the fast-path gate ---- */
+
+/* malloc and free take their fast path when counting is on, usable sizes can
+ * be read from glibc's chunk headers, and no live table needs updating. */
+static void gate_update(void)
+{
+	int fast = __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.usable_fast &&
+		   !__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.fast, fast, __ATOMIC_RELEASE);
+}
+
+void mt_set_active(int on)
+{
+	__atomic_store_n(&mt_g.active, on, __ATOMIC_RELEASE);
+	gate_update();
+}
+
+void mt_set_tracking(int on)
+{
+	__atomic_store_n(&mt_g.tracking, on, __ATOMIC_RELEASE);
+	gate_update();
+}
+
 /* ---- per-thread blocks ---- */
 
 static void thread_exit(void *arg)
@@ -227,6 +250,16 @@ void mt_peak_offer(int64_t now)
 void mt_inuse_fold(int64_t delta)
 {
 	mt_peak_offer(__atomic_add_fetch(&mt_g.inuse, delta, __ATOMIC_RELAXED));
+}
+
+void mt_inuse_high(struct mt_thread *t, int64_t d)
+{
+	if (d > MT_INUSE_FLUSH) {
+		mt_inuse_flush(t);
+	} else {
+		t->delta_high = d;
+		mt_peak_offer(__atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + d);
+	}
 }
 
 void mt_inuse_flush(struct mt_thread *t)
@@ -640,10 +673,10 @@ int mt_attach(char *options, char *out, size_t outlen)
 		}
 	}
 	rearm_threads();
-	__atomic_store_n(&mt_g.active, !inactive, __ATOMIC_RELEASE);
+	mt_set_active(!inactive);
 	int slots = mt_hooks_start(1);
 	if (slots < 0) {
-		__atomic_store_n(&mt_g.active, 0, __ATOMIC_RELEASE);
+		mt_set_active(0);
 		mt_got_restore();
 		snprintf(out, outlen, "cannot install the hooks: %s", strerror(-slots));
 		return slots;
@@ -664,8 +697,8 @@ int mt_detach(char *out, size_t outlen)
 	 * normally, and calls through function pointers the program copied
 	 * while attached pass straight through once counting is off. */
 	int restored = mt_got_restore();
-	__atomic_store_n(&mt_g.active, 0, __ATOMIC_RELEASE);
-	__atomic_store_n(&mt_g.tracking, 0, __ATOMIC_RELEASE);
+	mt_set_active(0);
+	mt_set_tracking(0);
 	int err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
 	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
@@ -711,7 +744,7 @@ static void fork_child(void)
 		return;
 	if (!mt_g.follow) {
 		/* --no-follow: the child runs untraced and writes nothing. */
-		__atomic_store_n(&mt_g.active, 0, __ATOMIC_RELAXED);
+		mt_set_active(0);
 		mt_g.enabled = 0;
 		mt_control_after_fork_child();
 		return;
@@ -745,7 +778,7 @@ static void read_options(void)
 	v = getenv("MEMTAP_RUN_ID");
 	mt_g.run_id = v ? strtoull(v, NULL, 10) : 0;
 	v = getenv("MEMTAP_INACTIVE");
-	mt_g.active = !(v && v[0] == '1');
+	mt_set_active(!(v && v[0] == '1'));
 	/* Stacks are switched on by the constructor, once libunwind is loaded. */
 	v = getenv("MEMTAP_SAMPLE");
 	mt_g.sample_period = v ? strtoull(v, NULL, 10) : 0;
@@ -778,7 +811,7 @@ static int enable_stacks(uint64_t period)
 		return err;
 	mt_g.sample_period = period ? period : 512 * 1024;
 	__atomic_store_n(&mt_g.stacks, 1, __ATOMIC_RELEASE);
-	__atomic_store_n(&mt_g.tracking, 1, __ATOMIC_RELEASE);
+	mt_set_tracking(1);
 	rearm_threads();
 	return 0;
 }
@@ -820,13 +853,13 @@ int mt_init(void)
 		/* Loaded into a running process: nothing is counted until `memtap
 		 * attach` sends its options (ctl attach). */
 		if (mt_g.attached_mode)
-			mt_g.active = 0;
+			mt_set_active(0);
 		mt_g.start_ns = mt_now_ns();
 		mt_g.seq = first_free_seq();
 		mt_g.enabled = 1;
 		pthread_atfork(fork_prepare, fork_parent, fork_child);
 	} else {
-		mt_g.active = 0;
+		mt_set_active(0);
 	}
 	__atomic_store_n(&mt_g.ready, ok, __ATOMIC_RELEASE);
 	__atomic_store_n(&state, 2, __ATOMIC_RELEASE);
