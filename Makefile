@@ -22,7 +22,10 @@ msg := @printf '  %-8s %s\n'
 endif
 
 .DELETE_ON_ERROR:
-.PHONY: all deps check demo bench install clean unit fixtures
+# Generated sources are kept: make would delete them as intermediates, and a
+# concurrent build would then miss them.
+.SECONDARY:
+.PHONY: all deps check demo bench install clean unit fixtures sanitize fuzz
 
 CORE_SRC := $(wildcard src/core/*.c)
 AGENT_SRC := $(wildcard src/agent/*.c)
@@ -68,7 +71,7 @@ $(BUILD)/agent/%.o: src/%.S
 $(BUILD)/cli/%.o: src/%.c $(HEADERS)
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen -c $< -o $@
+	$(Q)$(CC) $(CFLAGS) $(SAN) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen -c $< -o $@
 
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: src/render/%.proto
 	$(msg) PROTOC $@
@@ -111,7 +114,7 @@ $(AGENT): $(AGENT_OBJ) src/agent/exports.map
 
 $(CLI): $(CLI_OBJ)
 	$(msg) LD $@
-	$(Q)$(CC) $(CFLAGS) $(CLI_OBJ) -o $@ $(CLI_LIBS)
+	$(Q)$(CC) $(CFLAGS) $(SAN) $(CLI_OBJ) -o $@ $(CLI_LIBS)
 
 $(DEMO): demo/workload.c
 	$(msg) CC $@
@@ -121,7 +124,7 @@ $(DEMO): demo/workload.c
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJ) $(HEADERS)
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen $< $(LIB_OBJ) -o $@ -lcmocka $(CLI_LIBS)
+	$(Q)$(CC) $(CFLAGS) $(SAN) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen $< $(LIB_OBJ) -o $@ -lcmocka $(CLI_LIBS)
 
 $(BUILD)/tests/fixtures/%: tests/fixtures/%.c
 	$(msg) CC $@
@@ -182,8 +185,37 @@ deps:
 
 check: deps
 	@sh scripts/deps.sh peers || echo "memtap: some peer programs could not be installed; their tests will skip"
+	@$(MAKE) --no-print-directory sanitize
 	@$(MAKE) --no-print-directory all unit fixtures
 	@sh tests/run.sh
+
+# The CLI, renderers and unit tests under AddressSanitizer and
+# UndefinedBehaviorSanitizer, in build-san/ (SAN only reaches the CLI side:
+# the agent, preloaded into other programs, cannot carry the ASan runtime).
+# Runs the unit tests and the tests that drive the renderers hardest.
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_TESTS := tests/integration/40-report.t tests/integration/70-exports.t tests/integration/80-stacks.t
+sanitize:
+	@$(MAKE) --no-print-directory BUILD=build-san SAN="$(SAN_FLAGS)" all unit fixtures
+	@echo "sanitize: unit tests and $(SAN_TESTS) with an ASan+UBSan CLI"
+	@cd . && MEMTAP_BUILD=build-san CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 \
+		prove --exec '' build-san/tests/unit/test_* $(SAN_TESTS)
+
+# libFuzzer (clang) on the profile reader + renderers and the control
+# protocol parser, FUZZ_SECONDS each, from the seed corpus in tests/fuzz.
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -Iinclude -Isrc -D_GNU_SOURCE
+fuzz: all
+	@mkdir -p $(BUILD)/fuzz
+	$(BPF_CLANG) $(FUZZ_CFLAGS) -I$(BUILD)/gen tests/fuzz/fuzz_profile.c $(RENDER_SRC) $(CORE_SRC) \
+		$(PROTO_C) -o $(BUILD)/fuzz/fuzz_profile $(CLI_LIBS)
+	$(BPF_CLANG) $(FUZZ_CFLAGS) tests/fuzz/fuzz_ctl.c src/core/ctl.c -o $(BUILD)/fuzz/fuzz_ctl
+	@for t in profile ctl; do \
+		rm -rf $(BUILD)/fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$$t $(BUILD)/fuzz/corpus-$$t && \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
+		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			$(BUILD)/fuzz/corpus-$$t 2>&1 | tail -4 || exit 1; \
+	done
 
 demo:
 	@sh scripts/deps.sh build
@@ -200,4 +232,4 @@ install: all
 	install -m 0755 $(AGENT) $(DEMO) $(DESTDIR)$(PREFIX)/lib/memtap/
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-san

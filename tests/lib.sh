@@ -4,8 +4,10 @@
 
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-MEMTAP="$ROOT/build/memtap"
-FIX="$ROOT/build/tests/fixtures"
+# MEMTAP_BUILD=build-san runs a test against the sanitizer build (make sanitize).
+BUILDDIR=${MEMTAP_BUILD:-build}
+MEMTAP="$ROOT/$BUILDDIR/memtap"
+FIX="$ROOT/$BUILDDIR/tests/fixtures"
 TMP=$(mktemp -d /tmp/memtap-test.XXXXXX)
 chmod 0755 "$TMP"
 _n=0

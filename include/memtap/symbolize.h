@@ -60,6 +60,8 @@ struct mt_frame {
 	 * (foo.cold); 0 for inlined frames or without a symbol. */
 	uint64_t function_offset;
 	int inlined; /* 1: inlined into the next frame of the result */
+	int symbolized; /* 1: FUNCTION names a function; 0: it is the fallback
+	                   ("module+0x1234", "0x7f...") */
 };
 
 struct mt_symbolizer;

@@ -192,7 +192,6 @@ int mt_hooks_start(int alloc_family);
 void mt_custom_resolve(void);
 
 /* control.c */
-void mt_control_wake(void); /* ask the control thread to write a peak dump */
 int mt_control_start(void);
 void mt_control_stop(void);
 void mt_control_after_fork_child(void);

@@ -340,15 +340,7 @@ send:
 
 /* ---- periodic dumps ---- */
 
-static int peak_dump_pending;
 static uint64_t next_interval_ns;
-
-/* Called on the allocation path when in-use reaches a new high by the margin:
- * only raise a flag; the control thread writes the dump. */
-void mt_control_wake(void)
-{
-	__atomic_store_n(&peak_dump_pending, 1, __ATOMIC_RELAXED);
-}
 
 static void periodic_dump(uint32_t reason)
 {
@@ -360,8 +352,6 @@ static void periodic_dump(uint32_t reason)
 
 static void periodic_dumps(void)
 {
-	if (__atomic_exchange_n(&peak_dump_pending, 0, __ATOMIC_RELAXED))
-		periodic_dump(MT_REASON_PEAK);
 	if (mt_g.interval_ms) {
 		uint64_t now = mt_now_ns();
 		if (!next_interval_ns)
@@ -380,8 +370,8 @@ static void *control_main(void *arg)
 	mt_tls_busy = 1; /* nothing this thread does is counted */
 	/* Periodic dumps are checked every 100 ms; otherwise the thread wakes
 	 * twice a second to check that its socket is still its own.  (--dump-every
- * dumps are written by the allocating thread: sites.c.) */
-	int tick = mt_g.interval_ms || mt_g.dump_on_peak ? 100 : 500;
+ * and --dump-on-peak dumps are written by the allocating thread.) */
+	int tick = mt_g.interval_ms ? 100 : 500;
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
 		periodic_dumps();
 		pthread_mutex_lock(&sock_lock);
@@ -472,7 +462,6 @@ void mt_control_after_fork_child(void)
 	 * been held by the parent's control thread at fork. */
 	pthread_mutex_init(&sock_lock, NULL);
 	next_interval_ns = 0;
-	peak_dump_pending = 0;
 	if (listen_fd >= 0 && socket_intact())
 		close(listen_fd);
 	listen_fd = -1;

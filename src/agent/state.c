@@ -219,8 +219,7 @@ struct mt_thread *mt_thread_attach(void)
 
 /* A new peak: with --stacks, record which sites make it up each time it has
  * grown by 1/64 since the last record (so O(log) times over a run), and with
- * --dump-on-peak have the control thread write a dump each time it has grown
- * by 1/8. */
+ * --dump-on-peak write a dump each time it has grown by 1/8. */
 static void new_peak(int64_t now)
 {
 	int64_t at = __atomic_load_n(&mt_g.peak_snap_at, __ATOMIC_RELAXED);
@@ -229,10 +228,16 @@ static void new_peak(int64_t now)
 		mt_sites_peak();
 	if (!mt_g.dump_on_peak)
 		return;
+	/* Written by the thread that made the new peak, as --dump-every's are:
+	 * a short-lived peak must not be gone before anybody writes it. */
 	at = __atomic_load_n(&mt_g.peak_dump_at, __ATOMIC_RELAXED);
 	if (now >= at && __atomic_compare_exchange_n(&mt_g.peak_dump_at, &at, now + now / 8 + 65536, 0,
-						     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		mt_control_wake();
+						     __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		char path[512];
+		int err = mt_dump(NULL, MT_REASON_PEAK, path, sizeof(path));
+		if (err)
+			mt_log("--dump-on-peak: %s: %s", path, strerror(-err));
+	}
 }
 
 void mt_peak_offer(int64_t now)

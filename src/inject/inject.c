@@ -199,6 +199,32 @@ static void comm_of(pid_t pid, char *out, size_t len)
 	fclose(f);
 }
 
+/* Where /proc shows PID's memory and files: /proc/PID, or, when the main
+ * thread has called pthread_exit (a zombie while the others run, with no
+ * memory or files of its own), /proc/PID/task/TID of a live thread. */
+static const char *proc_dir(pid_t pid, char *buf, size_t len)
+{
+	snprintf(buf, len, "/proc/%d", pid);
+	char s = task_state(pid, pid, NULL);
+	if (s != 'Z' && s != 'X')
+		return buf;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		pid_t tid = (pid_t)atoi(de->d_name);
+		s = tid > 0 ? task_state(pid, tid, NULL) : 0;
+		if (s && s != 'Z' && s != 'X') {
+			snprintf(buf, len, "/proc/%d/task/%d", pid, tid);
+			break;
+		}
+	}
+	if (d)
+		closedir(d);
+	return buf;
+}
+
 static int read_int_file(const char *path, int dflt)
 {
 	FILE *f = fopen(path, "re");
@@ -230,8 +256,8 @@ static void maps_free(struct inj_maps *m)
 
 static int maps_read(pid_t pid, struct inj_maps *m, char *err, size_t errlen)
 {
-	char path[64], line[PATH_MAX + 128];
-	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	char path[128], dir[64], line[PATH_MAX + 128];
+	snprintf(path, sizeof(path), "%s/maps", proc_dir(pid, dir, sizeof(dir)));
 	FILE *f = fopen(path, "re");
 	if (!f)
 		return fail(err, errlen, errno == ENOENT ? -ESRCH : -errno, "cannot read %s: %s", path,
@@ -316,18 +342,19 @@ static int lib_matches(const struct inj_map *m, const char *lib, uint64_t ino)
  * replaced on disk after the target loaded it would jump to random code. */
 static int open_mapped(pid_t pid, const struct inj_map *m, char *err, size_t errlen)
 {
-	char p[PATH_MAX + 64];
+	char p[PATH_MAX + 64], dir[64];
 	struct stat s;
 	int fd = -1;
+	proc_dir(pid, dir, sizeof(dir));
 	if (!m->deleted) {
-		snprintf(p, sizeof(p), "/proc/%d/root%s", pid, m->path);
+		snprintf(p, sizeof(p), "%s/root%s", dir, m->path);
 		fd = open(p, O_RDONLY | O_CLOEXEC);
 		if (fd >= 0 && fstat(fd, &s) == 0 && (uint64_t)s.st_ino == m->ino)
 			return fd;
 		if (fd >= 0)
 			close(fd);
 	}
-	snprintf(p, sizeof(p), "/proc/%d/map_files/%llx-%llx", pid, (unsigned long long)m->start,
+	snprintf(p, sizeof(p), "%s/map_files/%llx-%llx", dir, (unsigned long long)m->start,
 		 (unsigned long long)m->end);
 	fd = open(p, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0)
@@ -346,9 +373,9 @@ static int resolve_in(pid_t pid, const struct inj_maps *maps, const char *lib, c
 {
 	uint64_t ino = 0;
 	if (lib && lib[0] == '/') {
-		char p[PATH_MAX + 64];
+		char p[PATH_MAX + 64], dir[64];
 		struct stat s;
-		snprintf(p, sizeof(p), "/proc/%d/root%s", pid, lib);
+		snprintf(p, sizeof(p), "%s/root%s", proc_dir(pid, dir, sizeof(dir)), lib);
 		if (stat(p, &s) == 0)
 			ino = s.st_ino;
 	}
@@ -673,11 +700,11 @@ int mt_inject_check(pid_t pid, char *err, size_t errlen)
 			    "SIGSEGV, and the kernel would reset that disposition: not injecting",
 			    pid, st.name);
 
-	char what[128];
+	char what[128], exe[128], dir[64];
 	int dynamic = 0;
-	snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+	snprintf(exe, sizeof(exe), "%s/exe", proc_dir(pid, dir, sizeof(dir)));
 	snprintf(what, sizeof(what), "pid %d (%s)", pid, st.name);
-	r = mt_inject_elf_check(path, what, 0, &dynamic, err, errlen);
+	r = mt_inject_elf_check(exe, what, 0, &dynamic, err, errlen);
 	if (r == -EACCES || r == -EPERM)
 		return fail(err, errlen, -EPERM,
 			    "permission denied reading pid %d's program (/proc/%d/exe); run memtap as the "
@@ -892,7 +919,10 @@ static void detach_thread(struct mt_inject *in, struct inj_thread *th)
 	/* From a signal-delivery-stop, the signal is delivered now; from an
 	 * interrupt or group stop, the thread carries on (a job-control stop
 	 * goes on after detach). */
-	ptrace(PTRACE_DETACH, th->tid, 0, (void *)(long)th->sig);
+	if (ptrace(PTRACE_DETACH, th->tid, 0, (void *)(long)th->sig) < 0 && errno == ESRCH) {
+		int st; /* it died meanwhile: collect it, we are its tracer */
+		waitpid(th->tid, &st, __WALL | WNOHANG);
+	}
 	th->state = T_DETACHED;
 }
 
@@ -1323,7 +1353,7 @@ static int attach(pid_t pid, const struct mt_inject_opts *opts, struct mt_inject
 		  size_t errlen)
 {
 	sigset_t block;
-	char path[64];
+	char path[128], dir[64];
 	*out = NULL;
 	struct mt_inject *in = calloc(1, sizeof(*in));
 	if (!in)
@@ -1343,7 +1373,7 @@ static int attach(pid_t pid, const struct mt_inject_opts *opts, struct mt_inject
 	in->info.stop_ms = (double)(now_ns() - t0) / 1e6;
 	if (r)
 		goto fail;
-	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	snprintf(path, sizeof(path), "%s/mem", proc_dir(pid, dir, sizeof(dir)));
 	in->memfd = open(path, O_RDWR | O_CLOEXEC);
 	if (in->memfd < 0) {
 		r = fail(err, errlen, -errno, "cannot open %s: %s", path, strerror(errno));
@@ -1527,7 +1557,7 @@ int mt_inject_detach(struct mt_inject *in, char *err, size_t errlen)
 int mt_inject_load_opts(pid_t pid, const char *lib_path, const struct mt_inject_opts *opts,
 			uint64_t *handle, struct mt_inject_info *info, char *err, size_t errlen)
 {
-	char real[PATH_MAX], seen[PATH_MAX + 64];
+	char real[PATH_MAX], seen[PATH_MAX + 64], dir[64];
 	struct stat s;
 	if (!realpath(lib_path, real))
 		return fail(err, errlen, -errno, "%s: %s", lib_path, strerror(errno));
@@ -1537,7 +1567,7 @@ int mt_inject_load_opts(pid_t pid, const char *lib_path, const struct mt_inject_
 	r = mt_inject_check(pid, err, errlen);
 	if (r)
 		return r;
-	snprintf(seen, sizeof(seen), "/proc/%d/root%s", pid, real);
+	snprintf(seen, sizeof(seen), "%s/root%s", proc_dir(pid, dir, sizeof(dir)), real);
 	if (stat(seen, &s) < 0)
 		return fail(err, errlen, -ENOENT,
 			    "pid %d cannot see %s: it runs in another mount namespace or chroot; copy "

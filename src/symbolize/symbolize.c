@@ -917,6 +917,7 @@ static int resolve(struct mt_symbolizer *s, uint64_t addr, int return_addr, stru
 		if (!name && i == k - 1)
 			name = symname;
 		f->function = name ? intern_symbol(s, name) : NULL;
+		f->symbolized = name != NULL;
 		if (i == k - 1 && sym)
 			f->function_offset = addr - sym->addr;
 		if (skip + i > 0)
@@ -926,6 +927,7 @@ static int resolve(struct mt_symbolizer *s, uint64_t addr, int return_addr, stru
 	}
 	if (!k) {
 		out->function = symname ? intern_symbol(s, symname) : NULL;
+		out->symbolized = symname != NULL;
 		if (sym)
 			out->function_offset = addr - sym->addr;
 		k = 1;
@@ -940,6 +942,7 @@ static int resolve(struct mt_symbolizer *s, uint64_t addr, int return_addr, stru
 		out[0].line = dwarf_lineno(line, &lineno) == 0 && lineno > 0 ? (uint32_t)lineno : 0;
 	}
 	if (!out[0].function && !err) {
+		out[0].symbolized = 0;
 		out[0].function = module_plus(s, m, out->module_offset);
 		if (!out[0].function)
 			err = -ENOMEM;

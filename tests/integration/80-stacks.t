@@ -36,9 +36,15 @@ fi
 # Sampling: 64 MiB of 1 KiB blocks estimated within 10% at --sample=65536.
 $MEMTAP run -q --sample=65536 -o "$TMP/p" --dump-every=8m -- "$S" pattern 600
 ok $? "run --sample=65536 --dump-every=8m"
+# by_reason PREFIX REASON: the files of that reason, by sequence number.
+by_reason() {
+	for f in "$1".*.mtp; do
+		$MEMTAP report --format=json "$f" | jq -r --arg r "$2" --arg f "$f" \
+			'.processes[0] | select(.reason == $r) | "\(.seq) \($f)"'
+	done | sort -n | cut -d' ' -f2-
+}
 # The dump written while all 64 MiB were held: the last periodic dump.
-peakdump=$(for f in "$TMP"/p.*.mtp; do
-	r=$($MEMTAP report --format=json "$f" | jq -r '.processes[0].reason'); [ "$r" = bytes ] && echo "$f"; done | sort -t. -k3 -n | tail -1)
+peakdump=$(by_reason "$TMP/p" bytes | tail -1)
 est=$($MEMTAP report --format=json "$peakdump" | jq '[.processes[0].sites[].estimated.inuse_bytes] | add')
 diag "estimated in use at the last dump: $est bytes (held: at most $((64 << 20)))"
 awk -v e="$est" 'BEGIN { exit !(e > 0.9 * 56 * 1048576 && e < 1.1 * 64 * 1048576) }'
@@ -46,8 +52,9 @@ ok $? "the estimate is within 10% of what was held (56..64 MiB at the last --dum
 n=$(for f in "$TMP"/p.*.mtp; do $MEMTAP report --format=json "$f" | jq -r '.processes[0].reason'; done | grep -c '^bytes$')
 [ "$n" -ge 6 ] && [ "$n" -le 9 ]
 ok $? "--dump-every=8m: about 64/8 dumps ($n)"
-$MEMTAP report --format=json "$(ls "$TMP"/p.*.mtp | sort -t. -k3 -n | tail -1)" > "$TMP/p.json"
-is "$(jq -r '.processes[0].reason' "$TMP/p.json")" exit "the last file is the exit profile"
+$MEMTAP report --format=json "$(by_reason "$TMP/p" exit)" > "$TMP/p.json"
+maxseq=$(for f in "$TMP"/p.*.mtp; do $MEMTAP report --format=json "$f" | jq '.processes[0].seq'; done | sort -n | tail -1)
+is "$(jq '.processes[0].seq' "$TMP/p.json")" "$maxseq" "the exit profile comes after every periodic dump"
 est=$(jq '[.processes[0].sites[].estimated.alloc_bytes] | add' "$TMP/p.json")
 awk -v e="$est" 'BEGIN { exit !(e > 0.9 * 64 * 1048576 && e < 1.1 * 64 * 1048576) }'
 ok $? "estimated allocated bytes within 10% of 64 MiB ($est)"
@@ -65,7 +72,7 @@ ok $? "run --dump-on-peak"
 n=$(for f in "$TMP"/k.*.mtp; do $MEMTAP report --format=json "$f" | jq -r '.processes[0].reason'; done | grep -c '^peak$')
 [ "$n" -ge 1 ]
 ok $? "dumps written as in-use grew ($n)"
-last=$(ls "$TMP"/k.*.mtp | sort -t. -k3 -n | tail -1)
+last=$(by_reason "$TMP/k" exit)
 $MEMTAP report --format=json "$last" > "$TMP/k.json"
 peak=$(jq '.processes[0].totals.peak_in_use_bytes' "$TMP/k.json")
 [ "$peak" -ge $((160 * 65536)) ] && [ "$peak" -le $((160 * 65536 + 300000)) ]

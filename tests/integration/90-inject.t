@@ -11,7 +11,7 @@ yama=$(cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null || echo 0)
 [ "$yama" = 3 ] && skip_all "kernel.yama.ptrace_scope is 3: no ptrace attach at all on this kernel"
 [ "$yama" != 0 ] && [ "$(id -u)" != 0 ] &&
 	skip_all "kernel.yama.ptrace_scope is $yama: attaching to a sibling process needs root"
-plan 64
+plan 67
 
 # spawn NAME CMD...: CMD with stdin from a FIFO (fd FD_NAME) and its output in
 # $TMP/NAME.out; PID_NAME is its pid.  Waits for "ready" unless NOWAIT=1.
@@ -23,7 +23,7 @@ spawn() {
 	pid=$!
 	exec {fd}> "$TMP/$name.in"
 	eval "PID_$name=$pid FD_$name=$fd"
-	at_exit "kill -9 $pid"
+	at_exit "kill -9 $pid; wait $pid"
 	at_exit "rm -f /tmp/inject_probe.$pid"
 	[ "${NOWAIT:-0}" = 1 ] || wait_for "grep -q ready '$TMP/$name.out'"
 }
@@ -176,6 +176,14 @@ echo quit >&"$FD_agent"
 wait "$PID_agent"
 is "$?" 0 "and exits normally"
 
+# A process whose main thread has exited (pthread_exit) while another runs.
+spawn lone "$FIX/inject_sleeper" leader-exits
+wait_for "[ \"\$(state_of $PID_lone)\" = Z ]"
+out=$(inject "$PID_lone" "$PROBE")
+ok $? "injected into a process whose main thread has exited (a zombie while the others run)"
+is "$(cat /tmp/inject_probe.$PID_lone 2>/dev/null)" "loaded $PID_lone 1" "the constructor ran there too"
+is "$(ask lone hello)" "echo hello" "and the process runs on"
+
 # ---- (d) refusals: each with its message, the target untouched
 inject 2147483646 "$PROBE"
 like "$(cat "$TMP/inject.err")" "no process with pid 2147483646 .*\(ESRCH\)" "a pid that does not exist"
@@ -194,18 +202,20 @@ inject "$zpid" "$PROBE"
 like "$(cat "$TMP/inject.err")" "pid $zpid \(sleep\) is a zombie.*\(ESRCH\)" "a zombie"
 
 spawn tr "$FIX/inject_sleeper"
-strace -o /dev/null -p "$PID_tr" 2>/dev/null &
+# strace if there is one, else a helper that only attaches
+if command -v strace > /dev/null; then tracer=strace; else tracer=inject_tool; fi
+if [ $tracer = strace ]; then strace -o /dev/null -p "$PID_tr" 2>/dev/null & else $TOOL -H "$PID_tr" > /dev/null & fi
 st_pid=$!
 at_exit "kill $st_pid"
 wait_for "[ \"\$(tracer_of $PID_tr)\" != 0 ]"
 inject "$PID_tr" "$PROBE"
-like "$(cat "$TMP/inject.err")" "pid $PID_tr \(inject_sleeper\) is already traced by pid $st_pid \(strace\).*\(EBUSY\)" \
-	"a process already traced (by strace)"
-is "$(tracer_of "$PID_tr")" "$st_pid" "strace still traces it, undisturbed"
+like "$(cat "$TMP/inject.err")" "pid $PID_tr \(inject_sleeper\) is already traced by pid $st_pid \($tracer\).*\(EBUSY\)" \
+	"a process already traced (by $tracer)"
+is "$(tracer_of "$PID_tr")" "$st_pid" "$tracer still traces it, undisturbed"
 kill "$st_pid"
 wait "$st_pid" 2>/dev/null
 untouched tr
-ok $? "the target answers, untraced, once strace is gone"
+ok $? "the target answers, untraced, once $tracer is gone"
 
 kill -STOP "$PID_tr"
 wait_for "[ \"\$(state_of $PID_tr)\" = T ]"

@@ -228,6 +228,7 @@ static void self_pie(void **state)
 	int n = mt_symbolize(s, a, 0, f, MT_INLINE_MAX);
 	assert_int_equal(n, 1);
 	assert_string_equal(f[0].function, "self_target");
+	assert_int_equal(f[0].symbolized, 1);
 	assert_int_equal(f[0].function_offset, 2);
 	assert_int_equal(f[0].inlined, 0);
 	assert_source(f[0].file, "tests/unit/test_symbolize.c");
@@ -302,6 +303,7 @@ static void check_inlined(struct mt_symbolizer *s, uintptr_t ret, const int *lin
 	assert_int_equal(n, 3);
 	for (int i = 0; i < 3; i++) {
 		assert_string_equal(f[i].function, names[i]);
+		assert_int_equal(f[i].symbolized, 1);
 		assert_int_equal(f[i].inlined, i < 2);
 		assert_source(f[i].file, "tests/fixtures/libsymfix.c");
 		assert_int_equal(f[i].line, lines[i]);
@@ -406,6 +408,7 @@ static void loads_and_data_mappings(void **state)
 	/* In the data mapping: no function, just the file offset. */
 	assert_int_equal(mt_symbolize(s, (uintptr_t)data + 0x1152, 0, &f, 1), 1);
 	assert_string_equal(f.function, "libsymfix.so+0x1152");
+	assert_int_equal(f.symbolized, 0);
 	assert_null(f.file);
 	mt_symbolizer_free(s);
 
@@ -550,6 +553,7 @@ static void changed_file_falls_back(void **state)
 	struct mt_frame f[MT_INLINE_MAX];
 	assert_int_equal(mt_symbolize(s, *x.ret, 1, f, MT_INLINE_MAX), 1);
 	assert_string_equal(f[0].function, want);
+	assert_int_equal(f[0].symbolized, 0);
 	assert_null(f[0].file);
 	assert_int_equal(f[0].line, 0);
 	assert_string_equal(f[0].module, x.path);
@@ -603,6 +607,7 @@ static void missing_and_unmapped(void **state)
 	struct mt_frame f[MT_INLINE_MAX];
 	assert_int_equal(mt_symbolize(s, 0x10000010, 1, f, MT_INLINE_MAX), 1);
 	assert_string_equal(f[0].function, "libgone.so.1+0x3010");
+	assert_int_equal(f[0].symbolized, 0);
 	assert_string_equal(f[0].module, "/nonexistent/libgone.so.1");
 	assert_int_equal(f[0].module_offset, 0x3010);
 	assert_null(f[0].file);
@@ -615,6 +620,7 @@ static void missing_and_unmapped(void **state)
 
 	assert_int_equal(mt_symbolize(s, 0x12345, 1, f, MT_INLINE_MAX), 1);
 	assert_string_equal(f[0].function, "0x12345");
+	assert_int_equal(f[0].symbolized, 0);
 	assert_null(f[0].module);
 	assert_null(f[0].file);
 	assert_int_equal(f[0].module_offset, 0x12345);
