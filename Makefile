@@ -225,6 +225,7 @@ demo:
 bench: deps
 	@$(MAKE) --no-print-directory all fixtures
 	@sh bench/run.sh
+	@bash bench/attach.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/memtap

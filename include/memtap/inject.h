@@ -69,7 +69,8 @@ struct mt_inject; /* a stopped target */
 /* Whether PID can be injected into, touching nothing: 0, or -ESRCH (gone,
  * zombie), -EPERM (permissions, kernel thread), -EBUSY (already traced),
  * -EAGAIN (stopped by job control), -ENOEXEC (32-bit, statically linked, no
- * dlopen), -EINVAL (a thread id, not a process id). */
+ * dlopen), -EINVAL (a thread id, not a process id), -ESTALE (its libc was
+ * replaced on disk and memtap is not root), -EOPNOTSUPP (it ignores SIGSEGV). */
 int mt_inject_check(pid_t pid, char *err, size_t errlen);
 
 /* Checks an ELF file: 64-bit x86-64, and of type WANT_TYPE (ET_DYN for a

@@ -104,6 +104,7 @@ struct mt_global {
 	int64_t inuse_at_reset; /* in-use at the last `reset` (for allocated bytes) */
 	uint32_t seq;     /* next dump sequence number (atomic) */
 	uint32_t dumps;   /* dumps written (atomic) */
+	uint64_t arena_bytes; /* (atomic) the agent's own long-lived memory, mapped */
 	pthread_key_t key;
 	struct mt_thread *threads; /* registry head (atomic) */
 	struct mt_thread orphan;

@@ -154,6 +154,8 @@ static void cmd_status(struct mt_buf *b)
 	reply(b, "prefix: %s\nfollow: %s\n", mt_g.prefix, mt_g.follow ? "yes" : "no");
 	reply(b, "allocator: %s (%s)\n", alloc, alloc_path);
 	reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
+	reply(b, "agent_memory_bytes: %llu\n",
+	      (unsigned long long)__atomic_load_n(&mt_g.arena_bytes, __ATOMIC_RELAXED));
 	reply(b, "calls: %llu\n", (unsigned long long)calls);
 	reply(b, "allocated_bytes: %llu\nfreed_bytes: %llu\nin_use_bytes: %lld\npeak_in_use_bytes: %llu\n",
 	      (unsigned long long)p->totals.allocated_bytes, (unsigned long long)p->totals.freed_bytes,

@@ -105,6 +105,7 @@ void *mt_arena_alloc(size_t size)
 		}
 		arena_cur = m;
 		arena_end = m + chunk;
+		__atomic_fetch_add(&mt_g.arena_bytes, chunk, __ATOMIC_RELAXED);
 	}
 	void *p = arena_cur;
 	arena_cur += size;

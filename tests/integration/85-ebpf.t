@@ -166,9 +166,9 @@ grep -q '^              64 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@ 20       $'
 ok $? "quantize row in DTrace's layout: malloc(100) x20 fills the 64 bucket"
 
 # --- refusals -----------------------------------------------------------------
-out=$($MEMTAP attach -p $$ 2>&1)
-is "$?" 2 "attach without --via=ebpf exits 2"
-like "$out" "injection is not available in this build yet.*--via=ebpf" "--via=inject (the default) says it is not there yet"
+out=$($MEMTAP attach -p $$ --heap-events 2>&1)
+is "$?" 2 "an eBPF-only option without --via=ebpf exits 2"
+like "$out" "--heap-events.* need --via=ebpf" "... saying which --via it needs"
 out=$($MEMTAP attach --via=ebpf -p 999999999 2>&1)
 is "$?" 1 "attach to a process that does not exist fails"
 like "$out" "process 999999999 does not exist" "... saying so"

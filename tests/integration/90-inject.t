@@ -47,6 +47,8 @@ untouched() {
 }
 # syscall_of PID TID: the system call the thread is blocked in.
 syscall_of() { cut -d' ' -f1 "/proc/$1/task/$2/syscall" 2>/dev/null; }
+# holding PID: a holdstdout thread sleeps with stdout's lock, main waits for it.
+holding() { [ "$(syscall_of "$1" "$T_MAIN")" = 202 ] && cut -d' ' -f1 /proc/"$1"/task/*/syscall 2>/dev/null | grep -qx 230; }
 inject() { $TOOL "$@" 2> "$TMP/inject.err"; }
 
 # ---- (a) register state: 20 injections while a thread spins on known values
@@ -127,14 +129,14 @@ is "$(ask blk usr1)" "usr1 1" "the signal was delivered once, after the injectio
 # A call that needs a lock another (stopped) thread holds.
 ask blk "holdstdout 1500" > /dev/null &
 hold=$!
-sleep 0.3
+wait_for "holding $P"
 out=$(inject -t "$T_EPOLL" -c inject_probe_stdout "$P" "$PROBE")
 ok $? "a call waiting for a lock held by another thread completes"
 like "$out" " released ret 0$" "because the other threads run again after the grace period"
 wait $hold
-ask blk "holdstdout 1500" > /dev/null &
+ask blk "holdstdout 2500" > /dev/null &
 hold=$!
-sleep 0.3
+wait_for "holding $P"
 inject -t "$T_EPOLL" -g -1 -T 700 -c inject_probe_stdout "$P" "$PROBE"
 is "$?" 1 "with the others kept stopped, the same call times out"
 like "$(cat "$TMP/inject.err")" "did not return within 700 ms in thread $T_EPOLL .* abandoned the call and put the thread back .*\(ETIMEDOUT\)" \
