@@ -66,3 +66,52 @@ wait_for() {
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# apache_conf DIR PORT MPM TUNING [BODY]: a minimal Apache of our own in DIR
+# (DIR/httpd.conf, DIR/htdocs/index.html holding BODY, DIR/prof writable by
+# the children), listening on 127.0.0.1:PORT with the prefork or event MPM
+# and TUNING (its StartServers/... lines).  As root the children run as
+# www-data, as Debian's do.  Start it with apache_start DIR.
+APACHE=/usr/sbin/apache2
+APACHE_MODULES=/usr/lib/apache2/modules
+apache_conf() {
+	local d=$1 port=$2 mpm=$3 tuning=$4 body=${5:-hello} ug=""
+	[ "$(id -u)" = 0 ] && ug="User www-data
+Group www-data"
+	mkdir -p "$d/htdocs" "$d/prof"
+	chmod 0755 "$d" "$d/htdocs"
+	chmod 0777 "$d/prof"
+	printf '%s\n' "$body" > "$d/htdocs/index.html"
+	chmod 0644 "$d/htdocs/index.html"
+	cat > "$d/httpd.conf" <<CONF
+ServerRoot "$d"
+ServerName 127.0.0.1
+DefaultRuntimeDir "$d"
+Listen 127.0.0.1:$port
+PidFile "$d/httpd.pid"
+ErrorLog "$d/error.log"
+LoadModule mpm_${mpm}_module $APACHE_MODULES/mod_mpm_${mpm}.so
+LoadModule authz_core_module $APACHE_MODULES/mod_authz_core.so
+LoadModule dir_module $APACHE_MODULES/mod_dir.so
+LoadModule mime_module $APACHE_MODULES/mod_mime.so
+$ug
+$tuning
+TypesConfig /etc/mime.types
+DocumentRoot "$d/htdocs"
+<Directory "$d/htdocs">
+    Require all granted
+</Directory>
+CONF
+}
+# apache_start DIR PORT [WRAPPER...]: starts it in a session of its own (on
+# SIGTERM apache signals its whole process group), optionally under WRAPPER
+# (e.g. memtap run ...  --), waits until it answers; sets APACHE_PID to the
+# started process (apache itself, or the wrapper).
+apache_start() {
+	local d=$1 port=$2
+	shift 2
+	setsid "$@" "$APACHE" -f "$d/httpd.conf" -DFOREGROUND > "$d/out" 2>&1 < /dev/null &
+	APACHE_PID=$!
+	at_exit "kill \$(cat $d/httpd.pid 2>/dev/null) $APACHE_PID"
+	wait_for "curl -sf -o /dev/null --max-time 2 http://127.0.0.1:$port/" 100
+}

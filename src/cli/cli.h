@@ -91,6 +91,9 @@ size_t mt_loaded_latest(struct mt_loaded *l);
 /* Replaces the items with one item summing them all. 0 or -ENOMEM. */
 int mt_loaded_merge(struct mt_loaded *l);
 void mt_loaded_free(struct mt_loaded *l);
+/* The summary of a run or attach: with several processes (text), calls per
+ * process and then the merged tables (L is merged in place); else L as is. */
+void mt_render_summary(FILE *out, const char *format, struct mt_loaded *l, const char *prefix);
 /* Renders in FORMAT ("text" or "json"); 0, -EINVAL for an unknown format. */
 int mt_render(FILE *out, const char *format, const struct mt_loaded *l);
 

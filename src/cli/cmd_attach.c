@@ -159,22 +159,7 @@ static int finish(const struct ebpf_args *a, const char *prefix, struct mt_profi
 		out = dflt;
 	}
 	int text = strcmp(a->format, "text") == 0;
-	if (l.n > 1 && text) {
-		fprintf(out, "memtap: %zu processes traced; calls per process:\n", l.n);
-		for (size_t i = 0; i < l.n; i++) {
-			struct mt_profile *p = l.items[i].profile;
-			uint64_t calls = 0;
-			for (uint32_t f = 0; f < p->nfuncs; f++)
-				calls += p->funcs[f].calls;
-			char key[96];
-			snprintf(key, sizeof(key), "%u %.80s", p->pid, p->command);
-			mt_render_count_row(out, key, calls);
-		}
-		fprintf(out, "memtap: per process: memtap report %s.*.%s\n\n", prefix, MT_FILE_EXT);
-		mt_loaded_merge(&l);
-	}
-	if (l.n)
-		mt_render(out, a->format, &l);
+	mt_render_summary(out, a->format, &l, prefix);
 	if (text)
 		fprintf(out, "(eBPF backend: the totals are not collected; free sizes are glibc's usable sizes)\n");
 	if (out != dflt)

@@ -130,22 +130,7 @@ static int summarize(const char *prefix, uint64_t run_id, pid_t root, const char
 	if (!have_root)
 		mt_error("process %d wrote no profile (killed by a signal, or ended with _exit); "
 			 "profiles of this run: %zu", (int)root, l.n);
-	if (l.n > 1 && strcmp(format, "text") == 0) {
-		fprintf(out, "memtap: %zu processes traced; calls per process:\n", l.n);
-		for (size_t i = 0; i < l.n; i++) {
-			struct mt_profile *p = l.items[i].profile;
-			uint64_t calls = 0;
-			for (uint32_t f = 0; f < p->nfuncs; f++)
-				calls += p->funcs[f].calls;
-			char key[96];
-			snprintf(key, sizeof(key), "%u %.80s", p->pid, p->command);
-			mt_render_count_row(out, key, calls);
-		}
-		fprintf(out, "memtap: per process: memtap report %s.*.%s\n\n", prefix, MT_FILE_EXT);
-		mt_loaded_merge(&l);
-	}
-	if (l.n)
-		mt_render(out, format, &l);
+	mt_render_summary(out, format, &l, prefix);
 	if (out != stderr)
 		fclose(out);
 	mt_loaded_free(&l);

@@ -232,3 +232,23 @@ int mt_render_with(FILE *out, const char *format, const struct mt_loaded *l,
 		return mt_render_pprof(out, l->items[0].profile);
 	return mt_render_jeprof(out, l->items[0].profile);
 }
+
+void mt_render_summary(FILE *out, const char *format, struct mt_loaded *l, const char *prefix)
+{
+	if (l->n > 1 && strcmp(format, "text") == 0) {
+		fprintf(out, "memtap: %zu processes traced; calls per process:\n", l->n);
+		for (size_t i = 0; i < l->n; i++) {
+			struct mt_profile *p = l->items[i].profile;
+			uint64_t calls = 0;
+			for (uint32_t f = 0; f < p->nfuncs; f++)
+				calls += p->funcs[f].calls;
+			char key[96];
+			snprintf(key, sizeof(key), "%u %.80s", p->pid, p->command);
+			mt_render_count_row(out, key, calls);
+		}
+		fprintf(out, "memtap: per process: memtap report %s.*.%s\n\n", prefix, MT_FILE_EXT);
+		mt_loaded_merge(l);
+	}
+	if (l->n)
+		mt_render(out, format, l);
+}

@@ -4,8 +4,6 @@
 # failed requests the untraced server does not also have, per-child counts
 # that add up to the total, and memtap's own memory bounded (reported).
 . "$(dirname "$0")/../lib.sh"
-APACHE=/usr/sbin/apache2
-MODDIR=/usr/lib/apache2/modules
 [ -x $APACHE ] || skip_all "apache2 is not installed"
 command -v wrk >/dev/null || skip_all "wrk is not installed (Debian package wrk)"
 command -v curl >/dev/null || skip_all "curl is not installed"
@@ -14,43 +12,19 @@ plan 16
 export MEMTAP_RUNDIR="$TMP/run"
 mkdir -p "$MEMTAP_RUNDIR" && chmod 1777 "$MEMTAP_RUNDIR"
 
-# conf MPM DIR PORT: an Apache config of our own, on loopback.
+# conf MPM DIR PORT: an Apache of our own for this MPM (tests/lib.sh).
 conf() {
-	local mpm=$1 d=$2 port=$3 ug=""
-	[ "$(id -u)" = 0 ] && ug="User www-data
-Group www-data"
 	local tuning="StartServers 2
 MinSpareServers 2
 MaxSpareServers 4
 MaxRequestWorkers 16"
-	[ "$mpm" = event ] && tuning="StartServers 2
+	[ "$1" = event ] && tuning="StartServers 2
 ServerLimit 2
 ThreadsPerChild 8
 MinSpareThreads 2
 MaxSpareThreads 16
 MaxRequestWorkers 16"
-	mkdir -p "$d/htdocs" "$d/prof"
-	chmod 0755 "$d" "$d/htdocs"; chmod 0777 "$d/prof"
-	head -c 4096 /dev/zero | tr '\0' m > "$d/htdocs/index.html"; chmod 0644 "$d/htdocs/index.html"
-	cat > "$d/httpd.conf" <<CONF
-ServerRoot "$d"
-ServerName 127.0.0.1
-DefaultRuntimeDir "$d"
-Listen 127.0.0.1:$port
-PidFile "$d/httpd.pid"
-ErrorLog "$d/error.log"
-LoadModule mpm_${mpm}_module $MODDIR/mod_mpm_${mpm}.so
-LoadModule authz_core_module $MODDIR/mod_authz_core.so
-LoadModule dir_module $MODDIR/mod_dir.so
-LoadModule mime_module $MODDIR/mod_mime.so
-$ug
-$tuning
-TypesConfig /etc/mime.types
-DocumentRoot "$d/htdocs"
-<Directory "$d/htdocs">
-    Require all granted
-</Directory>
-CONF
+	apache_conf "$2" "$3" "$1" "$tuning" "$(head -c 4096 /dev/zero | tr '\0' m)"
 }
 
 # load PORT: bounded wrk run; prints "requests errors".

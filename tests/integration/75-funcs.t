@@ -68,49 +68,19 @@ is "$?" 2 "a bad -f spec is refused"
 like "$(cat "$TMP/err.txt")" "size=argN or pool=argM" "saying what is expected"
 
 # Apache: apr_palloc against malloc per request, as in seeds/000.
-APACHE=/usr/sbin/apache2
-MODDIR=/usr/lib/apache2/modules
 if [ ! -x $APACHE ] || ! command -v curl >/dev/null; then
 	skip "apache2 or curl is not installed"; skip "apache2 or curl is not installed"
 	exit 0
 fi
 D="$TMP/httpd"
-mkdir -p "$D/htdocs" "$D/prof" "$D/run"
-chmod 0777 "$D/prof"
-chmod 1777 "$D/run"
-chmod 0755 "$D" "$D/htdocs"
-echo hello > "$D/htdocs/index.html"
-chmod 0644 "$D/htdocs/index.html"
 PORT=$(free_port)
-[ "$(id -u)" = 0 ] && USERGROUP="User www-data
-Group www-data"
-cat > "$D/httpd.conf" <<CONF
-ServerRoot "$D"
-ServerName 127.0.0.1
-DefaultRuntimeDir "$D"
-Listen 127.0.0.1:$PORT
-PidFile "$D/httpd.pid"
-ErrorLog "$D/error.log"
-LoadModule mpm_prefork_module $MODDIR/mod_mpm_prefork.so
-LoadModule authz_core_module $MODDIR/mod_authz_core.so
-LoadModule dir_module $MODDIR/mod_dir.so
-LoadModule mime_module $MODDIR/mod_mime.so
-${USERGROUP:-}
-StartServers 1
+apache_conf "$D" $PORT prefork "StartServers 1
 MinSpareServers 1
 MaxSpareServers 1
-MaxRequestWorkers 1
-TypesConfig /etc/mime.types
-DocumentRoot "$D/htdocs"
-<Directory "$D/htdocs">
-    Require all granted
-</Directory>
-CONF
+MaxRequestWorkers 1"
+mkdir -p "$D/run" && chmod 1777 "$D/run"
 export MEMTAP_RUNDIR="$D/run"
-setsid $MEMTAP run -q -o "$D/prof/httpd" -f apr_palloc:size=arg1 -- $APACHE -f "$D/httpd.conf" -DFOREGROUND \
-	> "$D/run.out" 2>&1 < /dev/null &
-at_exit "kill \$(cat $D/httpd.pid 2>/dev/null)"
-wait_for "curl -sf --max-time 2 http://127.0.0.1:$PORT/" 100
+apache_start "$D" $PORT $MEMTAP run -q -o "$D/prof/httpd" -f apr_palloc:size=arg1 --
 # Warm up the single child, zero its counters, then three GETs.
 for i in 1 2 3 4 5; do curl -s --max-time 5 -o /dev/null http://127.0.0.1:$PORT/; done
 child=$(pgrep -P "$(cat "$D/httpd.pid")" | head -1)

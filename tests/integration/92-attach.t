@@ -107,52 +107,21 @@ else
 fi
 
 # Apache: apr_palloc vs malloc for three GETs, attached while it runs.
-APACHE=/usr/sbin/apache2
-MODDIR=/usr/lib/apache2/modules
 if [ ! -x $APACHE ] || ! command -v curl >/dev/null; then
 	for i in 1 2 3 4 5; do skip "apache2 or curl is not installed"; done
 	exit 0
 fi
 D="$TMP/httpd"
-mkdir -p "$D/htdocs" "$D/prof" "$D/run"
-chmod 0777 "$D/prof"
-chmod 1777 "$D/run"
-chmod 0755 "$D" "$D/htdocs"
-echo hello > "$D/htdocs/index.html"
-chmod 0644 "$D/htdocs/index.html"
 PORT=$(free_port)
-[ "$(id -u)" = 0 ] && USERGROUP="User www-data
-Group www-data"
-for MPM in event; do
-cat > "$D/httpd.conf" <<CONF
-ServerRoot "$D"
-ServerName 127.0.0.1
-DefaultRuntimeDir "$D"
-Listen 127.0.0.1:$PORT
-PidFile "$D/httpd.pid"
-ErrorLog "$D/error.log"
-LoadModule mpm_${MPM}_module $MODDIR/mod_mpm_${MPM}.so
-LoadModule authz_core_module $MODDIR/mod_authz_core.so
-LoadModule dir_module $MODDIR/mod_dir.so
-LoadModule mime_module $MODDIR/mod_mime.so
-${USERGROUP:-}
-StartServers 1
+apache_conf "$D" $PORT event "StartServers 1
 ServerLimit 1
 ThreadsPerChild 4
 MinSpareThreads 1
 MaxSpareThreads 4
-MaxRequestWorkers 4
-TypesConfig /etc/mime.types
-DocumentRoot "$D/htdocs"
-<Directory "$D/htdocs">
-    Require all granted
-</Directory>
-CONF
-done
+MaxRequestWorkers 4"
+mkdir -p "$D/run" && chmod 1777 "$D/run"
 export MEMTAP_RUNDIR="$D/run"
-setsid $APACHE -f "$D/httpd.conf" -DFOREGROUND > "$D/out" 2>&1 < /dev/null &
-at_exit "kill \$(cat $D/httpd.pid 2>/dev/null)"
-wait_for "curl -sf --max-time 2 http://127.0.0.1:$PORT/" 100
+apache_start "$D" $PORT
 for i in 1 2 3 4 5; do curl -s --max-time 5 -o /dev/null http://127.0.0.1:$PORT/; done
 child=$(pgrep -P "$(cat "$D/httpd.pid")" | head -1)
 # The worker child runs as www-data: its profiles go where www-data may write.
