@@ -32,8 +32,16 @@ if command -v valgrind >/dev/null; then
 	done
 fi
 if [ $vg_ok = 1 ]; then
-	rec=$(grep -A2 'definitely lost in loss record' "$TMP/vg.txt")
-	like "$rec" "432,100 bytes in 100 blocks are definitely lost" "valgrind: 432,100 bytes in 100 blocks definitely lost"
+	# The loss records whose stack passes through leaky_site.  valgrind's
+	# scan is conservative: a stale copy of a pointer somewhere can move a
+	# block from "definitely" to "possibly" lost, so both are summed.
+	sum=$(awk '/are (definitely|possibly) lost in loss record/ { b = $2; n = $5; gsub(/,/, "", b); next }
+		b != "" && /leaky_site/ { bytes += b; blocks += n; b = "" }
+		/^==[0-9]+== $/ { b = "" }
+		END { print bytes + 0, blocks + 0 }' "$TMP/vg.txt")
+	rec=$(grep -A2 'lost in loss record' "$TMP/vg.txt" | grep -B1 -A1 leaky_site)
+	[ "$sum" = "432100 100" ] || sed 's/^/# vg: /' "$TMP/vg.txt" | grep -E 'lost|leaky|by 0x' | head -20
+	is "$sum" "432100 100" "valgrind: 432,100 bytes in 100 blocks lost from leaky_site"
 	like "$rec" "by 0x[0-9A-F]+: leaky_site \(stacks.c:[0-9]+\)" "valgrind names leaky_site"
 	vline=$(printf '%s' "$rec" | sed -n 's/.*leaky_site (stacks.c:\([0-9]*\)).*/\1/p')
 	grep -q "leaky_site .*stacks.c:$vline\$" "$TMP/l.txt"
