@@ -11,6 +11,7 @@
 #include <link.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -85,16 +86,46 @@ static size_t boot_size(const void *p)
 	return ((const size_t *)p)[-1];
 }
 
+struct load_order {
+	uintptr_t self;
+	int index, self_at, libc_at;
+};
+
+static int load_order_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct load_order *o = arg;
+	if (info->dlpi_addr == o->self)
+		o->self_at = o->index;
+	if (o->libc_at < 0 && info->dlpi_name && strstr(info->dlpi_name, "/libc.so"))
+		o->libc_at = o->index;
+	o->index++;
+	return 0;
+}
+
+static int loaded_after_libc(void)
+{
+	Dl_info self;
+	if (!dladdr((void *)loaded_after_libc, &self))
+		return 0;
+	struct load_order o = {(uintptr_t)self.dli_fbase, 0, -1, -1};
+	dl_iterate_phdr(load_order_cb, &o);
+	return o.libc_at >= 0 && o.self_at > o.libc_at;
+}
+
 int mt_resolve(void)
 {
 	/* Preloaded, the agent is the global definition of malloc and the real
 	 * one is the next; loaded into a running process (attach), the agent is
 	 * a local object and the real one is the global definition. */
+	/* `memtap run` says so in the environment.  Otherwise (attach, or a
+	 * hand-made LD_PRELOAD) look at the load order: a preloaded library is
+	 * loaded before the C library, one dlopen'd by the injector after it.
+	 * (Comparing dlsym("malloc") with our own would be wrong in a non-PIE
+	 * program that takes malloc's address: the canonical address is then the
+	 * program's own PLT stub.) */
 	void *scope = RTLD_NEXT;
-	Dl_info global, self;
-	void *g = dlsym(RTLD_DEFAULT, "malloc");
-	if (!g || !dladdr(g, &global) || !dladdr((void *)mt_resolve, &self) ||
-	    global.dli_fbase != self.dli_fbase) {
+	if (!getenv("MEMTAP_AGENT") && loaded_after_libc()) {
 		mt_g.attached_mode = 1;
 		scope = RTLD_DEFAULT;
 	}
@@ -118,6 +149,13 @@ int mt_resolve(void)
 #undef R
 	if (!real.malloc || !real.free || !real.calloc || !real.realloc)
 		return -ENOENT;
+	/* A "real" function that is our own wrapper would call itself forever:
+	 * refuse to start rather than hang the program. */
+	if ((void *)real.malloc == (void *)malloc || (void *)real.calloc == (void *)calloc ||
+	    (void *)real.free == (void *)free || (void *)real.realloc == (void *)realloc) {
+		memset(&real, 0, sizeof(real));
+		return -ELOOP;
+	}
 	for (size_t i = 0; i < sizeof(cxx_symbols) / sizeof(cxx_symbols[0]); i++)
 		real.cxx[i] = dlsym(scope, cxx_symbols[i]);
 	return 0;

@@ -2,7 +2,7 @@
 # The traced process is never harmed: signal handlers that allocate, thread
 # storms, daemons that close every descriptor, abnormal exits.
 . "$(dirname "$0")/../lib.sh"
-plan 20
+plan 24
 
 out=$($MEMTAP run -q -o "$TMP/s" -- "$FIX/robust" signals)
 ok $? "a SIGALRM handler that mallocs every 100 us: the program's checksum holds"
@@ -62,3 +62,28 @@ printf '\x01' | dd of="$TMP/elf32" bs=1 seek=4 conv=notrunc status=none # EI_CLA
 $MEMTAP run -q -o "$TMP/32" -- "$TMP/elf32" 1 1 1 2> "$TMP/err.txt"
 is "$?" 2 "a 32-bit program is refused"
 like "$(cat "$TMP/err.txt")" "32-bit|not a readable ELF" "saying why"
+
+# A non-PIE program that takes malloc's address (Debian's python3 does, in
+# its allocator table): the address is then the program's own PLT stub, and
+# the agent must still know it was preloaded (it once hung here).
+cat > "$TMP/fp.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+void *(*volatile alloc_fn)(size_t) = malloc;
+void (*volatile free_fn)(void *) = free;
+int main(void) { for (int i = 0; i < 10; i++) free_fn(alloc_fn(100)); puts("fp ok"); return 0; }
+C
+if cc -no-pie -fno-pie -O1 -o "$TMP/fp" "$TMP/fp.c" 2>/dev/null; then
+	is "$(timeout 20 $MEMTAP run -q -o "$TMP/fp" -- "$TMP/fp")" "fp ok" "a non-PIE program calling malloc through a pointer runs"
+	is "$($MEMTAP report --format=json "$TMP"/fp.*.mtp | jq '.processes[0].functions.malloc.calls')" 10 \
+		"and its calls through the pointer are counted"
+	is "$(timeout 20 env LD_PRELOAD="$ROOT/$BUILDDIR/libmemtap.so" MEMTAP_PREFIX="$TMP/fp2" "$TMP/fp")" "fp ok" \
+		"also preloaded by hand (no memtap run)"
+else
+	skip "cannot build a non-PIE program"; skip "no -no-pie"; skip "no -no-pie"
+fi
+if [ -x /usr/bin/python3 ]; then
+	is "$(timeout 30 $MEMTAP run -q -o "$TMP/py" -- /usr/bin/python3 -c 'print(6 * 7)')" 42 "Debian's python3 runs under memtap"
+else
+	skip "/usr/bin/python3 is not installed"
+fi
