@@ -75,8 +75,8 @@ int main(void) { for (int i = 0; i < 10; i++) free_fn(alloc_fn(100)); puts("fp o
 C
 if cc -no-pie -fno-pie -O1 -o "$TMP/fp" "$TMP/fp.c" 2>/dev/null; then
 	is "$(timeout 20 $MEMTAP run -q -o "$TMP/fp" -- "$TMP/fp")" "fp ok" "a non-PIE program calling malloc through a pointer runs"
-	is "$($MEMTAP report --format=json "$TMP"/fp.*.mtp | jq '.processes[0].functions.malloc.calls')" 10 \
-		"and its calls through the pointer are counted"
+	$MEMTAP report --format=json "$TMP"/fp.*.mtp > "$TMP/fp.json"
+	is "$(bucket "$TMP/fp.json" malloc 64)" 10 "and its calls through the pointer are counted"
 	is "$(timeout 20 env LD_PRELOAD="$ROOT/$BUILDDIR/libmemtap.so" MEMTAP_PREFIX="$TMP/fp2" "$TMP/fp")" "fp ok" \
 		"also preloaded by hand (no memtap run)"
 else
