@@ -328,6 +328,24 @@ static inline void mt_release(struct mt_thread *t, uint64_t usable)
 }
 
 struct mt_thread *mt_enter_slow(void);
+
+/* The live table's counting filter (sites.c): a zero slot means no sampled
+ * allocation can be at that address. */
+extern uint8_t *mt_live_filter;
+static inline uint32_t mt_live_bucket(uintptr_t p)
+{
+	return (uint32_t)(((p >> 4) * 0x9e3779b97f4a7c15ull) >> 44); /* 20 bits */
+}
+
+/* Whether free(P) may skip the live table: nothing tracked, or sampling
+ * (not every allocation) and P's filter slot empty. */
+static inline int mt_free_untracked(void *p)
+{
+	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)))
+		return 1;
+	return mt_g.sample_period > 1 &&
+	       !__atomic_load_n(&mt_live_filter[mt_live_bucket((uintptr_t)p) >> 2], __ATOMIC_RELAXED);
+}
 void mt_set_active(int on);
 void mt_set_tracking(int on);
 void mt_inuse_high(struct mt_thread *t, int64_t d);

@@ -314,7 +314,8 @@ MT_EXPORT void free(void *p)
 {
 	struct mt_thread *t = mt_tls_thread;
 	if (likely(t != NULL) && likely(p != NULL) && likely(!mt_tls_busy) &&
-	    likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED)) && likely(!is_boot(p))) {
+	    likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED)) && likely(!is_boot(p)) &&
+	    likely(mt_free_untracked(p))) {
 		size_t u = glibc_usable(p);
 		mt_tls_busy = 1;
 		real.free(p);

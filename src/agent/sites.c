@@ -44,7 +44,8 @@ struct mt_live {
 static struct mt_sitex **site_buckets;
 static uint32_t nsites;
 static struct mt_live **live_buckets;
-static uint8_t *live_filter;
+uint8_t *mt_live_filter;
+#define live_filter mt_live_filter
 static struct {
 	int lock;
 	struct mt_live *free;
@@ -194,7 +195,7 @@ uint32_t mt_sites_count(void)
 
 static inline uint32_t live_bucket(uintptr_t p)
 {
-	return (uint32_t)(((p >> 4) * 0x9e3779b97f4a7c15ull) >> 44); /* 20 bits */
+	return mt_live_bucket(p);
 }
 
 static void stripe_lock(uint32_t s)

@@ -143,12 +143,13 @@ void mt_scratch_init(struct mt_buf *b)
 
 /* ---- the fast-path gate ---- */
 
-/* malloc and free take their fast path when counting is on, usable sizes can
- * be read from glibc's chunk headers, and no live table needs updating. */
+/* malloc and free take their fast path when counting is on and usable sizes
+ * can be read from glibc's chunk headers.  With sampled call sites, free's
+ * fast path also asks the live table's filter first (mt_live_maybe); with
+ * every allocation tracked (--sample=1) frees always take the slow path. */
 static void gate_update(void)
 {
-	int fast = __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.usable_fast &&
-		   !__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED);
+	int fast = __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.usable_fast;
 	__atomic_store_n(&mt_g.fast, fast, __ATOMIC_RELEASE);
 }
 
