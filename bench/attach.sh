@@ -116,7 +116,7 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
 	redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP/redis" > "$TMP/redis/log" 2>&1 &
 	RPID=$!
 	for i in $(seq 1 100); do redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-	rb() { redis-benchmark -p "$RP" -n 100000 -c 8 -t set,get -q 2>/dev/null | awk -F'[: ]+' '/^SET/ {s=$2} /^GET/ {g=$2} END {print s + g}'; }
+	rb() { redis-benchmark -p "$RP" -n 100000 -c 8 -t set,get -q 2>/dev/null | tr '\r' '\n' | awk -F'[: ]+' '/^SET/ {s=$2} /^GET/ {g=$2} END {print s + g}'; }
 	: > "$TMP/r.untraced"; : > "$TMP/r.count"
 	for r in $(seq 1 "$ROUNDS"); do
 		rb >> "$TMP/r.untraced"
