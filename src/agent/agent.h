@@ -16,7 +16,8 @@
  * - tls_busy is set while the agent calls into the real allocator or works on
  *   its own behalf; calls made then pass straight through, uncounted (this is
  *   the recursion guard, and it keeps operator new's inner malloc from being
- *   counted twice).
+ *   counted twice).  malloc's and free's fast paths do without it: they run
+ *   only on glibc, whose malloc and free never call back through the PLT.
  */
 #ifndef MEMTAP_AGENT_H
 #define MEMTAP_AGENT_H

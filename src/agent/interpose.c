@@ -280,9 +280,9 @@ MT_EXPORT void *malloc(size_t n)
 {
 	struct mt_thread *t = mt_tls_thread;
 	if (likely(t != NULL) && likely(!mt_tls_busy) && likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED))) {
-		mt_tls_busy = 1;
+		/* No recursion guard: the gate is open only on glibc, whose malloc
+		 * and free never call back through the PLT. */
 		void *p = real.malloc(n);
-		mt_tls_busy = 0;
 		if (likely(p != NULL))
 			mt_fast_alloc(t, MT_FN_MALLOC, n, glibc_usable(p), p);
 		else
@@ -317,9 +317,7 @@ MT_EXPORT void free(void *p)
 	    likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED)) && likely(!is_boot(p)) &&
 	    likely(mt_free_untracked(p))) {
 		size_t u = glibc_usable(p);
-		mt_tls_busy = 1;
-		real.free(p);
-		mt_tls_busy = 0;
+		real.free(p); /* glibc: no recursion guard needed (see malloc) */
 		mt_fast_free(t, MT_FN_FREE, u);
 		return;
 	}
