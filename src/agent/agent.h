@@ -208,7 +208,6 @@ int mt_resolve(void);
 int mt_hook_wrappers(void);
 /* Allocator identification for `stats`: "glibc", "jemalloc", ... */
 const char *mt_allocator_name(char *path, size_t pathlen);
-size_t mt_usable_size(void *p);
 /* Enables reading glibc's chunk headers for usable sizes, if it checks out. */
 void mt_usable_check(void);
 
@@ -238,20 +237,16 @@ static inline void mt_count_own(struct mt_thread *t, int fn, uint64_t size)
 	mt_bump(&c->hist[mt_hist_bucket(size)], 1);
 }
 
+void mt_inuse_high(struct mt_thread *t, int64_t d); /* fold, or record a new high */
+
 static inline void mt_inuse_up(struct mt_thread *t, int64_t delta)
 {
 	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) + delta;
 	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
-	if (unlikely(d > MT_INUSE_FLUSH)) {
-		mt_inuse_flush(t);
-	} else if (unlikely(d > t->delta_high)) {
-		/* A new high for this thread since its last fold: the process
-		 * may be at a new peak.  Exact for one thread; with several, the
-		 * other threads' unfolded deltas (< MT_INUSE_FLUSH each) are
-		 * not seen. */
-		t->delta_high = d;
-		mt_peak_offer(__atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + d);
-	}
+	/* One comparison for the fold and the peak: delta_high never exceeds
+	 * MT_INUSE_FLUSH and is 0 after a fold (mt_inuse_high). */
+	if (unlikely(d > t->delta_high))
+		mt_inuse_high(t, d);
 }
 
 static inline void mt_inuse_down(struct mt_thread *t, int64_t delta)
@@ -261,6 +256,22 @@ static inline void mt_inuse_down(struct mt_thread *t, int64_t delta)
 	if (unlikely(d < -MT_INUSE_FLUSH))
 		mt_inuse_flush(t);
 }
+
+/* malloc's and free's fast paths: the caller's own block, no orphan check. */
+static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
+{
+	mt_count_own(t, fn, size);
+	mt_inuse_up(t, (int64_t)usable);
+	if (unlikely((t->event_left -= (int64_t)size) < 0))
+		mt_alloc_event(t, fn, size, p);
+}
+
+static inline void mt_fast_free(struct mt_thread *t, int fn, uint64_t usable)
+{
+	mt_count_own(t, fn, usable);
+	mt_inuse_down(t, (int64_t)usable);
+}
+
 
 /* A call that changed no in-use memory (mmap, munmap, brk, sbrk, -f
  * functions, a failed allocation). */
@@ -284,10 +295,7 @@ static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint6
 		mt_count_shared(fn, size, 0, (int64_t)usable, 0);
 		return;
 	}
-	mt_count_own(t, fn, size);
-	mt_inuse_up(t, (int64_t)usable);
-	if (unlikely((t->event_left -= (int64_t)size) < 0))
-		mt_alloc_event(t, fn, size, p);
+	mt_fast_alloc(t, fn, size, usable, p);
 }
 
 /* Before P is freed (or moved by realloc): forget it if it was sampled.
@@ -349,34 +357,6 @@ static inline int mt_free_untracked(void *p)
 }
 void mt_set_active(int on);
 void mt_set_tracking(int on);
-void mt_inuse_high(struct mt_thread *t, int64_t d);
-
-/* malloc's and free's fast paths: the caller's own block, no orphan check,
- * one comparison for both the fold and the peak (delta_high never exceeds
- * MT_INUSE_FLUSH, and is 0 after a fold). */
-static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
-{
-	struct mt_counter *c = &t->c[fn];
-	mt_bump(&c->bytes, size);
-	mt_bump(&c->hist[mt_hist_bucket(size)], 1);
-	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) + (int64_t)usable;
-	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
-	if (unlikely(d > t->delta_high))
-		mt_inuse_high(t, d);
-	if (unlikely((t->event_left -= (int64_t)size) < 0))
-		mt_alloc_event(t, fn, size, p);
-}
-
-static inline void mt_fast_free(struct mt_thread *t, int fn, uint64_t usable)
-{
-	struct mt_counter *c = &t->c[fn];
-	mt_bump(&c->bytes, usable);
-	mt_bump(&c->hist[mt_hist_bucket(usable)], 1);
-	int64_t d = __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED) - (int64_t)usable;
-	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
-	if (unlikely(d < -MT_INUSE_FLUSH))
-		mt_inuse_flush(t);
-}
 
 /* Entry to every wrapper: the calling thread's block, or NULL when the call
  * must pass through uncounted (recursion, inactive, untraced process).  The

@@ -184,11 +184,6 @@ static void *cxx_real(int fn)
 	return f;
 }
 
-size_t mt_usable_size(void *p)
-{
-	return real.usable ? real.usable(p) : 0;
-}
-
 const char *mt_allocator_name(char *path, size_t pathlen)
 {
 	Dl_info info;
