@@ -35,13 +35,13 @@ ok() { # ok CONDITION-EXIT-STATUS DESCRIPTION
 is() {
 	_n=$((_n + 1))
 	if [ "$1" = "$2" ]; then echo "ok $_n - $3"
-	else echo "not ok $_n - $3"; echo "#   got:  '$1'"; echo "#   want: '$2'"; _failed=$((_failed + 1)); fi
+	else echo "not ok $_n - $3"; printf "#   got:  '%s'\n#   want: '%s'\n" "$1" "$2" | tee /dev/stderr; _failed=$((_failed + 1)); fi
 }
 # like TEXT REGEX DESCRIPTION
 like() {
 	_n=$((_n + 1))
 	if printf '%s' "$1" | grep -Eq -- "$2"; then echo "ok $_n - $3"
-	else echo "not ok $_n - $3"; echo "#   '$1'"; echo "#   does not match /$2/"; _failed=$((_failed + 1)); fi
+	else echo "not ok $_n - $3"; printf "#   '%s'\n#   does not match /%s/\n" "$1" "$2" | tee /dev/stderr; _failed=$((_failed + 1)); fi
 }
 skip() { _n=$((_n + 1)); echo "ok $_n # skip $1"; }
 skip_all() { echo "1..0 # skip $1"; exit 0; }

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <linux/types.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -497,13 +498,20 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 			mt_profile_free(p);
 			return -ENOMEM;
 		}
+		uint64_t unread = 0;
 		for (int c = 0; c < ncpu; c++) {
 			f->calls += vals[c].calls;
 			f->bytes += vals[c].bytes;
 			f->failed += vals[c].failed;
+			unread += vals[c].unread;
 			for (int b = 0; b < MTB_HIST && b < MT_HIST_BUCKETS; b++)
 				f->hist[b] += vals[c].hist[b];
 		}
+		if (unread)
+			fprintf(stderr,
+				"memtap: process %u: %" PRIu64 " %s call(s) counted without a size: the block's header "
+				"was on a page that was not resident when the probe fired (a probe cannot fault it in)\n",
+				tgid, unread, f->name);
 	}
 	free(vals);
 	*out = p;

@@ -128,16 +128,31 @@ static __always_inline int traced(__u32 tgid)
 
 /* glibc's usable size of the block at P, from its chunk header (the size
  * word before P; bit 1 marks an mmapped chunk, whose header is 16 bytes
- * instead of 8): what malloc_usable_size(P) returns. */
-static __always_inline __u64 glibc_usable(__u64 p)
+ * instead of 8): what malloc_usable_size(P) returns.  Returns -1 when the
+ * header cannot be read: a probe cannot fault a page in, so a header on a
+ * page that is not resident at that instant (reclaimed, being migrated or
+ * compacted) is unreadable; the call is then counted without a size. */
+static __always_inline __s64 glibc_usable(__u64 p)
 {
 	__u64 h = 0;
 
-	if (!p || bpf_probe_read_user(&h, sizeof(h), (void *)(p - 8)))
+	if (!p)
 		return 0;
+	if (bpf_probe_read_user(&h, sizeof(h), (void *)(p - 8)))
+		return -1;
 	if ((h & ~7ull) < 16)
 		return 0;
 	return (h & ~7ull) - (h & 2 ? 16 : 8);
+}
+
+static __always_inline void count_unread(__u32 tgid, __u32 id)
+{
+	struct mtb_stat *s = stat_of(tgid, id);
+
+	if (s) {
+		s->calls++;
+		s->unread++;
+	}
 }
 
 /*
@@ -370,7 +385,15 @@ int BPF_KPROBE(mt_entry)
 	case MTB_SZ_ARG5: size = a[5]; break;
 	case MTB_SZ_MUL01: size = a[0] * a[1]; break;
 	case MTB_SZ_MUL12: size = a[1] * a[2]; break;
-	case MTB_SZ_CHUNK0: size = glibc_usable(a[0]); break;
+	case MTB_SZ_CHUNK0: {
+		__s64 u = glibc_usable(a[0]);
+		if (u < 0) {
+			count_unread(tgid, id);
+			return 0;
+		}
+		size = (__u64)u;
+		break;
+	}
 	}
 	count(tgid, id, size, mode != MTB_SZ_NONE);
 	if (within_on && (flags & MTB_F_ALLOC))

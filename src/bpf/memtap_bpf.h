@@ -90,6 +90,7 @@ struct mtb_stat {
 	__u64 calls;
 	__u64 bytes;
 	__u64 failed;
+	__u64 unread; /* calls whose size could not be read (page not resident) */
 	__u64 hist[MTB_HIST];
 };
 
