@@ -25,7 +25,7 @@ endif
 # Generated sources are kept: make would delete them as intermediates, and a
 # concurrent build would then miss them.
 .SECONDARY:
-.PHONY: all deps check demo bench install clean unit fixtures sanitize fuzz
+.PHONY: all deps check demo bench install clean unit fixtures sanitize tsan fuzz
 
 CORE_SRC := $(wildcard src/core/*.c)
 AGENT_SRC := $(wildcard src/agent/*.c)
@@ -201,6 +201,42 @@ sanitize:
 	@cd . && MEMTAP_BUILD=build-san CMOCKA_MESSAGE_OUTPUT=TAP ASAN_OPTIONS=detect_leaks=1 \
 		prove --exec '' build-san/tests/unit/test_* $(SAN_TESTS)
 
+# The agent's concurrency under ThreadSanitizer, in build-tsan/.  The agent
+# itself cannot be built with TSan (TSan interposes malloc too), so its
+# sources minus interpose.c (tests/tsan/stubs.c stands in) become a TSan
+# library that tests/tsan/test_agent.c drives from many threads; a race or a
+# wrong total fails.  tests/tsan/run.sh runs one process per test.
+TSAN := build-tsan
+TSAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+TSAN_CFLAGS := $(BASE_CFLAGS) -Isrc/agent -fPIC -fexceptions -ftls-model=initial-exec
+TSAN_AGENT_SRC := $(filter-out src/agent/interpose.c,$(AGENT_SRC)) $(CORE_SRC) tests/tsan/stubs.c
+TSAN_AGENT_OBJ := $(patsubst %.c,$(TSAN)/obj/%.o,$(TSAN_AGENT_SRC)) $(patsubst %.S,$(TSAN)/obj/%.o,$(AGENT_ASM))
+TSAN_TEST := $(TSAN)/tests/tsan/test_agent
+
+$(TSAN)/obj/%.o: %.c $(HEADERS)
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(TSAN_FLAGS) $(TSAN_CFLAGS) -c $< -o $@
+
+$(TSAN)/obj/%.o: %.S
+	$(msg) AS $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(TSAN_CFLAGS) -c $< -o $@
+
+$(TSAN)/libmemtap-tsan.so: $(TSAN_AGENT_OBJ)
+	$(msg) LD $@
+	$(Q)$(CC) $(CFLAGS) $(TSAN_FLAGS) -shared -Wl,--no-undefined $^ -o $@ -ldl -lpthread $(LIBS)
+
+$(TSAN_TEST): tests/tsan/test_agent.c $(TSAN)/libmemtap-tsan.so $(HEADERS)
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(TSAN_FLAGS) $(BASE_CFLAGS) -Isrc/agent $< -o $@ -L$(TSAN) -lmemtap-tsan \
+		-Wl,-rpath,'$$ORIGIN/../..' -lpthread
+
+tsan: $(TSAN_TEST)
+	@echo "tsan: the agent's per-thread counters, snapshots, reset, gate, sites and control thread under ThreadSanitizer"
+	@MEMTAP_TSAN_BIN=$(TSAN_TEST) prove -v --exec '' tests/tsan/run.sh
+
 # libFuzzer (clang) on the profile reader + renderers and the control
 # protocol parser, FUZZ_SECONDS each, from the seed corpus in tests/fuzz.
 FUZZ_SECONDS ?= 60
@@ -233,4 +269,4 @@ install: all
 	install -m 0755 $(AGENT) $(DEMO) $(DESTDIR)$(PREFIX)/lib/memtap/
 
 clean:
-	rm -rf $(BUILD) build-san
+	rm -rf $(BUILD) build-san build-tsan

@@ -25,7 +25,10 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "memtap/profile.h"
 
@@ -119,6 +122,32 @@ extern __thread struct mt_thread *mt_tls_thread __attribute__((tls_model("initia
 
 extern const char *const mt_fn_names[MT_FN_COUNT];
 extern const uint32_t mt_fn_kinds[MT_FN_COUNT];
+
+/* The agent's own pages, read-write and private.  Raw system calls: the
+ * agent's exported mmap and munmap wrappers must not see its own memory.
+ * Built with ThreadSanitizer (tests/tsan, where there are no wrappers) they
+ * go through libc's, which TSan intercepts to map its metadata for the range
+ * (atomics on memory it never saw mapped crash it) and to forget the old
+ * contents' history when the range is unmapped and reused. */
+static inline void *mt_sys_map(size_t len)
+{
+#ifdef __SANITIZE_THREAD__
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+#else
+	long r = syscall(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return r < 0 && r > -4096 ? NULL : (void *)r;
+#endif
+}
+
+static inline void mt_sys_unmap(void *p, size_t len)
+{
+#ifdef __SANITIZE_THREAD__
+	munmap(p, len);
+#else
+	syscall(SYS_munmap, p, len);
+#endif
+}
 
 /* state.c */
 int mt_init(void);                       /* 1 when the agent is ready */

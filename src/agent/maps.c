@@ -108,10 +108,9 @@ struct mt_mapping *mt_maps_read(uint32_t *n)
 {
 	*n = 0;
 	size_t len = MAPS_MAX * sizeof(struct mt_mapping);
-	long r = syscall(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (r < 0 && r > -4096)
+	struct mt_mapping *maps = mt_sys_map(len);
+	if (!maps)
 		return NULL;
-	struct mt_mapping *maps = (struct mt_mapping *)r;
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return maps;
@@ -142,5 +141,5 @@ void mt_maps_free(struct mt_mapping *m, uint32_t n)
 {
 	(void)n;
 	if (m)
-		syscall(SYS_munmap, m, MAPS_MAX * sizeof(struct mt_mapping));
+		mt_sys_unmap(m, MAPS_MAX * sizeof(struct mt_mapping));
 }

@@ -63,19 +63,6 @@ void mt_log(const char *fmt, ...)
 	errno = saved;
 }
 
-/* Raw system calls: our own exported mmap/munmap wrappers must not see the
- * agent's own memory traffic. */
-static void *sys_map(size_t len)
-{
-	long r = syscall(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	return r < 0 && r > -4096 ? NULL : (void *)r;
-}
-
-static void sys_unmap(void *p, size_t len)
-{
-	syscall(SYS_munmap, p, len);
-}
-
 /* ---- the arena: bump allocation from 1 MiB mappings, never freed ---- */
 
 static int arena_lock;
@@ -98,7 +85,7 @@ void *mt_arena_alloc(size_t size)
 	spin_lock(&arena_lock);
 	if ((size_t)(arena_end - arena_cur) < size) {
 		size_t chunk = size > (1u << 20) ? size : (1u << 20);
-		uint8_t *m = sys_map(chunk);
+		uint8_t *m = mt_sys_map(chunk);
 		if (!m) {
 			spin_unlock(&arena_lock);
 			return NULL;
@@ -116,13 +103,13 @@ void *mt_arena_alloc(size_t size)
 /* Scratch memory for dumps and replies, returned with mt_scratch_free. */
 static void *scratch_grow(void *old, size_t len, size_t newcap)
 {
-	uint8_t *m = sys_map(newcap + 64);
+	uint8_t *m = mt_sys_map(newcap + 64);
 	if (!m)
 		return NULL;
 	*(size_t *)m = newcap + 64;
 	if (old) {
 		memcpy(m + 64, old, len);
-		sys_unmap((uint8_t *)old - 64, *(size_t *)((uint8_t *)old - 64));
+		mt_sys_unmap((uint8_t *)old - 64, *(size_t *)((uint8_t *)old - 64));
 	}
 	return m + 64;
 }
@@ -130,7 +117,7 @@ static void *scratch_grow(void *old, size_t len, size_t newcap)
 void mt_scratch_free(struct mt_buf *b)
 {
 	if (b->data)
-		sys_unmap(b->data - 64, *(size_t *)(b->data - 64));
+		mt_sys_unmap(b->data - 64, *(size_t *)(b->data - 64));
 	b->data = NULL;
 	b->len = b->cap = 0;
 }
@@ -167,13 +154,22 @@ void mt_set_tracking(int on)
 
 /* ---- per-thread blocks ---- */
 
+/* ThreadSanitizer's runtime (tests/tsan) tears a thread's state down in the
+ * last destructor round, with a key made before ours: there the block is
+ * handed back one round earlier, while TSan still tracks the thread. */
+#ifdef __SANITIZE_THREAD__
+#define EXIT_ROUNDS (PTHREAD_DESTRUCTOR_ITERATIONS - 1)
+#else
+#define EXIT_ROUNDS PTHREAD_DESTRUCTOR_ITERATIONS
+#endif
+
 static void thread_exit(void *arg)
 {
 	struct mt_thread *t = arg;
 	/* Other keys' destructors may still free memory after ours has run;
 	 * re-arm until glibc's last destructor round so those frees are counted
 	 * in this block. */
-	if (++tls_exit_round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+	if (++tls_exit_round < EXIT_ROUNDS) {
 		pthread_setspecific(mt_g.key, t);
 		return;
 	}
@@ -379,7 +375,7 @@ void mt_snapshot(struct mt_profile *p, int all)
 {
 	int fn_index[MT_FN_TOTAL];
 	uint64_t freed = 0;
-	struct mt_thread *sum = sys_map(sizeof(*sum));
+	struct mt_thread *sum = mt_sys_map(sizeof(*sum));
 	if (!sum) {
 		p->nfuncs = 0;
 		return;
@@ -422,7 +418,7 @@ void mt_snapshot(struct mt_profile *p, int all)
 	p->totals.allocated_bytes = freed + (uint64_t)(inuse - mt_g.inuse_at_reset);
 	p->totals.in_use_bytes = inuse;
 	p->totals.peak_in_use_bytes = (uint64_t)(peak > inuse ? peak : inuse > 0 ? inuse : 0);
-	sys_unmap(sum, sizeof(*sum));
+	mt_sys_unmap(sum, sizeof(*sum));
 
 	p->sample_period = mt_g.stacks ? mt_g.sample_period : 0;
 	p->unknown_frees = __atomic_load_n(&mt_g.unknown_frees, __ATOMIC_RELAXED);
@@ -458,7 +454,7 @@ static struct mt_profile *snapshot_new(int with_sites)
 	uint32_t cap = with_sites && mt_g.stacks ? mt_sites_count() + 64 : 0;
 	size_t len = sizeof(struct snapshot) + MT_FN_TOTAL * sizeof(struct mt_func) +
 		     cap * sizeof(struct mt_site);
-	struct snapshot *sn = sys_map(len);
+	struct snapshot *sn = mt_sys_map(len);
 	if (!sn)
 		return NULL;
 	sn->len = len;
@@ -485,7 +481,7 @@ void mt_snapshot_free(struct mt_profile *p)
 	struct snapshot *sn = (struct snapshot *)((uint8_t *)p - offsetof(struct snapshot, p));
 	if (p->maps)
 		mt_maps_free(p->maps, p->nmaps);
-	sys_unmap(sn, sn->len);
+	mt_sys_unmap(sn, sn->len);
 }
 
 static void reset_site(struct mt_sitex *s, void *arg)
@@ -513,12 +509,12 @@ void mt_reset(void)
 		if (!base)
 			return;
 	}
-	struct mt_thread *sum = sys_map(sizeof(*sum));
+	struct mt_thread *sum = mt_sys_map(sizeof(*sum));
 	if (!sum)
 		return;
 	sum_blocks(sum);
 	memcpy(base, sum, sizeof(*sum));
-	sys_unmap(sum, sizeof(*sum));
+	mt_sys_unmap(sum, sizeof(*sum));
 	__atomic_store_n(&mt_g.baseline, base, __ATOMIC_RELEASE);
 	mt_sites_foreach(reset_site, NULL);
 	/* in-use is a level, not a counter: it carries on; the peak restarts.
