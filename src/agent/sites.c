@@ -243,24 +243,30 @@ int mt_live_forget(void *ptr)
 	}
 	stripe_lock(s);
 	struct mt_live **pp = &live_buckets[b], *e;
+	struct mt_sitex *site = NULL;
+	uint64_t size = 0;
 	while ((e = *pp) && e->ptr != p)
 		pp = &e->next;
 	if (e) {
 		*pp = e->next;
 		if (live_filter[slot] != 255)
 			__atomic_store_n(&live_filter[slot], live_filter[slot] - 1, __ATOMIC_RELAXED);
+		/* Read the entry before it goes on the free list: once the stripe
+		 * is unlocked another thread may take it for a new allocation. */
+		site = e->site;
+		size = e->size;
 		e->next = stripes[s].free;
 		stripes[s].free = e;
 	}
 	stripe_unlock(s);
-	if (e) {
-		__atomic_fetch_sub(&e->site->live_objects, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&e->site->live_bytes, e->size, __ATOMIC_RELAXED);
+	if (site) {
+		__atomic_fetch_sub(&site->live_objects, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&site->live_bytes, size, __ATOMIC_RELAXED);
 	} else if (mt_g.sample_period <= 1) {
 		/* Every allocation is recorded, so this one predates tracking. */
 		__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
 	}
-	return e != NULL;
+	return site != NULL;
 }
 
 /* ---- recording a sample ---- */
@@ -345,8 +351,12 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr)
 static void zero_site(struct mt_sitex *s, void *arg)
 {
 	(void)arg;
-	s->alloc_objects = s->alloc_bytes = s->live_objects = s->live_bytes = 0;
-	s->peak_objects = s->peak_bytes = 0;
+	__atomic_store_n(&s->alloc_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->alloc_bytes, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->live_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->live_bytes, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->peak_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->peak_bytes, 0, __ATOMIC_RELAXED);
 }
 
 void mt_sites_clear(void)
@@ -362,11 +372,17 @@ void mt_sites_clear(void)
 
 /* ---- the sites at the peak ---- */
 
+/* The peak figures are written here (by the thread that made a new peak) and
+ * by `reset`, and read by any dump: relaxed atomics, each field whole.  A
+ * dump that runs during a copy may pair one peak's objects with the next
+ * one's bytes, as it may pair live objects and bytes. */
 static void copy_live_to_peak(struct mt_sitex *s, void *arg)
 {
 	(void)arg;
-	s->peak_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
-	s->peak_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->peak_objects, __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&s->peak_bytes, __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
 }
 
 void mt_sites_peak(void)

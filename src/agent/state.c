@@ -362,8 +362,8 @@ static void fill_site(struct mt_sitex *s, void *arg)
 	d->alloc_bytes = __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED);
 	d->inuse_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
 	d->inuse_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
-	d->peak_objects = s->peak_objects;
-	d->peak_bytes = s->peak_bytes;
+	d->peak_objects = __atomic_load_n(&s->peak_objects, __ATOMIC_RELAXED);
+	d->peak_bytes = __atomic_load_n(&s->peak_bytes, __ATOMIC_RELAXED);
 }
 
 static const char *fn_name(int f)
@@ -489,8 +489,9 @@ static void reset_site(struct mt_sitex *s, void *arg)
 	(void)arg;
 	__atomic_store_n(&s->alloc_objects, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->alloc_bytes, 0, __ATOMIC_RELAXED);
-	s->peak_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
-	s->peak_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->peak_objects, __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&s->peak_bytes, __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
 }
 
 static int64_t sum_deltas(void)
