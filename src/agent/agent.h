@@ -105,14 +105,15 @@ struct mt_global {
 	uint64_t start_ns;
 	int64_t inuse;    /* folded in-use bytes (atomic) */
 	int64_t peak;     /* peak of inuse (atomic) */
-	int64_t inuse_at_reset; /* in-use at the last `reset` (for allocated bytes) */
+	int64_t inuse_at_reset; /* in-use at the last `reset` (for allocated bytes; seqlock, state.c) */
 	uint32_t seq;     /* next dump sequence number (atomic) */
 	uint32_t dumps;   /* dumps written (atomic) */
 	uint64_t arena_bytes; /* (atomic) the agent's own long-lived memory, mapped */
 	pthread_key_t key;
 	struct mt_thread *threads; /* registry head (atomic) */
 	struct mt_thread orphan;
-	/* Counters at the last `reset`, subtracted from every read. */
+	/* Counters at the last `reset`, subtracted from every read (a seqlock:
+	 * read it with baseline_read in state.c). */
 	struct mt_thread *baseline;
 };
 

@@ -302,6 +302,59 @@ struct mt_thread *mt_enter_slow(void)
 
 /* ---- snapshots ---- */
 
+/* The baseline of the last `reset`, subtracted from every read.  Reset
+ * rewrites it in place while a dump on another thread (--dump-every,
+ * --dump-on-peak, the exit dump) may be reading it, so it is a seqlock:
+ * baseline_seq is odd while it is written; readers copy it and retry if the
+ * sequence moved.  Fence-free: the writer's stores are releases (none can be
+ * seen before the odd sequence) and the reader's loads acquires (the final
+ * check cannot move before them).  Writers (reset, zero_counters) hold
+ * reset_lock, taken before arena_lock. */
+static int reset_lock;
+static uint32_t baseline_seq;
+
+_Static_assert(sizeof(struct mt_thread) % sizeof(uint64_t) == 0, "blocks are copied by words");
+
+/* BASE = SRC (NULL: no baseline) and the in-use at the reset; under
+ * reset_lock. */
+static void baseline_write(struct mt_thread *base, const struct mt_thread *src, int64_t inuse)
+{
+	uint32_t seq = __atomic_load_n(&baseline_seq, __ATOMIC_RELAXED);
+	__atomic_store_n(&baseline_seq, seq + 1, __ATOMIC_RELAXED);
+	if (src) {
+		uint64_t *d = (uint64_t *)base;
+		const uint64_t *s = (const uint64_t *)src;
+		for (size_t i = 0; i < sizeof(*base) / sizeof(*d); i++)
+			__atomic_store_n(&d[i], s[i], __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&mt_g.inuse_at_reset, inuse, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_g.baseline, src ? base : NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&baseline_seq, seq + 2, __ATOMIC_RELEASE);
+}
+
+/* Copies the baseline into DST; 0 when there is none (no reset since the
+ * start).  INUSE_AT_RESET is set either way. */
+static int baseline_read(struct mt_thread *dst, int64_t *inuse_at_reset)
+{
+	for (;;) {
+		uint32_t seq = __atomic_load_n(&baseline_seq, __ATOMIC_ACQUIRE);
+		if (seq & 1) {
+			sched_yield();
+			continue;
+		}
+		const struct mt_thread *base = __atomic_load_n(&mt_g.baseline, __ATOMIC_ACQUIRE);
+		if (base) {
+			uint64_t *d = (uint64_t *)dst;
+			const uint64_t *s = (const uint64_t *)base;
+			for (size_t i = 0; i < sizeof(*dst) / sizeof(*d); i++)
+				d[i] = __atomic_load_n(&s[i], __ATOMIC_ACQUIRE);
+		}
+		*inuse_at_reset = __atomic_load_n(&mt_g.inuse_at_reset, __ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&baseline_seq, __ATOMIC_RELAXED) == seq)
+			return base != NULL;
+	}
+}
+
 static void block_add(struct mt_thread *dst, const struct mt_thread *src)
 {
 	for (int f = 0; f < MT_FN_TOTAL; f++) {
@@ -375,13 +428,17 @@ void mt_snapshot(struct mt_profile *p, int all)
 {
 	int fn_index[MT_FN_TOTAL];
 	uint64_t freed = 0;
-	struct mt_thread *sum = mt_sys_map(sizeof(*sum));
+	int64_t inuse_at_reset;
+	/* The baseline before the counters: every counter only grows, so each
+	 * one summed after the baseline was read is at least its baseline. */
+	struct mt_thread *sum = mt_sys_map(2 * sizeof(*sum)), *base = sum + 1;
 	if (!sum) {
 		p->nfuncs = 0;
 		return;
 	}
+	if (!baseline_read(base, &inuse_at_reset))
+		base = NULL;
 	sum_blocks(sum);
-	const struct mt_thread *base = __atomic_load_n(&mt_g.baseline, __ATOMIC_ACQUIRE);
 	p->nfuncs = 0;
 	for (int f = 0; f < MT_FN_COUNT + mt_g.ncustom; f++) {
 		struct mt_counter *c = &sum->c[f];
@@ -415,10 +472,10 @@ void mt_snapshot(struct mt_profile *p, int all)
 	 * with no calls has no bytes either. */
 	freed += sum->released - (base ? base->released : 0);
 	p->totals.freed_bytes = freed;
-	p->totals.allocated_bytes = freed + (uint64_t)(inuse - mt_g.inuse_at_reset);
+	p->totals.allocated_bytes = freed + (uint64_t)(inuse - inuse_at_reset);
 	p->totals.in_use_bytes = inuse;
 	p->totals.peak_in_use_bytes = (uint64_t)(peak > inuse ? peak : inuse > 0 ? inuse : 0);
-	mt_sys_unmap(sum, sizeof(*sum));
+	mt_sys_unmap(sum, 2 * sizeof(*sum));
 
 	p->sample_period = mt_g.stacks ? mt_g.sample_period : 0;
 	p->unknown_frees = __atomic_load_n(&mt_g.unknown_frees, __ATOMIC_RELAXED);
@@ -504,25 +561,23 @@ static int64_t sum_deltas(void)
 
 void mt_reset(void)
 {
-	struct mt_thread *base = __atomic_load_n(&mt_g.baseline, __ATOMIC_ACQUIRE);
-	if (!base) {
-		base = mt_arena_alloc(sizeof(*base));
-		if (!base)
-			return;
-	}
 	struct mt_thread *sum = mt_sys_map(sizeof(*sum));
 	if (!sum)
 		return;
+	static struct mt_thread *base; /* made once, reused by every reset */
+	spin_lock(&reset_lock);
+	if (!base && !(base = mt_arena_alloc(sizeof(*base))))
+		goto out;
 	sum_blocks(sum);
-	memcpy(base, sum, sizeof(*sum));
-	mt_sys_unmap(sum, sizeof(*sum));
-	__atomic_store_n(&mt_g.baseline, base, __ATOMIC_RELEASE);
-	mt_sites_foreach(reset_site, NULL);
 	/* in-use is a level, not a counter: it carries on; the peak restarts.
 	 * Allocated bytes since the reset are freed + the change since then. */
 	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + sum_deltas();
-	mt_g.inuse_at_reset = inuse;
+	baseline_write(base, sum, inuse);
 	__atomic_store_n(&mt_g.peak, inuse, __ATOMIC_RELAXED);
+out:
+	spin_unlock(&reset_lock);
+	mt_sys_unmap(sum, sizeof(*sum));
+	mt_sites_foreach(reset_site, NULL);
 }
 
 /* ---- dumps ---- */
@@ -712,14 +767,17 @@ int mt_detach(char *out, size_t outlen)
 
 /* ---- fork ---- */
 
+/* No reset is half-written in a child (its readers would wait forever). */
 static void fork_prepare(void)
 {
+	spin_lock(&reset_lock);
 	spin_lock(&arena_lock);
 }
 
 static void fork_parent(void)
 {
 	spin_unlock(&arena_lock);
+	spin_unlock(&reset_lock);
 }
 
 /* Every counter, total and call site back to zero, for a new process (fork)
@@ -732,8 +790,10 @@ static void zero_counters(void)
 	for (struct mt_thread *t = mt_g.threads; t; t = t->next)
 		memset((uint8_t *)t + off, 0, sizeof(*t) - off);
 	memset((uint8_t *)&mt_g.orphan + off, 0, sizeof(mt_g.orphan) - off);
-	mt_g.baseline = NULL;
-	mt_g.inuse = mt_g.peak = mt_g.inuse_at_reset = 0;
+	spin_lock(&reset_lock);
+	baseline_write(NULL, NULL, 0);
+	spin_unlock(&reset_lock);
+	mt_g.inuse = mt_g.peak = 0;
 	mt_g.peak_snap_at = mt_g.peak_dump_at = 0;
 	mt_g.event_bytes = mt_g.event_dumps = 0;
 	mt_g.unknown_frees = 0;
@@ -744,6 +804,7 @@ static void zero_counters(void)
 static void fork_child(void)
 {
 	spin_unlock(&arena_lock);
+	spin_unlock(&reset_lock);
 	if (!mt_g.enabled)
 		return;
 	if (!mt_g.follow) {
