@@ -472,7 +472,13 @@ void mt_snapshot(struct mt_profile *p, int all)
 	 * with no calls has no bytes either. */
 	freed += sum->released - (base ? base->released : 0);
 	p->totals.freed_bytes = freed;
-	p->totals.allocated_bytes = freed + (uint64_t)(inuse - inuse_at_reset);
+	/* While threads run, the counters, in-use and in-use at the reset are
+	 * each read at a slightly different moment (and in-use is folded from
+	 * per-thread deltas): frees made in between can make the change in
+	 * in-use outweigh the bytes freed since the reset.  Never below zero
+	 * (it would wrap); exact once the threads are quiet. */
+	int64_t change = inuse - inuse_at_reset;
+	p->totals.allocated_bytes = change < 0 && (uint64_t)-change > freed ? 0 : freed + (uint64_t)change;
 	p->totals.in_use_bytes = inuse;
 	p->totals.peak_in_use_bytes = (uint64_t)(peak > inuse ? peak : inuse > 0 ? inuse : 0);
 	mt_sys_unmap(sum, 2 * sizeof(*sum));
