@@ -185,6 +185,7 @@ deps:
 
 check: deps
 	@sh scripts/deps.sh peers || echo "memtap: some peer programs could not be installed; their tests will skip"
+	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory sanitize
 	@$(MAKE) --no-print-directory all unit fixtures
 	@sh tests/run.sh

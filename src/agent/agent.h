@@ -118,6 +118,12 @@ struct mt_global {
 };
 
 extern struct mt_global mt_g;
+
+/* Options that `ctl attach` sets while threads that counted in an earlier
+ * session may still be finishing a call: read (and written) with relaxed
+ * atomics, a plain load on x86-64. */
+#define MT_OPT(field) __atomic_load_n(&mt_g.field, __ATOMIC_RELAXED)
+#define MT_OPT_SET(field, v) __atomic_store_n(&mt_g.field, (v), __ATOMIC_RELAXED)
 extern __thread int mt_tls_busy __attribute__((tls_model("initial-exec")));
 extern __thread struct mt_thread *mt_tls_thread __attribute__((tls_model("initial-exec")));
 
@@ -336,7 +342,7 @@ static inline int mt_before_free(void *p)
 {
 	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)) || !p)
 		return 1;
-	return mt_live_forget(p) || mt_g.sample_period > 1;
+	return mt_live_forget(p) || MT_OPT(sample_period) > 1;
 }
 
 /* A free-kind call that released USABLE bytes; KNOWN = 0 for a block the
@@ -382,7 +388,7 @@ static inline int mt_free_untracked(void *p)
 {
 	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)))
 		return 1;
-	return mt_g.sample_period > 1 &&
+	return MT_OPT(sample_period) > 1 &&
 	       !__atomic_load_n(&mt_live_filter[mt_live_bucket((uintptr_t)p) >> 2], __ATOMIC_RELAXED);
 }
 void mt_set_active(int on);

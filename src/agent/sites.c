@@ -126,8 +126,8 @@ static uint64_t rng_next(struct mt_thread *t)
 
 int64_t mt_sample_interval(struct mt_thread *t)
 {
-	uint64_t period = mt_g.sample_period;
-	if (!mt_g.stacks)
+	uint64_t period = MT_OPT(sample_period);
+	if (!MT_OPT(stacks))
 		return INT64_MAX;
 	if (period <= 1)
 		return -1; /* every allocation, malloc(0) included */
@@ -237,7 +237,7 @@ int mt_live_forget(void *ptr)
 	uintptr_t p = (uintptr_t)ptr;
 	uint32_t b = live_bucket(p), slot = b >> 2, s = slot & (LIVE_STRIPES - 1);
 	if (!__atomic_load_n(&live_filter[slot], __ATOMIC_RELAXED)) {
-		if (mt_g.sample_period <= 1)
+		if (MT_OPT(sample_period) <= 1)
 			__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
 		return 0;
 	}
@@ -262,7 +262,7 @@ int mt_live_forget(void *ptr)
 	if (site) {
 		__atomic_fetch_sub(&site->live_objects, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_sub(&site->live_bytes, size, __ATOMIC_RELAXED);
-	} else if (mt_g.sample_period <= 1) {
+	} else if (MT_OPT(sample_period) <= 1) {
 		/* Every allocation is recorded, so this one predates tracking. */
 		__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
 	}
@@ -305,10 +305,10 @@ static void record_sample(int fn, uint64_t size, void *ptr)
 void mt_event_arm(struct mt_thread *t)
 {
 	int64_t next = INT64_MAX;
-	if (mt_g.stacks)
+	if (MT_OPT(stacks))
 		next = t->sample_left;
-	if (mt_g.dump_every) {
-		int64_t chunk = (int64_t)(mt_g.dump_every / 8) + 1;
+	if (MT_OPT(dump_every)) {
+		int64_t chunk = (int64_t)(MT_OPT(dump_every) / 8) + 1;
 		if (chunk < next)
 			next = chunk;
 	}
@@ -319,7 +319,7 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr)
 {
 	/* Bytes allocated since the countdown was armed, this one included. */
 	int64_t consumed = t->event_armed - t->event_left;
-	if (mt_g.stacks) {
+	if (MT_OPT(stacks)) {
 		t->sample_left -= consumed;
 		if (t->sample_left < 0) {
 			t->sample_left = mt_sample_interval(t);
@@ -327,12 +327,12 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr)
 				record_sample(fn, size, ptr);
 		}
 	}
-	if (mt_g.dump_every) {
+	if (MT_OPT(dump_every)) {
 		/* jemalloc's lg_prof_interval: a dump each time another
 		 * dump_every bytes have been allocated, written by the thread
 		 * that crossed the line. */
 		uint64_t total = __atomic_add_fetch(&mt_g.event_bytes, (uint64_t)consumed, __ATOMIC_RELAXED);
-		uint64_t due = total / mt_g.dump_every;
+		uint64_t due = total / MT_OPT(dump_every);
 		uint64_t done = __atomic_load_n(&mt_g.event_dumps, __ATOMIC_RELAXED);
 		if (due > done && __atomic_compare_exchange_n(&mt_g.event_dumps, &done, due, 0,
 							       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {

@@ -224,7 +224,7 @@ static void new_peak(int64_t now)
 	if (now >= at && __atomic_compare_exchange_n(&mt_g.peak_snap_at, &at, now + now / 64 + 4096, 0,
 						     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		mt_sites_peak();
-	if (!mt_g.dump_on_peak)
+	if (!MT_OPT(dump_on_peak))
 		return;
 	/* Written by the thread that made the new peak, as --dump-every's are:
 	 * a short-lived peak must not be gone before anybody writes it. */
@@ -243,7 +243,7 @@ void mt_peak_offer(int64_t now)
 	int64_t pk = __atomic_load_n(&mt_g.peak, __ATOMIC_RELAXED);
 	while (now > pk) {
 		if (__atomic_compare_exchange_n(&mt_g.peak, &pk, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-			if (unlikely(mt_g.stacks))
+			if (unlikely(MT_OPT(stacks)))
 				new_peak(now);
 			return;
 		}
@@ -483,7 +483,7 @@ void mt_snapshot(struct mt_profile *p, int all)
 	p->totals.peak_in_use_bytes = (uint64_t)(peak > inuse ? peak : inuse > 0 ? inuse : 0);
 	mt_sys_unmap(sum, 2 * sizeof(*sum));
 
-	p->sample_period = mt_g.stacks ? mt_g.sample_period : 0;
+	p->sample_period = MT_OPT(stacks) ? MT_OPT(sample_period) : 0;
 	p->unknown_frees = __atomic_load_n(&mt_g.unknown_frees, __ATOMIC_RELAXED);
 	if (p->sites) {
 		struct site_fill fill = {p, fn_index, p->nsites};
@@ -514,7 +514,7 @@ struct snapshot {
  * the agent's interned frames) and the mappings. */
 static struct mt_profile *snapshot_new(int with_sites)
 {
-	uint32_t cap = with_sites && mt_g.stacks ? mt_sites_count() + 64 : 0;
+	uint32_t cap = with_sites && MT_OPT(stacks) ? mt_sites_count() + 64 : 0;
 	size_t len = sizeof(struct snapshot) + MT_FN_TOTAL * sizeof(struct mt_func) +
 		     cap * sizeof(struct mt_site);
 	struct snapshot *sn = mt_sys_map(len);
@@ -710,11 +710,11 @@ int mt_attach(char *options, char *out, size_t outlen)
 		else if (!strcmp(w, "funcs"))
 			funcs = v;
 		else if (!strcmp(w, "dump_every"))
-			mt_g.dump_every = strtoull(v, NULL, 10);
+			MT_OPT_SET(dump_every, strtoull(v, NULL, 10));
 		else if (!strcmp(w, "interval_ms"))
 			mt_g.interval_ms = strtoull(v, NULL, 10);
 		else if (!strcmp(w, "dump_on_peak"))
-			mt_g.dump_on_peak = v[0] == '1';
+			MT_OPT_SET(dump_on_peak, v[0] == '1');
 		else if (!strcmp(w, "inactive"))
 			inactive = v[0] == '1';
 		else if (!strcmp(w, "run_id"))
@@ -793,7 +793,7 @@ static void fork_parent(void)
 static void zero_counters(void)
 {
 	size_t off = offsetof(struct mt_thread, inuse_delta);
-	for (struct mt_thread *t = mt_g.threads; t; t = t->next)
+	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
 		memset((uint8_t *)t + off, 0, sizeof(*t) - off);
 	memset((uint8_t *)&mt_g.orphan + off, 0, sizeof(mt_g.orphan) - off);
 	spin_lock(&reset_lock);
@@ -823,7 +823,7 @@ static void fork_child(void)
 	/* Each child starts from zero with its own files and control socket;
 	 * the threads of the parent are gone. */
 	zero_counters();
-	for (struct mt_thread *t = mt_g.threads; t; t = t->next)
+	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
 		t->claimed = t == mt_tls_thread;
 	mt_g.dumps = 0;
 	mt_g.finished = 0;
@@ -867,7 +867,7 @@ static void read_options(void)
  * event countdown. */
 static void rearm_threads(void)
 {
-	for (struct mt_thread *t = mt_g.threads; t; t = t->next) {
+	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next) {
 		t->sample_left = mt_sample_interval(t);
 		mt_event_arm(t);
 	}
@@ -880,7 +880,7 @@ static int enable_stacks(uint64_t period)
 	int err = mt_sites_init();
 	if (err)
 		return err;
-	mt_g.sample_period = period ? period : 512 * 1024;
+	MT_OPT_SET(sample_period, period ? period : 512 * 1024);
 	__atomic_store_n(&mt_g.stacks, 1, __ATOMIC_RELEASE);
 	mt_set_tracking(1);
 	rearm_threads();
@@ -896,7 +896,7 @@ static void start_stacks(void)
 	if (!v || v[0] != '1' || mt_g.attached_mode)
 		return;
 	mt_tls_busy = 1;
-	int err = enable_stacks(mt_g.sample_period);
+	int err = enable_stacks(MT_OPT(sample_period));
 	mt_tls_busy = 0;
 	if (err)
 		mt_log("call sites disabled: %s", strerror(-err));
