@@ -124,6 +124,13 @@ extern struct mt_global mt_g;
  * atomics, a plain load on x86-64. */
 #define MT_OPT(field) __atomic_load_n(&mt_g.field, __ATOMIC_RELAXED)
 #define MT_OPT_SET(field, v) __atomic_store_n(&mt_g.field, (v), __ATOMIC_RELAXED)
+
+/* A field of a thread's block that another thread may read or write too
+ * (snapshots read the counters; ctl attach re-arms and zeroes the countdowns
+ * of every block): relaxed atomics, so each access is whole and the compiler
+ * keeps it, at the cost of a plain load or store on x86-64. */
+#define MT_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define MT_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 extern __thread int mt_tls_busy __attribute__((tls_model("initial-exec")));
 extern __thread struct mt_thread *mt_tls_thread __attribute__((tls_model("initial-exec")));
 
@@ -205,6 +212,7 @@ void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
 uint32_t mt_sites_count(void);
 void mt_sites_peak(void);
 void mt_sites_clear(void);
+void mt_sites_after_fork_child(void); /* frees the live table's locks */
 /* maps.c: the process's file-backed mappings with build-ids, in scratch
  * memory released by mt_maps_free. */
 struct mt_mapping *mt_maps_read(uint32_t *n);
@@ -281,7 +289,7 @@ static inline void mt_inuse_up(struct mt_thread *t, int64_t delta)
 	__atomic_store_n(&t->inuse_delta, d, __ATOMIC_RELAXED);
 	/* One comparison for the fold and the peak: delta_high never exceeds
 	 * MT_INUSE_FLUSH and is 0 after a fold (mt_inuse_high). */
-	if (unlikely(d > t->delta_high))
+	if (unlikely(d > MT_LOAD(t->delta_high)))
 		mt_inuse_high(t, d);
 }
 
@@ -298,7 +306,9 @@ static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uin
 {
 	mt_count_own(t, fn, size);
 	mt_inuse_up(t, (int64_t)usable);
-	if (unlikely((t->event_left -= (int64_t)size) < 0))
+	int64_t left = MT_LOAD(t->event_left) - (int64_t)size;
+	MT_STORE(t->event_left, left);
+	if (unlikely(left < 0))
 		mt_alloc_event(t, fn, size, p);
 }
 
@@ -340,7 +350,8 @@ static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint6
  * tracking began (attach), and freeing it must not push in-use down. */
 static inline int mt_before_free(void *p)
 {
-	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)) || !p)
+	/* Acquire: the live table is made before tracking is switched on. */
+	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_ACQUIRE)) || !p)
 		return 1;
 	return mt_live_forget(p) || MT_OPT(sample_period) > 1;
 }
@@ -386,7 +397,7 @@ static inline uint32_t mt_live_bucket(uintptr_t p)
  * (not every allocation) and P's filter slot empty. */
 static inline int mt_free_untracked(void *p)
 {
-	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)))
+	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_ACQUIRE)))
 		return 1;
 	return MT_OPT(sample_period) > 1 &&
 	       !__atomic_load_n(&mt_live_filter[mt_live_bucket((uintptr_t)p) >> 2], __ATOMIC_RELAXED);

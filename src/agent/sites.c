@@ -96,16 +96,24 @@ static void find_self(void)
 	dl_iterate_phdr(self_cb, (void *)(uintptr_t)find_self);
 }
 
+/* Once per process: a later `ctl attach` with stacks finds the tables made
+ * (threads of the session before may still be reading them). */
 int mt_sites_init(void)
 {
-	if (load_unwinder())
+	if (__atomic_load_n(&site_buckets, __ATOMIC_ACQUIRE))
+		return 0;
+	if (!unw_bt && load_unwinder())
 		return -ENOENT;
 	find_self();
-	site_buckets = mt_arena_alloc(SITE_BUCKETS * sizeof(*site_buckets));
-	live_buckets = mt_arena_alloc(LIVE_BUCKETS * sizeof(*live_buckets));
-	live_filter = mt_arena_alloc(FILTER_SLOTS);
-	if (!site_buckets || !live_buckets || !live_filter)
+	if (!live_buckets)
+		live_buckets = mt_arena_alloc(LIVE_BUCKETS * sizeof(*live_buckets));
+	if (!live_filter)
+		live_filter = mt_arena_alloc(FILTER_SLOTS);
+	struct mt_sitex **sb = mt_arena_alloc(SITE_BUCKETS * sizeof(*sb));
+	if (!sb || !live_buckets || !live_filter)
 		return -ENOMEM;
+	/* Published last: site_buckets set means every table is made. */
+	__atomic_store_n(&site_buckets, sb, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -114,13 +122,13 @@ int mt_sites_init(void)
 static uint64_t rng_next(struct mt_thread *t)
 {
 	/* xorshift64*: plenty for sampling distances. */
-	uint64_t x = t->rng;
+	uint64_t x = MT_LOAD(t->rng);
 	if (!x)
 		x = (uint64_t)(uintptr_t)t ^ mt_now_ns() ^ 0x9e3779b97f4a7c15ull;
 	x ^= x >> 12;
 	x ^= x << 25;
 	x ^= x >> 27;
-	t->rng = x;
+	MT_STORE(t->rng, x);
 	return x * 0x2545f4914f6cdd1dull;
 }
 
@@ -179,10 +187,11 @@ static struct mt_sitex *site_intern(const uint64_t *frames, uint32_t n, uint32_t
 
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg)
 {
-	if (!site_buckets)
+	struct mt_sitex **sb = __atomic_load_n(&site_buckets, __ATOMIC_ACQUIRE);
+	if (!sb)
 		return;
 	for (uint32_t b = 0; b < SITE_BUCKETS; b++)
-		for (struct mt_sitex *s = __atomic_load_n(&site_buckets[b], __ATOMIC_ACQUIRE); s; s = s->next)
+		for (struct mt_sitex *s = __atomic_load_n(&sb[b], __ATOMIC_ACQUIRE); s; s = s->next)
 			fn(s, arg);
 }
 
@@ -306,26 +315,29 @@ void mt_event_arm(struct mt_thread *t)
 {
 	int64_t next = INT64_MAX;
 	if (MT_OPT(stacks))
-		next = t->sample_left;
+		next = MT_LOAD(t->sample_left);
 	if (MT_OPT(dump_every)) {
 		int64_t chunk = (int64_t)(MT_OPT(dump_every) / 8) + 1;
 		if (chunk < next)
 			next = chunk;
 	}
-	t->event_left = t->event_armed = next;
+	MT_STORE(t->event_left, next);
+	MT_STORE(t->event_armed, next);
 }
 
 void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr)
 {
 	/* Bytes allocated since the countdown was armed, this one included. */
-	int64_t consumed = t->event_armed - t->event_left;
-	if (MT_OPT(stacks)) {
-		t->sample_left -= consumed;
-		if (t->sample_left < 0) {
-			t->sample_left = mt_sample_interval(t);
+	int64_t consumed = MT_LOAD(t->event_armed) - MT_LOAD(t->event_left);
+	/* Acquire: the site and live tables are made before stacks is set. */
+	if (__atomic_load_n(&mt_g.stacks, __ATOMIC_ACQUIRE)) {
+		int64_t left = MT_LOAD(t->sample_left) - consumed;
+		if (left < 0) {
+			left = mt_sample_interval(t);
 			if (ptr)
 				record_sample(fn, size, ptr);
 		}
+		MT_STORE(t->sample_left, left);
 	}
 	if (MT_OPT(dump_every)) {
 		/* jemalloc's lg_prof_interval: a dump each time another
@@ -363,11 +375,25 @@ void mt_sites_clear(void)
 {
 	if (!live_buckets)
 		return;
-	memset(live_buckets, 0, LIVE_BUCKETS * sizeof(*live_buckets));
-	memset(live_filter, 0, FILTER_SLOTS);
-	for (uint32_t i = 0; i < LIVE_STRIPES; i++)
-		stripes[i].lock = 0;
+	/* Stripe by stripe under its lock: a thread still finishing a free
+	 * or a sample of the session before may hold it. */
+	for (uint32_t s = 0; s < LIVE_STRIPES; s++) {
+		stripe_lock(s);
+		for (uint32_t slot = s; slot < FILTER_SLOTS; slot += LIVE_STRIPES) {
+			for (uint32_t b = slot << 2; b < (slot + 1) << 2; b++)
+				live_buckets[b] = NULL;
+			__atomic_store_n(&live_filter[slot], 0, __ATOMIC_RELAXED);
+		}
+		stripe_unlock(s);
+	}
 	mt_sites_foreach(zero_site, NULL);
+}
+
+/* In a new child the threads that held live-table locks at fork are gone. */
+void mt_sites_after_fork_child(void)
+{
+	for (uint32_t i = 0; i < LIVE_STRIPES; i++)
+		__atomic_store_n(&stripes[i].lock, 0, __ATOMIC_RELAXED);
 }
 
 /* ---- the sites at the peak ---- */

@@ -206,7 +206,7 @@ struct mt_thread *mt_thread_attach(void)
 						    __ATOMIC_RELAXED))
 			;
 	}
-	t->sample_left = mt_sample_interval(t);
+	MT_STORE(t->sample_left, mt_sample_interval(t));
 	mt_event_arm(t);
 	mt_tls_thread = t;
 	pthread_setspecific(mt_g.key, t);
@@ -260,14 +260,14 @@ void mt_inuse_high(struct mt_thread *t, int64_t d)
 	if (d > MT_INUSE_FLUSH) {
 		mt_inuse_flush(t);
 	} else {
-		t->delta_high = d;
+		MT_STORE(t->delta_high, d);
 		mt_peak_offer(__atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + d);
 	}
 }
 
 void mt_inuse_flush(struct mt_thread *t)
 {
-	t->delta_high = 0;
+	MT_STORE(t->delta_high, 0);
 	int64_t d = __atomic_exchange_n(&t->inuse_delta, 0, __ATOMIC_RELAXED);
 	if (d)
 		mt_inuse_fold(d);
@@ -312,6 +312,7 @@ struct mt_thread *mt_enter_slow(void)
  * reset_lock, taken before arena_lock. */
 static int reset_lock;
 static uint32_t baseline_seq;
+static struct mt_thread *baseline_block; /* made once, under reset_lock */
 
 _Static_assert(sizeof(struct mt_thread) % sizeof(uint64_t) == 0, "blocks are copied by words");
 
@@ -494,8 +495,8 @@ void mt_snapshot(struct mt_profile *p, int all)
 	p->pid = (uint32_t)getpid();
 	p->ppid = (uint32_t)getppid();
 	p->uid = (uint32_t)geteuid();
-	p->run_id = mt_g.run_id;
-	p->start_ns = mt_g.start_ns;
+	p->run_id = __atomic_load_n(&mt_g.run_id, __ATOMIC_RELAXED);
+	p->start_ns = __atomic_load_n(&mt_g.start_ns, __ATOMIC_RELAXED);
 	p->dump_ns = mt_now_ns();
 	p->flags = (__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) ? MT_PROFILE_ACTIVE : 0) |
 		   (mt_g.follow ? MT_PROFILE_FOLLOW : 0);
@@ -570,9 +571,9 @@ void mt_reset(void)
 	struct mt_thread *sum = mt_sys_map(sizeof(*sum));
 	if (!sum)
 		return;
-	static struct mt_thread *base; /* made once, reused by every reset */
 	spin_lock(&reset_lock);
-	if (!base && !(base = mt_arena_alloc(sizeof(*base))))
+	struct mt_thread *base = baseline_block;
+	if (!base && !(base = baseline_block = mt_arena_alloc(sizeof(*base))))
 		goto out;
 	sum_blocks(sum);
 	/* in-use is a level, not a counter: it carries on; the peak restarts.
@@ -718,7 +719,7 @@ int mt_attach(char *options, char *out, size_t outlen)
 		else if (!strcmp(w, "inactive"))
 			inactive = v[0] == '1';
 		else if (!strcmp(w, "run_id"))
-			mt_g.run_id = strtoull(v, NULL, 10);
+			__atomic_store_n(&mt_g.run_id, strtoull(v, NULL, 10), __ATOMIC_RELAXED);
 		else {
 			snprintf(out, outlen, "unknown option '%.64s'", w);
 			return -EINVAL;
@@ -728,7 +729,7 @@ int mt_attach(char *options, char *out, size_t outlen)
 		snprintf(out, outlen, "bad -f list '%.200s'", funcs);
 		return -EINVAL;
 	}
-	mt_g.seq = first_free_seq();
+	__atomic_store_n(&mt_g.seq, first_free_seq(), __ATOMIC_RELAXED);
 	zero_counters(); /* each session counts from zero */
 	if (stacks) {
 		int err = enable_stacks(sample);
@@ -786,24 +787,67 @@ static void fork_parent(void)
 	spin_unlock(&reset_lock);
 }
 
+/* A block's per-thread state other than its counts, back to the start. */
+static void block_restart(struct mt_thread *t)
+{
+	MT_STORE(t->inuse_delta, 0);
+	MT_STORE(t->delta_high, 0);
+	MT_STORE(t->event_left, 0);
+	MT_STORE(t->event_armed, 0);
+	MT_STORE(t->sample_left, 0);
+	MT_STORE(t->rng, 0);
+}
+
+/* A block's counts to zero in place (when there is no memory for a
+ * baseline). */
+static void block_zero_counts(struct mt_thread *t)
+{
+	uint64_t *w = (uint64_t *)&t->released, *end = (uint64_t *)(t + 1);
+	while (w < end)
+		MT_STORE(*w++, 0);
+}
+
 /* Every counter, total and call site back to zero, for a new process (fork)
  * or a new session (attach).  Memory allocated before stays allocated but is
  * no longer tracked: its frees count as calls, never against the totals of
- * the sites or of in-use.  Called with counting off, or single-threaded. */
+ * the sites or of in-use.  Called with counting off, or single-threaded.
+ *
+ * Counting is off, but a thread may still be finishing a call it entered
+ * before `ctl detach`: its block is never written here but with atomics, and
+ * the counts start from a baseline of the counts so far (as `reset` does)
+ * instead of being zeroed in place, where the late thread's next bump would
+ * write its old count back.  What such a thread can still carry into the new
+ * session is its one call and an in-use delta not yet folded (under
+ * MT_INUSE_FLUSH). */
 static void zero_counters(void)
 {
-	size_t off = offsetof(struct mt_thread, inuse_delta);
 	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
-		memset((uint8_t *)t + off, 0, sizeof(*t) - off);
-	memset((uint8_t *)&mt_g.orphan + off, 0, sizeof(mt_g.orphan) - off);
+		block_restart(t);
+	block_restart(&mt_g.orphan);
+	struct mt_thread *sum = mt_sys_map(sizeof(*sum));
 	spin_lock(&reset_lock);
-	baseline_write(NULL, NULL, 0);
+	if (!baseline_block)
+		baseline_block = mt_arena_alloc(sizeof(*baseline_block));
+	if (sum && baseline_block) {
+		sum_blocks(sum);
+		baseline_write(baseline_block, sum, 0);
+	} else {
+		for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
+			block_zero_counts(t);
+		block_zero_counts(&mt_g.orphan);
+		baseline_write(NULL, NULL, 0);
+	}
 	spin_unlock(&reset_lock);
-	mt_g.inuse = mt_g.peak = 0;
-	mt_g.peak_snap_at = mt_g.peak_dump_at = 0;
-	mt_g.event_bytes = mt_g.event_dumps = 0;
-	mt_g.unknown_frees = 0;
-	mt_g.start_ns = mt_now_ns();
+	if (sum)
+		mt_sys_unmap(sum, sizeof(*sum));
+	__atomic_store_n(&mt_g.inuse, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.peak, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.peak_snap_at, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.peak_dump_at, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.event_bytes, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.event_dumps, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.unknown_frees, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.start_ns, mt_now_ns(), __ATOMIC_RELAXED);
 	mt_sites_clear();
 }
 
@@ -821,7 +865,9 @@ static void fork_child(void)
 		return;
 	}
 	/* Each child starts from zero with its own files and control socket;
-	 * the threads of the parent are gone. */
+	 * the threads of the parent are gone (with any live-table lock they
+	 * held). */
+	mt_sites_after_fork_child();
 	zero_counters();
 	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
 		t->claimed = t == mt_tls_thread;
@@ -868,7 +914,7 @@ static void read_options(void)
 static void rearm_threads(void)
 {
 	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next) {
-		t->sample_left = mt_sample_interval(t);
+		MT_STORE(t->sample_left, mt_sample_interval(t));
 		mt_event_arm(t);
 	}
 }
