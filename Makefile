@@ -235,7 +235,7 @@ $(TSAN_TEST): tests/tsan/test_agent.c $(TSAN)/libmemtap-tsan.so $(HEADERS)
 		-Wl,-rpath,'$$ORIGIN/../..' -lpthread
 
 tsan: $(TSAN_TEST)
-	@echo "tsan: the agent's per-thread counters, snapshots, reset, gate, sites and control thread under ThreadSanitizer"
+	@echo "tsan: the agent's counting, snapshots, reset, gate, call sites, control thread and attach under ThreadSanitizer"
 	@MEMTAP_TSAN_BIN=$(TSAN_TEST) prove -v --exec '' tests/tsan/run.sh
 
 # libFuzzer (clang) on the profile reader + renderers and the control
