@@ -73,6 +73,14 @@ struct mt_thread {
 	struct mt_counter c[MT_FN_TOTAL];
 };
 
+/* mt_g.fast: the fast-path gate. */
+enum {
+	MT_FAST_OFF = 0,    /* every call takes the slow path */
+	MT_FAST_PLAIN = 1,  /* malloc and free: nothing tracked */
+	MT_FAST_FILTER = 2, /* malloc; free after the live table's filter */
+	MT_FAST_MALLOC = 3, /* malloc only (every allocation tracked) */
+};
+
 /* Configuration and process-wide state. */
 struct mt_global {
 	int ready;        /* real functions resolved, options read */
@@ -80,8 +88,9 @@ struct mt_global {
 	int attached;     /* attach mode: `ctl attach` has installed the hooks */
 	int enabled;      /* 0: this process is not traced (e.g. --no-follow child) */
 	int active;       /* counting on (ctl activate/deactivate): mt_set_active */
-	int fast;         /* malloc/free may take their fast path (gate_update) */
+	int fast;         /* MT_FAST_*: which fast paths malloc/free may take (gate_update) */
 	int usable_fast;  /* glibc's chunk headers give usable sizes */
+	int lzcnt;        /* the CPU has LZCNT (the fast paths use it) */
 	int follow;       /* trace children and exec'd programs */
 	int finished;     /* the exit dump has been written */
 	int stacks;       /* --stacks: sample allocations with their call sites */
@@ -257,7 +266,7 @@ static inline void mt_inuse_down(struct mt_thread *t, int64_t delta)
 		mt_inuse_flush(t);
 }
 
-/* malloc's and free's fast paths: the caller's own block, no orphan check. */
+/* An allocation on the caller's own block (no orphan check). */
 static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
 {
 	mt_count_own(t, fn, size);
@@ -266,11 +275,6 @@ static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uin
 		mt_alloc_event(t, fn, size, p);
 }
 
-static inline void mt_fast_free(struct mt_thread *t, int fn, uint64_t usable)
-{
-	mt_count_own(t, fn, usable);
-	mt_inuse_down(t, (int64_t)usable);
-}
 
 
 /* A call that changed no in-use memory (mmap, munmap, brk, sbrk, -f
@@ -346,14 +350,11 @@ static inline uint32_t mt_live_bucket(uintptr_t p)
 	return (uint32_t)(((p >> 4) * 0x9e3779b97f4a7c15ull) >> 44); /* 20 bits */
 }
 
-/* Whether free(P) may skip the live table: nothing tracked, or sampling
- * (not every allocation) and P's filter slot empty. */
-static inline int mt_free_untracked(void *p)
+/* Whether P may be in the live table (sampled call sites): its filter slot
+ * is not empty. */
+static inline int mt_live_maybe(void *p)
 {
-	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED)))
-		return 1;
-	return mt_g.sample_period > 1 &&
-	       !__atomic_load_n(&mt_live_filter[mt_live_bucket((uintptr_t)p) >> 2], __ATOMIC_RELAXED);
+	return __atomic_load_n(&mt_live_filter[mt_live_bucket((uintptr_t)p) >> 2], __ATOMIC_RELAXED) != 0;
 }
 void mt_set_active(int on);
 void mt_set_tracking(int on);

@@ -6,8 +6,10 @@
  * Until the real functions are resolved, allocations (made by dlsym itself)
  * are served from a static bootstrap buffer; frees of those are ignored.
  */
+#include <cpuid.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <immintrin.h>
 #include <link.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -233,6 +235,24 @@ void mt_usable_check(void)
 		real.free(q);
 	}
 	glibc_layout = ok; /* the gate is updated when options are read, just after */
+	unsigned a, b, c, d;
+	mt_g.lzcnt = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c & bit_LZCNT);
+	/* MEMTAP_SLOW_PATH=1 keeps the fast paths closed: tests compare the two
+	 * paths' figures, benchmarks measure what the fast paths save. */
+	const char *slow = getenv("MEMTAP_SLOW_PATH");
+	if (slow && *slow == '1')
+		mt_g.lzcnt = 0;
+}
+
+/* The fast paths' histogram bucket: 64 - lzcnt(v) is mt_hist_bucket(v) for
+ * every v (lzcnt(0) = 64), in one instruction and a subtraction.  The gate
+ * is closed on CPUs without LZCNT, where the instruction would run as BSR. */
+#define MT_FAST_TARGET __attribute__((target("lzcnt")))
+
+static inline MT_FAST_TARGET void fast_count(struct mt_counter *c, uint64_t size)
+{
+	mt_bump(&c->bytes, size);
+	mt_bump(&c->hist[64 - _lzcnt_u64(size)], 1);
 }
 
 /* The allocator's usable size of P, asked with the recursion guard set:
@@ -270,18 +290,23 @@ static __attribute__((noinline)) void *malloc_slow(size_t n);
 /* The hottest code we own.  The fast path needs a thread with its own block
  * (the thread-local pointer is never the shared orphan block), no call of
  * ours under way, and the gate open (mt_g.fast: counting on, glibc's chunk
- * headers readable, no live table to update). */
-MT_EXPORT void *malloc(size_t n)
+ * headers readable).  Sampling (--stacks, --dump-every) is the event_left
+ * countdown: without either it starts at INT64_MAX and never runs out. */
+MT_EXPORT MT_FAST_TARGET void *malloc(size_t n)
 {
 	struct mt_thread *t = mt_tls_thread;
 	if (likely(t != NULL) && likely(!mt_tls_busy) && likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED))) {
 		/* No recursion guard: the gate is open only on glibc, whose malloc
 		 * and free never call back through the PLT. */
 		void *p = real.malloc(n);
-		if (likely(p != NULL))
-			mt_fast_alloc(t, MT_FN_MALLOC, n, glibc_usable(p), p);
-		else
+		if (likely(p != NULL)) {
+			fast_count(&t->c[MT_FN_MALLOC], n);
+			mt_inuse_up(t, (int64_t)glibc_usable(p));
+			if (unlikely((t->event_left -= (int64_t)n) < 0))
+				mt_alloc_event(t, MT_FN_MALLOC, n, p);
+		} else {
 			mt_count(t, MT_FN_MALLOC, n, 1);
+		}
 		return p;
 	}
 	return malloc_slow(n);
@@ -305,15 +330,21 @@ static void *malloc_slow(size_t n)
 
 static __attribute__((noinline)) void free_slow(void *p);
 
-MT_EXPORT void free(void *p)
+/* free counts first and then tail-calls glibc's free: no frame, nothing to
+ * keep across the call.  (The block's size is read before it is freed.)
+ * With sampled call sites (MT_FAST_FILTER) a block whose filter slot is
+ * empty was never sampled and needs no live-table lookup. */
+MT_EXPORT MT_FAST_TARGET void free(void *p)
 {
 	struct mt_thread *t = mt_tls_thread;
-	if (likely(t != NULL) && likely(p != NULL) && likely(!mt_tls_busy) &&
-	    likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED)) && likely(!is_boot(p)) &&
-	    likely(mt_free_untracked(p))) {
+	int gate = __atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED);
+	if (likely(t != NULL) && likely(!mt_tls_busy) &&
+	    likely(gate == MT_FAST_PLAIN || (gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
+	    likely(p != NULL) && likely((uintptr_t)p - (uintptr_t)boot_buf >= sizeof(boot_buf))) {
 		size_t u = glibc_usable(p);
+		fast_count(&t->c[MT_FN_FREE], u);
+		mt_inuse_down(t, (int64_t)u);
 		real.free(p); /* glibc: no recursion guard needed (see malloc) */
-		mt_fast_free(t, MT_FN_FREE, u);
 		return;
 	}
 	free_slow(p);

@@ -143,13 +143,21 @@ void mt_scratch_init(struct mt_buf *b)
 
 /* ---- the fast-path gate ---- */
 
-/* malloc and free take their fast path when counting is on and usable sizes
- * can be read from glibc's chunk headers.  With sampled call sites, free's
- * fast path also asks the live table's filter first (mt_live_maybe); with
- * every allocation tracked (--sample=1) frees always take the slow path. */
+/* malloc and free take their fast path when counting is on, usable sizes
+ * can be read from glibc's chunk headers and the CPU has LZCNT (the fast
+ * paths' histogram bucket).  The gate's value tells free which fast path:
+ * MT_FAST_PLAIN (nothing tracked), MT_FAST_FILTER (sampled call sites: ask
+ * the live table's filter first), MT_FAST_MALLOC (every allocation tracked,
+ * --sample=1: frees always take the slow path). */
 static void gate_update(void)
 {
-	int fast = __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.usable_fast;
+	int fast = MT_FAST_OFF;
+	if (__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.usable_fast && mt_g.lzcnt) {
+		if (!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED))
+			fast = MT_FAST_PLAIN;
+		else
+			fast = mt_g.sample_period > 1 ? MT_FAST_FILTER : MT_FAST_MALLOC;
+	}
 	__atomic_store_n(&mt_g.fast, fast, __ATOMIC_RELEASE);
 }
 
