@@ -160,8 +160,10 @@ uint64_t mt_now_ns(void);
 /* sites.c: call sites (--stacks) */
 struct mt_sitex {
 	struct mt_sitex *next; /* hash chain; never unlinked */
+	struct mt_sitex *all;  /* every site, newest first (mt_sites_foreach) */
 	uint64_t hash;
 	uint32_t fn, nframes;
+	uint32_t cached;                     /* stack-cache entries made for it */
 	uint64_t alloc_objects, alloc_bytes; /* sampled allocations */
 	uint64_t live_objects, live_bytes;   /* of those, not yet freed */
 	uint64_t peak_objects, peak_bytes;   /* live when in-use last peaked */
@@ -172,7 +174,12 @@ int64_t mt_sample_interval(struct mt_thread *t);
 /* Arms T's event countdown; the slow path when it runs out (samples and
  * --dump-every). */
 void mt_event_arm(struct mt_thread *t);
-void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr);
+/* CFA: the allocation function's canonical frame address (MT_CFA, taken in
+ * the exported wrapper or in a function it tail-calls): the caller's stack
+ * pointer at the call, where the stack cache starts (sites.c).  A wrong CFA
+ * costs speed, never correctness: it is checked against the unwinder. */
+void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const char *cfa);
+#define MT_CFA ((const char *)__builtin_dwarf_cfa())
 int mt_live_forget(void *ptr); /* 1 when PTR was a sampled live allocation */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
 uint32_t mt_sites_count(void);
@@ -267,12 +274,13 @@ static inline void mt_inuse_down(struct mt_thread *t, int64_t delta)
 }
 
 /* An allocation on the caller's own block (no orphan check). */
-static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
+static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p,
+				 const char *cfa)
 {
 	mt_count_own(t, fn, size);
 	mt_inuse_up(t, (int64_t)usable);
 	if (unlikely((t->event_left -= (int64_t)size) < 0))
-		mt_alloc_event(t, fn, size, p);
+		mt_alloc_event(t, fn, size, p, cfa);
 }
 
 
@@ -293,13 +301,14 @@ static inline void mt_count(struct mt_thread *t, int fn, uint64_t size, int fail
 /* A successful allocation of SIZE requested bytes at P, USABLE bytes handed
  * out.  Without --stacks or --dump-every, event_left starts at INT64_MAX and
  * never runs out. */
-static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
+static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p,
+			       const char *cfa)
 {
 	if (unlikely(t->shared)) {
 		mt_count_shared(fn, size, 0, (int64_t)usable, 0);
 		return;
 	}
-	mt_fast_alloc(t, fn, size, usable, p);
+	mt_fast_alloc(t, fn, size, usable, p, cfa);
 }
 
 /* Before P is freed (or moved by realloc): forget it if it was sampled.

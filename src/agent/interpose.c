@@ -269,10 +269,10 @@ static inline size_t usable_size(void *p)
 }
 
 /* Counts an allocation call: P's usable size joins the in-use total. */
-static inline void count_alloc(struct mt_thread *t, int fn, uint64_t size, void *p)
+static inline void count_alloc(struct mt_thread *t, int fn, uint64_t size, void *p, const char *cfa)
 {
 	if (likely(p))
-		mt_on_alloc(t, fn, size, usable_size(p), p);
+		mt_on_alloc(t, fn, size, usable_size(p), p, cfa);
 	else
 		mt_count(t, fn, size, 1);
 }
@@ -303,7 +303,7 @@ MT_EXPORT MT_FAST_TARGET void *malloc(size_t n)
 			fast_count(&t->c[MT_FN_MALLOC], n);
 			mt_inuse_up(t, (int64_t)glibc_usable(p));
 			if (unlikely((t->event_left -= (int64_t)n) < 0))
-				mt_alloc_event(t, MT_FN_MALLOC, n, p);
+				mt_alloc_event(t, MT_FN_MALLOC, n, p, MT_CFA);
 		} else {
 			mt_count(t, MT_FN_MALLOC, n, 1);
 		}
@@ -322,7 +322,7 @@ static void *malloc_slow(size_t n)
 	size_t u = likely(p) ? USABLE(p) : 0;
 	mt_tls_busy = 0;
 	if (likely(p))
-		mt_on_alloc(t, MT_FN_MALLOC, n, u, p);
+		mt_on_alloc(t, MT_FN_MALLOC, n, u, p, MT_CFA);
 	else
 		mt_count(t, MT_FN_MALLOC, n, 1);
 	return p;
@@ -382,7 +382,7 @@ MT_EXPORT void *calloc(size_t n, size_t m)
 	mt_tls_busy = 1;
 	void *p = real.calloc(n, m);
 	mt_tls_busy = 0;
-	count_alloc(t, MT_FN_CALLOC, mul_sat(n, m), p);
+	count_alloc(t, MT_FN_CALLOC, mul_sat(n, m), p, MT_CFA);
 	return p;
 }
 
@@ -418,7 +418,7 @@ static void *realloc_common(int fn, void *old, size_t n, size_t m)
 	if (p) {
 		if (old)
 			mt_release(t, oldsz);
-		mt_on_alloc(t, fn, size, usable_size(p), p);
+		mt_on_alloc(t, fn, size, usable_size(p), p, MT_CFA);
 	} else {
 		mt_count(t, fn, size, size != 0);
 		if (old && size == 0)
@@ -449,7 +449,7 @@ MT_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 	mt_tls_busy = 1;
 	int r = real.posix_memalign(out, align, n);
 	mt_tls_busy = 0;
-	count_alloc(t, MT_FN_POSIX_MEMALIGN, n, r == 0 ? *out : NULL);
+	count_alloc(t, MT_FN_POSIX_MEMALIGN, n, r == 0 ? *out : NULL, MT_CFA);
 	return r;
 }
 
@@ -474,7 +474,7 @@ static void *aligned_common(int fn, size_t align, size_t n)
 	default: p = real.pvalloc(n); break;
 	}
 	mt_tls_busy = 0;
-	count_alloc(t, fn, n, p);
+	count_alloc(t, fn, n, p, MT_CFA);
 	return p;
 }
 
@@ -493,12 +493,13 @@ struct new_call {
 	int fn;
 	size_t size;
 	void *p;
+	const char *cfa;
 };
 
 static void new_call_end(struct new_call *c)
 {
 	mt_tls_busy = 0;
-	count_alloc(c->t, c->fn, c->size, c->p);
+	count_alloc(c->t, c->fn, c->size, c->p, c->cfa);
 }
 
 /* Without libstdc++ to forward to (a RTLD_LOCAL plugin's), fall back to the
@@ -528,7 +529,7 @@ static void *op_new(int fn, size_t n, size_t align, const void *nt)
 	struct mt_thread *t = mt_enter();
 	if (unlikely(!t))
 		return call_new(fn, n, align, nt);
-	struct new_call c __attribute__((cleanup(new_call_end))) = {t, fn, n, NULL};
+	struct new_call c __attribute__((cleanup(new_call_end))) = {t, fn, n, NULL, MT_CFA};
 	mt_tls_busy = 1;
 	c.p = call_new(fn, n, align, nt);
 	return c.p;
