@@ -165,11 +165,25 @@ struct mt_sitex {
 	uint32_t fn, nframes;
 	uint32_t cached;                     /* stack-cache entries made for it */
 	uint64_t alloc_objects, alloc_bytes; /* sampled allocations */
-	uint64_t live_objects, live_bytes;   /* of those, not yet freed */
+	uint64_t freed_objects, freed_bytes; /* of those, freed (live = alloc - freed) */
+	uint64_t reset_objects, reset_bytes; /* alloc_* at the last `reset` */
 	uint64_t peak_objects, peak_bytes;   /* live when in-use last peaked */
 	uint64_t frames[];
 };
 int mt_sites_init(void);
+/* A site's sampled allocations not yet freed.  Two counters, not four: a
+ * sample and a free each pay two atomic additions.  Freed is read first (with
+ * acquire, as every free follows its allocation), so live never goes below
+ * zero. */
+static inline void mt_site_live(const struct mt_sitex *s, uint64_t *objects, uint64_t *bytes)
+{
+	uint64_t fo = __atomic_load_n(&s->freed_objects, __ATOMIC_ACQUIRE);
+	uint64_t fb = __atomic_load_n(&s->freed_bytes, __ATOMIC_ACQUIRE);
+	uint64_t ao = __atomic_load_n(&s->alloc_objects, __ATOMIC_ACQUIRE);
+	uint64_t ab = __atomic_load_n(&s->alloc_bytes, __ATOMIC_ACQUIRE);
+	*objects = ao > fo ? ao - fo : 0;
+	*bytes = ab > fb ? ab - fb : 0;
+}
 int64_t mt_sample_interval(struct mt_thread *t);
 /* Arms T's event countdown; the slow path when it runs out (samples and
  * --dump-every). */

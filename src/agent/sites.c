@@ -277,8 +277,8 @@ int mt_live_forget(void *ptr)
 	}
 	stripe_unlock(s);
 	if (e) {
-		__atomic_fetch_sub(&e->site->live_objects, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&e->site->live_bytes, e->size, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&e->site->freed_objects, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&e->site->freed_bytes, e->size, __ATOMIC_RELAXED);
 	} else if (mt_g.sample_period <= 1) {
 		/* Every allocation is recorded, so this one predates tracking. */
 		__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
@@ -413,8 +413,6 @@ static void record_sample(int fn, uint64_t size, void *ptr, const char *cfa)
 	if (s) {
 		__atomic_fetch_add(&s->alloc_objects, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&s->alloc_bytes, size, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&s->live_objects, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&s->live_bytes, size, __ATOMIC_RELAXED);
 		live_insert((uintptr_t)ptr, s, size);
 	}
 	mt_tls_busy = busy;
@@ -474,7 +472,8 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const
 static void zero_site(struct mt_sitex *s, void *arg)
 {
 	(void)arg;
-	s->alloc_objects = s->alloc_bytes = s->live_objects = s->live_bytes = 0;
+	s->alloc_objects = s->alloc_bytes = s->freed_objects = s->freed_bytes = 0;
+	s->reset_objects = s->reset_bytes = 0;
 	s->peak_objects = s->peak_bytes = 0;
 }
 
@@ -494,8 +493,7 @@ void mt_sites_clear(void)
 static void copy_live_to_peak(struct mt_sitex *s, void *arg)
 {
 	(void)arg;
-	s->peak_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
-	s->peak_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+	mt_site_live(s, &s->peak_objects, &s->peak_bytes);
 }
 
 void mt_sites_peak(void)

@@ -370,10 +370,12 @@ static void fill_site(struct mt_sitex *s, void *arg)
 	d->frames = s->frames;
 	int idx = s->fn < MT_FN_TOTAL ? f->fn_index[s->fn] : -1;
 	d->fn = idx >= 0 ? (uint32_t)idx : UINT32_MAX;
-	d->alloc_objects = __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED);
-	d->alloc_bytes = __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED);
-	d->inuse_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
-	d->inuse_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+	/* Allocated since the last reset; in use whenever allocated. */
+	d->alloc_objects = __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED) -
+			   __atomic_load_n(&s->reset_objects, __ATOMIC_RELAXED);
+	d->alloc_bytes = __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED) -
+			 __atomic_load_n(&s->reset_bytes, __ATOMIC_RELAXED);
+	mt_site_live(s, &d->inuse_objects, &d->inuse_bytes);
 	d->peak_objects = s->peak_objects;
 	d->peak_bytes = s->peak_bytes;
 }
@@ -499,10 +501,10 @@ void mt_snapshot_free(struct mt_profile *p)
 static void reset_site(struct mt_sitex *s, void *arg)
 {
 	(void)arg;
-	__atomic_store_n(&s->alloc_objects, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&s->alloc_bytes, 0, __ATOMIC_RELAXED);
-	s->peak_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
-	s->peak_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+	/* Allocations count from here; what is in use stays in use. */
+	__atomic_store_n(&s->reset_objects, __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	__atomic_store_n(&s->reset_bytes, __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	mt_site_live(s, &s->peak_objects, &s->peak_bytes);
 }
 
 static int64_t sum_deltas(void)
