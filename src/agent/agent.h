@@ -260,11 +260,18 @@ void mt_count_shared(int fn, uint64_t size, int failed, int64_t inuse, uint64_t 
 
 #define MT_INUSE_FLUSH (64 * 1024)
 
-static inline void mt_count_own(struct mt_thread *t, int fn, uint64_t size)
+/* A call of FN with SIZE on the caller's own block; BUCKET is SIZE's
+ * histogram bucket (the fast paths compute it with LZCNT). */
+static inline void mt_count_bucket(struct mt_thread *t, int fn, uint64_t size, unsigned bucket)
 {
 	struct mt_counter *c = &t->c[fn];
 	mt_bump(&c->bytes, size);
-	mt_bump(&c->hist[mt_hist_bucket(size)], 1);
+	mt_bump(&c->hist[bucket], 1);
+}
+
+static inline void mt_count_own(struct mt_thread *t, int fn, uint64_t size)
+{
+	mt_count_bucket(t, fn, size, mt_hist_bucket(size));
 }
 
 void mt_inuse_high(struct mt_thread *t, int64_t d); /* fold, or record a new high */
@@ -288,10 +295,10 @@ static inline void mt_inuse_down(struct mt_thread *t, int64_t delta)
 }
 
 /* An allocation on the caller's own block (no orphan check). */
-static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p,
-				 const char *cfa)
+static inline void mt_alloc_own(struct mt_thread *t, int fn, uint64_t size, unsigned bucket, uint64_t usable,
+				void *p, const char *cfa)
 {
-	mt_count_own(t, fn, size);
+	mt_count_bucket(t, fn, size, bucket);
 	mt_inuse_up(t, (int64_t)usable);
 	if (unlikely((t->event_left -= (int64_t)size) < 0))
 		mt_alloc_event(t, fn, size, p, cfa);
@@ -322,7 +329,7 @@ static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint6
 		mt_count_shared(fn, size, 0, (int64_t)usable, 0);
 		return;
 	}
-	mt_fast_alloc(t, fn, size, usable, p, cfa);
+	mt_alloc_own(t, fn, size, mt_hist_bucket(size), usable, p, cfa);
 }
 
 /* Before P is freed (or moved by realloc): forget it if it was sampled.

@@ -63,9 +63,9 @@ static const char *const cxx_symbols[] = {
 static uint8_t boot_buf[256 * 1024] __attribute__((aligned(64)));
 static size_t boot_used;
 
-static int is_boot(const void *p)
+static inline int is_boot(const void *p)
 {
-	return (const uint8_t *)p >= boot_buf && (const uint8_t *)p < boot_buf + sizeof(boot_buf);
+	return (uintptr_t)p - (uintptr_t)boot_buf < sizeof(boot_buf); /* one compare */
 }
 
 static void *boot_alloc(size_t n, size_t align)
@@ -249,10 +249,9 @@ void mt_usable_check(void)
  * is closed on CPUs without LZCNT, where the instruction would run as BSR. */
 #define MT_FAST_TARGET __attribute__((target("lzcnt")))
 
-static inline MT_FAST_TARGET void fast_count(struct mt_counter *c, uint64_t size)
+static inline MT_FAST_TARGET unsigned fast_bucket(uint64_t v)
 {
-	mt_bump(&c->bytes, size);
-	mt_bump(&c->hist[64 - _lzcnt_u64(size)], 1);
+	return 64 - (unsigned)_lzcnt_u64(v);
 }
 
 /* The allocator's usable size of P, asked with the recursion guard set:
@@ -299,14 +298,10 @@ MT_EXPORT MT_FAST_TARGET void *malloc(size_t n)
 		/* No recursion guard: the gate is open only on glibc, whose malloc
 		 * and free never call back through the PLT. */
 		void *p = real.malloc(n);
-		if (likely(p != NULL)) {
-			fast_count(&t->c[MT_FN_MALLOC], n);
-			mt_inuse_up(t, (int64_t)glibc_usable(p));
-			if (unlikely((t->event_left -= (int64_t)n) < 0))
-				mt_alloc_event(t, MT_FN_MALLOC, n, p, MT_CFA);
-		} else {
+		if (likely(p != NULL))
+			mt_alloc_own(t, MT_FN_MALLOC, n, fast_bucket(n), glibc_usable(p), p, MT_CFA);
+		else
 			mt_count(t, MT_FN_MALLOC, n, 1);
-		}
 		return p;
 	}
 	return malloc_slow(n);
@@ -340,9 +335,9 @@ MT_EXPORT MT_FAST_TARGET void free(void *p)
 	int gate = __atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED);
 	if (likely(t != NULL) && likely(!mt_tls_busy) &&
 	    likely(gate == MT_FAST_PLAIN || (gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
-	    likely(p != NULL) && likely((uintptr_t)p - (uintptr_t)boot_buf >= sizeof(boot_buf))) {
+	    likely(p != NULL) && likely(!is_boot(p))) {
 		size_t u = glibc_usable(p);
-		fast_count(&t->c[MT_FN_FREE], u);
+		mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
 		mt_inuse_down(t, (int64_t)u);
 		real.free(p); /* glibc: no recursion guard needed (see malloc) */
 		return;
