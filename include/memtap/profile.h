@@ -20,6 +20,11 @@
  * the process is gone.  Site counts are raw sample counts; sample_period says
  * how to un-sample them (mt_site_scale()).
  *
+ * With `-f FUNC:pool=argM` a profile also carries pools (struct mt_pool):
+ * the calls and bytes of FUNC per value of its argument M, the pool an
+ * allocator like apr_palloc(pool, size) allocates from.  Pools are named
+ * only by their address, which the process may reuse for a later pool.
+ *
  * Memory: mt_profile_new()/mt_profile_free() use malloc; the agent never calls
  * them (it builds a struct mt_profile in its own mmap-backed memory).
  */
@@ -100,6 +105,17 @@ struct mt_mapping {
 	char path[MT_TEXT_MAX];
 };
 
+/* One pool of a -f FUNC:pool=argM function: the calls of FUNC whose
+ * argument M was POOL.  POOL == MT_POOL_OTHER sums the calls the collector
+ * could not give a pool of their own (its table was full). */
+#define MT_POOL_OTHER UINT64_MAX
+struct mt_pool {
+	uint32_t fn;   /* index into funcs */
+	uint64_t pool; /* the pool's address, or MT_POOL_OTHER */
+	uint64_t calls;
+	uint64_t bytes; /* the sizes FUNC was asked for (its size=argN; 0 without) */
+};
+
 struct mt_profile {
 	uint32_t pid, ppid, uid;
 	uint32_t seq;    /* per-process dump sequence number */
@@ -120,6 +136,9 @@ struct mt_profile {
 	struct mt_site *sites;
 	uint32_t nmaps;
 	struct mt_mapping *maps;
+	/* Pools (-f FUNC:pool=argM), in no particular order. */
+	uint32_t npools;
+	struct mt_pool *pools;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */
@@ -157,6 +176,16 @@ void mt_profile_order(const struct mt_profile *p, uint32_t *order);
 double mt_site_scale(uint64_t period, uint64_t objects, uint64_t bytes);
 /* Appends a site (frames copied); NULL on ENOMEM. */
 struct mt_site *mt_profile_add_site(struct mt_profile *p, const uint64_t *frames, uint32_t n);
+/* The pool POOL of function FN, added with zero counts when absent; NULL on
+ * ENOMEM.  Linear: for building and merging, not for a hot path. */
+struct mt_pool *mt_profile_pool(struct mt_profile *p, uint32_t fn, uint64_t pool);
+/* Appends a pool without looking for an existing one (readers of a file,
+ * collectors that know their pools are distinct); NULL on ENOMEM. */
+struct mt_pool *mt_profile_add_pool(struct mt_profile *p, uint32_t fn, uint64_t pool);
+/* Fills ORDER with the indices of function FN's pools, by bytes (BY_BYTES)
+ * or calls, descending, then by address; returns how many. ORDER holds
+ * npools entries. */
+uint32_t mt_profile_pools_of(const struct mt_profile *p, uint32_t fn, int by_bytes, uint32_t *order);
 /* Appends a mapping; NULL on ENOMEM. */
 struct mt_mapping *mt_profile_add_mapping(struct mt_profile *p);
 /* The mapping that contains ADDR, or NULL. */

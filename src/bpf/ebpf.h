@@ -74,6 +74,7 @@ void mt_objlist_near(struct mt_objlist *l, const char *sym, char *out, size_t ou
 struct mt_ebpf_fn {
 	char name[MT_NAME_MAX]; /* symbol */
 	unsigned size_arg;      /* 1..6, 0 = none */
+	unsigned pool_arg;      /* 1..6, 0 = none: calls and bytes per value of that argument */
 };
 
 struct mt_ebpf_opts {

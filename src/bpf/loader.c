@@ -332,6 +332,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	for (unsigned u = 0; u < opts->nuser; u++) {
 		uint32_t id = MTB_ID_USER + u;
 		cfg[id].size = opts->user[u].size_arg ? MTB_SZ_ARG0 + opts->user[u].size_arg - 1 : MTB_SZ_NONE;
+		cfg[id].pool = opts->user[u].pool_arg;
 	}
 	e->skel->rodata->follow = opts->follow ? 1 : 0;
 	e->skel->rodata->within_on = opts->within != NULL;
@@ -498,14 +499,24 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 			mt_profile_free(p);
 			return -ENOMEM;
 		}
-		uint64_t unread = 0;
+		uint64_t unread = 0, nopool = 0, nopool_bytes = 0;
 		for (int c = 0; c < ncpu; c++) {
+			nopool += vals[c].nopool;
+			nopool_bytes += vals[c].nopool_bytes;
 			f->calls += vals[c].calls;
 			f->bytes += vals[c].bytes;
 			f->failed += vals[c].failed;
 			unread += vals[c].unread;
 			for (int b = 0; b < MTB_HIST && b < MT_HIST_BUCKETS; b++)
 				f->hist[b] += vals[c].hist[b];
+		}
+		struct mt_pool *other = nopool ? mt_profile_add_pool(p, (uint32_t)(f - p->funcs), MT_POOL_OTHER) : NULL;
+		if (other) {
+			other->calls = nopool;
+			other->bytes = nopool_bytes;
+			fprintf(stderr, "memtap: process %u: %" PRIu64 " %s call(s) in pools beyond the first %d "
+				"(the pool table was full) are counted as \"other pools\"\n", tgid, nopool, f->name,
+				MTB_MAX_POOLS);
 		}
 		if (unread)
 			fprintf(stderr,
@@ -515,6 +526,34 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 	}
 	free(vals);
 	*out = p;
+	return 0;
+}
+
+/* -f FUNC:pool=argM: one pass over the pools map, each entry to its
+ * process's profile (V, NV) under its function's name.  0 or -ENOMEM. */
+static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
+{
+	struct mtb_pool_key key, next, *prev = NULL;
+	struct mtb_pool_val val;
+	while (!bpf_map__get_next_key(e->skel->maps.pools, prev, &next, sizeof(next))) {
+		key = next;
+		prev = &key;
+		if (bpf_map__lookup_elem(e->skel->maps.pools, &key, sizeof(key), &val, sizeof(val), 0) ||
+		    key.id >= MTB_MAX_IDS)
+			continue;
+		struct mt_profile *p = NULL;
+		for (size_t i = 0; i < nv && !p; i++)
+			if (v[i]->pid == key.tgid)
+				p = v[i];
+		if (!p)
+			continue;
+		struct mt_func *f = mt_profile_func(p, e->names[key.id], e->kinds[key.id]);
+		struct mt_pool *pl = f ? mt_profile_add_pool(p, (uint32_t)(f - p->funcs), key.pool) : NULL;
+		if (!pl)
+			return -ENOMEM;
+		pl->calls = val.calls;
+		pl->bytes = val.bytes;
+	}
 	return 0;
 }
 
@@ -545,6 +584,8 @@ int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)
 			nv++;
 		}
 	}
+	if (collect_pools(e, v, nv))
+		goto nomem;
 	*out = v;
 	*n = nv;
 	return 0;

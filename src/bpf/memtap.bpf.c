@@ -75,7 +75,18 @@ struct {
 	__type(value, __u64);
 } brk_before SEC(".maps");
 
+/* -f FUNC:pool=argM.  A plain hash updated with atomic adds, not a per-CPU
+ * one: the per-CPU copies of 65536 entries would cost memory in proportion
+ * to the machine's CPUs, for a table read once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_MAX_POOLS);
+	__type(key, struct mtb_pool_key);
+	__type(value, struct mtb_pool_val);
+} pools SEC(".maps");
+
 static const struct mtb_stat zero_stat;
+static const struct mtb_pool_val zero_pool;
 
 static __always_inline __u32 bucket(__u64 v)
 {
@@ -116,6 +127,31 @@ static __always_inline void count(__u32 tgid, __u32 id, __u64 size, int hist)
 		b = bucket(size);
 		if (b < MTB_HIST)
 			s->hist[b]++;
+	}
+}
+
+/* Adds one call of SIZE to POOL's entry; when the table is full, to the
+ * function's count of calls without a pool (reported as "other pools"). */
+static __always_inline void pool_add(__u32 tgid, __u32 id, __u64 pool, __u64 size)
+{
+	struct mtb_pool_key k = {.tgid = tgid, .id = id, .pool = pool};
+	struct mtb_pool_val *v = bpf_map_lookup_elem(&pools, &k);
+	struct mtb_stat *s;
+
+	if (!v) {
+		/* EEXIST (another CPU added it first) is fine: look again */
+		bpf_map_update_elem(&pools, &k, &zero_pool, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&pools, &k);
+	}
+	if (v) {
+		__sync_fetch_and_add(&v->calls, 1);
+		__sync_fetch_and_add(&v->bytes, size);
+		return;
+	}
+	s = stat_of(tgid, id);
+	if (s) {
+		s->nopool++;
+		s->nopool_bytes += size;
 	}
 }
 
@@ -396,6 +432,14 @@ int BPF_KPROBE(mt_entry)
 	}
 	}
 	count(tgid, id, size, mode != MTB_SZ_NONE);
+	switch (cfg[id].pool) {
+	case 1: pool_add(tgid, id, a[0], size); break;
+	case 2: pool_add(tgid, id, a[1], size); break;
+	case 3: pool_add(tgid, id, a[2], size); break;
+	case 4: pool_add(tgid, id, a[3], size); break;
+	case 5: pool_add(tgid, id, a[4], size); break;
+	case 6: pool_add(tgid, id, a[5], size); break;
+	}
 	if (within_on && (flags & MTB_F_ALLOC))
 		within_add(tid, size);
 	return 0;

@@ -20,6 +20,7 @@
 #define MTB_MAX_USER 16      /* -f functions */
 #define MTB_HINT_SLOTS 16384 /* per-thread nesting hints, indexed by tid */
 #define MTB_COMM 16
+#define MTB_MAX_POOLS 65536  /* (tgid, -f function, pool) entries */
 
 enum mtb_id {
 	MTB_MALLOC, MTB_CALLOC, MTB_REALLOC, MTB_REALLOCARRAY, MTB_POSIX_MEMALIGN,
@@ -79,6 +80,8 @@ struct mtb_cfg {
 	 * distances from the probed instruction */
 	__u64 text_below, text_above;
 	__u64 probe_off; /* the probe's distance from the function's entry */
+	__u32 pool;      /* -f FUNC:pool=argM: M + 1 (0: no pools) */
+	__u32 pad;
 };
 
 struct mtb_key {
@@ -91,7 +94,20 @@ struct mtb_stat {
 	__u64 bytes;
 	__u64 failed;
 	__u64 unread; /* calls whose size could not be read (page not resident) */
+	__u64 nopool, nopool_bytes; /* calls (and bytes) the pools map had no room for */
 	__u64 hist[MTB_HIST];
+};
+
+/* -f FUNC:pool=argM: calls and bytes per (process, function, pool). */
+struct mtb_pool_key {
+	__u32 tgid;
+	__u32 id;
+	__u64 pool;
+};
+
+struct mtb_pool_val {
+	__u64 calls;
+	__u64 bytes;
 };
 
 /* A traced process. */

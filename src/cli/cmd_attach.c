@@ -57,7 +57,7 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
 	memset(f, 0, sizeof(*f));
 	size_t n = strcspn(spec, ":");
 	if (!n || n >= sizeof(f->name))
-		return mt_error("-f %s: expected FUNC[:size=argN]", spec);
+		return mt_error("-f %s: expected FUNC[:size=argN][:pool=argM]", spec);
 	memcpy(f->name, spec, n);
 	const char *p = spec + n;
 	while (*p == ':') {
@@ -67,11 +67,12 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
 		if (sscanf(p, "size=arg%u%n", &a, &used) == 1 && used && a <= 5) {
 			f->size_arg = a + 1;
 			p += used;
-		} else if (!strncmp(p, "pool=", 5)) {
-			return mt_error("-f %s: pool= is not supported by the eBPF backend yet; drop it to count "
-					"calls and sizes over all pools", spec);
+		} else if (sscanf(p, "pool=arg%u%n", &a, &used) == 1 && used && a <= 5) {
+			f->pool_arg = a + 1;
+			p += used;
 		} else {
-			return mt_error("-f %s: unknown modifier '%s' (size=arg0 .. size=arg5)", spec, p);
+			return mt_error("-f %s: unknown modifier '%s' (size=arg0 .. size=arg5, pool=arg0 .. "
+					"pool=arg5)", spec, p);
 		}
 	}
 	if (*p)
@@ -196,8 +197,11 @@ static int add_common(int c, const char *arg, struct ebpf_args *a)
 	{"help", no_argument, NULL, 'h'}
 
 #define COMMON_HELP                                                                                      \
-	"  -f FUNC[:size=argN]    also count FUNC (any function of the program or its\n"                  \
-	"                         libraries) with a quantize() of argument N (0-based)\n"                  \
+	"  -f FUNC[:size=argN][:pool=argM]\n"                                                             \
+	"                         also count FUNC (any function of the program or its\n"                  \
+	"                         libraries) with a quantize() of argument N (0-based);\n"                 \
+	"                         pool=argM: calls and bytes per value of argument M\n"                   \
+	"                         (the pool), top pools in the report\n"                                  \
 	"      --within FUNC      bytes and allocations per call of FUNC, as quantize()\n"                 \
 	"      --heap-events      glibc's heap system calls: brk, mmap, mprotect, madvise\n"               \
 	"      --failures         also count failed malloc/calloc/realloc/new (return\n"                  \
@@ -225,7 +229,7 @@ static void attach_usage(FILE *out)
 		     "\nWith --via=inject only:\n"
 		     "      --stacks, --sample=BYTES, --leaks, --dump-every=BYTES, --interval=SECONDS,\n"
 		     "      --dump-on-peak, --inactive   as for memtap run; memtap ctl PID works while\n"
-		     "                         attached; -f also takes :pool=argM\n"
+		     "                         attached\n"
 		     "With --via=ebpf only: --within, --heap-events, --failures, --no-follow, -v\n");
 }
 
@@ -341,6 +345,7 @@ int cmd_attach(int argc, char **argv)
 		for (int i = 0; i < nfuncs; i++) {
 			if (mt_check_func_spec(funcs[i], err, sizeof(err)))
 				return mt_error("attach: -f %s: %s", funcs[i], err), 2;
+			mt_warn_agent_pool(funcs[i]);
 			if (strlen(list) + strlen(funcs[i]) + 2 > sizeof(list))
 				return mt_error("attach: too many -f functions"), 2;
 			if (list[0])

@@ -167,6 +167,7 @@ int cmd_run(int argc, char **argv)
 		case 'f':
 			if (mt_check_func_spec(optarg, err, sizeof(err)))
 				return mt_error("run: -f %s: %s", optarg, err), 2;
+			mt_warn_agent_pool(optarg);
 			if (strlen(funcs) + strlen(optarg) + 2 > sizeof(funcs))
 				return mt_error("run: too many -f functions"), 2;
 			if (funcs[0])

@@ -43,6 +43,13 @@ int mt_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+void mt_warn_agent_pool(const char *spec)
+{
+	if (strstr(spec, ":pool="))
+		fprintf(stderr, "memtap: -f %s: per-pool tables are collected by --via=ebpf only; the agent "
+			"counts the function over all pools (use --via=ebpf for the pool tables)\n", spec);
+}
+
 int mt_check_func_spec(const char *spec, char *err, size_t errlen)
 {
 	size_t n = strcspn(spec, ":,");
@@ -168,6 +175,8 @@ int mt_loaded_merge(struct mt_loaded *l)
 	m->nsites = 0;
 	m->maps = NULL;
 	m->nmaps = 0;
+	m->pools = NULL;
+	m->npools = 0;
 	m->sample_period = 0;
 	m->unknown_frees = 0;
 	memset(&m->totals, 0, sizeof(m->totals));

@@ -1,6 +1,7 @@
 /* The JSON report: {"processes":[...]} (docs/FORMAT.md lists every key). */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 #include "memtap/render.h"
@@ -82,6 +83,40 @@ static void json_sites(FILE *out, const struct mt_profile *p)
 	fputc(']', out);
 }
 
+/* Pools (-f FUNC:pool=argM): per function, every pool by bytes, largest
+ * first; the address as a hex string, "other" for the calls the collector
+ * could not give a pool of their own. */
+static int json_pools(FILE *out, const struct mt_profile *p)
+{
+	uint32_t *order = calloc(p->npools, sizeof(*order));
+	int first_fn = 1;
+	if (!order)
+		return -ENOMEM;
+	fputs(",\"pools\":{", out);
+	for (uint32_t fn = 0; fn < p->nfuncs; fn++) {
+		uint32_t n = mt_profile_pools_of(p, fn, 1, order);
+		if (!n)
+			continue;
+		if (!first_fn)
+			fputc(',', out);
+		first_fn = 0;
+		json_str(out, p->funcs[fn].name);
+		fputs(":[", out);
+		for (uint32_t i = 0; i < n; i++) {
+			const struct mt_pool *pl = &p->pools[order[i]];
+			if (pl->pool == MT_POOL_OTHER)
+				fprintf(out, "%s{\"pool\":\"other\"", i ? "," : "");
+			else
+				fprintf(out, "%s{\"pool\":\"0x%" PRIx64 "\"", i ? "," : "", pl->pool);
+			fprintf(out, ",\"calls\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", pl->calls, pl->bytes);
+		}
+		fputc(']', out);
+	}
+	fputc('}', out);
+	free(order);
+	return 0;
+}
+
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 {
 	fputs("{\"processes\":[", out);
@@ -117,6 +152,8 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			p->totals.peak_in_use_bytes);
 		if (p->nsites)
 			json_sites(out, p);
+		if (p->npools && json_pools(out, p))
+			return -ENOMEM;
 		fputc('}', out);
 	}
 	fputs("]}\n", out);
