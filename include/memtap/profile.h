@@ -62,6 +62,8 @@ enum mt_reason {
 /* Profile flags. */
 #define MT_PROFILE_ACTIVE 0x1u   /* counting was on when the snapshot was taken */
 #define MT_PROFILE_FOLLOW 0x2u   /* children and exec'd programs are traced */
+#define MT_PROFILE_FP_STACKS 0x4u /* sites are frame-pointer stacks from the kernel
+				     (eBPF): every allocation call, none in use */
 
 struct mt_func {
 	char name[MT_NAME_MAX];

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <linux/capability.h>
@@ -113,6 +114,13 @@ struct mt_ebpf {
 	int follow;
 	struct placed *placed;
 	size_t nplaced;
+	int stacks;
+	/* --stacks: the last mappings seen of each traced process */
+	struct proc_maps {
+		uint32_t tgid, n;
+		struct mt_mapping *v;
+	} *pm;
+	size_t npm;
 };
 
 static uint64_t now_ns(clockid_t c)
@@ -336,6 +344,13 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	}
 	e->skel->rodata->follow = opts->follow ? 1 : 0;
 	e->skel->rodata->within_on = opts->within != NULL;
+	e->skel->rodata->stacks_on = opts->stacks ? 1 : 0;
+	e->stacks = opts->stacks;
+	if (!opts->stacks) {
+		/* the maps must exist for the verifier, not their memory */
+		bpf_map__set_max_entries(e->skel->maps.stack_traces, 1);
+		bpf_map__set_max_entries(e->skel->maps.sites, 1);
+	}
 	if (!opts->heap_events) {
 		bpf_program__set_autoload(e->skel->progs.mt_sys_enter, false);
 		bpf_program__set_autoload(e->skel->progs.mt_sys_exit, false);
@@ -499,8 +514,9 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 			mt_profile_free(p);
 			return -ENOMEM;
 		}
-		uint64_t unread = 0, nopool = 0, nopool_bytes = 0;
+		uint64_t unread = 0, nopool = 0, nopool_bytes = 0, nosite = 0;
 		for (int c = 0; c < ncpu; c++) {
+			nosite += vals[c].nosite;
 			nopool += vals[c].nopool;
 			nopool_bytes += vals[c].nopool_bytes;
 			f->calls += vals[c].calls;
@@ -518,6 +534,9 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 				"(the pool table was full) are counted as \"other pools\"\n", tgid, nopool, f->name,
 				MTB_MAX_POOLS);
 		}
+		if (nosite)
+			fprintf(stderr, "memtap: process %u: %" PRIu64 " %s call(s) have no call site: the site "
+				"table (%d entries) was full\n", tgid, nosite, f->name, MTB_MAX_SITES);
 		if (unread)
 			fprintf(stderr,
 				"memtap: process %u: %" PRIu64 " %s call(s) counted without a size: the block's header "
@@ -557,6 +576,150 @@ static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 	return 0;
 }
 
+/* The file-backed mappings of TGID (/proc/TGID/maps), what symbolization
+ * needs; anonymous ones and [vdso] hold nothing to look up.  NULL when the
+ * process is gone.  Build-ids are left unknown: the symbolizer then trusts
+ * the path. */
+static struct mt_mapping *read_maps(uint32_t tgid, uint32_t *n)
+{
+	char path[64], line[PATH_MAX + 128];
+	struct mt_mapping *v = NULL;
+	uint32_t cap = 0;
+	*n = 0;
+	snprintf(path, sizeof(path), "/proc/%u/maps", tgid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long start, end, off;
+		char perms[8];
+		int at = 0;
+		line[strcspn(line, "\n")] = '\0';
+		if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &at) < 4 || !at ||
+		    line[at] != '/')
+			continue;
+		if (*n == cap) {
+			struct mt_mapping *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		struct mt_mapping *m = &v[(*n)++];
+		memset(m, 0, sizeof(*m));
+		m->start = start;
+		m->end = end;
+		m->offset = off;
+		m->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+			  (perms[2] == 'x' ? PROT_EXEC : 0);
+		snprintf(m->path, sizeof(m->path), "%s", line + at);
+	}
+	fclose(f);
+	return v;
+}
+
+/* Whether TGID still runs memtap's own image: `run`'s child between fork
+ * and exec, whose mappings are memtap's, not the program's. */
+static int is_self_image(uint32_t tgid)
+{
+	char a[PATH_MAX], b[PATH_MAX], path[64];
+	snprintf(path, sizeof(path), "/proc/%u/exe", tgid);
+	ssize_t na = readlink(path, a, sizeof(a) - 1), nb = readlink("/proc/self/exe", b, sizeof(b) - 1);
+	return na > 0 && na == nb && !memcmp(a, b, (size_t)na);
+}
+
+static void keep_maps(struct mt_ebpf *e, uint32_t tgid)
+{
+	uint32_t n;
+	if (is_self_image(tgid))
+		return;
+	struct mt_mapping *m = read_maps(tgid, &n);
+	if (!m || !n) {
+		free(m);
+		return;
+	}
+	size_t i = 0;
+	while (i < e->npm && e->pm[i].tgid != tgid)
+		i++;
+	if (i == e->npm) {
+		struct proc_maps *nv = realloc(e->pm, (e->npm + 1) * sizeof(*nv));
+		if (!nv) {
+			free(m);
+			return;
+		}
+		e->pm = nv;
+		e->pm[e->npm++] = (struct proc_maps){tgid, 0, NULL};
+	}
+	free(e->pm[i].v);
+	e->pm[i].v = m;
+	e->pm[i].n = n;
+}
+
+void mt_ebpf_poll_maps(struct mt_ebpf *e)
+{
+	uint32_t key, next, *prev = NULL;
+	if (!e->stacks)
+		return;
+	while (!bpf_map__get_next_key(e->skel->maps.procs, prev, &next, sizeof(next))) {
+		struct mtb_proc pr;
+		key = next;
+		prev = &key;
+		if (!bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &pr, sizeof(pr), 0) && !pr.exited)
+			keep_maps(e, key);
+	}
+}
+
+/* --stacks: one pass over the sites map into the profiles' sites (every
+ * call recorded: raw counts are the counts), then each profile gets the
+ * last mappings seen of its process.  0 or -ENOMEM. */
+static int collect_sites(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
+{
+	struct mtb_site_key key, next, *prev = NULL;
+	struct mtb_pool_val val;
+	uint64_t stack[MTB_STACK_DEPTH], frames[MT_STACK_MAX];
+	while (!bpf_map__get_next_key(e->skel->maps.sites, prev, &next, sizeof(next))) {
+		key = next;
+		prev = &key;
+		if (bpf_map__lookup_elem(e->skel->maps.sites, &key, sizeof(key), &val, sizeof(val), 0) ||
+		    key.id >= MTB_MAX_IDS)
+			continue;
+		struct mt_profile *p = NULL;
+		for (size_t i = 0; i < nv && !p; i++)
+			if (v[i]->pid == key.tgid)
+				p = v[i];
+		if (!p)
+			continue;
+		uint32_t n = 0;
+		frames[n++] = key.ret;
+		if (key.stackid >= 0 && !bpf_map__lookup_elem(e->skel->maps.stack_traces, &key.stackid,
+							     sizeof(key.stackid), stack, sizeof(stack), 0))
+			for (uint32_t k = 0; k < MTB_STACK_DEPTH && stack[k] && n < MT_STACK_MAX; k++)
+				frames[n++] = stack[k];
+		struct mt_func *f = mt_profile_func(p, e->names[key.id], e->kinds[key.id]);
+		uint32_t fn = f ? (uint32_t)(f - p->funcs) : 0;
+		struct mt_site *s = f ? mt_profile_add_site(p, frames, n) : NULL;
+		if (!s)
+			return -ENOMEM;
+		s->fn = fn;
+		s->alloc_objects = val.calls;
+		s->alloc_bytes = val.bytes;
+	}
+	mt_ebpf_poll_maps(e); /* the processes still there: their mappings now */
+	for (size_t i = 0; i < nv; i++) {
+		v[i]->flags |= MT_PROFILE_FP_STACKS;
+		for (size_t k = 0; k < e->npm; k++) {
+			if (e->pm[k].tgid != v[i]->pid)
+				continue;
+			for (uint32_t m = 0; m < e->pm[k].n; m++) {
+				struct mt_mapping *d = mt_profile_add_mapping(v[i]);
+				if (!d)
+					return -ENOMEM;
+				*d = e->pm[k].v[m];
+			}
+		}
+	}
+	return 0;
+}
+
 int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)
 {
 	struct mt_profile **v = NULL;
@@ -584,7 +747,7 @@ int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)
 			nv++;
 		}
 	}
-	if (collect_pools(e, v, nv))
+	if (collect_pools(e, v, nv) || (e->stacks && collect_sites(e, v, nv)))
 		goto nomem;
 	*out = v;
 	*n = nv;
@@ -623,5 +786,8 @@ void mt_ebpf_free(struct mt_ebpf *e)
 	free(e->links);
 	memtap_bpf__destroy(e->skel);
 	free(e->placed);
+	for (size_t i = 0; i < e->npm; i++)
+		free(e->pm[i].v);
+	free(e->pm);
 	free(e);
 }

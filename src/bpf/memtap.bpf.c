@@ -27,6 +27,7 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile struct mtb_cfg cfg[MTB_MAX_IDS] = {};
 const volatile __u32 follow = 1;    /* children join the traced set at fork */
 const volatile __u32 within_on = 0; /* --within is active */
+const volatile __u32 stacks_on = 0; /* --stacks */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -84,6 +85,21 @@ struct {
 	__type(key, struct mtb_pool_key);
 	__type(value, struct mtb_pool_val);
 } pools SEC(".maps");
+
+/* --stacks.  The loader shrinks both maps to one entry without it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, MTB_MAX_STACKS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MTB_STACK_DEPTH * sizeof(__u64));
+} stack_traces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_MAX_SITES);
+	__type(key, struct mtb_site_key);
+	__type(value, struct mtb_pool_val);
+} sites SEC(".maps");
 
 static const struct mtb_stat zero_stat;
 static const struct mtb_pool_val zero_pool;
@@ -153,6 +169,36 @@ static __always_inline void pool_add(__u32 tgid, __u32 id, __u64 pool, __u64 siz
 		s->nopool++;
 		s->nopool_bytes += size;
 	}
+}
+
+/* --stacks: one more call of SIZE from the current call site.  Frame
+ * pointers only: the kernel follows %rbp from the probed function's frame,
+ * so a caller built without frame pointers ends (or garbles) the walk. */
+static __always_inline void site_add(void *ctx, __u32 tgid, __u32 id, __u64 sp, __u64 size)
+{
+	struct mtb_site_key k = {.tgid = tgid, .id = id};
+	struct mtb_pool_val *v;
+
+	/* The probe sits where the return address is still at the top of the
+	 * stack (objects.c skips no instruction that moves %rsp). */
+	bpf_probe_read_user(&k.ret, sizeof(k.ret), (void *)sp);
+	/* Skip the first frame: the probed function's own address. */
+	k.stackid = bpf_get_stackid(ctx, &stack_traces, BPF_F_USER_STACK | 1);
+	if (k.stackid < 0)
+		k.stackid = -1;
+	v = bpf_map_lookup_elem(&sites, &k);
+	if (!v) {
+		bpf_map_update_elem(&sites, &k, &zero_pool, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&sites, &k);
+	}
+	if (v) {
+		__sync_fetch_and_add(&v->calls, 1);
+		__sync_fetch_and_add(&v->bytes, size);
+		return;
+	}
+	struct mtb_stat *s = stat_of(tgid, id);
+	if (s)
+		s->nosite++;
 }
 
 static __always_inline int traced(__u32 tgid)
@@ -442,6 +488,8 @@ int BPF_KPROBE(mt_entry)
 	}
 	if (within_on && (flags & MTB_F_ALLOC))
 		within_add(tid, size);
+	if (stacks_on && (flags & MTB_F_ALLOC || id >= MTB_ID_USER))
+		site_add(ctx, tgid, id, sp, size);
 	return 0;
 }
 

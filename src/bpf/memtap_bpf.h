@@ -21,6 +21,10 @@
 #define MTB_HINT_SLOTS 16384 /* per-thread nesting hints, indexed by tid */
 #define MTB_COMM 16
 #define MTB_MAX_POOLS 65536  /* (tgid, -f function, pool) entries */
+#define MTB_STACK_DEPTH 63    /* frames from the kernel's frame-pointer walk; with the
+				 return address read at the probe: MT_STACK_MAX (64) */
+#define MTB_MAX_STACKS 16384  /* distinct stacks (the kernel's stack map) */
+#define MTB_MAX_SITES 65536   /* (tgid, function, stack, return address) entries */
 
 enum mtb_id {
 	MTB_MALLOC, MTB_CALLOC, MTB_REALLOC, MTB_REALLOCARRAY, MTB_POSIX_MEMALIGN,
@@ -95,6 +99,7 @@ struct mtb_stat {
 	__u64 failed;
 	__u64 unread; /* calls whose size could not be read (page not resident) */
 	__u64 nopool, nopool_bytes; /* calls (and bytes) the pools map had no room for */
+	__u64 nosite; /* --stacks: calls the sites map had no room for */
 	__u64 hist[MTB_HIST];
 };
 
@@ -108,6 +113,19 @@ struct mtb_pool_key {
 struct mtb_pool_val {
 	__u64 calls;
 	__u64 bytes;
+};
+
+/* --stacks: calls and bytes per (process, function, call site).  A site is
+ * the return address at the top of the stack when the probe fires (the
+ * caller of the allocation function, which a frame-pointer walk from the
+ * entry of a function misses) and the kernel's frame-pointer walk above it,
+ * a stack map id (-1: none, the walk failed or the map was full). */
+struct mtb_site_key {
+	__u32 tgid;
+	__u32 id;
+	__s32 stackid;
+	__u32 pad;
+	__u64 ret;
 };
 
 /* A traced process. */

@@ -45,6 +45,8 @@ static void json_func(FILE *out, const struct mt_func *f)
  * mappings needed to symbolize the frames. */
 static void json_sites(FILE *out, const struct mt_profile *p)
 {
+	if (p->flags & MT_PROFILE_FP_STACKS)
+		fputs(",\"stacks\":\"frame-pointer\"", out);
 	fprintf(out, ",\"sample_period\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"sites\":[",
 		p->sample_period, p->unknown_frees);
 	for (uint32_t i = 0; i < p->nsites; i++) {

@@ -9,7 +9,7 @@
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 command -v jq >/dev/null || skip_all "jq is missing"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 76
+plan 83
 
 LIBC=$(ldd "$FIX/threads_malloc" | awk '$1 ~ /^libc\.so/ {print $3}')
 calls() { jq -c '.processes[0].functions | with_entries(.value = .value.calls)' "$1"; }
@@ -207,6 +207,25 @@ like "$(cat "$TMP/pm.err")" "$other pool_note call\(s\) in pools beyond the firs
 out=$($MEMTAP run -q -o "$TMP/pa" -f pool_alloc:size=arg1:pool=arg0 -- "$FIX/pools" 2>&1 >/dev/null)
 like "$out" "per-pool tables are collected by --via=ebpf only" "the agent says it keeps no per-pool table"
 
+# --- --stacks: frame-pointer call sites ----------------------------------------
+# fp_stacks (built with -fno-omit-frame-pointer) mallocs N x SIZE through
+# main -> fp_outer -> fp_middle -> fp_leaf, and once 2 x SIZE from main.
+N=1000; SZ=100
+$MEMTAP run --via=ebpf --stacks -o "$TMP/fp" --report-file "$TMP/fp.txt" -- "$FIX/fp_stacks" $N $SZ
+ok $? "run --via=ebpf --stacks fp_stacks $N $SZ"
+$MEMTAP report --format=json "$TMP"/fp.*.mtp > "$TMP/fp.json"
+is "$(jq -r '.processes[0].stacks' "$TMP/fp.json")" frame-pointer "the profile says its sites are frame-pointer stacks"
+is "$(jq '[.processes[0].sites[] | select(.function == "malloc") | .alloc_objects] | add' "$TMP/fp.json")" \
+   "$(fn_field "$TMP/fp.json" malloc calls)" "every malloc call is in a call site (sites sum to the malloc count)"
+$MEMTAP report --format=collapsed --value=alloc "$TMP"/fp.*.mtp > "$TMP/fp.collapsed"
+grep -q "main;fp_outer;fp_middle;fp_leaf $((N * SZ))\$" "$TMP/fp.collapsed"
+ok $? "collapsed stacks: main;fp_outer;fp_middle;fp_leaf with $((N * SZ)) bytes, symbolized from the profile's mappings"
+grep -q "main $((2 * SZ))\$" "$TMP/fp.collapsed"
+ok $? "... and main's own malloc of $((2 * SZ)) bytes as a stack of its own"
+like "$(cat "$TMP/fp.txt")" "Call sites: .*frame-pointer stacks from the kernel" "the text report labels them frame-pointer stacks"
+like "$(sed -n '/^Top call sites by calls/,$p' "$TMP/fp.txt")" "#1  $N calls .*
+ +fp_leaf .*fp_stacks.c" "top call site by calls: $N calls, from fp_leaf (file and line)"
+
 # --- --heap-events: threads make arenas, the main thread grows the brk heap --
 $MEMTAP run --via=ebpf -q --heap-events -o "$TMP/h" -- "$FIX/threads_malloc" 4 2000 100
 $MEMTAP report --format=json "$TMP"/h.*.mtp > "$TMP/h.json"
@@ -237,10 +256,12 @@ like "$out" "process 999999999 does not exist" "... saying so"
 sleep 1000 &
 spid=$!
 at_exit "kill $spid"
+# until it has exec'd sleep, the child is a copy of this shell (other symbols)
+wait_for "[ \"\$(readlink /proc/$spid/exe)\" != \"$(readlink /proc/$$/exe)\" ]" 50
 out=$($MEMTAP attach --via=ebpf -p $spid -f mallok 2>&1)
 is "$?" 1 "-f with an unknown function fails"
 like "$out" "function mallok not found .*near: .*malloc" "... listing near matches"
 out=$(setpriv --reuid=65534 --regid=65534 --clear-groups $MEMTAP attach --via=ebpf -p $spid 2>&1)
 like "$out" "needs root.*run as root" "not root: says to run as root"
-out=$($MEMTAP run --via=ebpf --stacks -- true 2>&1)
+out=$($MEMTAP run --via=ebpf --leaks -- true 2>&1)
 like "$out" "needs the agent" "run --via=ebpf refuses agent-only options"
