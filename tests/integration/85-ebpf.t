@@ -95,9 +95,11 @@ for f in "operator new" "operator new[]" "operator new(nothrow)" "operator new(a
 done
 
 # --- bpftrace on the same probe, attached at the same time -------------------
-# The gate waits for a file before allocating anything, so that both tools
-# are attached when the first malloc happens.
+# The gate says it has started (a file), then waits for another before
+# allocating anything, so that both tools are attached when the first malloc
+# happens.
 cat > "$TMP/gate.c" <<'EOF'
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -108,7 +110,8 @@ static void *work(void *a) {
 	return NULL;
 }
 int main(int argc, char **argv) {
-	if (argc != 5) return 2;
+	if (argc != 6) return 2;
+	close(open(argv[5], O_CREAT | O_WRONLY, 0644)); /* started: libc is loaded */
 	while (access(argv[1], F_OK)) usleep(20000);
 	unsigned long n = strtoul(argv[2], 0, 10);
 	count = strtoul(argv[3], 0, 10), size = strtoul(argv[4], 0, 10);
@@ -122,16 +125,23 @@ cc -O2 -o "$TMP/gate" "$TMP/gate.c" -lpthread
 if ! command -v bpftrace >/dev/null; then
 	for i in 1 2 3 4 5; do skip "bpftrace is not installed"; done
 else
-	"$TMP/gate" "$TMP/go" 4 25000 12345 &
+	"$TMP/gate" "$TMP/go" 4 25000 12345 "$TMP/ready" &
 	gpid=$!
 	at_exit "kill $gpid"
+	# attached before the dynamic linker has loaded libc, there is no malloc
+	wait_for "[ -e $TMP/ready ]" 100
 	bpftrace -p $gpid -e "uprobe:$LIBC:malloc /pid == $gpid/ { @calls = count(); @sizes = hist(arg0); }" \
 		> "$TMP/bt.out" 2> "$TMP/bt.err" &
 	btpid=$!
 	$MEMTAP attach --via=ebpf -p $gpid -o "$TMP/g" --format=json --report-file "$TMP/g.json" 2> "$TMP/g.err" &
 	mpid=$!
-	wait_for "grep -q Attaching $TMP/bt.out && grep -q tracing $TMP/g.err" 200
-	ok $? "bpftrace and memtap attach are both attached to the gate ($gpid)"
+	wait_for "grep -q Attaching $TMP/bt.out && grep -q tracing $TMP/g.err" 300
+	attached=$?
+	ok $attached "bpftrace and memtap attach are both attached to the gate ($gpid)"
+	if [ $attached -ne 0 ]; then
+		diag "bpftrace:"; sed 's/^/#   /' "$TMP/bt.out" "$TMP/bt.err"
+		diag "memtap:"; sed 's/^/#   /' "$TMP/g.err"
+	fi
 	touch "$TMP/go"
 	wait $gpid
 	wait $mpid
