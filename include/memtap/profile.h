@@ -24,6 +24,8 @@
  * the calls and bytes of FUNC per value of its argument M, the pool an
  * allocator like apr_palloc(pool, size) allocates from.  Pools are named
  * only by their address, which the process may reuse for a later pool.
+ * The same table breaks --heap-events down by thread (MT_POOL_BY_THREAD:
+ * the key is the thread id).
  *
  * Memory: mt_profile_new()/mt_profile_free() use malloc; the agent never calls
  * them (it builds a struct mt_profile in its own mmap-backed memory).
@@ -109,11 +111,18 @@ struct mt_mapping {
 
 /* One pool of a -f FUNC:pool=argM function: the calls of FUNC whose
  * argument M was POOL.  POOL == MT_POOL_OTHER sums the calls the collector
- * could not give a pool of their own (its table was full). */
+ * could not give a pool of their own (its table was full).  With BY ==
+ * MT_POOL_BY_THREAD the entry is one thread's share of FUNC (--heap-events,
+ * per thread) and POOL is the thread id. */
 #define MT_POOL_OTHER UINT64_MAX
+enum mt_pool_by {
+	MT_POOL_BY_ARG = 0,    /* POOL is the value of FUNC's pool argument */
+	MT_POOL_BY_THREAD = 1, /* POOL is a thread id */
+};
 struct mt_pool {
 	uint32_t fn;   /* index into funcs */
-	uint64_t pool; /* the pool's address, or MT_POOL_OTHER */
+	uint32_t by;   /* enum mt_pool_by: the same for every entry of one FUNC */
+	uint64_t pool; /* the pool's address (or thread id), or MT_POOL_OTHER */
 	uint64_t calls;
 	uint64_t bytes; /* the sizes FUNC was asked for (its size=argN; 0 without) */
 };

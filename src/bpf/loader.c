@@ -530,8 +530,9 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 		if (other) {
 			other->calls = nopool;
 			other->bytes = nopool_bytes;
-			fprintf(stderr, "memtap: process %u: %" PRIu64 " %s call(s) in pools beyond the first %d "
-				"(the pool table was full) are counted as \"other pools\"\n", tgid, nopool, f->name,
+			other->by = id >= MTB_HEAP_BRK_GROW && id <= MTB_HEAP_MREMAP ? MT_POOL_BY_THREAD : MT_POOL_BY_ARG;
+			fprintf(stderr, "memtap: process %u: %" PRIu64 " %s call(s) in pools (threads, for heap "
+				"events) beyond the table's %d entries (it was full) are counted as \"other\"\n", tgid, nopool, f->name,
 				MTB_MAX_POOLS);
 		}
 		if (nosite)
@@ -572,6 +573,7 @@ static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 			return -ENOMEM;
 		pl->calls = val.calls;
 		pl->bytes = val.bytes;
+		pl->by = key.id >= MTB_HEAP_BRK_GROW && key.id <= MTB_HEAP_MREMAP ? MT_POOL_BY_THREAD : MT_POOL_BY_ARG;
 	}
 	return 0;
 }

@@ -615,6 +615,14 @@ int BPF_PROG(mt_exit, struct task_struct *p)
 #define MAP_NORESERVE_ 0x4000 /* glibc's new_heap(); thread stacks do not use it */
 #define MADV_DONTNEED_ 4
 
+/* One heap event: per process (the function table), and per thread (the
+ * pools map keyed by thread id: which thread's malloc made the arena). */
+static __always_inline void heap_count(__u32 tgid, __u32 tid, __u32 id, __u64 size)
+{
+	count(tgid, id, size, 1);
+	pool_add(tgid, id, tid, size);
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
 {
@@ -634,16 +642,16 @@ int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
 		if (!(a3 & MAP_ANONYMOUS_))
 			break;
 		if (a2 == 0 && (a3 & MAP_NORESERVE_))
-			count(tgid, MTB_HEAP_RESERVE, a1, 1);
+			heap_count(tgid, tid, MTB_HEAP_RESERVE, a1);
 		else if (a2 & PROT_WRITE_)
-			count(tgid, MTB_HEAP_MMAP, a1, 1);
+			heap_count(tgid, tid, MTB_HEAP_MMAP, a1);
 		break;
 	case 10: /* mprotect(addr, len, prot) */
 		if (a2 & PROT_WRITE_)
-			count(tgid, MTB_HEAP_GROW, a1, 1);
+			heap_count(tgid, tid, MTB_HEAP_GROW, a1);
 		break;
 	case 11: /* munmap(addr, len) */
-		count(tgid, MTB_HEAP_MUNMAP, a1, 1);
+		heap_count(tgid, tid, MTB_HEAP_MUNMAP, a1);
 		break;
 	case 12: { /* brk(addr): the break before the call */
 		struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
@@ -652,11 +660,11 @@ int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
 		break;
 	}
 	case 25: /* mremap(old, old_len, new_len, ...) */
-		count(tgid, MTB_HEAP_MREMAP, a2, 1);
+		heap_count(tgid, tid, MTB_HEAP_MREMAP, a2);
 		break;
 	case 28: /* madvise(addr, len, advice) */
 		if (a2 == MADV_DONTNEED_)
-			count(tgid, MTB_HEAP_DONTNEED, a1, 1);
+			heap_count(tgid, tid, MTB_HEAP_DONTNEED, a1);
 		break;
 	}
 	return 0;
@@ -676,9 +684,9 @@ int BPF_PROG(mt_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	after = (__u64)ret;
 	if (after > *before)
-		count(tgid, MTB_HEAP_BRK_GROW, after - *before, 1);
+		heap_count(tgid, tid, MTB_HEAP_BRK_GROW, after - *before);
 	else if (after < *before)
-		count(tgid, MTB_HEAP_BRK_SHRINK, *before - after, 1);
+		heap_count(tgid, tid, MTB_HEAP_BRK_SHRINK, *before - after);
 	bpf_map_delete_elem(&brk_before, &tid);
 	return 0;
 }

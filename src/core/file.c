@@ -159,6 +159,7 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		put_u64(b, pl->pool);
 		put_u64(b, pl->calls);
 		put_u64(b, pl->bytes);
+		put_u32(b, pl->by);
 		rec_end(b, r);
 	}
 
@@ -323,8 +324,13 @@ static int decode_pool(struct cur *c, struct mt_profile *p)
 	size_t start = (size_t)(c->p - c->base);
 	uint32_t fn = get_u32(c);
 	uint64_t pool = get_u64(c), calls = get_u64(c), bytes = get_u64(c);
+	uint32_t by = get_u32(c);
 	if (c->bad)
 		return -EINVAL;
+	if (by > MT_POOL_BY_THREAD) {
+		snprintf(c->err, c->errlen, "pool record at offset %zu: unknown key kind %u", start, by);
+		return -EINVAL;
+	}
 	if (fn >= p->nfuncs) {
 		snprintf(c->err, c->errlen, "pool record at offset %zu: function %u of %u", start, fn, p->nfuncs);
 		return -EINVAL;
@@ -334,6 +340,7 @@ static int decode_pool(struct cur *c, struct mt_profile *p)
 		return -ENOMEM;
 	d->calls = calls;
 	d->bytes = bytes;
+	d->by = by;
 	return 0;
 }
 

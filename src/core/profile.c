@@ -222,6 +222,7 @@ static int merge_pools(struct mt_profile *dst, const struct mt_profile *src)
 			}
 			*slot = dst->npools;
 		}
+		dst->pools[*slot - 1].by = s->by;
 		dst->pools[*slot - 1].calls += s->calls;
 		dst->pools[*slot - 1].bytes += s->bytes;
 	}

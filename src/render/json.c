@@ -85,20 +85,22 @@ static void json_sites(FILE *out, const struct mt_profile *p)
 	fputc(']', out);
 }
 
-/* Pools (-f FUNC:pool=argM): per function, every pool by bytes, largest
- * first; the address as a hex string, "other" for the calls the collector
- * could not give a pool of their own. */
-static int json_pools(FILE *out, const struct mt_profile *p)
+/* Pools (-f FUNC:pool=argM, BY = MT_POOL_BY_ARG): per function, every pool
+ * by bytes, largest first; the address as a hex string, "other" for the
+ * calls the collector could not give a pool of their own.  BY =
+ * MT_POOL_BY_THREAD: "threads", the same with "tid" numbers. */
+static int json_pools(FILE *out, const struct mt_profile *p, uint32_t by)
 {
 	uint32_t *order = calloc(p->npools, sizeof(*order));
-	int first_fn = 1;
+	int first_fn = 1, thread = by == MT_POOL_BY_THREAD;
 	if (!order)
 		return -ENOMEM;
-	fputs(",\"pools\":{", out);
 	for (uint32_t fn = 0; fn < p->nfuncs; fn++) {
 		uint32_t n = mt_profile_pools_of(p, fn, 1, order);
-		if (!n)
+		if (!n || p->pools[order[0]].by != by)
 			continue;
+		if (first_fn)
+			fprintf(out, ",\"%s\":{", thread ? "threads" : "pools");
 		if (!first_fn)
 			fputc(',', out);
 		first_fn = 0;
@@ -107,14 +109,17 @@ static int json_pools(FILE *out, const struct mt_profile *p)
 		for (uint32_t i = 0; i < n; i++) {
 			const struct mt_pool *pl = &p->pools[order[i]];
 			if (pl->pool == MT_POOL_OTHER)
-				fprintf(out, "%s{\"pool\":\"other\"", i ? "," : "");
+				fprintf(out, "%s{\"%s\":\"other\"", i ? "," : "", thread ? "tid" : "pool");
+			else if (thread)
+				fprintf(out, "%s{\"tid\":%" PRIu64, i ? "," : "", pl->pool);
 			else
 				fprintf(out, "%s{\"pool\":\"0x%" PRIx64 "\"", i ? "," : "", pl->pool);
 			fprintf(out, ",\"calls\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", pl->calls, pl->bytes);
 		}
 		fputc(']', out);
 	}
-	fputc('}', out);
+	if (!first_fn)
+		fputc('}', out);
 	free(order);
 	return 0;
 }
@@ -154,7 +159,7 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			p->totals.peak_in_use_bytes);
 		if (p->nsites)
 			json_sites(out, p);
-		if (p->npools && json_pools(out, p))
+		if (p->npools && (json_pools(out, p, MT_POOL_BY_ARG) || json_pools(out, p, MT_POOL_BY_THREAD)))
 			return -ENOMEM;
 		fputc('}', out);
 	}

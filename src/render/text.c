@@ -69,15 +69,18 @@ static void render_header(FILE *out, const struct mt_report_item *it)
 
 static void pool_key(const struct mt_pool *pl, char *key, size_t len)
 {
+	int thread = pl->by == MT_POOL_BY_THREAD;
 	if (pl->pool == MT_POOL_OTHER)
-		snprintf(key, len, "(other pools: the table was full)");
+		snprintf(key, len, "(other %s: the table was full)", thread ? "threads" : "pools");
+	else if (thread)
+		snprintf(key, len, "tid %" PRIu64, pl->pool);
 	else
 		snprintf(key, len, "0x%" PRIx64, pl->pool);
 }
 
 /* -f FUNC:pool=argM: for each such function, its top pools by bytes and by
  * calls, as count() rows (largest first, unlike DTrace's order: a top list
- * reads from the top). */
+ * reads from the top).  --heap-events: its top threads, the same way. */
 static int render_pools(FILE *out, const struct mt_profile *p)
 {
 	uint32_t *order = calloc(p->npools, sizeof(*order));
@@ -88,7 +91,8 @@ static int render_pools(FILE *out, const struct mt_profile *p)
 			uint32_t n = mt_profile_pools_of(p, fn, by_bytes, order);
 			if (!n)
 				break;
-			fprintf(out, "\nPools of %s by %s (top %u of %u):\n", p->funcs[fn].name,
+			fprintf(out, "\n%s of %s by %s (top %u of %u):\n",
+				p->pools[order[0]].by == MT_POOL_BY_THREAD ? "Threads" : "Pools", p->funcs[fn].name,
 				by_bytes ? "bytes" : "calls", n < TOP_POOLS ? n : TOP_POOLS, n);
 			for (uint32_t i = 0; i < n && i < TOP_POOLS; i++) {
 				const struct mt_pool *pl = &p->pools[order[i]];

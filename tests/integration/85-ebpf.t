@@ -9,7 +9,7 @@
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 command -v jq >/dev/null || skip_all "jq is missing"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 83
+plan 87
 
 LIBC=$(ldd "$FIX/threads_malloc" | awk '$1 ~ /^libc\.so/ {print $3}')
 calls() { jq -c '.processes[0].functions | with_entries(.value = .value.calls)' "$1"; }
@@ -212,7 +212,7 @@ other=$(jq '.processes[0].pools.pool_note | map(select(.pool == "other") | .call
 is "$(jq '.processes[0].pools.pool_note | map(.calls) | add' "$TMP/pm.json")" 70000 \
    "70000 pools: every call is in a pool or in 'other' ($((n - 1)) pools + $other other)"
 ok $([ "$other" -gt 0 ] && [ $((n - 1 + other)) -eq 70000 ]; echo $?) "... the calls beyond the table are one 'other' entry"
-like "$(cat "$TMP/pm.err")" "$other pool_note call\(s\) in pools beyond the first [0-9]+ \(the pool table was full\)" \
+like "$(cat "$TMP/pm.err")" "$other pool_note call\(s\) in pools .*beyond the table's [0-9]+ entries \(it was full\)" \
    "... and stderr says the table was full"
 out=$($MEMTAP run -q -o "$TMP/pa" -f pool_alloc:size=arg1:pool=arg0 -- "$FIX/pools" 2>&1 >/dev/null)
 like "$out" "per-pool tables are collected by --via=ebpf only" "the agent says it keeps no per-pool table"
@@ -248,6 +248,19 @@ ok $? "--heap-events: arena growth by mprotect seen ($g)"
 b=$(fn_field "$TMP/h.json" "heap: brk grow" calls)
 [ "$b" -ge 1 ]
 ok $? "--heap-events: the main heap grew by brk ($b)"
+# Per thread: every event is some thread's, the worker threads reserve their
+# arenas, and only the main thread (tid = pid) moves the break.
+hp=$(jq '.processes[0].pid' "$TMP/h.json")
+is "$(jq -c '.processes[0] | [.functions | to_entries[] | select(.key | startswith("heap: ")) | .value.calls]' "$TMP/h.json")" \
+   "$(jq -c '.processes[0] | [.functions | to_entries[] | select(.key | startswith("heap: ")) | .key as $k | $k] as $ks
+	| [$ks[] as $k | .threads[$k] | map(.calls) | add]' "$TMP/h.json")" \
+   "--heap-events per thread: each event's per-thread calls add up to its count"
+rt=$(jq -r '.processes[0].threads["heap: mmap PROT_NONE NORESERVE (arena reserve)"] | map(.tid) | join(" ")' "$TMP/h.json")
+ok $([ -n "$rt" ] && ! echo " $rt " | grep -q " $hp "; echo $?) \
+   "--heap-events per thread: arenas reserved by worker threads ($rt), not the main thread ($hp)"
+is "$(jq -r '.processes[0].threads["heap: brk grow"] | map(.tid) | join(" ")' "$TMP/h.json")" "$hp" \
+   "--heap-events per thread: the break moved by the main thread only"
+like "$($MEMTAP report "$TMP"/h.*.mtp)" "Threads of heap: brk grow by bytes" "the text report has the per-thread tables"
 
 # --- the summary and where the probes went ------------------------------------
 $MEMTAP run --via=ebpf -v -o "$TMP/s" -- "$FIX/threads_malloc" 1 20 100 2> "$TMP/s.txt"
