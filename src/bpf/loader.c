@@ -88,8 +88,11 @@ static const struct {
 	{MTB_HEAP_BRK_GROW, MT_KIND_BRK, "heap: brk grow"},
 	{MTB_HEAP_BRK_SHRINK, MT_KIND_BRK, "heap: brk shrink"},
 	{MTB_HEAP_RESERVE, MT_KIND_MAP, "heap: mmap PROT_NONE NORESERVE (arena reserve)"},
-	{MTB_HEAP_GROW, MT_KIND_MAP, "heap: mprotect read-write (arena grow, thread stack)"},
-	{MTB_HEAP_DONTNEED, MT_KIND_UNMAP, "heap: madvise DONTNEED (arena shrink)"},
+	{MTB_HEAP_GROW, MT_KIND_MAP, "heap: mprotect read-write (arena grow)"},
+	{MTB_HEAP_DONTNEED, MT_KIND_UNMAP, "heap: madvise/mmap PROT_NONE (arena shrink)"},
+	{MTB_HEAP_GROW_OTHER, MT_KIND_MAP, "heap: mprotect rw, not an arena (thread stack)"},
+	{MTB_HEAP_DONTNEED_OTHER, MT_KIND_UNMAP, "heap: madvise DONTNEED, not an arena"},
+	{MTB_HEAP_ARENA_FREE, MT_KIND_UNMAP, "heap: munmap of an arena heap (arena free)"},
 	{MTB_HEAP_MMAP, MT_KIND_MAP, "heap: mmap anonymous read-write"},
 	{MTB_HEAP_MUNMAP, MT_KIND_UNMAP, "heap: munmap"},
 	{MTB_HEAP_MREMAP, MT_KIND_MAP, "heap: mremap"},
@@ -205,6 +208,43 @@ static void place(struct mt_ebpf *e, const char *sym, const struct mt_site_info 
 	snprintf(v[e->nplaced].obj, sizeof(v[0].obj), "%s", si->obj->name);
 	snprintf(v[e->nplaced].why, sizeof(v[0].why), "%s", si->why);
 	e->nplaced++;
+}
+
+/* --heap-events on a running process: the arena heaps it made before the
+ * attach, from /proc/PID/maps, so that their growth and shrinking are told
+ * from thread stacks too.  A heap is 64 MiB-aligned anonymous memory whose
+ * reserved tail (---p) ends 64 MiB after its start; a heap grown to its
+ * whole 64 MiB has no such tail and is missed (then counted as "not an
+ * arena"). */
+static void seed_arenas(struct mt_ebpf *e, pid_t pid)
+{
+	char path[64], line[PATH_MAX + 128];
+	unsigned long long base = 1; /* the aligned start seen last, 1: none */
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long start, end;
+		char perms[8];
+		int at = 0;
+		if (sscanf(line, "%llx-%llx %7s %*s %*s %*s %n", &start, &end, perms, &at) < 3)
+			continue;
+		int anon = !at || line[at] == '\n' || line[at] == '\0';
+		if (!anon) {
+			base = 1;
+			continue;
+		}
+		if (!(start & (MTB_HEAP_MAX - 1)))
+			base = start;
+		if (base != 1 && !strncmp(perms, "---p", 4) && end == base + MTB_HEAP_MAX) {
+			struct mtb_arena_key k = {.tgid = (uint32_t)pid, .base = base};
+			uint8_t one = 1;
+			bpf_map__update_elem(e->skel->maps.arenas, &k, sizeof(k), &one, sizeof(one), BPF_ANY);
+			base = 1;
+		}
+	}
+	fclose(f);
 }
 
 static void read_cmdline(pid_t pid, char *out, size_t len)
@@ -394,6 +434,9 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		goto fail;
 	}
 
+	if (opts->heap_events)
+		seed_arenas(e, opts->pid);
+
 	/* 4. Attach: the scheduler tracepoints first, so that a child forked
 	 * while the uprobes go in is not missed. */
 	struct bpf_program *tps[] = {e->skel->progs.mt_fork, e->skel->progs.mt_exec, e->skel->progs.mt_exit,
@@ -530,7 +573,7 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 		if (other) {
 			other->calls = nopool;
 			other->bytes = nopool_bytes;
-			other->by = id >= MTB_HEAP_BRK_GROW && id <= MTB_HEAP_MREMAP ? MT_POOL_BY_THREAD : MT_POOL_BY_ARG;
+			other->by = id >= MTB_HEAP_BRK_GROW && id <= MTB_HEAP_LAST ? MT_POOL_BY_THREAD : MT_POOL_BY_ARG;
 			fprintf(stderr, "memtap: process %u: %" PRIu64 " %s call(s) in pools (threads, for heap "
 				"events) beyond the table's %d entries (it was full) are counted as \"other\"\n", tgid, nopool, f->name,
 				MTB_MAX_POOLS);
@@ -573,7 +616,7 @@ static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 			return -ENOMEM;
 		pl->calls = val.calls;
 		pl->bytes = val.bytes;
-		pl->by = key.id >= MTB_HEAP_BRK_GROW && key.id <= MTB_HEAP_MREMAP ? MT_POOL_BY_THREAD : MT_POOL_BY_ARG;
+		pl->by = key.id >= MTB_HEAP_BRK_GROW && key.id <= MTB_HEAP_LAST ? MT_POOL_BY_THREAD : MT_POOL_BY_ARG;
 	}
 	return 0;
 }

@@ -614,6 +614,35 @@ int BPF_PROG(mt_exit, struct task_struct *p)
 #define MAP_ANONYMOUS_ 0x20
 #define MAP_NORESERVE_ 0x4000 /* glibc's new_heap(); thread stacks do not use it */
 #define MADV_DONTNEED_ 4
+#define MAP_FIXED_ 0x10
+
+/* The arena heaps of the traced processes, by (tgid, 64 MiB-aligned base):
+ * added when a reservation returns (sys_exit), or by the loader from
+ * /proc/PID/maps for the heaps made before memtap attached; removed when a
+ * heap is unmapped.  They tell an arena's mprotect and madvise from a
+ * thread stack's, which look the same at the system call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_MAX_ARENAS);
+	__type(key, struct mtb_arena_key);
+	__type(value, __u8);
+} arenas SEC(".maps");
+
+/* The length of a reservation in flight, per thread: its address is only
+ * known at sys_exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} reserving SEC(".maps");
+
+static __always_inline int in_arena(__u32 tgid, __u64 addr)
+{
+	struct mtb_arena_key k = {.tgid = tgid, .base = addr & ~(MTB_HEAP_MAX - 1)};
+
+	return bpf_map_lookup_elem(&arenas, &k) != NULL;
+}
 
 /* One heap event: per process (the function table), and per thread (the
  * pools map keyed by thread id: which thread's malloc made the arena). */
@@ -641,18 +670,29 @@ int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
 		a3 = BPF_CORE_READ(regs, r10);
 		if (!(a3 & MAP_ANONYMOUS_))
 			break;
-		if (a2 == 0 && (a3 & MAP_NORESERVE_))
+		if (a2 == 0 && (a3 & MAP_NORESERVE_)) {
 			heap_count(tgid, tid, MTB_HEAP_RESERVE, a1);
-		else if (a2 & PROT_WRITE_)
+			bpf_map_update_elem(&reserving, &tid, &a1, BPF_ANY);
+		} else if (a2 == 0 && (a3 & MAP_FIXED_) && in_arena(tgid, BPF_CORE_READ(regs, di))) {
+			/* shrink_heap() when the heap may not be madvised */
+			heap_count(tgid, tid, MTB_HEAP_DONTNEED, a1);
+		} else if (a2 & PROT_WRITE_) {
 			heap_count(tgid, tid, MTB_HEAP_MMAP, a1);
+		}
 		break;
 	case 10: /* mprotect(addr, len, prot) */
 		if (a2 & PROT_WRITE_)
-			heap_count(tgid, tid, MTB_HEAP_GROW, a1);
+			heap_count(tgid, tid, in_arena(tgid, BPF_CORE_READ(regs, di)) ? MTB_HEAP_GROW
+										: MTB_HEAP_GROW_OTHER, a1);
 		break;
-	case 11: /* munmap(addr, len) */
-		heap_count(tgid, tid, MTB_HEAP_MUNMAP, a1);
+	case 11: { /* munmap(addr, len) */
+		struct mtb_arena_key k = {.tgid = tgid, .base = BPF_CORE_READ(regs, di)};
+		if (!(k.base & (MTB_HEAP_MAX - 1)) && bpf_map_delete_elem(&arenas, &k) == 0)
+			heap_count(tgid, tid, MTB_HEAP_ARENA_FREE, a1);
+		else
+			heap_count(tgid, tid, MTB_HEAP_MUNMAP, a1);
 		break;
+	}
 	case 12: { /* brk(addr): the break before the call */
 		struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
 		__u64 before = BPF_CORE_READ(t, mm, brk);
@@ -664,9 +704,28 @@ int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
 		break;
 	case 28: /* madvise(addr, len, advice) */
 		if (a2 == MADV_DONTNEED_)
-			heap_count(tgid, tid, MTB_HEAP_DONTNEED, a1);
+			heap_count(tgid, tid, in_arena(tgid, BPF_CORE_READ(regs, di)) ? MTB_HEAP_DONTNEED
+										: MTB_HEAP_DONTNEED_OTHER, a1);
 		break;
 	}
+	return 0;
+}
+
+/* A reservation returned at ADDR: glibc's new_heap() keeps the 64 MiB-aligned
+ * heap inside it (a 128 MiB reservation is trimmed to it; a 64 MiB one that
+ * is not aligned is given back and not a heap). */
+static __always_inline int reserved(__u32 tgid, __u32 tid, __u64 addr)
+{
+	__u64 *len = bpf_map_lookup_elem(&reserving, &tid);
+	struct mtb_arena_key k = {.tgid = tgid};
+	__u8 one = 1;
+
+	if (!len)
+		return 0;
+	k.base = (addr + MTB_HEAP_MAX - 1) & ~(MTB_HEAP_MAX - 1);
+	if (addr < (__u64)-4096 && k.base + MTB_HEAP_MAX <= addr + *len)
+		bpf_map_update_elem(&arenas, &k, &one, BPF_ANY);
+	bpf_map_delete_elem(&reserving, &tid);
 	return 0;
 }
 
@@ -675,9 +734,11 @@ int BPF_PROG(mt_sys_exit, struct pt_regs *regs, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
-	__u64 *before, after;
+	__u64 *before, after, nr = BPF_CORE_READ(regs, orig_ax);
 
-	if (BPF_CORE_READ(regs, orig_ax) != 12)
+	if (nr == 9)
+		return reserved(tgid, tid, (__u64)ret);
+	if (nr != 12)
 		return 0;
 	before = bpf_map_lookup_elem(&brk_before, &tid);
 	if (!before)

@@ -25,6 +25,9 @@
 				 return address read at the probe: MT_STACK_MAX (64) */
 #define MTB_MAX_STACKS 16384  /* distinct stacks (the kernel's stack map) */
 #define MTB_MAX_SITES 65536   /* (tgid, function, stack, return address) entries */
+#define MTB_HEAP_MAX (64ull << 20) /* glibc's HEAP_MAX_SIZE on 64-bit: arena heaps are
+				      this size and aligned to it */
+#define MTB_MAX_ARENAS 16384
 
 enum mtb_id {
 	MTB_MALLOC, MTB_CALLOC, MTB_REALLOC, MTB_REALLOCARRAY, MTB_POSIX_MEMALIGN,
@@ -43,11 +46,18 @@ enum mtb_id {
 	/* --heap-events, from the system calls */
 	MTB_HEAP_BRK_GROW, MTB_HEAP_BRK_SHRINK,
 	MTB_HEAP_RESERVE,   /* mmap PROT_NONE: an arena heap reservation */
-	MTB_HEAP_GROW,      /* mprotect to read-write: an arena heap grows */
-	MTB_HEAP_DONTNEED,  /* madvise(MADV_DONTNEED): a heap shrinks */
+	MTB_HEAP_GROW,      /* mprotect to read-write in an arena heap: it grows */
+	MTB_HEAP_DONTNEED,  /* madvise(MADV_DONTNEED) or mmap(PROT_NONE, MAP_FIXED)
+			       in an arena heap: it shrinks */
 	MTB_HEAP_MMAP,      /* anonymous read-write mmap: a large chunk (or a stack) */
 	MTB_HEAP_MUNMAP,
 	MTB_HEAP_MREMAP,
+	MTB_HEAP_GROW_OTHER,     /* mprotect to read-write outside the known arena
+				    heaps: a thread stack, or anything else */
+	MTB_HEAP_DONTNEED_OTHER, /* madvise(MADV_DONTNEED) outside them: e.g. a
+				    thread giving its stack back at exit */
+	MTB_HEAP_ARENA_FREE,     /* munmap of a whole arena heap (heap_trim) */
+	MTB_HEAP_LAST = MTB_HEAP_ARENA_FREE,
 	MTB_ID_USER,        /* first -f function */
 };
 
@@ -143,6 +153,13 @@ struct mtb_hint {
 	__u32 id;
 	__u64 arg;
 	__u64 sp;
+};
+
+/* --heap-events: one arena heap of a process, by its aligned base. */
+struct mtb_arena_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 base;
 };
 
 /* --within: the open invocation on one thread. */

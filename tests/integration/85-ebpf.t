@@ -9,7 +9,7 @@
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 command -v jq >/dev/null || skip_all "jq is missing"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 87
+plan 93
 
 LIBC=$(ldd "$FIX/threads_malloc" | awk '$1 ~ /^libc\.so/ {print $3}')
 calls() { jq -c '.processes[0].functions | with_entries(.value = .value.calls)' "$1"; }
@@ -242,7 +242,7 @@ $MEMTAP report --format=json "$TMP"/h.*.mtp > "$TMP/h.json"
 r=$(fn_field "$TMP/h.json" "heap: mmap PROT_NONE NORESERVE (arena reserve)" calls)
 [ "$r" -ge 1 ]
 ok $? "--heap-events: arena reservations seen ($r)"
-g=$(fn_field "$TMP/h.json" "heap: mprotect read-write (arena grow, thread stack)" calls)
+g=$(fn_field "$TMP/h.json" "heap: mprotect read-write (arena grow)" calls)
 [ "$g" -ge 1 ]
 ok $? "--heap-events: arena growth by mprotect seen ($g)"
 b=$(fn_field "$TMP/h.json" "heap: brk grow" calls)
@@ -261,6 +261,61 @@ ok $([ -n "$rt" ] && ! echo " $rt " | grep -q " $hp "; echo $?) \
 is "$(jq -r '.processes[0].threads["heap: brk grow"] | map(.tid) | join(" ")' "$TMP/h.json")" "$hp" \
    "--heap-events per thread: the break moved by the main thread only"
 like "$($MEMTAP report "$TMP"/h.*.mtp)" "Threads of heap: brk grow by bytes" "the text report has the per-thread tables"
+# Arena heaps are told from thread stacks by their reserved 64 MiB ranges.
+m=$(fn_field "$TMP/h.json" "heap: mprotect read-write (arena grow)" calls)
+is "$(jq -r '.processes[0].threads["heap: mprotect read-write (arena grow)"] | map(.tid) | sort | join(" ")' "$TMP/h.json")" \
+   "$(echo $rt | tr ' ' '\n' | sort | tr '\n' ' ' | sed 's/ $//')" \
+   "--heap-events: arena growth ($m) by the threads that reserved the arenas"
+is "$(jq -r '.processes[0].threads["heap: mprotect rw, not an arena (thread stack)"] | map(.tid) | join(" ")' "$TMP/h.json")" \
+   "$hp" "--heap-events: the 4 thread stacks' mprotect, by the main thread, not an arena"
+# Attached to a process whose arena exists already: the loader finds it in
+# /proc/PID/maps.  Thread A makes its arena, says so, waits, then grows it;
+# thread B (no malloc, so no new arena) is started after the attach.
+cat > "$TMP/arena.c" <<'EOF2'
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static char **av;
+static void *a(void *x) {
+	(void)x;
+	volatile char *p = malloc(1000); p[0] = 1;
+	close(open(av[1], O_CREAT | O_WRONLY, 0644));
+	while (access(av[2], F_OK)) usleep(20000);
+	for (int i = 0; i < 400; i++) { char *q = malloc(4096); memset(q, 1, 4096); }
+	return NULL;
+}
+static void *b(void *x) { return x; }
+int main(int argc, char **argv) {
+	pthread_t ta, tb;
+	if (argc != 3) return 2;
+	av = argv;
+	pthread_create(&ta, 0, a, 0);
+	while (access(argv[2], F_OK)) usleep(20000);
+	pthread_create(&tb, 0, b, 0);
+	pthread_join(tb, 0);
+	pthread_join(ta, 0);
+	return 0;
+}
+EOF2
+cc -O1 -o "$TMP/arena" "$TMP/arena.c" -lpthread
+"$TMP/arena" "$TMP/aready" "$TMP/ago" &
+apid=$!
+at_exit "kill $apid"
+wait_for "[ -e $TMP/aready ]" 100
+$MEMTAP attach --via=ebpf --heap-events -p $apid -o "$TMP/ar" --format=json --report-file "$TMP/ar.json" 2> "$TMP/ar.err" &
+mpid=$!
+wait_for "grep -q tracing $TMP/ar.err" 200
+touch "$TMP/ago"
+wait $apid
+wait $mpid
+ok $? "attach --heap-events to a process whose arena exists, until it exits"
+g=$(fn_field "$TMP/ar.json" "heap: mprotect read-write (arena grow)" calls)
+ok $([ "$g" -ge 1 ]; echo $?) "the arena made before the attach is known: its growth counted as arena grow ($g)"
+is "$(fn_field "$TMP/ar.json" "heap: mmap PROT_NONE NORESERVE (arena reserve)" calls)" 0 "... with no reservation seen"
+is "$(fn_field "$TMP/ar.json" "heap: mprotect rw, not an arena (thread stack)" calls)" 1 \
+   "thread B's stack: one mprotect, not an arena"
 
 # --- the summary and where the probes went ------------------------------------
 $MEMTAP run --via=ebpf -v -o "$TMP/s" -- "$FIX/threads_malloc" 1 20 100 2> "$TMP/s.txt"
