@@ -28,9 +28,6 @@ int cmd_diff(int argc, char **argv);
  * optional "iB" or "B" after it); 0 or -EINVAL. */
 int mt_parse_size(const char *s, uint64_t *out);
 
-/* The agent (run, attach --via=inject) parses :pool=argM but keeps no
- * per-pool table yet: says so on stderr when SPEC has one. */
-void mt_warn_agent_pool(const char *spec);
 /* Checks one -f FUNC[:size=argN][:pool=argM]; 0 or -EINVAL with ERR. */
 int mt_check_func_spec(const char *spec, char *err, size_t errlen);
 

@@ -351,7 +351,6 @@ int cmd_attach(int argc, char **argv)
 		for (int i = 0; i < nfuncs; i++) {
 			if (mt_check_func_spec(funcs[i], err, sizeof(err)))
 				return mt_error("attach: -f %s: %s", funcs[i], err), 2;
-			mt_warn_agent_pool(funcs[i]);
 			if (strlen(list) + strlen(funcs[i]) + 2 > sizeof(list))
 				return mt_error("attach: too many -f functions"), 2;
 			if (list[0])

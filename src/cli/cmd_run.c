@@ -53,7 +53,8 @@ static void run_usage(FILE *out)
 		"  -f FUNC[:size=argN][:pool=argM]\n"
 		"                         also count calls of FUNC (an exported function called\n"
 		"                         from another module, e.g. apr_palloc:size=arg1) and\n"
-		"                         the distribution of its argument N (0-based); repeatable\n"
+		"                         the distribution of its argument N (0-based); pool=argM:\n"
+		"                         calls and bytes per pool (argument M); repeatable\n"
 		"      --stacks           record call sites of sampled allocations\n"
 		"      --sample=BYTES     mean bytes between samples (default 512k; 1 = every\n"
 		"                         allocation); implies --stacks\n"
@@ -167,7 +168,6 @@ int cmd_run(int argc, char **argv)
 		case 'f':
 			if (mt_check_func_spec(optarg, err, sizeof(err)))
 				return mt_error("run: -f %s: %s", optarg, err), 2;
-			mt_warn_agent_pool(optarg);
 			if (strlen(funcs) + strlen(optarg) + 2 > sizeof(funcs))
 				return mt_error("run: too many -f functions"), 2;
 			if (funcs[0])

@@ -43,13 +43,6 @@ int mt_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-void mt_warn_agent_pool(const char *spec)
-{
-	if (strstr(spec, ":pool="))
-		fprintf(stderr, "memtap: -f %s: per-pool tables are collected by --via=ebpf only; the agent "
-			"counts the function over all pools (use --via=ebpf for the pool tables)\n", spec);
-}
-
 int mt_check_func_spec(const char *spec, char *err, size_t errlen)
 {
 	size_t n = strcspn(spec, ":,");

@@ -9,7 +9,7 @@
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 command -v jq >/dev/null || skip_all "jq is missing"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 93
+plan 92
 
 LIBC=$(ldd "$FIX/threads_malloc" | awk '$1 ~ /^libc\.so/ {print $3}')
 calls() { jq -c '.processes[0].functions | with_entries(.value = .value.calls)' "$1"; }
@@ -214,8 +214,6 @@ is "$(jq '.processes[0].pools.pool_note | map(.calls) | add' "$TMP/pm.json")" 70
 ok $([ "$other" -gt 0 ] && [ $((n - 1 + other)) -eq 70000 ]; echo $?) "... the calls beyond the table are one 'other' entry"
 like "$(cat "$TMP/pm.err")" "$other pool_note call\(s\) in pools .*beyond the table's [0-9]+ entries \(it was full\)" \
    "... and stderr says the table was full"
-out=$($MEMTAP run -q -o "$TMP/pa" -f pool_alloc:size=arg1:pool=arg0 -- "$FIX/pools" 2>&1 >/dev/null)
-like "$out" "per-pool tables are collected by --via=ebpf only" "the agent says it keeps no per-pool table"
 
 # --- --stacks: frame-pointer call sites ----------------------------------------
 # fp_stacks (built with -fno-omit-frame-pointer) mallocs N x SIZE through
