@@ -385,6 +385,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	e->skel->rodata->follow = opts->follow ? 1 : 0;
 	e->skel->rodata->within_on = opts->within != NULL;
 	e->skel->rodata->stacks_on = opts->stacks ? 1 : 0;
+	e->skel->rodata->heap_on = opts->heap_events ? 1 : 0;
 	e->stacks = opts->stacks;
 	if (!opts->stacks) {
 		/* the maps must exist for the verifier, not their memory */

@@ -28,6 +28,7 @@ const volatile struct mtb_cfg cfg[MTB_MAX_IDS] = {};
 const volatile __u32 follow = 1;    /* children join the traced set at fork */
 const volatile __u32 within_on = 0; /* --within is active */
 const volatile __u32 stacks_on = 0; /* --stacks */
+const volatile __u32 heap_on = 0;   /* --heap-events */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -100,6 +101,18 @@ struct {
 	__type(key, struct mtb_site_key);
 	__type(value, struct mtb_pool_val);
 } sites SEC(".maps");
+
+/* The arena heaps of the traced processes, by (tgid, 64 MiB-aligned base):
+ * added when a reservation returns (sys_exit), or by the loader from
+ * /proc/PID/maps for the heaps made before memtap attached; removed when a
+ * heap is unmapped.  They tell an arena's mprotect and madvise from a
+ * thread stack's, which look the same at the system call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_MAX_ARENAS);
+	__type(key, struct mtb_arena_key);
+	__type(value, __u8);
+} arenas SEC(".maps");
 
 static const struct mtb_stat zero_stat;
 static const struct mtb_pool_val zero_pool;
@@ -561,6 +574,36 @@ int BPF_KRETPROBE(mt_within_exit)
 }
 
 /* Children join the traced set when their parent is traced. */
+/* --heap-events: a child inherits its parent's arena heaps (FROM's entries
+ * copied to TO), an exec'd or exited process has none (TO == 0: FROM's
+ * entries deleted). */
+struct arena_copy {
+	__u32 from, to;
+};
+
+static long arena_copy_one(void *map, struct mtb_arena_key *k, __u8 *v, struct arena_copy *c)
+{
+	struct mtb_arena_key n = *k;
+
+	if (k->tgid != c->from)
+		return 0;
+	if (!c->to) {
+		bpf_map_delete_elem(map, k);
+		return 0;
+	}
+	n.tgid = c->to;
+	bpf_map_update_elem(map, &n, v, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void arenas_copy(__u32 from, __u32 to)
+{
+	struct arena_copy c = {.from = from, .to = to};
+
+	if (heap_on)
+		bpf_for_each_map_elem(&arenas, arena_copy_one, &c, 0);
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(mt_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -576,6 +619,7 @@ int BPF_PROG(mt_fork, struct task_struct *parent, struct task_struct *child)
 	c.start_ns = bpf_ktime_get_ns();
 	bpf_probe_read_kernel_str(c.comm, sizeof(c.comm), child->comm);
 	bpf_map_update_elem(&procs, &ctgid, &c, BPF_ANY);
+	arenas_copy(ptgid, ctgid);
 	return 0;
 }
 
@@ -585,8 +629,10 @@ int BPF_PROG(mt_exec, struct task_struct *p)
 	__u32 tgid = p->tgid;
 	struct mtb_proc *pp = bpf_map_lookup_elem(&procs, &tgid);
 
-	if (pp)
+	if (pp) {
 		bpf_probe_read_kernel_str(pp->comm, sizeof(pp->comm), p->comm);
+		arenas_copy(tgid, 0);
+	}
 	return 0;
 }
 
@@ -598,8 +644,10 @@ int BPF_PROG(mt_exit, struct task_struct *p)
 	__u32 tgid = p->tgid;
 	struct mtb_proc *pp = bpf_map_lookup_elem(&procs, &tgid);
 
-	if (pp && BPF_CORE_READ(p, signal, live.counter) == 0)
+	if (pp && BPF_CORE_READ(p, signal, live.counter) == 0) {
 		pp->exited = 1;
+		arenas_copy(tgid, 0);
+	}
 	return 0;
 }
 
@@ -615,18 +663,6 @@ int BPF_PROG(mt_exit, struct task_struct *p)
 #define MAP_NORESERVE_ 0x4000 /* glibc's new_heap(); thread stacks do not use it */
 #define MADV_DONTNEED_ 4
 #define MAP_FIXED_ 0x10
-
-/* The arena heaps of the traced processes, by (tgid, 64 MiB-aligned base):
- * added when a reservation returns (sys_exit), or by the loader from
- * /proc/PID/maps for the heaps made before memtap attached; removed when a
- * heap is unmapped.  They tell an arena's mprotect and madvise from a
- * thread stack's, which look the same at the system call. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MTB_MAX_ARENAS);
-	__type(key, struct mtb_arena_key);
-	__type(value, __u8);
-} arenas SEC(".maps");
 
 /* The length of a reservation in flight, per thread: its address is only
  * known at sys_exit. */

@@ -9,7 +9,7 @@
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 command -v jq >/dev/null || skip_all "jq is missing"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 92
+plan 93
 
 LIBC=$(ldd "$FIX/threads_malloc" | awk '$1 ~ /^libc\.so/ {print $3}')
 calls() { jq -c '.processes[0].functions | with_entries(.value = .value.calls)' "$1"; }
@@ -314,6 +314,43 @@ ok $([ "$g" -ge 1 ]; echo $?) "the arena made before the attach is known: its gr
 is "$(fn_field "$TMP/ar.json" "heap: mmap PROT_NONE NORESERVE (arena reserve)" calls)" 0 "... with no reservation seen"
 is "$(fn_field "$TMP/ar.json" "heap: mprotect rw, not an arena (thread stack)" calls)" 1 \
    "thread B's stack: one mprotect, not an arena"
+# A forked child inherits its parent's arenas: the parent's thread makes one
+# and exits (the arena goes to glibc's free list); the child's thread reuses
+# it and grows it, with no reservation of its own.
+cat > "$TMP/forkarena.c" <<'EOF2'
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void *make(void *x) { volatile char *p = malloc(1000); p[0] = 1; return x; }
+static void *grow(void *x) {
+	for (int i = 0; i < 400; i++) { char *q = malloc(4096); memset(q, 1, 4096); }
+	return x;
+}
+int main(void) {
+	pthread_t t;
+	pthread_create(&t, 0, make, 0);
+	pthread_join(t, 0);
+	pid_t c = fork();
+	if (c == 0) {
+		pthread_create(&t, 0, grow, 0);
+		pthread_join(t, 0);
+		_exit(0);
+	}
+	waitpid(c, 0, 0);
+	return 0;
+}
+EOF2
+cc -O1 -o "$TMP/forkarena" "$TMP/forkarena.c" -lpthread
+$MEMTAP run --via=ebpf -q --heap-events -o "$TMP/fa" -- "$TMP/forkarena"
+$MEMTAP report --format=json "$TMP"/fa.*.mtp > "$TMP/fa.json"
+# the child: the process whose parent is in the profile too
+kid='.processes | map(.pid) as $pids | map(select(.ppid as $pp | $pids | index($pp))) | .[0]'
+cg=$(jq -r "$kid"'.functions["heap: mprotect read-write (arena grow)"].calls // 0' "$TMP/fa.json")
+cr=$(jq -r "$kid"'.functions["heap: mmap PROT_NONE NORESERVE (arena reserve)"].calls // 0' "$TMP/fa.json")
+ok $([ "$cg" -ge 1 ] && [ "$cr" = 0 ]; echo $?) \
+   "the forked child's growth of the arena it inherited is arena grow ($cg), with no reservation ($cr)"
 
 # --- the summary and where the probes went ------------------------------------
 $MEMTAP run --via=ebpf -v -o "$TMP/s" -- "$FIX/threads_malloc" 1 20 100 2> "$TMP/s.txt"
