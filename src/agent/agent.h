@@ -47,7 +47,7 @@ enum mt_fn_id {
 struct mt_custom {
 	char name[MT_NAME_MAX];
 	int size_arg; /* argN whose value is the size, or -1 */
-	int pool_arg; /* argM that names the pool, or -1 (recorded for later use) */
+	int pool_arg; /* argM that names the pool, or -1: calls and bytes per pool */
 };
 
 /* A function's counters.  Calls are not counted apart: every call lands in
@@ -216,6 +216,15 @@ int mt_got_slots(void);
 
 /* custom.c: -f FUNC */
 int mt_custom_parse(const char *list);
+/* -f FUNC:pool=argM: a lock-free table per such function (the agent's own
+ * mmap memory) of calls and bytes per pool.  mt_pools_used() bounds how many
+ * entries a snapshot needs now; mt_pools_fill() adds them to P (at most CAP;
+ * FN_INDEX maps agent function ids to P's functions, -1: not in P);
+ * mt_pools_zero() empties every table (reset, fork, a new attach session;
+ * calls counted meanwhile may be lost). */
+uint32_t mt_pools_used(void);
+void mt_pools_fill(struct mt_profile *p, const int *fn_index, uint32_t cap);
+void mt_pools_zero(void);
 int mt_custom_start(void);
 /* Installs the GOT hooks: the -f functions, dlopen (to patch later modules)
  * and, with ALLOC_FAMILY (attach mode), every interposed function.  Returns

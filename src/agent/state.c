@@ -441,6 +441,11 @@ void mt_snapshot(struct mt_profile *p, int all)
 		p->nsites = 0;
 		mt_sites_foreach(fill_site, &fill);
 	}
+	if (p->pools) {
+		uint32_t cap = p->npools; /* capacity, as for the sites */
+		p->npools = 0;
+		mt_pools_fill(p, fn_index, cap);
+	}
 
 	p->pid = (uint32_t)getpid();
 	p->ppid = (uint32_t)getppid();
@@ -466,8 +471,10 @@ struct snapshot {
 static struct mt_profile *snapshot_new(int with_sites)
 {
 	uint32_t cap = with_sites && mt_g.stacks ? mt_sites_count() + 64 : 0;
+	/* pools counted between now and the fill wait for the next dump */
+	uint32_t pcap = mt_pools_used();
 	size_t len = sizeof(struct snapshot) + MT_FN_TOTAL * sizeof(struct mt_func) +
-		     cap * sizeof(struct mt_site);
+		     cap * sizeof(struct mt_site) + pcap * sizeof(struct mt_pool);
 	struct snapshot *sn = sys_map(len);
 	if (!sn)
 		return NULL;
@@ -478,6 +485,10 @@ static struct mt_profile *snapshot_new(int with_sites)
 		p->sites = (struct mt_site *)(p->funcs + MT_FN_TOTAL);
 		p->nsites = cap; /* capacity, until mt_snapshot fills it */
 		p->maps = mt_maps_read(&p->nmaps);
+	}
+	if (pcap) {
+		p->pools = (struct mt_pool *)((struct mt_site *)(p->funcs + MT_FN_TOTAL) + cap);
+		p->npools = pcap;
 	}
 	mt_snapshot(p, 0);
 	return p;
@@ -531,6 +542,7 @@ void mt_reset(void)
 	sys_unmap(sum, sizeof(*sum));
 	__atomic_store_n(&mt_g.baseline, base, __ATOMIC_RELEASE);
 	mt_sites_foreach(reset_site, NULL);
+	mt_pools_zero();
 	/* in-use is a level, not a counter: it carries on; the peak restarts.
 	 * Allocated bytes since the reset are freed + the change since then. */
 	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + sum_deltas();
@@ -752,6 +764,7 @@ static void zero_counters(void)
 	mt_g.unknown_frees = 0;
 	mt_g.start_ns = mt_now_ns();
 	mt_sites_clear();
+	mt_pools_zero();
 }
 
 static void fork_child(void)
