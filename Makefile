@@ -131,6 +131,9 @@ $(BUILD)/tests/fixtures/%: tests/fixtures/%.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Wno-unused-result $< -o $@ -lpthread -ldl
 
+# --stacks with --via=ebpf walks frame pointers: this fixture keeps them.
+$(BUILD)/tests/fixtures/fp_stacks: CFLAGS += -fno-omit-frame-pointer
+
 $(BUILD)/tests/fixtures/%: tests/fixtures/%.cc
 	$(msg) CXX $@
 	@mkdir -p $(dir $@)

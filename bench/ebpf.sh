@@ -4,7 +4,9 @@
 # past its first instruction) vs a bpftrace script counting malloc (with a
 # hist of the size) and free, both on bench/churn (one free + one malloc per
 # iteration).  Also memtap with every probe at offset 0 (MEMTAP_BPF_OFFSET0),
-# which is bpftrace's placement, to show what the offset choice is worth.
+# which is bpftrace's placement, to show what the offset choice is worth,
+# and memtap with --stacks (a frame-pointer walk and a site update per
+# malloc; churn keeps no frame pointers, so the walks are short).
 #
 # Cost per event = ((traced - untraced) - (traced - untraced for one
 # iteration: the tool's fixed cost of loading, attaching, detaching)) divided
@@ -42,6 +44,7 @@ run_cfg() { # CONFIG ITERATIONS
 	case $1 in
 	untraced) secs "$CHURN" "$2" ;;
 	memtap) secs "$MEMTAP" run --via=ebpf -q -o "$TMP/p" -- "$CHURN" "$2" ;;
+	memtap-stacks) secs "$MEMTAP" run --via=ebpf --stacks -q -o "$TMP/p" -- "$CHURN" "$2" ;;
 	memtap-offset0) secs env MEMTAP_BPF_OFFSET0=1 "$MEMTAP" run --via=ebpf -q -o "$TMP/p" -- "$CHURN" "$2" ;;
 	bpftrace) secs bpftrace -e "$BT" -c "$CHURN $2" ;;
 	esac
@@ -54,7 +57,7 @@ rm -f "$TMP"/p.*
 EVENTS=$("$MEMTAP" report --format=json "$TMP"/p.*.mtp | jq '[.processes[0].functions[] | .calls] | add')
 MF=$("$MEMTAP" report --format=json "$TMP"/p.*.mtp | jq '.processes[0].functions.malloc.calls + .processes[0].functions.free.calls')
 
-CONFIGS="untraced memtap memtap-offset0 bpftrace"
+CONFIGS="untraced memtap memtap-stacks memtap-offset0 bpftrace"
 for r in $(seq 1 "$REPS"); do
 	for c in $CONFIGS; do
 		echo "$(run_cfg "$c" "$ITERS")" >> "$TMP/$c.full"

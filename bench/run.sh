@@ -66,6 +66,28 @@ EOF
 $CC -O2 -fPIC -shared -ftls-model=initial-exec -o "$OUT/floor.so" "$OUT/floor.c"
 FLOOR="env LD_PRELOAD=$OUT/floor.so"
 
+# The floor with the figures memtap's counting mode keeps: free's usable
+# size (glibc's chunk header), its histogram and bytes, in-use bytes and
+# their peak.  Still no control, no thread registry, no output.
+cat > "$OUT/floor-inuse.c" <<'EOF'
+#include <stddef.h>
+#include <stdint.h>
+extern void *__libc_malloc(size_t), *__libc_calloc(size_t, size_t), *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+static __thread uint64_t calls[4], bytes[4], hist[4][65];
+static __thread int64_t inuse, peak;
+#define B(n) ((n) ? 64 - __builtin_clzl(n) : 0)
+#define C(f, n) (calls[f]++, bytes[f] += (n), hist[f][B(n)]++)
+static inline size_t U(void *p) { size_t h = ((size_t *)p)[-1]; return (h & ~(size_t)7) - 8 - ((h & 2) << 2); }
+static inline void up(void *p) { if (p && (inuse += U(p)) > peak) peak = inuse; }
+void *malloc(size_t n) { C(0, n); void *p = __libc_malloc(n); up(p); return p; }
+void free(void *p) { if (p) { size_t u = U(p); C(1, u); inuse -= u; } __libc_free(p); }
+void *calloc(size_t n, size_t m) { C(2, n * m); void *p = __libc_calloc(n, m); up(p); return p; }
+void *realloc(void *p, size_t n) { C(3, n); if (p) inuse -= U(p); void *q = __libc_realloc(p, n); up(q); return q; }
+EOF
+$CC -O2 -fPIC -shared -ftls-model=initial-exec -o "$OUT/floor-inuse.so" "$OUT/floor-inuse.c"
+FLOOR_INUSE="env LD_PRELOAD=$OUT/floor-inuse.so"
+
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 
@@ -140,19 +162,24 @@ BT_HITS=$((BPF_ITERS * 125 / 64 + 8192))
 	echo "cfg churn untraced $REPS $CHURN $CHURN_ITERS"
 	echo "cfg churn memtap $REPS $MEMTAP run -q -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
 	echo "cfg churn counter-floor $REPS $FLOOR $CHURN $CHURN_ITERS"
+	echo "cfg churn floor-inuse $REPS $FLOOR_INUSE $CHURN $CHURN_ITERS"
+	echo "cfg churn memtap-slowpath $REPS env MEMTAP_SLOW_PATH=1 $MEMTAP run -q -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
 	echo "cfg churn memtap-stacks $REPS $MEMTAP run -q --stacks -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
 	echo "cfg churn memtap-sample1 $PEER_REPS $MEMTAP run -q --stacks --sample=1 -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+	echo "cfg churn sample1-nocache $SLOW_REPS env MEMTAP_STACK_CACHE=0 $MEMTAP run -q --stacks --sample=1 -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
 	echo "cfg churn heaptrack $PEER_REPS heaptrack -o $SCRATCH/ht $CHURN $CHURN_ITERS"
 	echo "cfg churn massif $SLOW_REPS valgrind --tool=massif --massif-out-file=$SCRATCH/massif.out $CHURN $CHURN_ITERS"
 	echo "check churn ^churn: .*checksum"
 	echo "warmup churn untraced memtap"
 	echo "events churn $CALLS"
 	echo "note churn counter-floor is not a product: it is build/bench/floor.c (written by bench/run.sh), a ten-line LD_PRELOAD counter (calls + size histograms in thread-local counters), the least any interposer pays"
+	echo "note churn floor-inuse is counter-floor plus what counting mode must also keep (free's usable size from glibc's chunk header, its histogram and bytes, in-use bytes and their peak): the least an interposer with memtap's counting-mode figures pays"
+	echo "note churn memtap-slowpath is counting mode with the malloc/free fast paths closed (MEMTAP_SLOW_PATH=1): what they save; sample1-nocache is --sample=1 unwinding every sample (MEMTAP_STACK_CACHE=0): what the stack cache saves"
 	echo "note churn every configuration prints the same checksum as the untraced run (checked on every run)"
 	echo "note churn massif runs the full $CHURN_ITERS iterations, $SLOW_REPS times (not scaled); heaptrack $PEER_REPS times; untraced and memtap $REPS times"
 	echo "note churn peak RSS is the largest single process of the tree (wait4 rusage, as /usr/bin/time -v); for heaptrack that is the app or heaptrack_interpret, whichever is larger"
 
-	echo "note churn memtap-stacks is --stacks at the default sampling (one sample per 512 KiB on average, with its call stack from libunwind); memtap-sample1 records every allocation with its stack (--stacks --sample=1)"
+	echo "note churn memtap-stacks is --stacks at the default sampling (one sample per 512 KiB on average, with its call stack from the stack cache or libunwind); memtap-sample1 records every allocation with its stack (--stacks --sample=1)"
 
 	if [ -n "$JEMALLOC" ]; then
 		echo "group jemalloc churn on jemalloc (LD_PRELOAD=$JEMALLOC): jemalloc's own sampling profiler against memtap --stacks"

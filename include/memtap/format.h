@@ -33,6 +33,7 @@ enum mt_tag {
 	MT_TAG_SAMPLING = 4, /* sample_period, unknown_frees (with --stacks) */
 	MT_TAG_SITE = 5,     /* one call site */
 	MT_TAG_MAPPING = 6,  /* one file-backed mapping */
+	MT_TAG_POOL = 7,     /* one pool of a -f FUNC:pool=argM function */
 	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
 };
 

@@ -20,6 +20,13 @@
  * the process is gone.  Site counts are raw sample counts; sample_period says
  * how to un-sample them (mt_site_scale()).
  *
+ * With `-f FUNC:pool=argM` a profile also carries pools (struct mt_pool):
+ * the calls and bytes of FUNC per value of its argument M, the pool an
+ * allocator like apr_palloc(pool, size) allocates from.  Pools are named
+ * only by their address, which the process may reuse for a later pool.
+ * The same table breaks --heap-events down by thread (MT_POOL_BY_THREAD:
+ * the key is the thread id).
+ *
  * Memory: mt_profile_new()/mt_profile_free() use malloc; the agent never calls
  * them (it builds a struct mt_profile in its own mmap-backed memory).
  */
@@ -57,6 +64,8 @@ enum mt_reason {
 /* Profile flags. */
 #define MT_PROFILE_ACTIVE 0x1u   /* counting was on when the snapshot was taken */
 #define MT_PROFILE_FOLLOW 0x2u   /* children and exec'd programs are traced */
+#define MT_PROFILE_FP_STACKS 0x4u /* sites are frame-pointer stacks from the kernel
+				     (eBPF): every allocation call, none in use */
 
 struct mt_func {
 	char name[MT_NAME_MAX];
@@ -100,6 +109,24 @@ struct mt_mapping {
 	char path[MT_TEXT_MAX];
 };
 
+/* One pool of a -f FUNC:pool=argM function: the calls of FUNC whose
+ * argument M was POOL.  POOL == MT_POOL_OTHER sums the calls the collector
+ * could not give a pool of their own (its table was full).  With BY ==
+ * MT_POOL_BY_THREAD the entry is one thread's share of FUNC (--heap-events,
+ * per thread) and POOL is the thread id. */
+#define MT_POOL_OTHER UINT64_MAX
+enum mt_pool_by {
+	MT_POOL_BY_ARG = 0,    /* POOL is the value of FUNC's pool argument */
+	MT_POOL_BY_THREAD = 1, /* POOL is a thread id */
+};
+struct mt_pool {
+	uint32_t fn;   /* index into funcs */
+	uint32_t by;   /* enum mt_pool_by: the same for every entry of one FUNC */
+	uint64_t pool; /* the pool's address (or thread id), or MT_POOL_OTHER */
+	uint64_t calls;
+	uint64_t bytes; /* the sizes FUNC was asked for (its size=argN; 0 without) */
+};
+
 struct mt_profile {
 	uint32_t pid, ppid, uid;
 	uint32_t seq;    /* per-process dump sequence number */
@@ -120,6 +147,9 @@ struct mt_profile {
 	struct mt_site *sites;
 	uint32_t nmaps;
 	struct mt_mapping *maps;
+	/* Pools (-f FUNC:pool=argM), in no particular order. */
+	uint32_t npools;
+	struct mt_pool *pools;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */
@@ -157,6 +187,16 @@ void mt_profile_order(const struct mt_profile *p, uint32_t *order);
 double mt_site_scale(uint64_t period, uint64_t objects, uint64_t bytes);
 /* Appends a site (frames copied); NULL on ENOMEM. */
 struct mt_site *mt_profile_add_site(struct mt_profile *p, const uint64_t *frames, uint32_t n);
+/* The pool POOL of function FN, added with zero counts when absent; NULL on
+ * ENOMEM.  Linear: for building and merging, not for a hot path. */
+struct mt_pool *mt_profile_pool(struct mt_profile *p, uint32_t fn, uint64_t pool);
+/* Appends a pool without looking for an existing one (readers of a file,
+ * collectors that know their pools are distinct); NULL on ENOMEM. */
+struct mt_pool *mt_profile_add_pool(struct mt_profile *p, uint32_t fn, uint64_t pool);
+/* Fills ORDER with the indices of function FN's pools, by bytes (BY_BYTES)
+ * or calls, descending, then by address; returns how many. ORDER holds
+ * npools entries. */
+uint32_t mt_profile_pools_of(const struct mt_profile *p, uint32_t fn, int by_bytes, uint32_t *order);
 /* Appends a mapping; NULL on ENOMEM. */
 struct mt_mapping *mt_profile_add_mapping(struct mt_profile *p);
 /* The mapping that contains ADDR, or NULL. */

@@ -50,7 +50,7 @@ enum mt_fn_id {
 struct mt_custom {
 	char name[MT_NAME_MAX];
 	int size_arg; /* argN whose value is the size, or -1 */
-	int pool_arg; /* argM that names the pool, or -1 (recorded for later use) */
+	int pool_arg; /* argM that names the pool, or -1: calls and bytes per pool */
 };
 
 /* A function's counters.  Calls are not counted apart: every call lands in
@@ -76,6 +76,14 @@ struct mt_thread {
 	struct mt_counter c[MT_FN_TOTAL];
 };
 
+/* mt_g.fast: the fast-path gate. */
+enum {
+	MT_FAST_OFF = 0,    /* every call takes the slow path */
+	MT_FAST_PLAIN = 1,  /* malloc and free: nothing tracked */
+	MT_FAST_FILTER = 2, /* malloc; free after the live table's filter */
+	MT_FAST_MALLOC = 3, /* malloc only (every allocation tracked) */
+};
+
 /* Configuration and process-wide state. */
 struct mt_global {
 	int ready;        /* real functions resolved, options read */
@@ -83,8 +91,9 @@ struct mt_global {
 	int attached;     /* attach mode: `ctl attach` has installed the hooks */
 	int enabled;      /* 0: this process is not traced (e.g. --no-follow child) */
 	int active;       /* counting on (ctl activate/deactivate): mt_set_active */
-	int fast;         /* malloc/free may take their fast path (gate_update) */
+	int fast;         /* MT_FAST_*: which fast paths malloc/free may take (gate_update) */
 	int usable_fast;  /* glibc's chunk headers give usable sizes */
+	int lzcnt;        /* the CPU has LZCNT (the fast paths use it) */
 	int follow;       /* trace children and exec'd programs */
 	int finished;     /* the exit dump has been written */
 	int stacks;       /* --stacks: sample allocations with their call sites */
@@ -194,19 +203,49 @@ uint64_t mt_now_ns(void);
 /* sites.c: call sites (--stacks) */
 struct mt_sitex {
 	struct mt_sitex *next; /* hash chain; never unlinked */
+	struct mt_sitex *all;  /* every site, newest first (mt_sites_foreach) */
 	uint64_t hash;
 	uint32_t fn, nframes;
+	uint32_t cached;                     /* stack-cache entries made for it */
 	uint64_t alloc_objects, alloc_bytes; /* sampled allocations */
-	uint64_t live_objects, live_bytes;   /* of those, not yet freed */
+	uint64_t freed_objects, freed_bytes; /* of those, freed (live = alloc - freed) */
+	uint64_t reset_objects, reset_bytes; /* alloc_* at the last `reset` */
 	uint64_t peak_objects, peak_bytes;   /* live when in-use last peaked */
 	uint64_t frames[];
 };
 int mt_sites_init(void);
+/* A site's sampled allocations not yet freed.  Two counters, not four: a
+ * sample and a free each pay two atomic additions.  Freed is read first (with
+ * acquire, as every free follows its allocation), so live never goes below
+ * zero. */
+static inline void mt_site_live(const struct mt_sitex *s, uint64_t *objects, uint64_t *bytes)
+{
+	uint64_t fo = __atomic_load_n(&s->freed_objects, __ATOMIC_ACQUIRE);
+	uint64_t fb = __atomic_load_n(&s->freed_bytes, __ATOMIC_ACQUIRE);
+	uint64_t ao = __atomic_load_n(&s->alloc_objects, __ATOMIC_ACQUIRE);
+	uint64_t ab = __atomic_load_n(&s->alloc_bytes, __ATOMIC_ACQUIRE);
+	*objects = ao > fo ? ao - fo : 0;
+	*bytes = ab > fb ? ab - fb : 0;
+}
+/* The peak figures become what is live now (a new peak, a reset).  Written
+ * by one thread at a time, read by any dump: relaxed atomics, each whole. */
+static inline void mt_site_peak_now(struct mt_sitex *s)
+{
+	uint64_t o, b;
+	mt_site_live(s, &o, &b);
+	__atomic_store_n(&s->peak_objects, o, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->peak_bytes, b, __ATOMIC_RELAXED);
+}
 int64_t mt_sample_interval(struct mt_thread *t);
 /* Arms T's event countdown; the slow path when it runs out (samples and
  * --dump-every). */
 void mt_event_arm(struct mt_thread *t);
-void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr);
+/* CFA: the allocation function's canonical frame address (MT_CFA, taken in
+ * the exported wrapper or in a function it tail-calls): the caller's stack
+ * pointer at the call, where the stack cache starts (sites.c).  A wrong CFA
+ * costs speed, never correctness: it is checked against the unwinder. */
+void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const char *cfa);
+#define MT_CFA ((const char *)__builtin_dwarf_cfa())
 int mt_live_forget(void *ptr); /* 1 when PTR was a sampled live allocation */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
 uint32_t mt_sites_count(void);
@@ -230,6 +269,15 @@ int mt_got_slots(void);
 
 /* custom.c: -f FUNC */
 int mt_custom_parse(const char *list);
+/* -f FUNC:pool=argM: a lock-free table per such function (the agent's own
+ * mmap memory) of calls and bytes per pool.  mt_pools_used() bounds how many
+ * entries a snapshot needs now; mt_pools_fill() adds them to P (at most CAP;
+ * FN_INDEX maps agent function ids to P's functions, -1: not in P);
+ * mt_pools_zero() empties every table (reset, fork, a new attach session;
+ * calls counted meanwhile may be lost). */
+uint32_t mt_pools_used(void);
+void mt_pools_fill(struct mt_profile *p, const int *fn_index, uint32_t cap);
+void mt_pools_zero(void);
 int mt_custom_start(void);
 /* Installs the GOT hooks: the -f functions, dlopen (to patch later modules)
  * and, with ALLOC_FAMILY (attach mode), every interposed function.  Returns
@@ -274,11 +322,18 @@ void mt_count_shared(int fn, uint64_t size, int failed, int64_t inuse, uint64_t 
 
 #define MT_INUSE_FLUSH (64 * 1024)
 
-static inline void mt_count_own(struct mt_thread *t, int fn, uint64_t size)
+/* A call of FN with SIZE on the caller's own block; BUCKET is SIZE's
+ * histogram bucket (the fast paths compute it with LZCNT). */
+static inline void mt_count_bucket(struct mt_thread *t, int fn, uint64_t size, unsigned bucket)
 {
 	struct mt_counter *c = &t->c[fn];
 	mt_bump(&c->bytes, size);
-	mt_bump(&c->hist[mt_hist_bucket(size)], 1);
+	mt_bump(&c->hist[bucket], 1);
+}
+
+static inline void mt_count_own(struct mt_thread *t, int fn, uint64_t size)
+{
+	mt_count_bucket(t, fn, size, mt_hist_bucket(size));
 }
 
 void mt_inuse_high(struct mt_thread *t, int64_t d); /* fold, or record a new high */
@@ -301,23 +356,17 @@ static inline void mt_inuse_down(struct mt_thread *t, int64_t delta)
 		mt_inuse_flush(t);
 }
 
-/* malloc's and free's fast paths: the caller's own block, no orphan check. */
-static inline void mt_fast_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
+/* An allocation on the caller's own block (no orphan check). */
+static inline void mt_alloc_own(struct mt_thread *t, int fn, uint64_t size, unsigned bucket, uint64_t usable,
+				void *p, const char *cfa)
 {
-	mt_count_own(t, fn, size);
+	mt_count_bucket(t, fn, size, bucket);
 	mt_inuse_up(t, (int64_t)usable);
 	int64_t left = MT_LOAD(t->event_left) - (int64_t)size;
 	MT_STORE(t->event_left, left);
 	if (unlikely(left < 0))
-		mt_alloc_event(t, fn, size, p);
+		mt_alloc_event(t, fn, size, p, cfa);
 }
-
-static inline void mt_fast_free(struct mt_thread *t, int fn, uint64_t usable)
-{
-	mt_count_own(t, fn, usable);
-	mt_inuse_down(t, (int64_t)usable);
-}
-
 
 /* A call that changed no in-use memory (mmap, munmap, brk, sbrk, -f
  * functions, a failed allocation). */
@@ -335,13 +384,14 @@ static inline void mt_count(struct mt_thread *t, int fn, uint64_t size, int fail
 /* A successful allocation of SIZE requested bytes at P, USABLE bytes handed
  * out.  Without --stacks or --dump-every, event_left starts at INT64_MAX and
  * never runs out. */
-static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p)
+static inline void mt_on_alloc(struct mt_thread *t, int fn, uint64_t size, uint64_t usable, void *p,
+			       const char *cfa)
 {
 	if (unlikely(t->shared)) {
 		mt_count_shared(fn, size, 0, (int64_t)usable, 0);
 		return;
 	}
-	mt_fast_alloc(t, fn, size, usable, p);
+	mt_alloc_own(t, fn, size, mt_hist_bucket(size), usable, p, cfa);
 }
 
 /* Before P is freed (or moved by realloc): forget it if it was sampled.
@@ -393,14 +443,11 @@ static inline uint32_t mt_live_bucket(uintptr_t p)
 	return (uint32_t)(((p >> 4) * 0x9e3779b97f4a7c15ull) >> 44); /* 20 bits */
 }
 
-/* Whether free(P) may skip the live table: nothing tracked, or sampling
- * (not every allocation) and P's filter slot empty. */
-static inline int mt_free_untracked(void *p)
+/* Whether P may be in the live table (sampled call sites): its filter slot
+ * is not empty. */
+static inline int mt_live_maybe(void *p)
 {
-	if (likely(!__atomic_load_n(&mt_g.tracking, __ATOMIC_ACQUIRE)))
-		return 1;
-	return MT_OPT(sample_period) > 1 &&
-	       !__atomic_load_n(&mt_live_filter[mt_live_bucket((uintptr_t)p) >> 2], __ATOMIC_RELAXED);
+	return __atomic_load_n(&mt_live_filter[mt_live_bucket((uintptr_t)p) >> 2], __ATOMIC_RELAXED) != 0;
 }
 void mt_set_active(int on);
 void mt_set_tracking(int on);

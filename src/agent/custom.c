@@ -29,6 +29,123 @@ void *mt_custom_real[MT_CUSTOM_MAX] __attribute__((visibility("hidden")));
 static uint8_t *stubs;
 static void *(*real_dlopen)(const char *, int);
 
+/*
+ * Pools (-f FUNC:pool=argM).  One open-addressing table per function, shared
+ * by all threads: a slot is claimed by a compare-and-swap of its key (the
+ * pool + 1; 0 is empty) and counted with atomic adds, so the path takes no
+ * lock.  A pool that finds no free slot within POOL_PROBES of its hash is
+ * counted as "other" (the report says so), which bounds the work per call.
+ * Slots are never freed: a pool address reused later is the same entry.
+ */
+#define POOL_SLOTS 8192 /* a power of two */
+#define POOL_PROBES 32
+struct pool_slot {
+	uint64_t key, calls, bytes;
+};
+struct pool_table {
+	uint64_t other_calls, other_bytes;
+	struct pool_slot slot[POOL_SLOTS];
+};
+static struct pool_table *pool_tables[MT_CUSTOM_MAX];
+
+static size_t pool_hash(uint64_t key)
+{
+	return (size_t)((key * 0x9e3779b97f4a7c15ull) >> 51) & (POOL_SLOTS - 1);
+}
+
+static void pool_count(int index, uint64_t pool, uint64_t size)
+{
+	struct pool_table *t = __atomic_load_n(&pool_tables[index], __ATOMIC_ACQUIRE);
+	uint64_t key = pool + 1;
+	if (!t)
+		return;
+	size_t h = pool_hash(key);
+	for (int n = 0; key && n < POOL_PROBES; n++, h = (h + 1) & (POOL_SLOTS - 1)) {
+		struct pool_slot *sl = &t->slot[h];
+		uint64_t k = __atomic_load_n(&sl->key, __ATOMIC_ACQUIRE);
+		if (!k && __atomic_compare_exchange_n(&sl->key, &k, key, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			k = key; /* claimed; on failure K is the key another thread put there */
+		if (k == key) {
+			__atomic_fetch_add(&sl->calls, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&sl->bytes, size, __ATOMIC_RELAXED);
+			return;
+		}
+	}
+	__atomic_fetch_add(&t->other_calls, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&t->other_bytes, size, __ATOMIC_RELAXED);
+}
+
+uint32_t mt_pools_used(void)
+{
+	uint32_t n = 0;
+	for (int i = 0; i < MT_CUSTOM_MAX; i++) {
+		struct pool_table *t = __atomic_load_n(&pool_tables[i], __ATOMIC_ACQUIRE);
+		for (size_t k = 0; t && k < POOL_SLOTS; k++)
+			n += __atomic_load_n(&t->slot[k].key, __ATOMIC_RELAXED) != 0;
+		n += t != NULL; /* "other" */
+	}
+	return n;
+}
+
+static void pool_put(struct mt_profile *p, uint32_t cap, uint32_t fn, uint64_t pool, uint64_t calls,
+		     uint64_t bytes)
+{
+	if (!calls || p->npools >= cap)
+		return;
+	struct mt_pool *d = &p->pools[p->npools++];
+	d->fn = fn;
+	d->by = MT_POOL_BY_ARG;
+	d->pool = pool;
+	d->calls = calls;
+	d->bytes = bytes;
+}
+
+void mt_pools_fill(struct mt_profile *p, const int *fn_index, uint32_t cap)
+{
+	for (int i = 0; i < mt_g.ncustom; i++) {
+		struct pool_table *t = __atomic_load_n(&pool_tables[i], __ATOMIC_ACQUIRE);
+		int fn = fn_index[MT_FN_COUNT + i];
+		if (!t || fn < 0 || mt_g.custom[i].pool_arg < 0)
+			continue;
+		for (size_t k = 0; k < POOL_SLOTS; k++) {
+			struct pool_slot *sl = &t->slot[k];
+			uint64_t key = __atomic_load_n(&sl->key, __ATOMIC_ACQUIRE);
+			if (key)
+				pool_put(p, cap, (uint32_t)fn, key - 1, __atomic_load_n(&sl->calls, __ATOMIC_RELAXED),
+					 __atomic_load_n(&sl->bytes, __ATOMIC_RELAXED));
+		}
+		pool_put(p, cap, (uint32_t)fn, MT_POOL_OTHER, __atomic_load_n(&t->other_calls, __ATOMIC_RELAXED),
+			 __atomic_load_n(&t->other_bytes, __ATOMIC_RELAXED));
+	}
+}
+
+void mt_pools_zero(void)
+{
+	for (int i = 0; i < MT_CUSTOM_MAX; i++) {
+		struct pool_table *t = __atomic_load_n(&pool_tables[i], __ATOMIC_ACQUIRE);
+		/* Word by word with atomics: threads may be counting into it. */
+		uint64_t *w = (uint64_t *)t;
+		for (size_t k = 0; t && k < sizeof(*t) / sizeof(*w); k++)
+			__atomic_store_n(&w[k], 0, __ATOMIC_RELAXED);
+	}
+}
+
+/* A table for every -f function with a pool argument (kept across
+ * sessions: memory mapped once). */
+static int pools_map(void)
+{
+	for (int i = 0; i < mt_g.ncustom; i++) {
+		if (mt_g.custom[i].pool_arg < 0 || pool_tables[i])
+			continue;
+		long r = syscall(SYS_mmap, 0, sizeof(struct pool_table), PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (r < 0 && r > -4096)
+			return -ENOMEM;
+		__atomic_store_n(&pool_tables[i], (struct pool_table *)r, __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
 /* Saved registers as tramp.S lays them out. */
 enum { REG_R11, REG_RAX, REG_R9, REG_R8, REG_RCX, REG_RDX, REG_RSI, REG_RDI };
 static const int arg_reg[6] = {REG_RDI, REG_RSI, REG_RDX, REG_RCX, REG_R8, REG_R9};
@@ -41,9 +158,11 @@ void mt_custom_enter(uint64_t index, const uint64_t *regs)
 	struct mt_thread *t = mt_enter();
 	if (!t)
 		return;
-	int a = mt_g.custom[index].size_arg;
+	int a = mt_g.custom[index].size_arg, pa = mt_g.custom[index].pool_arg;
 	uint64_t size = a >= 0 ? regs[arg_reg[a]] : 0;
 	mt_count(t, MT_FN_COUNT + (int)index, size, 0);
+	if (pa >= 0)
+		pool_count((int)index, regs[arg_reg[pa]], size);
 }
 
 static void *hooked_dlopen(const char *file, int flags)
@@ -144,7 +263,7 @@ int mt_hooks_start(int alloc_family)
 	if (alloc_family && (err = mt_hook_wrappers()) < 0)
 		return err;
 	if (mt_g.ncustom) {
-		if ((err = make_stubs()) < 0)
+		if ((err = make_stubs()) < 0 || (err = pools_map()) < 0)
 			return err;
 		mt_custom_resolve();
 		for (int i = 0; i < mt_g.ncustom; i++)

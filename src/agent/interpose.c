@@ -6,8 +6,10 @@
  * Until the real functions are resolved, allocations (made by dlsym itself)
  * are served from a static bootstrap buffer; frees of those are ignored.
  */
+#include <cpuid.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <immintrin.h>
 #include <link.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -61,9 +63,9 @@ static const char *const cxx_symbols[] = {
 static uint8_t boot_buf[256 * 1024] __attribute__((aligned(64)));
 static size_t boot_used;
 
-static int is_boot(const void *p)
+static inline int is_boot(const void *p)
 {
-	return (const uint8_t *)p >= boot_buf && (const uint8_t *)p < boot_buf + sizeof(boot_buf);
+	return (uintptr_t)p - (uintptr_t)boot_buf < sizeof(boot_buf); /* one compare */
 }
 
 static void *boot_alloc(size_t n, size_t align)
@@ -233,6 +235,23 @@ void mt_usable_check(void)
 		real.free(q);
 	}
 	glibc_layout = ok; /* the gate is updated when options are read, just after */
+	unsigned a, b, c, d;
+	mt_g.lzcnt = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c & bit_LZCNT);
+	/* MEMTAP_SLOW_PATH=1 keeps the fast paths closed: tests compare the two
+	 * paths' figures, benchmarks measure what the fast paths save. */
+	const char *slow = getenv("MEMTAP_SLOW_PATH");
+	if (slow && *slow == '1')
+		mt_g.lzcnt = 0;
+}
+
+/* The fast paths' histogram bucket: 64 - lzcnt(v) is mt_hist_bucket(v) for
+ * every v (lzcnt(0) = 64), in one instruction and a subtraction.  The gate
+ * is closed on CPUs without LZCNT, where the instruction would run as BSR. */
+#define MT_FAST_TARGET __attribute__((target("lzcnt")))
+
+static inline MT_FAST_TARGET unsigned fast_bucket(uint64_t v)
+{
+	return 64 - (unsigned)_lzcnt_u64(v);
 }
 
 /* The allocator's usable size of P, asked with the recursion guard set:
@@ -249,10 +268,10 @@ static inline size_t usable_size(void *p)
 }
 
 /* Counts an allocation call: P's usable size joins the in-use total. */
-static inline void count_alloc(struct mt_thread *t, int fn, uint64_t size, void *p)
+static inline void count_alloc(struct mt_thread *t, int fn, uint64_t size, void *p, const char *cfa)
 {
 	if (likely(p))
-		mt_on_alloc(t, fn, size, usable_size(p), p);
+		mt_on_alloc(t, fn, size, usable_size(p), p, cfa);
 	else
 		mt_count(t, fn, size, 1);
 }
@@ -270,8 +289,9 @@ static __attribute__((noinline)) void *malloc_slow(size_t n);
 /* The hottest code we own.  The fast path needs a thread with its own block
  * (the thread-local pointer is never the shared orphan block), no call of
  * ours under way, and the gate open (mt_g.fast: counting on, glibc's chunk
- * headers readable, no live table to update). */
-MT_EXPORT void *malloc(size_t n)
+ * headers readable).  Sampling (--stacks, --dump-every) is the event_left
+ * countdown: without either it starts at INT64_MAX and never runs out. */
+MT_EXPORT MT_FAST_TARGET void *malloc(size_t n)
 {
 	struct mt_thread *t = mt_tls_thread;
 	if (likely(t != NULL) && likely(!mt_tls_busy) && likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED))) {
@@ -279,7 +299,7 @@ MT_EXPORT void *malloc(size_t n)
 		 * and free never call back through the PLT. */
 		void *p = real.malloc(n);
 		if (likely(p != NULL))
-			mt_fast_alloc(t, MT_FN_MALLOC, n, glibc_usable(p), p);
+			mt_alloc_own(t, MT_FN_MALLOC, n, fast_bucket(n), glibc_usable(p), p, MT_CFA);
 		else
 			mt_count(t, MT_FN_MALLOC, n, 1);
 		return p;
@@ -297,7 +317,7 @@ static void *malloc_slow(size_t n)
 	size_t u = likely(p) ? USABLE(p) : 0;
 	mt_tls_busy = 0;
 	if (likely(p))
-		mt_on_alloc(t, MT_FN_MALLOC, n, u, p);
+		mt_on_alloc(t, MT_FN_MALLOC, n, u, p, MT_CFA);
 	else
 		mt_count(t, MT_FN_MALLOC, n, 1);
 	return p;
@@ -305,15 +325,21 @@ static void *malloc_slow(size_t n)
 
 static __attribute__((noinline)) void free_slow(void *p);
 
-MT_EXPORT void free(void *p)
+/* free counts first and then tail-calls glibc's free: no frame, nothing to
+ * keep across the call.  (The block's size is read before it is freed.)
+ * With sampled call sites (MT_FAST_FILTER) a block whose filter slot is
+ * empty was never sampled and needs no live-table lookup. */
+MT_EXPORT MT_FAST_TARGET void free(void *p)
 {
 	struct mt_thread *t = mt_tls_thread;
-	if (likely(t != NULL) && likely(p != NULL) && likely(!mt_tls_busy) &&
-	    likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED)) && likely(!is_boot(p)) &&
-	    likely(mt_free_untracked(p))) {
+	int gate = __atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED);
+	if (likely(t != NULL) && likely(!mt_tls_busy) &&
+	    likely(gate == MT_FAST_PLAIN || (gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
+	    likely(p != NULL) && likely(!is_boot(p))) {
 		size_t u = glibc_usable(p);
+		mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
+		mt_inuse_down(t, (int64_t)u);
 		real.free(p); /* glibc: no recursion guard needed (see malloc) */
-		mt_fast_free(t, MT_FN_FREE, u);
 		return;
 	}
 	free_slow(p);
@@ -351,7 +377,7 @@ MT_EXPORT void *calloc(size_t n, size_t m)
 	mt_tls_busy = 1;
 	void *p = real.calloc(n, m);
 	mt_tls_busy = 0;
-	count_alloc(t, MT_FN_CALLOC, mul_sat(n, m), p);
+	count_alloc(t, MT_FN_CALLOC, mul_sat(n, m), p, MT_CFA);
 	return p;
 }
 
@@ -387,7 +413,7 @@ static void *realloc_common(int fn, void *old, size_t n, size_t m)
 	if (p) {
 		if (old)
 			mt_release(t, oldsz);
-		mt_on_alloc(t, fn, size, usable_size(p), p);
+		mt_on_alloc(t, fn, size, usable_size(p), p, MT_CFA);
 	} else {
 		mt_count(t, fn, size, size != 0);
 		if (old && size == 0)
@@ -418,7 +444,7 @@ MT_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 	mt_tls_busy = 1;
 	int r = real.posix_memalign(out, align, n);
 	mt_tls_busy = 0;
-	count_alloc(t, MT_FN_POSIX_MEMALIGN, n, r == 0 ? *out : NULL);
+	count_alloc(t, MT_FN_POSIX_MEMALIGN, n, r == 0 ? *out : NULL, MT_CFA);
 	return r;
 }
 
@@ -443,7 +469,7 @@ static void *aligned_common(int fn, size_t align, size_t n)
 	default: p = real.pvalloc(n); break;
 	}
 	mt_tls_busy = 0;
-	count_alloc(t, fn, n, p);
+	count_alloc(t, fn, n, p, MT_CFA);
 	return p;
 }
 
@@ -462,12 +488,13 @@ struct new_call {
 	int fn;
 	size_t size;
 	void *p;
+	const char *cfa;
 };
 
 static void new_call_end(struct new_call *c)
 {
 	mt_tls_busy = 0;
-	count_alloc(c->t, c->fn, c->size, c->p);
+	count_alloc(c->t, c->fn, c->size, c->p, c->cfa);
 }
 
 /* Without libstdc++ to forward to (a RTLD_LOCAL plugin's), fall back to the
@@ -497,7 +524,7 @@ static void *op_new(int fn, size_t n, size_t align, const void *nt)
 	struct mt_thread *t = mt_enter();
 	if (unlikely(!t))
 		return call_new(fn, n, align, nt);
-	struct new_call c __attribute__((cleanup(new_call_end))) = {t, fn, n, NULL};
+	struct new_call c __attribute__((cleanup(new_call_end))) = {t, fn, n, NULL, MT_CFA};
 	mt_tls_busy = 1;
 	c.p = call_new(fn, n, align, nt);
 	return c.p;

@@ -8,9 +8,12 @@
  * sampled and a new distance is drawn from an exponential distribution with
  * mean mt_g.sample_period.  A period of 1 samples every allocation.
  *
- * Stacks come from libunwind's unw_backtrace with its per-thread cache.  The
- * library is dlopen'd with RTLD_LOCAL only when stacks are asked for: linked
- * in, its `backtrace` and `_Unwind_Backtrace` would interpose the program's.
+ * Stacks come from libunwind (its cursor API, with its per-thread cache of
+ * unwind rules), dlopen'd with RTLD_LOCAL only when stacks are asked for:
+ * linked in, its `backtrace` and `_Unwind_Backtrace` would interpose the
+ * program's.  A stack cache in front of it makes a repeated stack cost a
+ * hash lookup and one load per frame instead of an unwind: see "the stack
+ * cache" below.
  *
  * Sites are interned in a lock-free hash table (append-only chains); their
  * counters are updated with relaxed atomics.  Sampled live allocations sit in
@@ -22,6 +25,7 @@
 #include <errno.h>
 #include <math.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define UNW_LOCAL_ONLY
@@ -30,6 +34,7 @@
 #include "agent.h"
 
 #define SITE_BUCKETS (1u << 16)
+#define CACHE_BUCKETS (1u << 14) /* the stack cache's */
 #define LIVE_BUCKETS (1u << 20)
 #define LIVE_STRIPES 1024u
 #define FILTER_SLOTS (LIVE_BUCKETS >> 2)
@@ -42,6 +47,9 @@ struct mt_live {
 };
 
 static struct mt_sitex **site_buckets;
+static struct mt_sitex *all_sites; /* newest first, through ->all */
+static struct mt_stackc **stack_cache;
+static int stack_cache_on;
 static uint32_t nsites;
 static struct mt_live **live_buckets;
 uint8_t *mt_live_filter;
@@ -51,7 +59,10 @@ static struct {
 	struct mt_live *free;
 } __attribute__((aligned(64))) stripes[LIVE_STRIPES];
 
-static int (*unw_bt)(void **, int);
+static int (*unw_getctx)(unw_context_t *);
+static int (*unw_init)(unw_cursor_t *, unw_context_t *);
+static int (*unw_stp)(unw_cursor_t *);
+static int (*unw_reg)(unw_cursor_t *, unw_regnum_t, unw_word_t *);
 static uintptr_t self_start, self_end; /* the agent's own text: frames to skip */
 
 /* ---- set-up ---- */
@@ -63,12 +74,17 @@ static int load_unwinder(void)
 		mt_log("--stacks needs libunwind (Debian package libunwind8): %s", dlerror());
 		return -ENOENT;
 	}
-	unw_bt = (int (*)(void **, int))dlsym(h, "unw_backtrace");
+	unw_getctx = (int (*)(unw_context_t *))dlsym(h, "_Ux86_64_getcontext");
+	unw_init = (int (*)(unw_cursor_t *, unw_context_t *))dlsym(h, "_ULx86_64_init_local");
+	unw_stp = (int (*)(unw_cursor_t *))dlsym(h, "_ULx86_64_step");
+	unw_reg = (int (*)(unw_cursor_t *, unw_regnum_t, unw_word_t *))dlsym(h, "_ULx86_64_get_reg");
 	int (*policy)(unw_addr_space_t, unw_caching_policy_t) =
 		(int (*)(unw_addr_space_t, unw_caching_policy_t))dlsym(h, "_ULx86_64_set_caching_policy");
 	unw_addr_space_t *as = dlsym(h, "_ULx86_64_local_addr_space");
-	if (!unw_bt)
+	if (!unw_getctx || !unw_init || !unw_stp || !unw_reg) {
+		mt_log("--stacks: libunwind.so.8 lacks the local cursor API");
 		return -ENOENT;
+	}
 	if (policy && as)
 		policy(*as, UNW_CACHE_PER_THREAD);
 	return 0;
@@ -102,15 +118,20 @@ int mt_sites_init(void)
 {
 	if (__atomic_load_n(&site_buckets, __ATOMIC_ACQUIRE))
 		return 0;
-	if (!unw_bt && load_unwinder())
+	if (!(unw_getctx && unw_init && unw_stp && unw_reg) && load_unwinder())
 		return -ENOENT;
 	find_self();
 	if (!live_buckets)
 		live_buckets = mt_arena_alloc(LIVE_BUCKETS * sizeof(*live_buckets));
 	if (!live_filter)
 		live_filter = mt_arena_alloc(FILTER_SLOTS);
+	if (!stack_cache)
+		stack_cache = mt_arena_alloc(CACHE_BUCKETS * sizeof(*stack_cache));
+	/* MEMTAP_STACK_CACHE=0: unwind every sample (tests compare the two). */
+	const char *sc = getenv("MEMTAP_STACK_CACHE");
+	stack_cache_on = !(sc && *sc == '0');
 	struct mt_sitex **sb = mt_arena_alloc(SITE_BUCKETS * sizeof(*sb));
-	if (!sb || !live_buckets || !live_filter)
+	if (!sb || !stack_cache || !live_buckets || !live_filter)
 		return -ENOMEM;
 	/* Published last: site_buckets set means every table is made. */
 	__atomic_store_n(&site_buckets, sb, __ATOMIC_RELEASE);
@@ -178,6 +199,10 @@ static struct mt_sitex *site_intern(const uint64_t *frames, uint32_t n, uint32_t
 		x->next = first;
 		if (__atomic_compare_exchange_n(head, &first, x, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
 			__atomic_fetch_add(&nsites, 1, __ATOMIC_RELAXED);
+			x->all = __atomic_load_n(&all_sites, __ATOMIC_RELAXED);
+			while (!__atomic_compare_exchange_n(&all_sites, &x->all, x, 1, __ATOMIC_RELEASE,
+							    __ATOMIC_RELAXED))
+				;
 			return x;
 		}
 		/* Lost a race: FIRST now holds the new head; look again (the arena
@@ -185,14 +210,12 @@ static struct mt_sitex *site_intern(const uint64_t *frames, uint32_t n, uint32_t
 	}
 }
 
+/* Every site, through the list (not the 65536 buckets: the sites at the
+ * peak are copied often). */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg)
 {
-	struct mt_sitex **sb = __atomic_load_n(&site_buckets, __ATOMIC_ACQUIRE);
-	if (!sb)
-		return;
-	for (uint32_t b = 0; b < SITE_BUCKETS; b++)
-		for (struct mt_sitex *s = __atomic_load_n(&sb[b], __ATOMIC_ACQUIRE); s; s = s->next)
-			fn(s, arg);
+	for (struct mt_sitex *s = __atomic_load_n(&all_sites, __ATOMIC_ACQUIRE); s; s = s->all)
+		fn(s, arg);
 }
 
 uint32_t mt_sites_count(void)
@@ -269,8 +292,8 @@ int mt_live_forget(void *ptr)
 	}
 	stripe_unlock(s);
 	if (site) {
-		__atomic_fetch_sub(&site->live_objects, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&site->live_bytes, size, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&site->freed_objects, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&site->freed_bytes, size, __ATOMIC_RELAXED);
 	} else if (MT_OPT(sample_period) <= 1) {
 		/* Every allocation is recorded, so this one predates tracking. */
 		__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
@@ -278,29 +301,133 @@ int mt_live_forget(void *ptr)
 	return site != NULL;
 }
 
+/* ---- the stack cache ----
+ *
+ * An unwind costs a few hundred nanoseconds; most samples repeat a stack
+ * already seen.  The first unwind of a stack records, next to its frames,
+ * where each return address was found: as an offset from the allocation
+ * function's CFA (its caller's stack pointer at the call).  A later sample
+ * whose first return address (read at CFA - 8) matches looks up those
+ * entries and compares, frame by frame, the word at CFA + offset with the
+ * recorded return address.  All equal: the same chain of call sites, so the
+ * same stack, without unwinding.
+ *
+ * Why that is sound: frame 0 is the same function at the same call site, so
+ * its frame has the same size and the next return address sits at the same
+ * offset; equal there, frame 1 is the same function at the same call site,
+ * and so on.  Every word compared lies in a frame the previous comparisons
+ * proved present.  A frame whose size varies (alloca, a realigned stack) or
+ * a stack switch (a signal handler's alternate stack) moves the words: the
+ * comparison fails and the sample is unwound.  A stale word equal to the
+ * recorded return address at exactly the recorded place is the one way to
+ * be wrong, on such frames only.
+ *
+ * Entries are immutable once published (lock-free, append-only chains, as
+ * the site table); a site gets at most CACHE_PER_SITE entries (one per frame
+ * layout), so a stack that keeps missing does not grow the cache. */
+
+#define CACHE_PER_SITE 4
+#define CACHE_WALK 16
+
+struct mt_stackc {
+	struct mt_stackc *next;
+	uint64_t ra0;
+	uint32_t fn, nframes;
+	struct mt_sitex *site;
+	int32_t off[]; /* off[i]: frames[i] is at CFA + off[i] (off[0] = -8) */
+};
+
+static inline uint32_t cache_bucket(uint64_t ra0, uint32_t fn)
+{
+	return (uint32_t)(((ra0 ^ ((uint64_t)fn << 56)) * 0x9e3779b97f4a7c15ull) >> 50);
+}
+
+static struct mt_sitex *cache_lookup(int fn, const char *cfa)
+{
+	uint64_t ra0 = *(const uint64_t *)(cfa - 8);
+	struct mt_stackc *c = __atomic_load_n(&stack_cache[cache_bucket(ra0, (uint32_t)fn)], __ATOMIC_ACQUIRE);
+	for (int walk = 0; c && walk < CACHE_WALK; c = c->next, walk++) {
+		if (c->ra0 != ra0 || c->fn != (uint32_t)fn)
+			continue;
+		const uint64_t *f = c->site->frames;
+		uint32_t i = 1;
+		while (i < c->nframes && *(const uint64_t *)(cfa + c->off[i]) == f[i])
+			i++;
+		if (i == c->nframes)
+			return c->site;
+	}
+	return NULL;
+}
+
+static void cache_add(struct mt_sitex *s, int fn, const int64_t *off)
+{
+	uint32_t n = s->nframes;
+	for (uint32_t i = 0; i < n; i++)
+		if (off[i] < INT32_MIN || off[i] > INT32_MAX)
+			return; /* frames on another stack: not cacheable */
+	if (__atomic_fetch_add(&s->cached, 1, __ATOMIC_RELAXED) >= CACHE_PER_SITE)
+		return;
+	struct mt_stackc *c = mt_arena_alloc(sizeof(*c) + n * sizeof(c->off[0]));
+	if (!c)
+		return;
+	c->ra0 = s->frames[0];
+	c->fn = (uint32_t)fn;
+	c->nframes = n;
+	c->site = s;
+	for (uint32_t i = 0; i < n; i++)
+		c->off[i] = (int32_t)off[i];
+	struct mt_stackc **head = &stack_cache[cache_bucket(c->ra0, c->fn)];
+	c->next = __atomic_load_n(head, __ATOMIC_RELAXED);
+	while (!__atomic_compare_exchange_n(head, &c->next, c, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+		;
+}
+
+/* Unwinds the calling thread's stack with libunwind's cursor: the frames
+ * from the caller of the allocation function on (the agent's own frames
+ * dropped), and where each return address was (offsets from CFA).  Returns
+ * the site; *CACHEABLE says whether CFA was confirmed by the unwinder. */
+static struct mt_sitex *site_unwound(int fn, const char *cfa, int64_t *off, int *cacheable)
+{
+	unw_context_t uc;
+	unw_cursor_t cur;
+	uint64_t frames[MT_STACK_MAX];
+	uint32_t n = 0;
+	*cacheable = 0;
+	if (unw_getctx(&uc) || unw_init(&cur, &uc))
+		return NULL;
+	do {
+		unw_word_t ip = 0, sp = 0;
+		if (unw_reg(&cur, UNW_REG_IP, &ip) || !ip)
+			break;
+		if (n == 0 && ip >= self_start && ip < self_end)
+			continue;
+		unw_reg(&cur, UNW_REG_SP, &sp);
+		if (n == 0)
+			*cacheable = cfa && sp == (uintptr_t)cfa && ip == *(const uint64_t *)(cfa - 8);
+		frames[n] = ip;
+		off[n] = (int64_t)(sp - 8 - (uintptr_t)cfa);
+		n++;
+	} while (n < MT_STACK_MAX && unw_stp(&cur) > 0);
+	return site_intern(frames, n, (uint32_t)fn);
+}
+
 /* ---- recording a sample ---- */
 
-static void record_sample(int fn, uint64_t size, void *ptr)
+static void record_sample(int fn, uint64_t size, void *ptr, const char *cfa)
 {
 	int busy = mt_tls_busy;
 	mt_tls_busy = 1;
-	void *raw[MT_STACK_MAX + 8];
-	int n = unw_bt(raw, MT_STACK_MAX + 8);
-	/* Drop the agent's own frames: the stack starts at the return address
-	 * into the caller of the allocation function. */
-	int skip = 0;
-	while (skip < n && (uintptr_t)raw[skip] >= self_start && (uintptr_t)raw[skip] < self_end)
-		skip++;
-	uint64_t frames[MT_STACK_MAX];
-	uint32_t nf = 0;
-	for (int i = skip; i < n && nf < MT_STACK_MAX; i++)
-		frames[nf++] = (uint64_t)(uintptr_t)raw[i];
-	struct mt_sitex *s = site_intern(frames, nf, (uint32_t)fn);
+	struct mt_sitex *s = cfa && stack_cache_on ? cache_lookup(fn, cfa) : NULL;
+	if (!s) {
+		int64_t off[MT_STACK_MAX];
+		int cacheable;
+		s = site_unwound(fn, cfa, off, &cacheable);
+		if (s && cacheable && stack_cache_on && s->nframes > 0)
+			cache_add(s, fn, off);
+	}
 	if (s) {
 		__atomic_fetch_add(&s->alloc_objects, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&s->alloc_bytes, size, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&s->live_objects, 1, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&s->live_bytes, size, __ATOMIC_RELAXED);
 		live_insert((uintptr_t)ptr, s, size);
 	}
 	mt_tls_busy = busy;
@@ -325,7 +452,7 @@ void mt_event_arm(struct mt_thread *t)
 	MT_STORE(t->event_armed, next);
 }
 
-void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr)
+void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const char *cfa)
 {
 	/* Bytes allocated since the countdown was armed, this one included. */
 	int64_t consumed = MT_LOAD(t->event_armed) - MT_LOAD(t->event_left);
@@ -335,7 +462,7 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr)
 		if (left < 0) {
 			left = mt_sample_interval(t);
 			if (ptr)
-				record_sample(fn, size, ptr);
+				record_sample(fn, size, ptr, cfa);
 		}
 		MT_STORE(t->sample_left, left);
 	}
@@ -365,8 +492,10 @@ static void zero_site(struct mt_sitex *s, void *arg)
 	(void)arg;
 	__atomic_store_n(&s->alloc_objects, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->alloc_bytes, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&s->live_objects, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&s->live_bytes, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->freed_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->freed_bytes, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->reset_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->reset_bytes, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->peak_objects, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->peak_bytes, 0, __ATOMIC_RELAXED);
 }
@@ -405,10 +534,7 @@ void mt_sites_after_fork_child(void)
 static void copy_live_to_peak(struct mt_sitex *s, void *arg)
 {
 	(void)arg;
-	__atomic_store_n(&s->peak_objects, __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED),
-			 __ATOMIC_RELAXED);
-	__atomic_store_n(&s->peak_bytes, __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED),
-			 __ATOMIC_RELAXED);
+	mt_site_peak_now(s);
 }
 
 void mt_sites_peak(void)

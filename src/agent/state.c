@@ -130,13 +130,21 @@ void mt_scratch_init(struct mt_buf *b)
 
 /* ---- the fast-path gate ---- */
 
-/* malloc and free take their fast path when counting is on and usable sizes
- * can be read from glibc's chunk headers.  With sampled call sites, free's
- * fast path also asks the live table's filter first (mt_live_maybe); with
- * every allocation tracked (--sample=1) frees always take the slow path. */
+/* malloc and free take their fast path when counting is on, usable sizes
+ * can be read from glibc's chunk headers and the CPU has LZCNT (the fast
+ * paths' histogram bucket).  The gate's value tells free which fast path:
+ * MT_FAST_PLAIN (nothing tracked), MT_FAST_FILTER (sampled call sites: ask
+ * the live table's filter first), MT_FAST_MALLOC (every allocation tracked,
+ * --sample=1: frees always take the slow path). */
 static void gate_update(void)
 {
-	int fast = __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.usable_fast;
+	int fast = MT_FAST_OFF;
+	if (__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.usable_fast && mt_g.lzcnt) {
+		if (!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED))
+			fast = MT_FAST_PLAIN;
+		else
+			fast = mt_g.sample_period > 1 ? MT_FAST_FILTER : MT_FAST_MALLOC;
+	}
 	__atomic_store_n(&mt_g.fast, fast, __ATOMIC_RELEASE);
 }
 
@@ -412,10 +420,12 @@ static void fill_site(struct mt_sitex *s, void *arg)
 	d->frames = s->frames;
 	int idx = s->fn < MT_FN_TOTAL ? f->fn_index[s->fn] : -1;
 	d->fn = idx >= 0 ? (uint32_t)idx : UINT32_MAX;
-	d->alloc_objects = __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED);
-	d->alloc_bytes = __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED);
-	d->inuse_objects = __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED);
-	d->inuse_bytes = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+	/* Allocated since the last reset; in use whenever allocated. */
+	d->alloc_objects = __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED) -
+			   __atomic_load_n(&s->reset_objects, __ATOMIC_RELAXED);
+	d->alloc_bytes = __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED) -
+			 __atomic_load_n(&s->reset_bytes, __ATOMIC_RELAXED);
+	mt_site_live(s, &d->inuse_objects, &d->inuse_bytes);
 	d->peak_objects = __atomic_load_n(&s->peak_objects, __ATOMIC_RELAXED);
 	d->peak_bytes = __atomic_load_n(&s->peak_bytes, __ATOMIC_RELAXED);
 }
@@ -491,6 +501,11 @@ void mt_snapshot(struct mt_profile *p, int all)
 		p->nsites = 0;
 		mt_sites_foreach(fill_site, &fill);
 	}
+	if (p->pools) {
+		uint32_t cap = p->npools; /* capacity, as for the sites */
+		p->npools = 0;
+		mt_pools_fill(p, fn_index, cap);
+	}
 
 	p->pid = (uint32_t)getpid();
 	p->ppid = (uint32_t)getppid();
@@ -516,8 +531,10 @@ struct snapshot {
 static struct mt_profile *snapshot_new(int with_sites)
 {
 	uint32_t cap = with_sites && MT_OPT(stacks) ? mt_sites_count() + 64 : 0;
+	/* pools counted between now and the fill wait for the next dump */
+	uint32_t pcap = mt_pools_used();
 	size_t len = sizeof(struct snapshot) + MT_FN_TOTAL * sizeof(struct mt_func) +
-		     cap * sizeof(struct mt_site);
+		     cap * sizeof(struct mt_site) + pcap * sizeof(struct mt_pool);
 	struct snapshot *sn = mt_sys_map(len);
 	if (!sn)
 		return NULL;
@@ -528,6 +545,10 @@ static struct mt_profile *snapshot_new(int with_sites)
 		p->sites = (struct mt_site *)(p->funcs + MT_FN_TOTAL);
 		p->nsites = cap; /* capacity, until mt_snapshot fills it */
 		p->maps = mt_maps_read(&p->nmaps);
+	}
+	if (pcap) {
+		p->pools = (struct mt_pool *)((struct mt_site *)(p->funcs + MT_FN_TOTAL) + cap);
+		p->npools = pcap;
 	}
 	mt_snapshot(p, 0);
 	return p;
@@ -551,11 +572,10 @@ void mt_snapshot_free(struct mt_profile *p)
 static void reset_site(struct mt_sitex *s, void *arg)
 {
 	(void)arg;
-	__atomic_store_n(&s->alloc_objects, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&s->alloc_bytes, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&s->peak_objects, __atomic_load_n(&s->live_objects, __ATOMIC_RELAXED),
-			 __ATOMIC_RELAXED);
-	__atomic_store_n(&s->peak_bytes, __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	/* Allocations count from here; what is in use stays in use. */
+	__atomic_store_n(&s->reset_objects, __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	__atomic_store_n(&s->reset_bytes, __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	mt_site_peak_now(s);
 }
 
 static int64_t sum_deltas(void)
@@ -585,6 +605,7 @@ out:
 	spin_unlock(&reset_lock);
 	mt_sys_unmap(sum, sizeof(*sum));
 	mt_sites_foreach(reset_site, NULL);
+	mt_pools_zero();
 }
 
 /* ---- dumps ---- */
@@ -849,6 +870,7 @@ static void zero_counters(void)
 	__atomic_store_n(&mt_g.unknown_frees, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&mt_g.start_ns, mt_now_ns(), __ATOMIC_RELAXED);
 	mt_sites_clear();
+	mt_pools_zero();
 }
 
 static void fork_child(void)

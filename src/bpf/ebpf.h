@@ -74,6 +74,7 @@ void mt_objlist_near(struct mt_objlist *l, const char *sym, char *out, size_t ou
 struct mt_ebpf_fn {
 	char name[MT_NAME_MAX]; /* symbol */
 	unsigned size_arg;      /* 1..6, 0 = none */
+	unsigned pool_arg;      /* 1..6, 0 = none: calls and bytes per value of that argument */
 };
 
 struct mt_ebpf_opts {
@@ -81,6 +82,7 @@ struct mt_ebpf_opts {
 	int follow;           /* children join at fork (system-wide uprobes, tgid filter) */
 	int failures;         /* return probes on the hot allocation functions too */
 	int heap_events;
+	int stacks;           /* call sites: frame-pointer user stacks of every allocation */
 	const char *within;   /* --within FUNC, or NULL */
 	struct mt_ebpf_fn user[MT_EBPF_MAX_USER]; /* -f */
 	unsigned nuser;
@@ -102,6 +104,11 @@ void mt_ebpf_describe(const struct mt_ebpf *e, char *out, size_t outlen);
 /* Reads the kernel's aggregates: one malloc'ed profile per traced process
  * (root first).  0 or -ENOMEM. */
 int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n);
+/* With stacks: reads the mappings of every traced process that is still
+ * there, kept for symbolizing its call sites after it has gone.  Call it
+ * while waiting (every 20-100 ms): a process that starts and exits between
+ * two calls has no mappings and its frames stay addresses. */
+void mt_ebpf_poll_maps(struct mt_ebpf *e);
 /* Whether the process has exited, as the BPF side saw it. */
 int mt_ebpf_exited(struct mt_ebpf *e, pid_t pid);
 void mt_ebpf_free(struct mt_ebpf *e);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <linux/capability.h>
@@ -87,8 +88,11 @@ static const struct {
 	{MTB_HEAP_BRK_GROW, MT_KIND_BRK, "heap: brk grow"},
 	{MTB_HEAP_BRK_SHRINK, MT_KIND_BRK, "heap: brk shrink"},
 	{MTB_HEAP_RESERVE, MT_KIND_MAP, "heap: mmap PROT_NONE NORESERVE (arena reserve)"},
-	{MTB_HEAP_GROW, MT_KIND_MAP, "heap: mprotect read-write (arena grow, thread stack)"},
-	{MTB_HEAP_DONTNEED, MT_KIND_UNMAP, "heap: madvise DONTNEED (arena shrink)"},
+	{MTB_HEAP_GROW, MT_KIND_MAP, "heap: mprotect read-write (arena grow)"},
+	{MTB_HEAP_DONTNEED, MT_KIND_UNMAP, "heap: madvise/mmap PROT_NONE (arena shrink)"},
+	{MTB_HEAP_GROW_OTHER, MT_KIND_MAP, "heap: mprotect rw, not an arena (thread stack)"},
+	{MTB_HEAP_DONTNEED_OTHER, MT_KIND_UNMAP, "heap: madvise DONTNEED, not an arena"},
+	{MTB_HEAP_ARENA_FREE, MT_KIND_UNMAP, "heap: munmap of an arena heap (arena free)"},
 	{MTB_HEAP_MMAP, MT_KIND_MAP, "heap: mmap anonymous read-write"},
 	{MTB_HEAP_MUNMAP, MT_KIND_UNMAP, "heap: munmap"},
 	{MTB_HEAP_MREMAP, MT_KIND_MAP, "heap: mremap"},
@@ -113,6 +117,13 @@ struct mt_ebpf {
 	int follow;
 	struct placed *placed;
 	size_t nplaced;
+	int stacks;
+	/* --stacks: the last mappings seen of each traced process */
+	struct proc_maps {
+		uint32_t tgid, n;
+		struct mt_mapping *v;
+	} *pm;
+	size_t npm;
 };
 
 static uint64_t now_ns(clockid_t c)
@@ -197,6 +208,43 @@ static void place(struct mt_ebpf *e, const char *sym, const struct mt_site_info 
 	snprintf(v[e->nplaced].obj, sizeof(v[0].obj), "%s", si->obj->name);
 	snprintf(v[e->nplaced].why, sizeof(v[0].why), "%s", si->why);
 	e->nplaced++;
+}
+
+/* --heap-events on a running process: the arena heaps it made before the
+ * attach, from /proc/PID/maps, so that their growth and shrinking are told
+ * from thread stacks too.  A heap is 64 MiB-aligned anonymous memory whose
+ * reserved tail (---p) ends 64 MiB after its start; a heap grown to its
+ * whole 64 MiB has no such tail and is missed (then counted as "not an
+ * arena"). */
+static void seed_arenas(struct mt_ebpf *e, pid_t pid)
+{
+	char path[64], line[PATH_MAX + 128];
+	unsigned long long base = 1; /* the aligned start seen last, 1: none */
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long start, end;
+		char perms[8];
+		int at = 0;
+		if (sscanf(line, "%llx-%llx %7s %*s %*s %*s %n", &start, &end, perms, &at) < 3)
+			continue;
+		int anon = !at || line[at] == '\n' || line[at] == '\0';
+		if (!anon) {
+			base = 1;
+			continue;
+		}
+		if (!(start & (MTB_HEAP_MAX - 1)))
+			base = start;
+		if (base != 1 && !strncmp(perms, "---p", 4) && end == base + MTB_HEAP_MAX) {
+			struct mtb_arena_key k = {.tgid = (uint32_t)pid, .base = base};
+			uint8_t one = 1;
+			bpf_map__update_elem(e->skel->maps.arenas, &k, sizeof(k), &one, sizeof(one), BPF_ANY);
+			base = 1;
+		}
+	}
+	fclose(f);
 }
 
 static void read_cmdline(pid_t pid, char *out, size_t len)
@@ -332,9 +380,18 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	for (unsigned u = 0; u < opts->nuser; u++) {
 		uint32_t id = MTB_ID_USER + u;
 		cfg[id].size = opts->user[u].size_arg ? MTB_SZ_ARG0 + opts->user[u].size_arg - 1 : MTB_SZ_NONE;
+		cfg[id].pool = opts->user[u].pool_arg;
 	}
 	e->skel->rodata->follow = opts->follow ? 1 : 0;
 	e->skel->rodata->within_on = opts->within != NULL;
+	e->skel->rodata->stacks_on = opts->stacks ? 1 : 0;
+	e->skel->rodata->heap_on = opts->heap_events ? 1 : 0;
+	e->stacks = opts->stacks;
+	if (!opts->stacks) {
+		/* the maps must exist for the verifier, not their memory */
+		bpf_map__set_max_entries(e->skel->maps.stack_traces, 1);
+		bpf_map__set_max_entries(e->skel->maps.sites, 1);
+	}
 	if (!opts->heap_events) {
 		bpf_program__set_autoload(e->skel->progs.mt_sys_enter, false);
 		bpf_program__set_autoload(e->skel->progs.mt_sys_exit, false);
@@ -377,6 +434,9 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		snprintf(err, errlen, "cannot add process %d to the traced set: %s", (int)opts->pid, strerror(-ret));
 		goto fail;
 	}
+
+	if (opts->heap_events)
+		seed_arenas(e, opts->pid);
 
 	/* 4. Attach: the scheduler tracepoints first, so that a child forked
 	 * while the uprobes go in is not missed. */
@@ -498,8 +558,11 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 			mt_profile_free(p);
 			return -ENOMEM;
 		}
-		uint64_t unread = 0;
+		uint64_t unread = 0, nopool = 0, nopool_bytes = 0, nosite = 0;
 		for (int c = 0; c < ncpu; c++) {
+			nosite += vals[c].nosite;
+			nopool += vals[c].nopool;
+			nopool_bytes += vals[c].nopool_bytes;
 			f->calls += vals[c].calls;
 			f->bytes += vals[c].bytes;
 			f->failed += vals[c].failed;
@@ -507,6 +570,18 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 			for (int b = 0; b < MTB_HIST && b < MT_HIST_BUCKETS; b++)
 				f->hist[b] += vals[c].hist[b];
 		}
+		struct mt_pool *other = nopool ? mt_profile_add_pool(p, (uint32_t)(f - p->funcs), MT_POOL_OTHER) : NULL;
+		if (other) {
+			other->calls = nopool;
+			other->bytes = nopool_bytes;
+			other->by = id >= MTB_HEAP_BRK_GROW && id <= MTB_HEAP_LAST ? MT_POOL_BY_THREAD : MT_POOL_BY_ARG;
+			fprintf(stderr, "memtap: process %u: %" PRIu64 " %s call(s) in pools (threads, for heap "
+				"events) beyond the table's %d entries (it was full) are counted as \"other\"\n", tgid, nopool, f->name,
+				MTB_MAX_POOLS);
+		}
+		if (nosite)
+			fprintf(stderr, "memtap: process %u: %" PRIu64 " %s call(s) have no call site: the site "
+				"table (%d entries) was full\n", tgid, nosite, f->name, MTB_MAX_SITES);
 		if (unread)
 			fprintf(stderr,
 				"memtap: process %u: %" PRIu64 " %s call(s) counted without a size: the block's header "
@@ -515,6 +590,179 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 	}
 	free(vals);
 	*out = p;
+	return 0;
+}
+
+/* -f FUNC:pool=argM: one pass over the pools map, each entry to its
+ * process's profile (V, NV) under its function's name.  0 or -ENOMEM. */
+static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
+{
+	struct mtb_pool_key key, next, *prev = NULL;
+	struct mtb_pool_val val;
+	while (!bpf_map__get_next_key(e->skel->maps.pools, prev, &next, sizeof(next))) {
+		key = next;
+		prev = &key;
+		if (bpf_map__lookup_elem(e->skel->maps.pools, &key, sizeof(key), &val, sizeof(val), 0) ||
+		    key.id >= MTB_MAX_IDS)
+			continue;
+		struct mt_profile *p = NULL;
+		for (size_t i = 0; i < nv && !p; i++)
+			if (v[i]->pid == key.tgid)
+				p = v[i];
+		if (!p)
+			continue;
+		struct mt_func *f = mt_profile_func(p, e->names[key.id], e->kinds[key.id]);
+		struct mt_pool *pl = f ? mt_profile_add_pool(p, (uint32_t)(f - p->funcs), key.pool) : NULL;
+		if (!pl)
+			return -ENOMEM;
+		pl->calls = val.calls;
+		pl->bytes = val.bytes;
+		pl->by = key.id >= MTB_HEAP_BRK_GROW && key.id <= MTB_HEAP_LAST ? MT_POOL_BY_THREAD : MT_POOL_BY_ARG;
+	}
+	return 0;
+}
+
+/* The file-backed mappings of TGID (/proc/TGID/maps), what symbolization
+ * needs; anonymous ones and [vdso] hold nothing to look up.  NULL when the
+ * process is gone.  Build-ids are left unknown: the symbolizer then trusts
+ * the path. */
+static struct mt_mapping *read_maps(uint32_t tgid, uint32_t *n)
+{
+	char path[64], line[PATH_MAX + 128];
+	struct mt_mapping *v = NULL;
+	uint32_t cap = 0;
+	*n = 0;
+	snprintf(path, sizeof(path), "/proc/%u/maps", tgid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long start, end, off;
+		char perms[8];
+		int at = 0;
+		line[strcspn(line, "\n")] = '\0';
+		if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &at) < 4 || !at ||
+		    line[at] != '/')
+			continue;
+		if (*n == cap) {
+			struct mt_mapping *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		struct mt_mapping *m = &v[(*n)++];
+		memset(m, 0, sizeof(*m));
+		m->start = start;
+		m->end = end;
+		m->offset = off;
+		m->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+			  (perms[2] == 'x' ? PROT_EXEC : 0);
+		snprintf(m->path, sizeof(m->path), "%s", line + at);
+	}
+	fclose(f);
+	return v;
+}
+
+/* Whether TGID still runs memtap's own image: `run`'s child between fork
+ * and exec, whose mappings are memtap's, not the program's. */
+static int is_self_image(uint32_t tgid)
+{
+	char a[PATH_MAX], b[PATH_MAX], path[64];
+	snprintf(path, sizeof(path), "/proc/%u/exe", tgid);
+	ssize_t na = readlink(path, a, sizeof(a) - 1), nb = readlink("/proc/self/exe", b, sizeof(b) - 1);
+	return na > 0 && na == nb && !memcmp(a, b, (size_t)na);
+}
+
+static void keep_maps(struct mt_ebpf *e, uint32_t tgid)
+{
+	uint32_t n;
+	if (is_self_image(tgid))
+		return;
+	struct mt_mapping *m = read_maps(tgid, &n);
+	if (!m || !n) {
+		free(m);
+		return;
+	}
+	size_t i = 0;
+	while (i < e->npm && e->pm[i].tgid != tgid)
+		i++;
+	if (i == e->npm) {
+		struct proc_maps *nv = realloc(e->pm, (e->npm + 1) * sizeof(*nv));
+		if (!nv) {
+			free(m);
+			return;
+		}
+		e->pm = nv;
+		e->pm[e->npm++] = (struct proc_maps){tgid, 0, NULL};
+	}
+	free(e->pm[i].v);
+	e->pm[i].v = m;
+	e->pm[i].n = n;
+}
+
+void mt_ebpf_poll_maps(struct mt_ebpf *e)
+{
+	uint32_t key, next, *prev = NULL;
+	if (!e->stacks)
+		return;
+	while (!bpf_map__get_next_key(e->skel->maps.procs, prev, &next, sizeof(next))) {
+		struct mtb_proc pr;
+		key = next;
+		prev = &key;
+		if (!bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &pr, sizeof(pr), 0) && !pr.exited)
+			keep_maps(e, key);
+	}
+}
+
+/* --stacks: one pass over the sites map into the profiles' sites (every
+ * call recorded: raw counts are the counts), then each profile gets the
+ * last mappings seen of its process.  0 or -ENOMEM. */
+static int collect_sites(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
+{
+	struct mtb_site_key key, next, *prev = NULL;
+	struct mtb_pool_val val;
+	uint64_t stack[MTB_STACK_DEPTH], frames[MT_STACK_MAX];
+	while (!bpf_map__get_next_key(e->skel->maps.sites, prev, &next, sizeof(next))) {
+		key = next;
+		prev = &key;
+		if (bpf_map__lookup_elem(e->skel->maps.sites, &key, sizeof(key), &val, sizeof(val), 0) ||
+		    key.id >= MTB_MAX_IDS)
+			continue;
+		struct mt_profile *p = NULL;
+		for (size_t i = 0; i < nv && !p; i++)
+			if (v[i]->pid == key.tgid)
+				p = v[i];
+		if (!p)
+			continue;
+		uint32_t n = 0;
+		frames[n++] = key.ret;
+		if (key.stackid >= 0 && !bpf_map__lookup_elem(e->skel->maps.stack_traces, &key.stackid,
+							     sizeof(key.stackid), stack, sizeof(stack), 0))
+			for (uint32_t k = 0; k < MTB_STACK_DEPTH && stack[k] && n < MT_STACK_MAX; k++)
+				frames[n++] = stack[k];
+		struct mt_func *f = mt_profile_func(p, e->names[key.id], e->kinds[key.id]);
+		uint32_t fn = f ? (uint32_t)(f - p->funcs) : 0;
+		struct mt_site *s = f ? mt_profile_add_site(p, frames, n) : NULL;
+		if (!s)
+			return -ENOMEM;
+		s->fn = fn;
+		s->alloc_objects = val.calls;
+		s->alloc_bytes = val.bytes;
+	}
+	mt_ebpf_poll_maps(e); /* the processes still there: their mappings now */
+	for (size_t i = 0; i < nv; i++) {
+		v[i]->flags |= MT_PROFILE_FP_STACKS;
+		for (size_t k = 0; k < e->npm; k++) {
+			if (e->pm[k].tgid != v[i]->pid)
+				continue;
+			for (uint32_t m = 0; m < e->pm[k].n; m++) {
+				struct mt_mapping *d = mt_profile_add_mapping(v[i]);
+				if (!d)
+					return -ENOMEM;
+				*d = e->pm[k].v[m];
+			}
+		}
+	}
 	return 0;
 }
 
@@ -545,6 +793,8 @@ int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)
 			nv++;
 		}
 	}
+	if (collect_pools(e, v, nv) || (e->stacks && collect_sites(e, v, nv)))
+		goto nomem;
 	*out = v;
 	*n = nv;
 	return 0;
@@ -582,5 +832,8 @@ void mt_ebpf_free(struct mt_ebpf *e)
 	free(e->links);
 	memtap_bpf__destroy(e->skel);
 	free(e->placed);
+	for (size_t i = 0; i < e->npm; i++)
+		free(e->pm[i].v);
+	free(e->pm);
 	free(e);
 }

@@ -27,6 +27,8 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile struct mtb_cfg cfg[MTB_MAX_IDS] = {};
 const volatile __u32 follow = 1;    /* children join the traced set at fork */
 const volatile __u32 within_on = 0; /* --within is active */
+const volatile __u32 stacks_on = 0; /* --stacks */
+const volatile __u32 heap_on = 0;   /* --heap-events */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -75,7 +77,45 @@ struct {
 	__type(value, __u64);
 } brk_before SEC(".maps");
 
+/* -f FUNC:pool=argM.  A plain hash updated with atomic adds, not a per-CPU
+ * one: the per-CPU copies of 65536 entries would cost memory in proportion
+ * to the machine's CPUs, for a table read once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_MAX_POOLS);
+	__type(key, struct mtb_pool_key);
+	__type(value, struct mtb_pool_val);
+} pools SEC(".maps");
+
+/* --stacks.  The loader shrinks both maps to one entry without it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, MTB_MAX_STACKS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MTB_STACK_DEPTH * sizeof(__u64));
+} stack_traces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_MAX_SITES);
+	__type(key, struct mtb_site_key);
+	__type(value, struct mtb_pool_val);
+} sites SEC(".maps");
+
+/* The arena heaps of the traced processes, by (tgid, 64 MiB-aligned base):
+ * added when a reservation returns (sys_exit), or by the loader from
+ * /proc/PID/maps for the heaps made before memtap attached; removed when a
+ * heap is unmapped.  They tell an arena's mprotect and madvise from a
+ * thread stack's, which look the same at the system call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_MAX_ARENAS);
+	__type(key, struct mtb_arena_key);
+	__type(value, __u8);
+} arenas SEC(".maps");
+
 static const struct mtb_stat zero_stat;
+static const struct mtb_pool_val zero_pool;
 
 static __always_inline __u32 bucket(__u64 v)
 {
@@ -117,6 +157,61 @@ static __always_inline void count(__u32 tgid, __u32 id, __u64 size, int hist)
 		if (b < MTB_HIST)
 			s->hist[b]++;
 	}
+}
+
+/* Adds one call of SIZE to POOL's entry; when the table is full, to the
+ * function's count of calls without a pool (reported as "other pools"). */
+static __always_inline void pool_add(__u32 tgid, __u32 id, __u64 pool, __u64 size)
+{
+	struct mtb_pool_key k = {.tgid = tgid, .id = id, .pool = pool};
+	struct mtb_pool_val *v = bpf_map_lookup_elem(&pools, &k);
+	struct mtb_stat *s;
+
+	if (!v) {
+		/* EEXIST (another CPU added it first) is fine: look again */
+		bpf_map_update_elem(&pools, &k, &zero_pool, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&pools, &k);
+	}
+	if (v) {
+		__sync_fetch_and_add(&v->calls, 1);
+		__sync_fetch_and_add(&v->bytes, size);
+		return;
+	}
+	s = stat_of(tgid, id);
+	if (s) {
+		s->nopool++;
+		s->nopool_bytes += size;
+	}
+}
+
+/* --stacks: one more call of SIZE from the current call site.  Frame
+ * pointers only: the kernel follows %rbp from the probed function's frame,
+ * so a caller built without frame pointers ends (or garbles) the walk. */
+static __always_inline void site_add(void *ctx, __u32 tgid, __u32 id, __u64 sp, __u64 size)
+{
+	struct mtb_site_key k = {.tgid = tgid, .id = id};
+	struct mtb_pool_val *v;
+
+	/* The probe sits where the return address is still at the top of the
+	 * stack (objects.c skips no instruction that moves %rsp). */
+	bpf_probe_read_user(&k.ret, sizeof(k.ret), (void *)sp);
+	/* Skip the first frame: the probed function's own address. */
+	k.stackid = bpf_get_stackid(ctx, &stack_traces, BPF_F_USER_STACK | 1);
+	if (k.stackid < 0)
+		k.stackid = -1;
+	v = bpf_map_lookup_elem(&sites, &k);
+	if (!v) {
+		bpf_map_update_elem(&sites, &k, &zero_pool, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&sites, &k);
+	}
+	if (v) {
+		__sync_fetch_and_add(&v->calls, 1);
+		__sync_fetch_and_add(&v->bytes, size);
+		return;
+	}
+	struct mtb_stat *s = stat_of(tgid, id);
+	if (s)
+		s->nosite++;
 }
 
 static __always_inline int traced(__u32 tgid)
@@ -396,8 +491,18 @@ int BPF_KPROBE(mt_entry)
 	}
 	}
 	count(tgid, id, size, mode != MTB_SZ_NONE);
+	switch (cfg[id].pool) {
+	case 1: pool_add(tgid, id, a[0], size); break;
+	case 2: pool_add(tgid, id, a[1], size); break;
+	case 3: pool_add(tgid, id, a[2], size); break;
+	case 4: pool_add(tgid, id, a[3], size); break;
+	case 5: pool_add(tgid, id, a[4], size); break;
+	case 6: pool_add(tgid, id, a[5], size); break;
+	}
 	if (within_on && (flags & MTB_F_ALLOC))
 		within_add(tid, size);
+	if (stacks_on && (flags & MTB_F_ALLOC || id >= MTB_ID_USER))
+		site_add(ctx, tgid, id, sp, size);
 	return 0;
 }
 
@@ -469,6 +574,36 @@ int BPF_KRETPROBE(mt_within_exit)
 }
 
 /* Children join the traced set when their parent is traced. */
+/* --heap-events: a child inherits its parent's arena heaps (FROM's entries
+ * copied to TO), an exec'd or exited process has none (TO == 0: FROM's
+ * entries deleted). */
+struct arena_copy {
+	__u32 from, to;
+};
+
+static long arena_copy_one(void *map, struct mtb_arena_key *k, __u8 *v, struct arena_copy *c)
+{
+	struct mtb_arena_key n = *k;
+
+	if (k->tgid != c->from)
+		return 0;
+	if (!c->to) {
+		bpf_map_delete_elem(map, k);
+		return 0;
+	}
+	n.tgid = c->to;
+	bpf_map_update_elem(map, &n, v, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void arenas_copy(__u32 from, __u32 to)
+{
+	struct arena_copy c = {.from = from, .to = to};
+
+	if (heap_on)
+		bpf_for_each_map_elem(&arenas, arena_copy_one, &c, 0);
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(mt_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -484,6 +619,7 @@ int BPF_PROG(mt_fork, struct task_struct *parent, struct task_struct *child)
 	c.start_ns = bpf_ktime_get_ns();
 	bpf_probe_read_kernel_str(c.comm, sizeof(c.comm), child->comm);
 	bpf_map_update_elem(&procs, &ctgid, &c, BPF_ANY);
+	arenas_copy(ptgid, ctgid);
 	return 0;
 }
 
@@ -493,8 +629,10 @@ int BPF_PROG(mt_exec, struct task_struct *p)
 	__u32 tgid = p->tgid;
 	struct mtb_proc *pp = bpf_map_lookup_elem(&procs, &tgid);
 
-	if (pp)
+	if (pp) {
 		bpf_probe_read_kernel_str(pp->comm, sizeof(pp->comm), p->comm);
+		arenas_copy(tgid, 0);
+	}
 	return 0;
 }
 
@@ -506,8 +644,10 @@ int BPF_PROG(mt_exit, struct task_struct *p)
 	__u32 tgid = p->tgid;
 	struct mtb_proc *pp = bpf_map_lookup_elem(&procs, &tgid);
 
-	if (pp && BPF_CORE_READ(p, signal, live.counter) == 0)
+	if (pp && BPF_CORE_READ(p, signal, live.counter) == 0) {
 		pp->exited = 1;
+		arenas_copy(tgid, 0);
+	}
 	return 0;
 }
 
@@ -522,6 +662,31 @@ int BPF_PROG(mt_exit, struct task_struct *p)
 #define MAP_ANONYMOUS_ 0x20
 #define MAP_NORESERVE_ 0x4000 /* glibc's new_heap(); thread stacks do not use it */
 #define MADV_DONTNEED_ 4
+#define MAP_FIXED_ 0x10
+
+/* The length of a reservation in flight, per thread: its address is only
+ * known at sys_exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} reserving SEC(".maps");
+
+static __always_inline int in_arena(__u32 tgid, __u64 addr)
+{
+	struct mtb_arena_key k = {.tgid = tgid, .base = addr & ~(MTB_HEAP_MAX - 1)};
+
+	return bpf_map_lookup_elem(&arenas, &k) != NULL;
+}
+
+/* One heap event: per process (the function table), and per thread (the
+ * pools map keyed by thread id: which thread's malloc made the arena). */
+static __always_inline void heap_count(__u32 tgid, __u32 tid, __u32 id, __u64 size)
+{
+	count(tgid, id, size, 1);
+	pool_add(tgid, id, tid, size);
+}
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
@@ -541,18 +706,29 @@ int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
 		a3 = BPF_CORE_READ(regs, r10);
 		if (!(a3 & MAP_ANONYMOUS_))
 			break;
-		if (a2 == 0 && (a3 & MAP_NORESERVE_))
-			count(tgid, MTB_HEAP_RESERVE, a1, 1);
-		else if (a2 & PROT_WRITE_)
-			count(tgid, MTB_HEAP_MMAP, a1, 1);
+		if (a2 == 0 && (a3 & MAP_NORESERVE_)) {
+			heap_count(tgid, tid, MTB_HEAP_RESERVE, a1);
+			bpf_map_update_elem(&reserving, &tid, &a1, BPF_ANY);
+		} else if (a2 == 0 && (a3 & MAP_FIXED_) && in_arena(tgid, BPF_CORE_READ(regs, di))) {
+			/* shrink_heap() when the heap may not be madvised */
+			heap_count(tgid, tid, MTB_HEAP_DONTNEED, a1);
+		} else if (a2 & PROT_WRITE_) {
+			heap_count(tgid, tid, MTB_HEAP_MMAP, a1);
+		}
 		break;
 	case 10: /* mprotect(addr, len, prot) */
 		if (a2 & PROT_WRITE_)
-			count(tgid, MTB_HEAP_GROW, a1, 1);
+			heap_count(tgid, tid, in_arena(tgid, BPF_CORE_READ(regs, di)) ? MTB_HEAP_GROW
+										: MTB_HEAP_GROW_OTHER, a1);
 		break;
-	case 11: /* munmap(addr, len) */
-		count(tgid, MTB_HEAP_MUNMAP, a1, 1);
+	case 11: { /* munmap(addr, len) */
+		struct mtb_arena_key k = {.tgid = tgid, .base = BPF_CORE_READ(regs, di)};
+		if (!(k.base & (MTB_HEAP_MAX - 1)) && bpf_map_delete_elem(&arenas, &k) == 0)
+			heap_count(tgid, tid, MTB_HEAP_ARENA_FREE, a1);
+		else
+			heap_count(tgid, tid, MTB_HEAP_MUNMAP, a1);
 		break;
+	}
 	case 12: { /* brk(addr): the break before the call */
 		struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
 		__u64 before = BPF_CORE_READ(t, mm, brk);
@@ -560,13 +736,32 @@ int BPF_PROG(mt_sys_enter, struct pt_regs *regs, long nr)
 		break;
 	}
 	case 25: /* mremap(old, old_len, new_len, ...) */
-		count(tgid, MTB_HEAP_MREMAP, a2, 1);
+		heap_count(tgid, tid, MTB_HEAP_MREMAP, a2);
 		break;
 	case 28: /* madvise(addr, len, advice) */
 		if (a2 == MADV_DONTNEED_)
-			count(tgid, MTB_HEAP_DONTNEED, a1, 1);
+			heap_count(tgid, tid, in_arena(tgid, BPF_CORE_READ(regs, di)) ? MTB_HEAP_DONTNEED
+										: MTB_HEAP_DONTNEED_OTHER, a1);
 		break;
 	}
+	return 0;
+}
+
+/* A reservation returned at ADDR: glibc's new_heap() keeps the 64 MiB-aligned
+ * heap inside it (a 128 MiB reservation is trimmed to it; a 64 MiB one that
+ * is not aligned is given back and not a heap). */
+static __always_inline int reserved(__u32 tgid, __u32 tid, __u64 addr)
+{
+	__u64 *len = bpf_map_lookup_elem(&reserving, &tid);
+	struct mtb_arena_key k = {.tgid = tgid};
+	__u8 one = 1;
+
+	if (!len)
+		return 0;
+	k.base = (addr + MTB_HEAP_MAX - 1) & ~(MTB_HEAP_MAX - 1);
+	if (addr < (__u64)-4096 && k.base + MTB_HEAP_MAX <= addr + *len)
+		bpf_map_update_elem(&arenas, &k, &one, BPF_ANY);
+	bpf_map_delete_elem(&reserving, &tid);
 	return 0;
 }
 
@@ -575,18 +770,20 @@ int BPF_PROG(mt_sys_exit, struct pt_regs *regs, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32, tid = (__u32)pid_tgid;
-	__u64 *before, after;
+	__u64 *before, after, nr = BPF_CORE_READ(regs, orig_ax);
 
-	if (BPF_CORE_READ(regs, orig_ax) != 12)
+	if (nr == 9)
+		return reserved(tgid, tid, (__u64)ret);
+	if (nr != 12)
 		return 0;
 	before = bpf_map_lookup_elem(&brk_before, &tid);
 	if (!before)
 		return 0;
 	after = (__u64)ret;
 	if (after > *before)
-		count(tgid, MTB_HEAP_BRK_GROW, after - *before, 1);
+		heap_count(tgid, tid, MTB_HEAP_BRK_GROW, after - *before);
 	else if (after < *before)
-		count(tgid, MTB_HEAP_BRK_SHRINK, *before - after, 1);
+		heap_count(tgid, tid, MTB_HEAP_BRK_SHRINK, *before - after);
 	bpf_map_delete_elem(&brk_before, &tid);
 	return 0;
 }

@@ -20,6 +20,14 @@
 #define MTB_MAX_USER 16      /* -f functions */
 #define MTB_HINT_SLOTS 16384 /* per-thread nesting hints, indexed by tid */
 #define MTB_COMM 16
+#define MTB_MAX_POOLS 65536  /* (tgid, -f function, pool) entries */
+#define MTB_STACK_DEPTH 63    /* frames from the kernel's frame-pointer walk; with the
+				 return address read at the probe: MT_STACK_MAX (64) */
+#define MTB_MAX_STACKS 16384  /* distinct stacks (the kernel's stack map) */
+#define MTB_MAX_SITES 65536   /* (tgid, function, stack, return address) entries */
+#define MTB_HEAP_MAX (64ull << 20) /* glibc's HEAP_MAX_SIZE on 64-bit: arena heaps are
+				      this size and aligned to it */
+#define MTB_MAX_ARENAS 16384
 
 enum mtb_id {
 	MTB_MALLOC, MTB_CALLOC, MTB_REALLOC, MTB_REALLOCARRAY, MTB_POSIX_MEMALIGN,
@@ -38,11 +46,18 @@ enum mtb_id {
 	/* --heap-events, from the system calls */
 	MTB_HEAP_BRK_GROW, MTB_HEAP_BRK_SHRINK,
 	MTB_HEAP_RESERVE,   /* mmap PROT_NONE: an arena heap reservation */
-	MTB_HEAP_GROW,      /* mprotect to read-write: an arena heap grows */
-	MTB_HEAP_DONTNEED,  /* madvise(MADV_DONTNEED): a heap shrinks */
+	MTB_HEAP_GROW,      /* mprotect to read-write in an arena heap: it grows */
+	MTB_HEAP_DONTNEED,  /* madvise(MADV_DONTNEED) or mmap(PROT_NONE, MAP_FIXED)
+			       in an arena heap: it shrinks */
 	MTB_HEAP_MMAP,      /* anonymous read-write mmap: a large chunk (or a stack) */
 	MTB_HEAP_MUNMAP,
 	MTB_HEAP_MREMAP,
+	MTB_HEAP_GROW_OTHER,     /* mprotect to read-write outside the known arena
+				    heaps: a thread stack, or anything else */
+	MTB_HEAP_DONTNEED_OTHER, /* madvise(MADV_DONTNEED) outside them: e.g. a
+				    thread giving its stack back at exit */
+	MTB_HEAP_ARENA_FREE,     /* munmap of a whole arena heap (heap_trim) */
+	MTB_HEAP_LAST = MTB_HEAP_ARENA_FREE,
 	MTB_ID_USER,        /* first -f function */
 };
 
@@ -79,6 +94,8 @@ struct mtb_cfg {
 	 * distances from the probed instruction */
 	__u64 text_below, text_above;
 	__u64 probe_off; /* the probe's distance from the function's entry */
+	__u32 pool;      /* -f FUNC:pool=argM: M + 1 (0: no pools) */
+	__u32 pad;
 };
 
 struct mtb_key {
@@ -91,7 +108,34 @@ struct mtb_stat {
 	__u64 bytes;
 	__u64 failed;
 	__u64 unread; /* calls whose size could not be read (page not resident) */
+	__u64 nopool, nopool_bytes; /* calls (and bytes) the pools map had no room for */
+	__u64 nosite; /* --stacks: calls the sites map had no room for */
 	__u64 hist[MTB_HIST];
+};
+
+/* -f FUNC:pool=argM: calls and bytes per (process, function, pool). */
+struct mtb_pool_key {
+	__u32 tgid;
+	__u32 id;
+	__u64 pool;
+};
+
+struct mtb_pool_val {
+	__u64 calls;
+	__u64 bytes;
+};
+
+/* --stacks: calls and bytes per (process, function, call site).  A site is
+ * the return address at the top of the stack when the probe fires (the
+ * caller of the allocation function, which a frame-pointer walk from the
+ * entry of a function misses) and the kernel's frame-pointer walk above it,
+ * a stack map id (-1: none, the walk failed or the map was full). */
+struct mtb_site_key {
+	__u32 tgid;
+	__u32 id;
+	__s32 stackid;
+	__u32 pad;
+	__u64 ret;
 };
 
 /* A traced process. */
@@ -109,6 +153,13 @@ struct mtb_hint {
 	__u32 id;
 	__u64 arg;
 	__u64 sp;
+};
+
+/* --heap-events: one arena heap of a process, by its aligned base. */
+struct mtb_arena_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 base;
 };
 
 /* --within: the open invocation on one thread. */

@@ -57,7 +57,7 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
 	memset(f, 0, sizeof(*f));
 	size_t n = strcspn(spec, ":");
 	if (!n || n >= sizeof(f->name))
-		return mt_error("-f %s: expected FUNC[:size=argN]", spec);
+		return mt_error("-f %s: expected FUNC[:size=argN][:pool=argM]", spec);
 	memcpy(f->name, spec, n);
 	const char *p = spec + n;
 	while (*p == ':') {
@@ -67,11 +67,12 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
 		if (sscanf(p, "size=arg%u%n", &a, &used) == 1 && used && a <= 5) {
 			f->size_arg = a + 1;
 			p += used;
-		} else if (!strncmp(p, "pool=", 5)) {
-			return mt_error("-f %s: pool= is not supported by the eBPF backend yet; drop it to count "
-					"calls and sizes over all pools", spec);
+		} else if (sscanf(p, "pool=arg%u%n", &a, &used) == 1 && used && a <= 5) {
+			f->pool_arg = a + 1;
+			p += used;
 		} else {
-			return mt_error("-f %s: unknown modifier '%s' (size=arg0 .. size=arg5)", spec, p);
+			return mt_error("-f %s: unknown modifier '%s' (size=arg0 .. size=arg5, pool=arg0 .. "
+					"pool=arg5)", spec, p);
 		}
 	}
 	if (*p)
@@ -161,7 +162,8 @@ static int finish(const struct ebpf_args *a, const char *prefix, struct mt_profi
 	int text = strcmp(a->format, "text") == 0;
 	mt_render_summary(out, a->format, &l, prefix);
 	if (text)
-		fprintf(out, "(eBPF backend: the totals are not collected; free sizes are glibc's usable sizes)\n");
+		fprintf(out, "(eBPF backend: the totals are not collected; free sizes are glibc's usable sizes%s)\n",
+			a->o.stacks ? "; call sites are frame-pointer stacks, every allocation call, nothing in use" : "");
 	if (out != dflt)
 		fclose(out);
 out:
@@ -183,6 +185,7 @@ static int add_common(int c, const char *arg, struct ebpf_args *a)
 	case 'H': a->o.heap_events = 1; return 0;
 	case 'X': a->o.failures = 1; return 0;
 	case 'v': a->o.verbose = 1; return 0;
+	case 'S': a->o.stacks = 1; return 0;
 	}
 	return 1;
 }
@@ -196,10 +199,16 @@ static int add_common(int c, const char *arg, struct ebpf_args *a)
 	{"help", no_argument, NULL, 'h'}
 
 #define COMMON_HELP                                                                                      \
-	"  -f FUNC[:size=argN]    also count FUNC (any function of the program or its\n"                  \
-	"                         libraries) with a quantize() of argument N (0-based)\n"                  \
+	"  -f FUNC[:size=argN][:pool=argM]\n"                                                             \
+	"                         also count FUNC (any function of the program or its\n"                  \
+	"                         libraries) with a quantize() of argument N (0-based);\n"                 \
+	"                         pool=argM: calls and bytes per value of argument M\n"                   \
+	"                         (the pool), top pools in the report\n"                                  \
 	"      --within FUNC      bytes and allocations per call of FUNC, as quantize()\n"                 \
 	"      --heap-events      glibc's heap system calls: brk, mmap, mprotect, madvise\n"               \
+	"      --stacks           call sites of every allocation: frame-pointer user stacks\n"             \
+	"                         from the kernel (cut short where a caller has no frame\n"               \
+	"                         pointer, as most of Debian's libraries)\n"                             \
 	"      --failures         also count failed malloc/calloc/realloc/new (return\n"                  \
 	"                         probes: about twice the cost per call)\n"                               \
 	"      --no-follow        only this process, not its children (and no breakpoints\n"              \
@@ -225,7 +234,7 @@ static void attach_usage(FILE *out)
 		     "\nWith --via=inject only:\n"
 		     "      --stacks, --sample=BYTES, --leaks, --dump-every=BYTES, --interval=SECONDS,\n"
 		     "      --dump-on-peak, --inactive   as for memtap run; memtap ctl PID works while\n"
-		     "                         attached; -f also takes :pool=argM\n"
+		     "                         attached; --stacks unwinds with libunwind (sampled)\n"
 		     "With --via=ebpf only: --within, --heap-events, --failures, --no-follow, -v\n");
 }
 
@@ -244,6 +253,7 @@ static int wait_attached(struct mt_ebpf *e, pid_t pid, double seconds)
 		double el = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
 		if (seconds > 0 && el >= seconds)
 			break;
+		mt_ebpf_poll_maps(e);
 		if (mt_ebpf_exited(e, pid) || (kill(pid, 0) < 0 && errno == ESRCH))
 			return 1;
 	}
@@ -289,7 +299,7 @@ int cmd_attach(int argc, char **argv)
 				return mt_error("attach: too many -f functions"), 2;
 			funcs[nfuncs++] = optarg;
 			break;
-		case 'S': stacks = inject_only = 1; break;
+		case 'S': stacks = a.o.stacks = 1; break;
 		case 'L': leaks = stacks = inject_only = 1; break;
 		case 'P': peak = stacks = inject_only = 1; break;
 		case 'i': inactive = inject_only = 1; break;
@@ -358,7 +368,7 @@ int cmd_attach(int argc, char **argv)
 	if (strcmp(via, "ebpf"))
 		return mt_error("attach: unknown --via=%s (inject or ebpf)", via), 2;
 	if (inject_only)
-		return mt_error("attach: --stacks, --sample, --leaks, --dump-every, --interval, --dump-on-peak "
+		return mt_error("attach: --sample, --leaks, --dump-every, --interval, --dump-on-peak "
 				"and --inactive need --via=inject (the agent)"), 2;
 	for (int i = 0; i < nfuncs; i++)
 		if (parse_func(funcs[i], &a.o))
@@ -415,6 +425,23 @@ int cmd_attach(int argc, char **argv)
 	return finish(&a, prefix, v, n, stdout) ? 1 : 0;
 }
 
+/* Waits for `run`'s child.  With --stacks, reads the traced processes'
+ * mappings every 20 ms meanwhile: they are gone with the process, and the
+ * call sites need them to be symbolized. */
+static void wait_run_child(struct mt_ebpf *e, int stacks, int *status)
+{
+	for (;;) {
+		pid_t r = waitpid(run_child, status, stacks ? WNOHANG : 0);
+		if (r == run_child || (r < 0 && errno != EINTR))
+			return;
+		if (r == 0) {
+			mt_ebpf_poll_maps(e);
+			struct timespec nap = {0, 20 * 1000 * 1000};
+			nanosleep(&nap, NULL);
+		}
+	}
+}
+
 int mt_run_wants_ebpf(int argc, char **argv)
 {
 	/* Options of run (and of run --via=ebpf) that take a separate argument. */
@@ -435,7 +462,7 @@ int mt_run_wants_ebpf(int argc, char **argv)
 
 int mt_run_ebpf(int argc, char **argv)
 {
-	static const struct option opts[] = {COMMON_OPTS, {0}};
+	static const struct option opts[] = {COMMON_OPTS, {"stacks", no_argument, NULL, 'S'}, {0}};
 	struct ebpf_args a = {.format = "text"};
 	int c;
 	a.o.follow = 1;
@@ -518,9 +545,8 @@ int mt_run_ebpf(int argc, char **argv)
 	if (write(go[1], "g", 1) != 1)
 		mt_error("run: cannot start %s: %s", argv[optind], strerror(errno));
 	close(go[1]);
-	int status;
-	while (waitpid(run_child, &status, 0) < 0 && errno == EINTR)
-		;
+	int status = 0;
+	wait_run_child(e, a.o.stacks, &status);
 	struct mt_profile **v;
 	size_t n;
 	r = mt_ebpf_collect(e, &v, &n);

@@ -9,11 +9,11 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *usage;
 } commands[] = {
-	{"run", cmd_run, "run [-o PREFIX] [--stacks|--sample=B|--leaks] [-f FUNC[:size=argN]] [--report-file F] [-q] -- CMD [ARGS...]"},
+	{"run", cmd_run, "run [-o PREFIX] [--stacks|--sample=B|--leaks] [-f FUNC[:size=argN][:pool=argM]] [--report-file F] [-q] -- CMD [ARGS...]"},
 	{"ctl", cmd_ctl, "ctl PID activate|deactivate|dump [PATH]|stats|reset|status"},
 	{"report", cmd_report, "report [--format=text|json|collapsed|svg|pprof|jeprof] [--value=inuse|alloc] [--merge] [-o OUT] FILE..."},
 	{"diff", cmd_diff, "diff [--format=text|pprof] [--top=N] [--force] [-o OUT] BASE NEW"},
-	{"attach", cmd_attach, "attach -p PID --via=ebpf [-d SECONDS] [-f FUNC[:size=argN]] [--within FUNC] [--heap-events] [-o PREFIX]"},
+	{"attach", cmd_attach, "attach -p PID --via=ebpf [-d SECONDS] [-f FUNC[:size=argN][:pool=argM]] [--within FUNC] [--heap-events] [--stacks] [-o PREFIX]"},
 	{"detach", cmd_detach, "detach -p PID [--report-file F] [--format text|json] [-q]"},
 	{"demo", cmd_demo, "demo"},
 };

@@ -168,6 +168,8 @@ int mt_loaded_merge(struct mt_loaded *l)
 	m->nsites = 0;
 	m->maps = NULL;
 	m->nmaps = 0;
+	m->pools = NULL;
+	m->npools = 0;
 	m->sample_period = 0;
 	m->unknown_frees = 0;
 	memset(&m->totals, 0, sizeof(m->totals));

@@ -152,6 +152,17 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		rec_end(b, r);
 	}
 
+	for (uint32_t i = 0; i < p->npools; i++) {
+		const struct mt_pool *pl = &p->pools[i];
+		r = rec_begin(b, MT_TAG_POOL);
+		put_u32(b, pl->fn);
+		put_u64(b, pl->pool);
+		put_u64(b, pl->calls);
+		put_u64(b, pl->bytes);
+		put_u32(b, pl->by);
+		rec_end(b, r);
+	}
+
 	if (b->err)
 		return b->err;
 	uint32_t crc = (uint32_t)crc32(0L, b->data + start, (uInt)(b->len - start));
@@ -306,6 +317,33 @@ static int decode_site(struct cur *c, struct mt_profile *p)
 	return 0;
 }
 
+/* Pools follow the function records they refer to (the writer puts every
+ * function first). */
+static int decode_pool(struct cur *c, struct mt_profile *p)
+{
+	size_t start = (size_t)(c->p - c->base);
+	uint32_t fn = get_u32(c);
+	uint64_t pool = get_u64(c), calls = get_u64(c), bytes = get_u64(c);
+	uint32_t by = get_u32(c);
+	if (c->bad)
+		return -EINVAL;
+	if (by > MT_POOL_BY_THREAD) {
+		snprintf(c->err, c->errlen, "pool record at offset %zu: unknown key kind %u", start, by);
+		return -EINVAL;
+	}
+	if (fn >= p->nfuncs) {
+		snprintf(c->err, c->errlen, "pool record at offset %zu: function %u of %u", start, fn, p->nfuncs);
+		return -EINVAL;
+	}
+	struct mt_pool *d = mt_profile_add_pool(p, fn, pool);
+	if (!d)
+		return -ENOMEM;
+	d->calls = calls;
+	d->bytes = bytes;
+	d->by = by;
+	return 0;
+}
+
 static int decode_mapping(struct cur *c, struct mt_profile *p)
 {
 	size_t start = (size_t)(c->p - c->base);
@@ -425,6 +463,13 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 		case MT_TAG_MAPPING:
 			c.what = "mapping";
 			ret = decode_mapping(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_POOL:
+			c.what = "pool";
+			ret = decode_pool(&c, p);
 			if (ret)
 				goto out;
 			ret = -EINVAL;

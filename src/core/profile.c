@@ -20,6 +20,7 @@ void mt_profile_free(struct mt_profile *p)
 		free(p->sites[i].frames);
 	free(p->sites);
 	free(p->maps);
+	free(p->pools);
 	free(p);
 }
 
@@ -58,6 +59,58 @@ struct mt_mapping *mt_profile_add_mapping(struct mt_profile *p)
 	m = &p->maps[p->nmaps++];
 	memset(m, 0, sizeof(*m));
 	return m;
+}
+
+struct mt_pool *mt_profile_pool(struct mt_profile *p, uint32_t fn, uint64_t pool)
+{
+	for (uint32_t i = 0; i < p->npools; i++)
+		if (p->pools[i].fn == fn && p->pools[i].pool == pool)
+			return &p->pools[i];
+	return mt_profile_add_pool(p, fn, pool);
+}
+
+struct mt_pool *mt_profile_add_pool(struct mt_profile *p, uint32_t fn, uint64_t pool)
+{
+	/* Double the array: Apache makes a pool per request. */
+	if (!(p->npools & (p->npools - 1))) {
+		struct mt_pool *v = realloc(p->pools, (p->npools ? 2 * p->npools : 1) * sizeof(*v));
+		if (!v)
+			return NULL;
+		p->pools = v;
+	}
+	struct mt_pool *t = &p->pools[p->npools++];
+	memset(t, 0, sizeof(*t));
+	t->fn = fn;
+	t->pool = pool;
+	return t;
+}
+
+static const struct mt_pool *pools_base;
+static int pools_by_bytes;
+
+static int pool_cmp(const void *a, const void *b)
+{
+	const struct mt_pool *x = &pools_base[*(const uint32_t *)a];
+	const struct mt_pool *y = &pools_base[*(const uint32_t *)b];
+	uint64_t vx = pools_by_bytes ? x->bytes : x->calls, vy = pools_by_bytes ? y->bytes : y->calls;
+	if (vx != vy)
+		return vx > vy ? -1 : 1;
+	if (x->calls != y->calls)
+		return x->calls > y->calls ? -1 : 1;
+	return x->pool < y->pool ? -1 : x->pool > y->pool;
+}
+
+uint32_t mt_profile_pools_of(const struct mt_profile *p, uint32_t fn, int by_bytes, uint32_t *order)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < p->npools; i++)
+		if (p->pools[i].fn == fn)
+			order[n++] = i;
+	pools_base = p->pools; /* qsort has no context argument; the CLI is single-threaded */
+	pools_by_bytes = by_bytes;
+	if (n > 1)
+		qsort(order, n, sizeof(*order), pool_cmp);
+	return n;
 }
 
 const struct mt_mapping *mt_profile_mapping_of(const struct mt_profile *p, uint64_t addr)
@@ -112,6 +165,71 @@ uint64_t mt_func_hist_total(const struct mt_func *f)
 
 static int merge_sites(struct mt_profile *dst, const struct mt_profile *src);
 
+/* An open-addressing index of DST's pools by (function, address), so that
+ * merging tens of thousands of pools (Apache makes one per request) is not
+ * quadratic.  Slots hold pool index + 1; 0 is empty. */
+struct pool_index {
+	uint32_t *slot;
+	size_t mask;
+};
+
+static size_t pool_hash(uint32_t fn, uint64_t pool)
+{
+	uint64_t h = (pool ^ ((uint64_t)fn << 56)) * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> 17);
+}
+
+static uint32_t *pool_slot(const struct pool_index *ix, const struct mt_profile *p, uint32_t fn, uint64_t pool)
+{
+	size_t i = pool_hash(fn, pool) & ix->mask;
+	while (ix->slot[i] && !(p->pools[ix->slot[i] - 1].fn == fn && p->pools[ix->slot[i] - 1].pool == pool))
+		i = (i + 1) & ix->mask;
+	return &ix->slot[i];
+}
+
+/* Pools are matched by function name and address: the processes of one
+ * server (forked children) may well have a pool at the same address, and
+ * the sum is then that address's total over them. */
+static int merge_pools(struct mt_profile *dst, const struct mt_profile *src)
+{
+	struct pool_index ix;
+	size_t cap = 16;
+	int ret = 0;
+	if (!src->npools)
+		return 0;
+	while (cap < 2 * ((size_t)dst->npools + src->npools))
+		cap *= 2;
+	ix.mask = cap - 1;
+	if (!(ix.slot = calloc(cap, sizeof(*ix.slot))))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < dst->npools; i++)
+		*pool_slot(&ix, dst, dst->pools[i].fn, dst->pools[i].pool) = i + 1;
+	for (uint32_t i = 0; i < src->npools && !ret; i++) {
+		const struct mt_pool *s = &src->pools[i];
+		if (s->fn >= src->nfuncs)
+			continue;
+		const struct mt_func *f = &src->funcs[s->fn];
+		if (!mt_profile_func(dst, f->name, f->kind)) {
+			ret = -ENOMEM;
+			break;
+		}
+		uint32_t fn = (uint32_t)(mt_profile_find(dst, f->name) - dst->funcs);
+		uint32_t *slot = pool_slot(&ix, dst, fn, s->pool);
+		if (!*slot) {
+			if (!mt_profile_add_pool(dst, fn, s->pool)) {
+				ret = -ENOMEM;
+				break;
+			}
+			*slot = dst->npools;
+		}
+		dst->pools[*slot - 1].by = s->by;
+		dst->pools[*slot - 1].calls += s->calls;
+		dst->pools[*slot - 1].bytes += s->bytes;
+	}
+	free(ix.slot);
+	return ret;
+}
+
 int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 {
 	for (uint32_t i = 0; i < src->nfuncs; i++) {
@@ -120,7 +238,7 @@ int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 			return -ENOMEM;
 		mt_func_add(f, &src->funcs[i]);
 	}
-	if (merge_sites(dst, src))
+	if (merge_sites(dst, src) || merge_pools(dst, src))
 		return -ENOMEM;
 	dst->totals.allocated_bytes += src->totals.allocated_bytes;
 	dst->totals.freed_bytes += src->totals.freed_bytes;

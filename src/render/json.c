@@ -1,6 +1,7 @@
 /* The JSON report: {"processes":[...]} (docs/FORMAT.md lists every key). */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 #include "memtap/render.h"
@@ -44,6 +45,8 @@ static void json_func(FILE *out, const struct mt_func *f)
  * mappings needed to symbolize the frames. */
 static void json_sites(FILE *out, const struct mt_profile *p)
 {
+	if (p->flags & MT_PROFILE_FP_STACKS)
+		fputs(",\"stacks\":\"frame-pointer\"", out);
 	fprintf(out, ",\"sample_period\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"sites\":[",
 		p->sample_period, p->unknown_frees);
 	for (uint32_t i = 0; i < p->nsites; i++) {
@@ -82,6 +85,45 @@ static void json_sites(FILE *out, const struct mt_profile *p)
 	fputc(']', out);
 }
 
+/* Pools (-f FUNC:pool=argM, BY = MT_POOL_BY_ARG): per function, every pool
+ * by bytes, largest first; the address as a hex string, "other" for the
+ * calls the collector could not give a pool of their own.  BY =
+ * MT_POOL_BY_THREAD: "threads", the same with "tid" numbers. */
+static int json_pools(FILE *out, const struct mt_profile *p, uint32_t by)
+{
+	uint32_t *order = calloc(p->npools, sizeof(*order));
+	int first_fn = 1, thread = by == MT_POOL_BY_THREAD;
+	if (!order)
+		return -ENOMEM;
+	for (uint32_t fn = 0; fn < p->nfuncs; fn++) {
+		uint32_t n = mt_profile_pools_of(p, fn, 1, order);
+		if (!n || p->pools[order[0]].by != by)
+			continue;
+		if (first_fn)
+			fprintf(out, ",\"%s\":{", thread ? "threads" : "pools");
+		if (!first_fn)
+			fputc(',', out);
+		first_fn = 0;
+		json_str(out, p->funcs[fn].name);
+		fputs(":[", out);
+		for (uint32_t i = 0; i < n; i++) {
+			const struct mt_pool *pl = &p->pools[order[i]];
+			if (pl->pool == MT_POOL_OTHER)
+				fprintf(out, "%s{\"%s\":\"other\"", i ? "," : "", thread ? "tid" : "pool");
+			else if (thread)
+				fprintf(out, "%s{\"tid\":%" PRIu64, i ? "," : "", pl->pool);
+			else
+				fprintf(out, "%s{\"pool\":\"0x%" PRIx64 "\"", i ? "," : "", pl->pool);
+			fprintf(out, ",\"calls\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", pl->calls, pl->bytes);
+		}
+		fputc(']', out);
+	}
+	if (!first_fn)
+		fputc('}', out);
+	free(order);
+	return 0;
+}
+
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 {
 	fputs("{\"processes\":[", out);
@@ -117,6 +159,8 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			p->totals.peak_in_use_bytes);
 		if (p->nsites)
 			json_sites(out, p);
+		if (p->npools && (json_pools(out, p, MT_POOL_BY_ARG) || json_pools(out, p, MT_POOL_BY_THREAD)))
+			return -ENOMEM;
 		fputc('}', out);
 	}
 	fputs("]}\n", out);

@@ -65,6 +65,47 @@ static void render_header(FILE *out, const struct mt_report_item *it)
 		it->path ? ", from " : "", it->path ? it->path : "");
 }
 
+#define TOP_POOLS 10
+
+static void pool_key(const struct mt_pool *pl, char *key, size_t len)
+{
+	int thread = pl->by == MT_POOL_BY_THREAD;
+	if (pl->pool == MT_POOL_OTHER)
+		snprintf(key, len, "(other %s: the table was full)", thread ? "threads" : "pools");
+	else if (thread)
+		snprintf(key, len, "tid %" PRIu64, pl->pool);
+	else
+		snprintf(key, len, "0x%" PRIx64, pl->pool);
+}
+
+/* -f FUNC:pool=argM: for each such function, its top pools by bytes and by
+ * calls, as count() rows (largest first, unlike DTrace's order: a top list
+ * reads from the top).  --heap-events: its top threads, the same way. */
+static int render_pools(FILE *out, const struct mt_profile *p)
+{
+	uint32_t *order = calloc(p->npools, sizeof(*order));
+	if (!order)
+		return -ENOMEM;
+	for (uint32_t fn = 0; fn < p->nfuncs; fn++) {
+		for (int by_bytes = 1; by_bytes >= 0; by_bytes--) {
+			uint32_t n = mt_profile_pools_of(p, fn, by_bytes, order);
+			if (!n)
+				break;
+			fprintf(out, "\n%s of %s by %s (top %u of %u):\n",
+				p->pools[order[0]].by == MT_POOL_BY_THREAD ? "Threads" : "Pools", p->funcs[fn].name,
+				by_bytes ? "bytes" : "calls", n < TOP_POOLS ? n : TOP_POOLS, n);
+			for (uint32_t i = 0; i < n && i < TOP_POOLS; i++) {
+				const struct mt_pool *pl = &p->pools[order[i]];
+				char key[64];
+				pool_key(pl, key, sizeof(key));
+				mt_render_count_row(out, key, by_bytes ? pl->bytes : pl->calls);
+			}
+		}
+	}
+	free(order);
+	return 0;
+}
+
 static int render_one(FILE *out, const struct mt_report_item *it)
 {
 	const struct mt_profile *p = it->profile;
@@ -108,6 +149,11 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 		fprintf(out, "  %-50s %16" PRId64 "\n", "in use", p->totals.in_use_bytes);
 	mt_render_count_row(out, it->npids > 1 ? "peak in use (sum of peaks)" : "peak in use",
 			    p->totals.peak_in_use_bytes);
+	if (p->npools) {
+		int err = render_pools(out, p);
+		if (err)
+			return err;
+	}
 	/* Call sites (--stacks) come after the DTrace-layout sections, which
 	 * stay as they are. */
 	if (p->nsites) {

@@ -89,6 +89,11 @@ int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop)
 		fprintf(out, "\nCall sites: %" PRIu32 " stacks, sampled once per %" PRIu64
 			" bytes allocated on average (counts below are estimates)\n", p->nsites,
 			p->sample_period);
+	else if (p->flags & MT_PROFILE_FP_STACKS)
+		fprintf(out, "\nCall sites: %" PRIu32 " stacks, every allocation call recorded; frame-pointer "
+			"stacks from the kernel (eBPF): a caller built without frame pointers cuts a stack "
+			"short or garbles it above that caller; nothing is in use (frees are not matched)\n",
+			p->nsites);
 	else
 		fprintf(out, "\nCall sites: %" PRIu32 " stacks, every allocation recorded\n", p->nsites);
 	top_table(out, p, sym, est, order, TOP_INUSE, ntop);

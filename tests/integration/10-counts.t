@@ -1,7 +1,7 @@
 #!/bin/bash
 # Exact counts: fixtures with known allocation patterns, run under memtap run.
 . "$(dirname "$0")/../lib.sh"
-plan 52
+plan 55
 
 # 4 threads x 25,000 malloc(12345): exactly 100,000 in malloc's 8192 bucket.
 $MEMTAP run -q -o "$TMP/t" -- "$FIX/threads_malloc" 4 25000 12345
@@ -40,6 +40,21 @@ is "$(bucket "$TMP/e.json" pvalloc 4096)" 10 "pvalloc(4097) x10 in the 4096 buck
 is "$(bucket "$TMP/e.json" mremap 131072)" 1 "mremap to 128 KiB in the 131072 bucket"
 is "$(fn_field "$TMP/e.json" munmap bytes)" $((131072 + 4096)) "munmap bytes"
 is "$(jq '.processes[0].totals.in_use_bytes' "$TMP/e.json")" 0 "everything allocated was freed"
+
+# The fast paths (malloc and free on glibc, LZCNT histogram bucket) and the
+# general path must agree on every figure: MEMTAP_SLOW_PATH=1 closes the
+# fast paths.  Figures that differ by path: none (the dump time, pid and the
+# agent's own memory are left out).
+strip() { jq -c '.processes[0] | {functions, totals: (.totals | del(.agent_bytes))}' "$1"; }
+MEMTAP_SLOW_PATH=1 $MEMTAP run -q -o "$TMP/es" -- "$FIX/every_func"
+$MEMTAP report --format=json "$TMP"/es.*.mtp > "$TMP/es.json"
+is "$(strip "$TMP/es.json")" "$(strip "$TMP/e.json")" "every_func: the general path gives the fast paths' figures"
+$MEMTAP run -q -o "$TMP/tf" -- "$FIX/threads_malloc" 3 2000 777
+MEMTAP_SLOW_PATH=1 $MEMTAP run -q -o "$TMP/ts" -- "$FIX/threads_malloc" 3 2000 777
+$MEMTAP report --format=json "$TMP"/tf.*.mtp > "$TMP/tf.json"
+$MEMTAP report --format=json "$TMP"/ts.*.mtp > "$TMP/ts.json"
+is "$(strip "$TMP/ts.json")" "$(strip "$TMP/tf.json")" "threads_malloc: the general path gives the fast paths' figures"
+like "$(strip "$TMP/tf.json")" '"malloc":\{[^}]*"calls":6000' "... and those are 3 x 2000 mallocs"
 
 # C++ operators, including a std::bad_alloc thrown through the agent.
 $MEMTAP run -q -o "$TMP/c" -- "$FIX/cxx_ops"

@@ -2,7 +2,7 @@
 # Runtime control of a live process: memtap ctl PID activate|deactivate|dump|
 # stats|reset|status, permissions, and processes without an agent.
 . "$(dirname "$0")/../lib.sh"
-plan 38
+plan 42
 
 # start_target NAME [run options...]: ctl_target under memtap run as a
 # coprocess; sets TPID (the traced process) and RUNPID (memtap run).
@@ -110,3 +110,20 @@ if [ -n "$je" ]; then
 else
 	skip "libjemalloc2 is not installed"; skip "libjemalloc2 is not installed"; skip "libjemalloc2 is not installed"
 fi
+
+# reset with call sites: allocations count again from zero, what is in use
+# stays in use (and leaves the site when freed).
+start_target s $MEMTAP run -q --stacks --sample=1 -o "$TMP/s"
+send "alloc 40 5000"
+is "$($MEMTAP ctl $TPID reset)" "reset" "reset with --stacks"
+send "alloc 10 5000"
+$MEMTAP report --format=json "$($MEMTAP ctl $TPID dump)" > "$TMP/s1.json"
+site5k() { jq -c "[.processes[0].sites[] | select(.inuse_bytes > 0 and .alloc_bytes % 5000 == 0 and .inuse_bytes % 5000 == 0)] | map({alloc_objects, inuse_objects}) | .[0]" "$1"; }
+is "$(site5k "$TMP/s1.json")" '{"alloc_objects":10,"inuse_objects":50}' \
+	"after reset: the site's 10 new allocations, and all 50 of its blocks still in use"
+send "free"
+$MEMTAP report --format=json "$($MEMTAP ctl $TPID dump)" > "$TMP/s2.json"
+is "$(jq '[.processes[0].sites[] | .inuse_objects] | add' "$TMP/s2.json")" 0 "after free: nothing in use at any site"
+is "$(jq '[.processes[0].sites[] | .alloc_objects] | add' "$TMP/s2.json")" \
+   "$(jq '[.processes[0].sites[] | .alloc_objects] | add' "$TMP/s1.json")" "... and the allocation counts did not move"
+send quit

@@ -2,7 +2,7 @@
 # -f FUNC[:size=argN]: any exported function called across modules, counted
 # with a size histogram of one argument (seeds/000 in one command).
 . "$(dirname "$0")/../lib.sh"
-plan 14
+plan 17
 
 # A pool allocator in a shared library and a program that calls it 671
 # times; the program also does floating-point work across the calls (the
@@ -66,6 +66,37 @@ ok $? "the pool serves most requests without malloc"
 $MEMTAP run -q -o "$TMP/bad" -f 'pool_palloc:size=arg9' -- "$TMP/main" 2> "$TMP/err.txt"
 is "$?" 2 "a bad -f spec is refused"
 like "$(cat "$TMP/err.txt")" "size=argN or pool=argM" "saying what is expected"
+
+# :pool=argM: calls and bytes per pool.  Three pools get 50, 5 and 20 calls
+# of 16, 1000 and 8 bytes (top by calls and top by bytes differ); the
+# program prints "pool_palloc POOL CALLS BYTES" for each after its calls.
+cat > "$TMP/pools.c" <<'C'
+#include <stdio.h>
+#include <stddef.h>
+struct pool { char *base; size_t used, cap; };
+void *pool_palloc(struct pool *p, size_t n);
+int main(void)
+{
+	static struct pool p[3];
+	static const int calls[3] = {50, 5, 20}, size[3] = {16, 1000, 8};
+	for (int k = 0; k < 3; k++)
+		for (int i = 0; i < calls[k]; i++)
+			pool_palloc(&p[k], (size_t)size[k]);
+	for (int k = 0; k < 3; k++)
+		printf("pool_palloc %p %d %d\n", (void *)&p[k], calls[k], calls[k] * size[k]);
+	return 0;
+}
+C
+cc -O1 -o "$TMP/pools" "$TMP/pools.c" -L"$TMP" -lpool -Wl,-rpath,"$TMP"
+$MEMTAP run -q -o "$TMP/pl" -f pool_palloc:size=arg1:pool=arg0 -- "$TMP/pools" > "$TMP/pl.want"
+$MEMTAP report --format=json "$TMP"/pl.*.mtp > "$TMP/pl.json"
+is "$(jq -r '.processes[0].pools.pool_palloc[] | "pool_palloc \(.pool) \(.calls) \(.bytes)"' "$TMP/pl.json" | sort)" \
+   "$(sort "$TMP/pl.want")" "-f pool_palloc:size=arg1:pool=arg0: calls and bytes per pool, as the program made them"
+$MEMTAP report "$TMP"/pl.*.mtp > "$TMP/pl.txt"
+is "$(sed -n '/^Pools of pool_palloc by calls/{n;p}' "$TMP/pl.txt" | awk '{print $1}')" \
+   "$(awk '{print $3, $2}' "$TMP/pl.want" | sort -rn | head -1 | cut -d' ' -f2)" "the text report's top pool by calls"
+is "$(sed -n '/^Pools of pool_palloc by bytes/{n;p}' "$TMP/pl.txt" | awk '{print $1}')" \
+   "$(awk '{print $4, $2}' "$TMP/pl.want" | sort -rn | head -1 | cut -d' ' -f2)" "the text report's top pool by bytes"
 
 # Apache: apr_palloc against malloc per request, as in seeds/000.
 if [ ! -x $APACHE ] || ! command -v curl >/dev/null; then

@@ -3,7 +3,7 @@
 # valgrind's memcheck), the sampling estimator, periodic dumps, the sites at
 # the peak.
 . "$(dirname "$0")/../lib.sh"
-plan 24
+plan 35
 S="$FIX/stacks"
 
 # --leaks: every allocation; what is left at exit, by call site.
@@ -103,3 +103,35 @@ ok $? "the sites at the peak: big_phase's blocks ($big bytes)"
 is "$small" 0 "small_phase, which came after the peak, had nothing at it"
 is "$(jq '[.processes[0].sites[] | select(.alloc_objects == 80) | .inuse_bytes] | add' "$TMP/k.json")" \
 	$((80 * 65536)) "small_phase's 5 MiB are what is in use at exit"
+
+# The stack cache (a repeated stack is recognised by its return addresses
+# instead of being unwound) must give exactly the stacks the unwinder gives,
+# on the stacks that are hard for it: one helper reached from two callers,
+# recursion to six depths, frames of varying size, two threads.
+$MEMTAP run -q --stacks --sample=1 -o "$TMP/cc" -- "$S" cache
+ok $? "run --sample=1 on the stack-cache fixture"
+MEMTAP_STACK_CACHE=0 $MEMTAP run -q --stacks --sample=1 -o "$TMP/cu" -- "$S" cache
+$MEMTAP report --format=collapsed "$TMP"/cc.*.mtp | sort > "$TMP/cc.txt"
+$MEMTAP report --format=collapsed "$TMP"/cu.*.mtp | sort > "$TMP/cu.txt"
+is "$(cat "$TMP/cc.txt")" "$(cat "$TMP/cu.txt")" "with the cache: the same stacks and bytes as unwinding every sample"
+is "$($MEMTAP report --format=json "$TMP"/cc.*.mtp | jq '.processes[0].sites | length')" \
+   "$($MEMTAP report --format=json "$TMP"/cu.*.mtp | jq '.processes[0].sites | length')" "... and the same number of distinct stacks"
+is "$(grep -c ';cache_work;caller_a;xalloc 3600$' "$TMP/cc.txt")" 2 "xalloc from caller_a, in both threads (200 x 16..20 bytes)"
+is "$(grep -c ';cache_work;caller_b;xalloc 3400$' "$TMP/cc.txt")" 2 "xalloc from caller_b, in both threads"
+for d in 1 2 3 4 5 6; do
+	r=$(printf ';recurse%.0s' $(seq $d))
+	c=$(grep -c ";cache_work$r;xalloc 2400\$" "$TMP/cc.txt")
+	[ "$c" = 2 ] || break
+done
+is "$c/$d" "2/6" "recursion: each of the 6 depths is its own stack, in both threads"
+is "$(grep -c ';cache_work;varying_frame;xalloc 12800$' "$TMP/cc.txt")" 2 "alloca frames of 7 sizes: one stack, all 200 x 64 bytes"
+# C++ operators and every C entry point (their CFA comes by other routes).
+for fx in cxx_ops every_func; do
+	$MEMTAP run -q --stacks --sample=1 -o "$TMP/x$fx" -- "$FIX/$fx"
+	MEMTAP_STACK_CACHE=0 $MEMTAP run -q --stacks --sample=1 -o "$TMP/y$fx" -- "$FIX/$fx"
+	$MEMTAP report --format=collapsed --value=alloc "$TMP"/x$fx.*.mtp 2>&1 | sort > "$TMP/x$fx.txt"
+	$MEMTAP report --format=collapsed --value=alloc "$TMP"/y$fx.*.mtp 2>&1 | sort > "$TMP/y$fx.txt"
+	is "$(cat "$TMP/x$fx.txt")" "$(cat "$TMP/y$fx.txt")" "$fx: the same stacks with and without the cache"
+done
+like "$(cat "$TMP/xcxx_ops.txt")" "__libc_start_call_main;main [0-9]+" "... (the C++ operators' bytes, sampled from main)"
+is "$(wc -l < "$TMP/xevery_func.txt")" "$(wc -l < "$TMP/yevery_func.txt")" "every_func: $(wc -l < "$TMP/xevery_func.txt") allocating stacks either way"

@@ -4,7 +4,7 @@
 # ctl while attached, Apache's apr_palloc per request, redis on jemalloc,
 # and the refusals.
 . "$(dirname "$0")/../lib.sh"
-plan 31
+plan 32
 
 # Exact counts on a live process, then detach.
 coproc TGT { exec "$FIX/ctl_target"; }
@@ -108,7 +108,7 @@ fi
 
 # Apache: apr_palloc vs malloc for three GETs, attached while it runs.
 if [ ! -x $APACHE ] || ! command -v curl >/dev/null; then
-	for i in 1 2 3 4 5; do skip "apache2 or curl is not installed"; done
+	for i in 1 2 3 4 5 6; do skip "apache2 or curl is not installed"; done
 	exit 0
 fi
 D="$TMP/httpd"
@@ -125,7 +125,7 @@ apache_start "$D" $PORT
 for i in 1 2 3 4 5; do curl -s --max-time 5 -o /dev/null http://127.0.0.1:$PORT/; done
 child=$(pgrep -P "$(cat "$D/httpd.pid")" | head -1)
 # The worker child runs as www-data: its profiles go where www-data may write.
-$MEMTAP attach -p "$child" -f apr_palloc:size=arg1 -o "$D/prof/w" --format json \
+$MEMTAP attach -p "$child" -f apr_palloc:size=arg1:pool=arg0 -o "$D/prof/w" --format json \
 	--report-file "$D/w.json" 2> "$D/attach.err" &
 APID=$!
 wait_for "grep -q attached $D/attach.err"
@@ -141,5 +141,8 @@ diag "3 GETs: apr_palloc $palloc calls, malloc $malloc calls"
 ok $? "apr_palloc calls in the hundreds ($palloc)"
 [ "$malloc" -lt $((palloc / 10)) ]
 ok $? "malloc calls far fewer ($malloc)"
+npools=$(jq '.processes[0].pools.apr_palloc | length' "$D/w.json")
+is "$(jq '.processes[0].pools.apr_palloc | map(.calls) | add' "$D/w.json")" "$palloc" \
+   "pool=arg0: the calls of the $npools pools add up to apr_palloc's"
 code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/)
 is "$code" 200 "Apache serves on after detach"

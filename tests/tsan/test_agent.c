@@ -71,7 +71,7 @@ static __attribute__((noinline)) int count_malloc(void *p, uint64_t n)
 	struct mt_thread *t = mt_enter();
 	if (!t)
 		return 0;
-	mt_on_alloc(t, MT_FN_MALLOC, n, n, p);
+	mt_on_alloc(t, MT_FN_MALLOC, n, n, p, MT_CFA);
 	return 1;
 }
 
@@ -165,7 +165,7 @@ static void *threads_worker(void *arg)
 		void *p = (void *)(uintptr_t)(0x100000u + 16u * i);
 		if (i % 16 == 0) {
 			/* As a call made after the thread's block was handed back. */
-			mt_on_alloc(&mt_g.orphan, MT_FN_MALLOC, n, n, p);
+			mt_on_alloc(&mt_g.orphan, MT_FN_MALLOC, n, n, p, MT_CFA);
 			mt_on_free(&mt_g.orphan, MT_FN_FREE, n, 1);
 			mt_count(&mt_g.orphan, MT_FN_MMAP, n, i % 5 == 0);
 		} else {
@@ -441,11 +441,13 @@ static void add_site(struct mt_sitex *s, void *arg)
 {
 	struct site_sum *sum = arg;
 	sum->n++;
-	sum->alloc_objects += s->alloc_objects;
-	sum->alloc_bytes += s->alloc_bytes;
-	sum->live_objects += s->live_objects;
-	sum->live_bytes += s->live_bytes;
-	sum->peak_objects += s->peak_objects;
+	uint64_t lo, lb;
+	mt_site_live(s, &lo, &lb);
+	sum->alloc_objects += __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED);
+	sum->alloc_bytes += __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED);
+	sum->live_objects += lo;
+	sum->live_bytes += lb;
+	sum->peak_objects += __atomic_load_n(&s->peak_objects, __ATOMIC_RELAXED);
 }
 
 static void test_sites(void)

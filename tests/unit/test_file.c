@@ -58,6 +58,12 @@ static struct mt_profile *sample(void)
 	m->build_id_len = 20;
 	memset(m->build_id, 0xab, 20);
 	strcpy(m->path, "/usr/sbin/apache2");
+	struct mt_pool *pl = mt_profile_add_pool(p, 0, 0x7f00dead0000ULL);
+	pl->calls = 9;
+	pl->bytes = 900;
+	pl = mt_profile_add_pool(p, 0, MT_POOL_OTHER);
+	pl->calls = 2;
+	pl->bytes = 20;
 	return p;
 }
 
@@ -99,9 +105,47 @@ static void round_trip(void **state)
 	assert_memory_equal(&q->maps[0], &p->maps[0], sizeof(p->maps[0]));
 	assert_ptr_equal(mt_profile_mapping_of(q, 0x401000), &q->maps[0]);
 	assert_null(mt_profile_mapping_of(q, 0x402000));
+	assert_int_equal(q->npools, 2);
+	assert_memory_equal(q->pools, p->pools, 2 * sizeof(struct mt_pool));
 	mt_profile_free(q);
 	mt_profile_free(p);
 	free(b.data);
+}
+
+/* Pools: ordered by bytes or calls, merged by function name and address,
+ * and a pool naming a function the file does not have is refused. */
+static void pools(void **state)
+{
+	(void)state;
+	struct mt_profile *p = sample(), *m = mt_profile_new();
+	uint32_t order[8];
+	/* by bytes: 0x7f00dead0000 (900) first; by calls too (9 > 2) */
+	assert_int_equal(mt_profile_pools_of(p, 0, 1, order), 2);
+	assert_true(p->pools[order[0]].pool == 0x7f00dead0000ULL);
+	mt_profile_pool(p, 0, 0x1000)->calls = 50; /* most calls, no bytes */
+	assert_int_equal(mt_profile_pools_of(p, 0, 0, order), 3);
+	assert_true(p->pools[order[0]].pool == 0x1000);
+	assert_int_equal(mt_profile_pools_of(p, 1, 1, order), 0);
+	/* merged twice into a profile whose function order differs */
+	mt_profile_func(m, "free", MT_KIND_FREE);
+	assert_int_equal(mt_profile_merge(m, p), 0);
+	assert_int_equal(mt_profile_merge(m, p), 0);
+	assert_int_equal(m->npools, 3);
+	const struct mt_pool *d = mt_profile_pool(m, (uint32_t)(mt_profile_find(m, "malloc") - m->funcs),
+						  0x7f00dead0000ULL);
+	assert_int_equal(d->calls, 18);
+	assert_int_equal(d->bytes, 1800);
+	assert_int_equal(m->npools, 3);
+	/* a pool record whose function index is out of range */
+	p->pools[0].fn = 7;
+	struct mt_buf b = encode(p);
+	struct mt_profile *q;
+	char err[256];
+	assert_int_equal(mt_file_decode(b.data, b.len, &q, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "pool record"));
+	free(b.data);
+	mt_profile_free(m);
+	mt_profile_free(p);
 }
 
 /* Every proper prefix of a valid file is refused with an offset. */
@@ -212,6 +256,7 @@ int main(void)
 		cmocka_unit_test(round_trip),           cmocka_unit_test(every_truncation_refused),
 		cmocka_unit_test(every_bit_flip_refused), cmocka_unit_test(header_errors),
 		cmocka_unit_test(unknown_record_skipped), cmocka_unit_test(read_names_the_file),
+		cmocka_unit_test(pools),
 	};
 	return cmocka_run_group_tests_name("file", tests, NULL, NULL);
 }
