@@ -8,8 +8,10 @@
  * sampled and a new distance is drawn from an exponential distribution with
  * mean mt_g.sample_period.  A period of 1 samples every allocation.
  *
- * Stacks come from libunwind (its cursor API, with its per-thread cache of
- * unwind rules), dlopen'd with RTLD_LOCAL only when stacks are asked for:
+ * Stacks come from libunwind (unw_backtrace, its fast path with a per-thread
+ * cache of frame descriptions; its cursor API where the stack cache needs to
+ * know where each return address was), dlopen'd with RTLD_LOCAL only when
+ * stacks are asked for:
  * linked in, its `backtrace` and `_Unwind_Backtrace` would interpose the
  * program's.  A stack cache in front of it makes a repeated stack cost a
  * hash lookup and one load per frame instead of an unwind: see "the stack
@@ -59,6 +61,7 @@ static struct {
 	struct mt_live *free;
 } __attribute__((aligned(64))) stripes[LIVE_STRIPES];
 
+static int (*unw_bt)(void **, int); /* unw_backtrace: the fast path, no offsets */
 static int (*unw_getctx)(unw_context_t *);
 static int (*unw_init)(unw_cursor_t *, unw_context_t *);
 static int (*unw_stp)(unw_cursor_t *);
@@ -78,6 +81,7 @@ static int load_unwinder(void)
 	unw_init = (int (*)(unw_cursor_t *, unw_context_t *))dlsym(h, "_ULx86_64_init_local");
 	unw_stp = (int (*)(unw_cursor_t *))dlsym(h, "_ULx86_64_step");
 	unw_reg = (int (*)(unw_cursor_t *, unw_regnum_t, unw_word_t *))dlsym(h, "_ULx86_64_get_reg");
+	unw_bt = (int (*)(void **, int))dlsym(h, "unw_backtrace");
 	int (*policy)(unw_addr_space_t, unw_caching_policy_t) =
 		(int (*)(unw_addr_space_t, unw_caching_policy_t))dlsym(h, "_ULx86_64_set_caching_policy");
 	unw_addr_space_t *as = dlsym(h, "_ULx86_64_local_addr_space");
@@ -411,6 +415,44 @@ static struct mt_sitex *site_unwound(int fn, const char *cfa, int64_t *off, int 
 	return site_intern(frames, n, (uint32_t)fn);
 }
 
+/* The same frames through unw_backtrace: libunwind's fast path, with its
+ * per-thread cache of frame descriptions, several times cheaper than the
+ * cursor's steps (each of which looks the frame's unwind info up again), but
+ * it cannot say where each return address was. */
+static struct mt_sitex *site_traced(int fn)
+{
+	void *raw[MT_STACK_MAX + 8];
+	int n = unw_bt(raw, MT_STACK_MAX + 8), skip = 0;
+	while (skip < n && (uintptr_t)raw[skip] >= self_start && (uintptr_t)raw[skip] < self_end)
+		skip++;
+	uint64_t frames[MT_STACK_MAX];
+	uint32_t nf = 0;
+	for (int i = skip; i < n && nf < MT_STACK_MAX; i++)
+		frames[nf++] = (uint64_t)(uintptr_t)raw[i];
+	return site_intern(frames, nf, (uint32_t)fn);
+}
+
+/* A sample the stack cache did not answer.  The stack comes from
+ * unw_backtrace; only while its site may still take cache entries is it
+ * unwound again with the cursor for the offsets of a new entry.  A stack
+ * that keeps missing (frames that vary in size, a recursion deeper than the
+ * entries a site may have) then costs one fast trace, not a cursor walk. */
+static struct mt_sitex *site_missed(int fn, const char *cfa)
+{
+	struct mt_sitex *s = unw_bt ? site_traced(fn) : NULL;
+	if (unw_bt && (!s || !stack_cache_on || !cfa ||
+		       __atomic_load_n(&s->cached, __ATOMIC_RELAXED) >= CACHE_PER_SITE))
+		return s;
+	int64_t off[MT_STACK_MAX];
+	int cacheable;
+	struct mt_sitex *u = site_unwound(fn, cfa, off, &cacheable);
+	/* The two unwinders agree on the frames (the same site) before an
+	 * entry is made; without unw_backtrace the cursor's stack is it. */
+	if (u && cacheable && stack_cache_on && u->nframes > 0 && (!s || u == s))
+		cache_add(u, fn, off);
+	return s ? s : u;
+}
+
 /* ---- recording a sample ---- */
 
 static void record_sample(int fn, uint64_t size, void *ptr, const char *cfa)
@@ -418,13 +460,8 @@ static void record_sample(int fn, uint64_t size, void *ptr, const char *cfa)
 	int busy = mt_tls_busy;
 	mt_tls_busy = 1;
 	struct mt_sitex *s = cfa && stack_cache_on ? cache_lookup(fn, cfa) : NULL;
-	if (!s) {
-		int64_t off[MT_STACK_MAX];
-		int cacheable;
-		s = site_unwound(fn, cfa, off, &cacheable);
-		if (s && cacheable && stack_cache_on && s->nframes > 0)
-			cache_add(s, fn, off);
-	}
+	if (!s)
+		s = site_missed(fn, cfa);
 	if (s) {
 		__atomic_fetch_add(&s->alloc_objects, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&s->alloc_bytes, size, __ATOMIC_RELAXED);
