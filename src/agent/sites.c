@@ -54,8 +54,8 @@ static struct mt_stackc **stack_cache;
 static int stack_cache_on;
 static uint32_t nsites;
 static struct mt_live **live_buckets;
-uint8_t *mt_live_filter;
-#define live_filter mt_live_filter
+static uint8_t *live_filter; /* per slot: sampled allocations, saturating at 255 */
+uint64_t *mt_live_bits;       /* per slot: live_filter[slot] != 0 (agent.h) */
 static struct {
 	int lock;
 	struct mt_live *free;
@@ -129,13 +129,15 @@ int mt_sites_init(void)
 		live_buckets = mt_arena_alloc(LIVE_BUCKETS * sizeof(*live_buckets));
 	if (!live_filter)
 		live_filter = mt_arena_alloc(FILTER_SLOTS);
+	if (!mt_live_bits)
+		mt_live_bits = mt_arena_alloc(FILTER_SLOTS / 8);
 	if (!stack_cache)
 		stack_cache = mt_arena_alloc(CACHE_BUCKETS * sizeof(*stack_cache));
 	/* MEMTAP_STACK_CACHE=0: unwind every sample (tests compare the two). */
 	const char *sc = getenv("MEMTAP_STACK_CACHE");
 	stack_cache_on = !(sc && *sc == '0');
 	struct mt_sitex **sb = mt_arena_alloc(SITE_BUCKETS * sizeof(*sb));
-	if (!sb || !stack_cache || !live_buckets || !live_filter)
+	if (!sb || !stack_cache || !live_buckets || !live_filter || !mt_live_bits)
 		return -ENOMEM;
 	/* Published last: site_buckets set means every table is made. */
 	__atomic_store_n(&site_buckets, sb, __ATOMIC_RELEASE);
@@ -264,6 +266,8 @@ static void live_insert(uintptr_t p, struct mt_sitex *site, uint64_t size)
 	live_buckets[b] = e;
 	if (live_filter[slot] != 255)
 		__atomic_store_n(&live_filter[slot], live_filter[slot] + 1, __ATOMIC_RELAXED);
+	if (live_filter[slot] == 1)
+		__atomic_fetch_or(&mt_live_bits[slot >> 6], 1ull << (slot & 63), __ATOMIC_RELAXED);
 	stripe_unlock(s);
 }
 
@@ -272,7 +276,7 @@ int mt_live_forget(void *ptr)
 {
 	uintptr_t p = (uintptr_t)ptr;
 	uint32_t b = live_bucket(p), slot = b >> 2, s = slot & (LIVE_STRIPES - 1);
-	if (!__atomic_load_n(&live_filter[slot], __ATOMIC_RELAXED)) {
+	if (!mt_live_maybe(ptr)) {
 		if (MT_OPT(sample_period) <= 1)
 			__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
 		return 0;
@@ -285,8 +289,11 @@ int mt_live_forget(void *ptr)
 		pp = &e->next;
 	if (e) {
 		*pp = e->next;
-		if (live_filter[slot] != 255)
+		if (live_filter[slot] != 255) {
 			__atomic_store_n(&live_filter[slot], live_filter[slot] - 1, __ATOMIC_RELAXED);
+			if (!live_filter[slot])
+				__atomic_fetch_and(&mt_live_bits[slot >> 6], ~(1ull << (slot & 63)), __ATOMIC_RELAXED);
+		}
 		/* Read the entry before it goes on the free list: once the stripe
 		 * is unlocked another thread may take it for a new allocation. */
 		site = e->site;
@@ -549,6 +556,7 @@ void mt_sites_clear(void)
 			for (uint32_t b = slot << 2; b < (slot + 1) << 2; b++)
 				live_buckets[b] = NULL;
 			__atomic_store_n(&live_filter[slot], 0, __ATOMIC_RELAXED);
+			__atomic_fetch_and(&mt_live_bits[slot >> 6], ~(1ull << (slot & 63)), __ATOMIC_RELAXED);
 		}
 		stripe_unlock(s);
 	}
