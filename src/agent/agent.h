@@ -438,12 +438,12 @@ struct mt_thread *mt_enter_slow(void);
 /* The live table's filter (sites.c): one bit per slot of four buckets, set
  * while the slot's count of sampled allocations is not zero.  A clear bit
  * means no sampled allocation can be at that address.  Bits, not the counts:
- * free reads it on every call, and 32 KiB stay in the cache where the 256 KiB
- * of counts did not (--stacks on churn: 1.32x -> see BENCHMARKS.md). */
+ * free reads it on every call, and 8 KiB stay in the cache where 64 KiB of
+ * counts would not (docs/BENCHMARKS.md). */
 extern uint64_t *mt_live_bits;
 static inline uint32_t mt_live_bucket(uintptr_t p)
 {
-	return (uint32_t)(((p >> 4) * 0x9e3779b97f4a7c15ull) >> 44); /* 20 bits */
+	return (uint32_t)(((p >> 4) * 0x9e3779b97f4a7c15ull) >> 46); /* 18 bits */
 }
 
 /* Whether P may be in the live table (sampled call sites): its filter bit

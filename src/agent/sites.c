@@ -37,7 +37,10 @@
 
 #define SITE_BUCKETS (1u << 16)
 #define CACHE_BUCKETS (1u << 14) /* the stack cache's */
-#define LIVE_BUCKETS (1u << 20)
+/* 2 MiB of bucket heads: with 8 MiB (2^20) every insert and lookup of
+ * --sample=1 missed the TLB (churn: 3.2x untraced, 2.5x with 2^18); a
+ * million live allocations make chains of four. */
+#define LIVE_BUCKETS (1u << 18)
 #define LIVE_STRIPES 1024u
 #define FILTER_SLOTS (LIVE_BUCKETS >> 2)
 
