@@ -593,6 +593,15 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 	return 0;
 }
 
+/* The profile of process TGID among V (NV of them), or NULL. */
+static struct mt_profile *profile_find(struct mt_profile **v, size_t nv, uint32_t tgid)
+{
+	for (size_t i = 0; i < nv; i++)
+		if (v[i]->pid == tgid)
+			return v[i];
+	return NULL;
+}
+
 /* -f FUNC:pool=argM: one pass over the pools map, each entry to its
  * process's profile (V, NV) under its function's name.  0 or -ENOMEM. */
 static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
@@ -605,10 +614,7 @@ static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 		if (bpf_map__lookup_elem(e->skel->maps.pools, &key, sizeof(key), &val, sizeof(val), 0) ||
 		    key.id >= MTB_MAX_IDS)
 			continue;
-		struct mt_profile *p = NULL;
-		for (size_t i = 0; i < nv && !p; i++)
-			if (v[i]->pid == key.tgid)
-				p = v[i];
+		struct mt_profile *p = profile_find(v, nv, key.tgid);
 		if (!p)
 			continue;
 		struct mt_func *f = mt_profile_func(p, e->names[key.id], e->kinds[key.id]);
@@ -728,10 +734,7 @@ static int collect_sites(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 		if (bpf_map__lookup_elem(e->skel->maps.sites, &key, sizeof(key), &val, sizeof(val), 0) ||
 		    key.id >= MTB_MAX_IDS)
 			continue;
-		struct mt_profile *p = NULL;
-		for (size_t i = 0; i < nv && !p; i++)
-			if (v[i]->pid == key.tgid)
-				p = v[i];
+		struct mt_profile *p = profile_find(v, nv, key.tgid);
 		if (!p)
 			continue;
 		uint32_t n = 0;

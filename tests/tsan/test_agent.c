@@ -303,26 +303,32 @@ static uint64_t hist_calls(const struct mt_counter *c)
 	return n;
 }
 
-static void test_gate(void)
+/* G_WAVES waves of G_THREADS gate workers; what they did, summed. */
+static void gate_waves(uint64_t *allocs, uint64_t *abytes, uint64_t *frees, uint64_t *fbytes)
 {
 	struct worker w[G_THREADS];
-	uint64_t allocs = 0, abytes = 0, frees = 0, fbytes = 0;
-	unsigned resets = 0;
-	pthread_t toggler, reader;
-	CHECK_EQ(pthread_create(&toggler, NULL, gate_toggler, &resets), 0);
-	CHECK_EQ(pthread_create(&reader, NULL, gate_reader, NULL), 0);
 	for (unsigned wave = 0; wave < G_WAVES; wave++) {
 		memset(w, 0, sizeof(w));
 		for (unsigned k = 0; k < G_THREADS; k++)
 			w[k].id = wave * G_THREADS + k;
 		run_threads(G_THREADS, gate_worker, w, sizeof(w[0]));
 		for (unsigned k = 0; k < G_THREADS; k++) {
-			allocs += w[k].allocs;
-			abytes += w[k].abytes;
-			frees += w[k].frees;
-			fbytes += w[k].fbytes;
+			*allocs += w[k].allocs;
+			*abytes += w[k].abytes;
+			*frees += w[k].frees;
+			*fbytes += w[k].fbytes;
 		}
 	}
+}
+
+static void test_gate(void)
+{
+	uint64_t allocs = 0, abytes = 0, frees = 0, fbytes = 0;
+	unsigned resets = 0;
+	pthread_t toggler, reader;
+	CHECK_EQ(pthread_create(&toggler, NULL, gate_toggler, &resets), 0);
+	CHECK_EQ(pthread_create(&reader, NULL, gate_reader, NULL), 0);
+	gate_waves(&allocs, &abytes, &frees, &fbytes);
 	set_stop(1);
 	pthread_join(toggler, NULL);
 	pthread_join(reader, NULL);
@@ -557,23 +563,11 @@ static void *ctl_client(void *arg)
 static void test_ctl(void)
 {
 	static char buf[1 << 16];
-	struct worker w[G_THREADS];
 	uint64_t allocs = 0, abytes = 0, frees = 0, fbytes = 0;
 	ctl("reset", buf, sizeof(buf)); /* counts start here */
 	pthread_t client;
 	CHECK_EQ(pthread_create(&client, NULL, ctl_client, NULL), 0);
-	for (unsigned wave = 0; wave < G_WAVES; wave++) {
-		memset(w, 0, sizeof(w));
-		for (unsigned k = 0; k < G_THREADS; k++)
-			w[k].id = wave * G_THREADS + k;
-		run_threads(G_THREADS, gate_worker, w, sizeof(w[0]));
-		for (unsigned k = 0; k < G_THREADS; k++) {
-			allocs += w[k].allocs;
-			abytes += w[k].abytes;
-			frees += w[k].frees;
-			fbytes += w[k].fbytes;
-		}
-	}
+	gate_waves(&allocs, &abytes, &frees, &fbytes);
 	set_stop(1);
 	pthread_join(client, NULL);
 
