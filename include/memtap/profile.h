@@ -109,6 +109,12 @@ struct mt_mapping {
 	char path[MT_TEXT_MAX];
 };
 
+/* Parses one line of /proc/PID/maps into M (zeroed first).  Returns 1 for a
+ * file-backed mapping, 0 for anything else (anonymous, [heap], [stack],
+ * [vdso]: nothing to symbolize) or a malformed line.  Allocates nothing:
+ * the agent uses it too. */
+int mt_mapping_parse(const char *line, struct mt_mapping *m);
+
 /* One pool of a -f FUNC:pool=argM function: the calls of FUNC whose
  * argument M was POOL.  POOL == MT_POOL_OTHER sums the calls the collector
  * could not give a pool of their own (its table was full).  With BY ==

@@ -85,25 +85,6 @@ static int object_cb(struct dl_phdr_info *info, size_t size, void *arg)
 	return 0;
 }
 
-static void parse_line(char *line, struct mt_mapping *m, int *ok)
-{
-	unsigned long long start, end, off;
-	char perms[8];
-	int pathpos = 0;
-	*ok = 0;
-	if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &pathpos) < 4 ||
-	    !pathpos || line[pathpos] != '/')
-		return; /* anonymous, [heap], [stack], [vdso]: nothing to symbolize */
-	memset(m, 0, sizeof(*m));
-	m->start = start;
-	m->end = end;
-	m->offset = off;
-	m->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-		  (perms[2] == 'x' ? PROT_EXEC : 0);
-	snprintf(m->path, sizeof(m->path), "%s", line + pathpos);
-	*ok = 1;
-}
-
 struct mt_mapping *mt_maps_read(uint32_t *n)
 {
 	*n = 0;
@@ -126,9 +107,7 @@ struct mt_mapping *mt_maps_read(uint32_t *n)
 			}
 			line[ll] = '\0';
 			ll = 0;
-			int ok;
-			parse_line(line, &maps[*n], &ok);
-			*n += (uint32_t)ok;
+			*n += (uint32_t)mt_mapping_parse(line, &maps[*n]);
 		}
 	}
 	close(fd);

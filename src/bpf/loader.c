@@ -643,12 +643,8 @@ static struct mt_mapping *read_maps(uint32_t tgid, uint32_t *n)
 	if (!f)
 		return NULL;
 	while (fgets(line, sizeof(line), f)) {
-		unsigned long long start, end, off;
-		char perms[8];
-		int at = 0;
-		line[strcspn(line, "\n")] = '\0';
-		if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &at) < 4 || !at ||
-		    line[at] != '/')
+		struct mt_mapping m;
+		if (!mt_mapping_parse(line, &m))
 			continue;
 		if (*n == cap) {
 			struct mt_mapping *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
@@ -656,14 +652,7 @@ static struct mt_mapping *read_maps(uint32_t tgid, uint32_t *n)
 				break;
 			v = nv;
 		}
-		struct mt_mapping *m = &v[(*n)++];
-		memset(m, 0, sizeof(*m));
-		m->start = start;
-		m->end = end;
-		m->offset = off;
-		m->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
-			  (perms[2] == 'x' ? PROT_EXEC : 0);
-		snprintf(m->path, sizeof(m->path), "%s", line + at);
+		v[(*n)++] = m;
 	}
 	fclose(f);
 	return v;

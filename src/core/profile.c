@@ -1,8 +1,10 @@
 /* The profile model: construction, lookup, merging and ordering. */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "memtap/profile.h"
 
@@ -339,4 +341,23 @@ const char *mt_reason_name(uint32_t reason)
 {
 	static const char *const names[] = {"exit", "ctl", "other", "peak", "interval", "bytes", "detach"};
 	return reason < sizeof(names) / sizeof(names[0]) ? names[reason] : "unknown";
+}
+
+int mt_mapping_parse(const char *line, struct mt_mapping *m)
+{
+	unsigned long long start, end, off;
+	char perms[8];
+	int at = 0;
+	if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &off, &at) < 4 || !at ||
+	    line[at] != '/')
+		return 0;
+	memset(m, 0, sizeof(*m));
+	m->start = start;
+	m->end = end;
+	m->offset = off;
+	m->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+		  (perms[2] == 'x' ? PROT_EXEC : 0);
+	snprintf(m->path, sizeof(m->path), "%s", line + at);
+	m->path[strcspn(m->path, "\n")] = '\0';
+	return 1;
 }

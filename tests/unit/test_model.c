@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <cmocka.h>
 
@@ -130,12 +131,30 @@ static void ctl_peer_rule(void **state)
 	assert_false(mt_ctl_peer_allowed(1000, 0));
 }
 
+/* /proc/PID/maps lines: file-backed ones parsed whole, the rest refused. */
+static void mapping_parse(void **state)
+{
+	(void)state;
+	struct mt_mapping m;
+	assert_int_equal(mt_mapping_parse("7f12a000-7f12c000 r-xp 00028000 fe:01 1234   "
+					  "/usr/lib/x86_64-linux-gnu/libc.so.6\n", &m), 1);
+	assert_int_equal(m.start, 0x7f12a000);
+	assert_int_equal(m.end, 0x7f12c000);
+	assert_int_equal(m.offset, 0x28000);
+	assert_int_equal(m.prot, PROT_READ | PROT_EXEC);
+	assert_string_equal(m.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+	assert_int_equal(mt_mapping_parse("55d0c000-55d0e000 rw-p 00000000 00:00 0   [heap]", &m), 0);
+	assert_int_equal(mt_mapping_parse("7ffd1000-7ffd3000 rw-p 00000000 00:00 0", &m), 0);
+	assert_int_equal(mt_mapping_parse("not a maps line", &m), 0);
+	assert_int_equal(mt_mapping_parse("", &m), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(hist_buckets),     cmocka_unit_test(merge_sums_by_name),
 		cmocka_unit_test(ctl_parse_valid),  cmocka_unit_test(ctl_parse_rejects),
-		cmocka_unit_test(ctl_peer_rule),
+		cmocka_unit_test(ctl_peer_rule),    cmocka_unit_test(mapping_parse),
 	};
 	return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }
