@@ -52,6 +52,13 @@ void *mt_buf_grow_libc(void *old, size_t len, size_t newcap);
 /* Appends the encoded profile to B; 0 or -ENOMEM. */
 int mt_file_encode(const struct mt_profile *p, struct mt_buf *b);
 
+/* Writes LEN bytes at DATA to PATH whole or not at all: into PATH.tmpPID
+ * (created with O_EXCL | O_NOFOLLOW and MODE; a stale one from an earlier
+ * process with this pid is removed first), then renamed over PATH.  On
+ * failure the temporary file is removed and PATH is untouched.  0 or a
+ * negative errno.  Allocates nothing (the agent writes its dumps with it). */
+int mt_file_write_whole(const char *path, const uint8_t *data, size_t len, unsigned mode);
+
 /* Decodes LEN bytes at DATA into a new profile.  On error returns a negative
  * errno (-EINVAL corrupt, -EPROTO unsupported version, -ENOMEM), and writes a
  * message naming the byte offset to ERR. */

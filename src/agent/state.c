@@ -627,24 +627,9 @@ static uint32_t first_free_seq(void)
 	return s;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen)
 {
-	char final[PATH_MAX], tmp[PATH_MAX + 32];
+	char final[PATH_MAX];
 	int ret, saved = errno, busy = mt_tls_busy;
 	mt_tls_busy = 1;
 	uint32_t seq = __atomic_fetch_add(&mt_g.seq, 1, __ATOMIC_RELAXED);
@@ -654,8 +639,6 @@ int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen)
 		ret = path_for_seq(final, sizeof(final), seq);
 	if (ret)
 		goto out;
-	snprintf(tmp, sizeof(tmp), "%s.tmp%d", final, (int)getpid());
-
 	struct mt_profile *p = snapshot_new(1);
 	if (!p) {
 		ret = -ENOMEM;
@@ -670,21 +653,8 @@ int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen)
 	mt_snapshot_free(p);
 	if (ret)
 		goto free_buf;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		ret = -errno;
-		goto free_buf;
-	}
-	ret = write_all(fd, b.data, b.len);
-	if (close(fd) < 0 && !ret)
-		ret = -errno;
-	if (!ret && rename(tmp, final) < 0)
-		ret = -errno;
-	if (ret)
-		unlink(tmp);
-	else
+	ret = mt_file_write_whole(final, b.data, b.len, 0600);
+	if (!ret)
 		__atomic_fetch_add(&mt_g.dumps, 1, __ATOMIC_RELAXED);
 free_buf:
 	mt_scratch_free(&b);

@@ -85,7 +85,6 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
  * file and rename, so a reader never sees half a profile. */
 static int write_profile(const char *prefix, struct mt_profile *p, char *path, size_t pathlen)
 {
-	char tmp[PATH_MAX + 32];
 	uint32_t seq = 0;
 	for (;; seq++) {
 		snprintf(path, pathlen, "%s.%u.%u.%s", prefix, p->pid, seq, MT_FILE_EXT);
@@ -95,32 +94,8 @@ static int write_profile(const char *prefix, struct mt_profile *p, char *path, s
 	p->seq = seq;
 	struct mt_buf b = {.grow = mt_buf_grow_libc};
 	int ret = mt_file_encode(p, &b);
-	if (ret)
-		goto out;
-	snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		ret = -errno;
-		goto out;
-	}
-	size_t off = 0;
-	while (off < b.len) {
-		ssize_t w = write(fd, b.data + off, b.len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			ret = -errno;
-			break;
-		}
-		off += (size_t)w;
-	}
-	if (close(fd) < 0 && !ret)
-		ret = -errno;
-	if (!ret && rename(tmp, path) < 0)
-		ret = -errno;
-	if (ret)
-		unlink(tmp);
-out:
+	if (!ret)
+		ret = mt_file_write_whole(path, b.data, b.len, 0644);
 	free(b.data);
 	return ret;
 }

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -552,5 +553,33 @@ int mt_file_read(const char *path, struct mt_profile **out, char *err, size_t er
 out:
 	free(data);
 	close(fd);
+	return ret;
+}
+
+int mt_file_write_whole(const char *path, const uint8_t *data, size_t len, unsigned mode)
+{
+	char tmp[PATH_MAX + 32];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid()) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	int fd = open(tmp, flags, (mode_t)mode);
+	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+		fd = open(tmp, flags, (mode_t)mode);
+	if (fd < 0)
+		return -errno;
+	int ret = 0;
+	while (len && !ret) {
+		ssize_t w = write(fd, data, len);
+		if (w < 0)
+			ret = errno == EINTR ? 0 : -errno;
+		else
+			data += w, len -= (size_t)w;
+	}
+	if (close(fd) < 0 && !ret)
+		ret = -errno;
+	if (!ret && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
 	return ret;
 }

@@ -250,13 +250,46 @@ static void read_names_the_file(void **state)
 	free(b.data);
 }
 
+/* Whole or nothing: the file replaced with exactly the new bytes, no
+ * temporary left behind; into a directory that does not exist, an error and
+ * no file. */
+static void write_whole(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/memtap-unit.XXXXXX", path[64], tmp[96], buf[32];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/p.mtp", dir);
+	assert_int_equal(mt_file_write_whole(path, (const uint8_t *)"old contents", 12, 0600), 0);
+	assert_int_equal(mt_file_write_whole(path, (const uint8_t *)"new", 3, 0600), 0);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	size_t n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	assert_int_equal(n, 3);
+	assert_memory_equal(buf, "new", 3);
+	snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid());
+	assert_int_equal(access(tmp, F_OK), -1);
+	/* A stale temporary of this pid (a crash before) is replaced. */
+	f = fopen(tmp, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_int_equal(mt_file_write_whole(path, (const uint8_t *)"again", 5, 0600), 0);
+	assert_int_equal(access(tmp, F_OK), -1);
+	unlink(path);
+	char missing[96];
+	snprintf(missing, sizeof(missing), "%s/no-such-dir/p.mtp", dir);
+	assert_int_equal(mt_file_write_whole(missing, (const uint8_t *)"x", 1, 0600), -ENOENT);
+	assert_int_equal(access(missing, F_OK), -1);
+	assert_int_equal(rmdir(dir), 0); /* nothing left in it */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(round_trip),           cmocka_unit_test(every_truncation_refused),
 		cmocka_unit_test(every_bit_flip_refused), cmocka_unit_test(header_errors),
 		cmocka_unit_test(unknown_record_skipped), cmocka_unit_test(read_names_the_file),
-		cmocka_unit_test(pools),
+		cmocka_unit_test(pools),                 cmocka_unit_test(write_whole),
 	};
 	return cmocka_run_group_tests_name("file", tests, NULL, NULL);
 }
