@@ -96,6 +96,9 @@ int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop)
 			p->nsites);
 	else
 		fprintf(out, "\nCall sites: %" PRIu32 " stacks, every allocation recorded\n", p->nsites);
+	if (p->unknown_frees)
+		fprintf(out, "  %" PRIu64 " frees of blocks allocated before recording began (before an attach or "
+			"activate): counted, kept out of the sites and of in-use\n", p->unknown_frees);
 	top_table(out, p, sym, est, order, TOP_INUSE, ntop);
 	top_table(out, p, sym, est, order, TOP_ALLOC, ntop);
 	top_table(out, p, sym, est, order, TOP_CALLS, ntop);
