@@ -266,6 +266,13 @@ int mt_got_add(const char *name, void *replacement); /* index, or -ENOSPC */
 int mt_got_patch(void);   /* patch every loaded module; slots newly patched */
 int mt_got_restore(void); /* put every patched slot back; slots restored */
 int mt_got_slots(void);
+/* The definition of NAME the program's own calls reach, for an agent loaded
+ * into a running process: dlsym(RTLD_DEFAULT) unless that is a canonical PLT
+ * stub (a non-PIE program that takes a function's address exports its PLT
+ * stub under the function's name; once its GOT slot is ours, calling the stub
+ * would come straight back), then the first real definition in load order.
+ * NULL when there is none.  Call with the recursion guard set. */
+void *mt_global_sym(const char *name);
 
 /* custom.c: -f FUNC */
 int mt_custom_parse(const char *list);

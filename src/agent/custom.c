@@ -228,8 +228,7 @@ void mt_custom_resolve(void)
 {
 	for (int i = 0; i < mt_g.ncustom; i++)
 		if (!mt_custom_real[i])
-			__atomic_store_n(&mt_custom_real[i], dlsym(RTLD_DEFAULT, mt_g.custom[i].name),
-					 __ATOMIC_RELEASE);
+			__atomic_store_n(&mt_custom_real[i], mt_global_sym(mt_g.custom[i].name), __ATOMIC_RELEASE);
 }
 
 /* Makes one stub per -f function in an executable page. */
@@ -273,7 +272,7 @@ int mt_hooks_start(int alloc_family)
 	if (!alloc_family && !mt_g.ncustom)
 		return 0;
 	if (!real_dlopen)
-		real_dlopen = (void *(*)(const char *, int))dlsym(RTLD_DEFAULT, "dlopen");
+		real_dlopen = (void *(*)(const char *, int))mt_global_sym("dlopen");
 	if (real_dlopen)
 		mt_got_add("dlopen", (void *)hooked_dlopen);
 	return mt_got_patch();

@@ -201,3 +201,55 @@ int mt_got_slots(void)
 {
 	return __atomic_load_n(&nslots, __ATOMIC_RELAXED);
 }
+
+/* ---- the real definition of a symbol (attach) ---- */
+
+/* Whether F starts a symbol some object defines.  A canonical PLT stub is
+ * an undefined symbol with a value: dladdr reports it, its st_shndx says. */
+static int is_definition(void *f)
+{
+	Dl_info di;
+	const ElfW(Sym) *sym = NULL;
+	return f && dladdr1(f, &di, (void **)&sym, RTLD_DL_SYMENT) && di.dli_saddr == f && sym &&
+	       sym->st_shndx != SHN_UNDEF;
+}
+
+struct def_find {
+	const char *name;
+	void *found;
+};
+
+/* Objects in load order (the global scope's order): each one's own scope
+ * (itself, then its dependencies) through a handle.  The main program, the
+ * agent and the vDSO are skipped. */
+static int def_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct def_find *d = arg;
+	const char *name = info->dlpi_name;
+	if (d->found || !name || !*name || info->dlpi_addr == self_base || strstr(name, "linux-vdso"))
+		return 0;
+	void *h = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+	if (!h)
+		return 0;
+	void *f = dlsym(h, d->name);
+	dlclose(h);
+	if (is_definition(f))
+		d->found = f;
+	return d->found != NULL;
+}
+
+void *mt_global_sym(const char *name)
+{
+	void *f = dlsym(RTLD_DEFAULT, name);
+	if (!f || is_definition(f))
+		return f;
+	if (!self_base) {
+		Dl_info di;
+		if (dladdr((void *)mt_global_sym, &di))
+			self_base = (uintptr_t)di.dli_fbase;
+	}
+	struct def_find d = {name, NULL};
+	dl_iterate_phdr(def_cb, &d);
+	return d.found;
+}

@@ -115,6 +115,14 @@ static int loaded_after_libc(void)
 	return o.libc_at >= 0 && o.self_at > o.libc_at;
 }
 
+/* The real NAME: the next definition after the agent when preloaded, the
+ * program's global one when loaded into it (never a PLT stub of the
+ * program's that our GOT hooks would send back to us). */
+static void *real_lookup(void *scope, const char *name)
+{
+	return scope == RTLD_NEXT ? dlsym(RTLD_NEXT, name) : mt_global_sym(name);
+}
+
 int mt_resolve(void)
 {
 	/* Preloaded, the agent is the global definition of malloc and the real
@@ -131,7 +139,7 @@ int mt_resolve(void)
 		mt_g.attached_mode = 1;
 		scope = RTLD_DEFAULT;
 	}
-#define R(field, sym) real.field = (__typeof__(real.field))dlsym(scope, sym)
+#define R(field, sym) real.field = (__typeof__(real.field))real_lookup(scope, sym)
 	R(malloc, "malloc");
 	R(free, "free");
 	R(calloc, "calloc");
@@ -159,7 +167,7 @@ int mt_resolve(void)
 		return -ELOOP;
 	}
 	for (size_t i = 0; i < sizeof(cxx_symbols) / sizeof(cxx_symbols[0]); i++)
-		real.cxx[i] = dlsym(scope, cxx_symbols[i]);
+		real.cxx[i] = real_lookup(scope, cxx_symbols[i]);
 	return 0;
 }
 
@@ -173,7 +181,7 @@ static void *cxx_real(int fn)
 		return f;
 	int busy = mt_tls_busy;
 	mt_tls_busy = 1;
-	f = dlsym(mt_g.attached_mode ? RTLD_DEFAULT : RTLD_NEXT, cxx_symbols[i]);
+	f = real_lookup(mt_g.attached_mode ? RTLD_DEFAULT : RTLD_NEXT, cxx_symbols[i]);
 	if (!f) {
 		void *h = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_NOLOAD);
 		if (h) {
@@ -666,7 +674,7 @@ static void *real_sym(void **slot, const char *name)
 	if (!f) {
 		int busy = mt_tls_busy;
 		mt_tls_busy = 1;
-		f = dlsym(mt_g.attached_mode ? RTLD_DEFAULT : RTLD_NEXT, name);
+		f = real_lookup(mt_g.attached_mode ? RTLD_DEFAULT : RTLD_NEXT, name);
 		mt_tls_busy = busy;
 		__atomic_store_n(slot, f, __ATOMIC_RELAXED);
 	}
