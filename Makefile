@@ -126,7 +126,7 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJ) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(SAN) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen $< $(LIB_OBJ) -o $@ -lcmocka $(CLI_LIBS)
 
-$(BUILD)/tests/fixtures/%: tests/fixtures/%.c
+$(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/fixtures/read_line.h
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Wno-unused-result $< -o $@ -lpthread -ldl
