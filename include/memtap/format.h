@@ -34,6 +34,7 @@ enum mt_tag {
 	MT_TAG_SITE = 5,     /* one call site */
 	MT_TAG_MAPPING = 6,  /* one file-backed mapping */
 	MT_TAG_POOL = 7,     /* one pool of a -f FUNC:pool=argM function */
+	MT_TAG_ENDING = 8,   /* how the process ended (final profiles) */
 	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
 };
 
@@ -58,6 +59,13 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b);
  * failure the temporary file is removed and PATH is untouched.  0 or a
  * negative errno.  Allocates nothing (the agent writes its dumps with it). */
 int mt_file_write_whole(const char *path, const uint8_t *data, size_t len, unsigned mode);
+
+/* Writes LEN bytes at DATA as PREFIX.<PID>.<seq>.mtp, whole (a temporary
+ * file, then link(2)), with the first sequence number from *SEQ on whose
+ * file does not exist yet: two writers never replace each other's profile.
+ * *SEQ becomes the number used; the path goes to OUT.  0 or -errno. */
+int mt_file_write_next(const char *prefix, uint32_t pid, uint32_t *seq, const uint8_t *data, size_t len,
+		       unsigned mode, char *out, size_t outlen);
 
 /* Decodes LEN bytes at DATA into a new profile.  On error returns a negative
  * errno (-EINVAL corrupt, -EPROTO unsupported version, -ENOMEM), and writes a

@@ -61,11 +61,25 @@ enum mt_reason {
 	MT_REASON_DETACH = 6,   /* `memtap detach`, or the end of `memtap attach` */
 };
 
+/* How the process ended, in its final profile (mt_profile.end). */
+enum mt_end {
+	MT_END_NONE = 0,     /* running when the snapshot was taken */
+	MT_END_EXIT = 1,     /* exited; end_code: the exit status, -1 when unknown */
+	MT_END__EXIT = 2,    /* _exit()/_Exit(), no exit handlers ran; end_code: the status */
+	MT_END_SIGNAL = 3,   /* killed by a signal; end_code: the signal */
+	MT_END_VANISHED = 4, /* gone without a trace: SIGKILL (the OOM killer), exit_group() */
+	MT_END_EXEC = 5,     /* its image was replaced by exec */
+};
+
 /* Profile flags. */
 #define MT_PROFILE_ACTIVE 0x1u   /* counting was on when the snapshot was taken */
 #define MT_PROFILE_FOLLOW 0x2u   /* children and exec'd programs are traced */
 #define MT_PROFILE_FP_STACKS 0x4u /* sites are frame-pointer stacks from the kernel
 				     (eBPF): every allocation call, none in use */
+#define MT_PROFILE_RECOVERED 0x8u /* written by the memtap command from what the process
+				     left (its live counter file) after it was gone */
+#define MT_PROFILE_SUSPECT 0x10u  /* the live file held figures memtap could not trust
+				     (torn, cut lists, impossible sites): flagged, kept */
 
 struct mt_func {
 	char name[MT_NAME_MAX];
@@ -138,6 +152,8 @@ struct mt_profile {
 	uint32_t seq;    /* per-process dump sequence number */
 	uint32_t reason; /* enum mt_reason */
 	uint32_t flags;  /* MT_PROFILE_* */
+	uint32_t end;    /* enum mt_end */
+	int32_t end_code;
 	uint64_t run_id; /* identifies one `memtap run` invocation (0: none) */
 	uint64_t start_ns, dump_ns; /* CLOCK_REALTIME, ns since the epoch */
 	char command[MT_TEXT_MAX];  /* argv joined by spaces */
@@ -209,5 +225,10 @@ struct mt_mapping *mt_profile_add_mapping(struct mt_profile *p);
 const struct mt_mapping *mt_profile_mapping_of(const struct mt_profile *p, uint64_t addr);
 const char *mt_kind_name(uint32_t kind);
 const char *mt_reason_name(uint32_t reason);
+/* "exit", "_exit", "signal", "vanished", "exec" ("" for MT_END_NONE). */
+const char *mt_end_name(uint32_t end);
+/* How P ended in words: "exited with status 3", "killed by SIGSEGV",
+ * "gone without a trace (killed by SIGKILL, or exit_group)"... into OUT. */
+void mt_end_describe(const struct mt_profile *p, char *out, size_t outlen);
 
 #endif

@@ -82,4 +82,10 @@ void mt_symbolizer_free(struct mt_symbolizer *s);
 int mt_symbolize(struct mt_symbolizer *s, uint64_t addr, int return_addr, struct mt_frame *out,
 		 int max);
 
+/* The file-backed mappings of running process PID (/proc/PID/maps), each
+ * with its object's GNU build-id (read from the file under /proc/PID/root):
+ * a malloc'ed array of *N into *OUT.  0 or -errno (the process is gone, or
+ * not ours to read). */
+int mt_proc_maps(int pid, struct mt_mapping **out, uint32_t *n);
+
 #endif

@@ -30,6 +30,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "memtap/live.h"
 #include "memtap/profile.h"
 
 #define MT_EXPORT __attribute__((visibility("default")))
@@ -60,8 +61,9 @@ struct mt_counter {
 	uint64_t hist[MT_HIST_BUCKETS];
 };
 
-/* One thread's counters.  Only the owning thread writes them (except the
- * shared orphan block, written with atomics). */
+/* One thread's counters, in the live file (struct mt_live_block is this
+ * layout as readers see it).  Only the owning thread writes them (except
+ * the shared orphan block, written with atomics). */
 struct mt_thread {
 	struct mt_thread *next; /* registry list; never unlinked */
 	int claimed;            /* a live thread owns this block */
@@ -75,6 +77,13 @@ struct mt_thread {
 	uint64_t released;      /* usable bytes of old blocks moved by realloc */
 	struct mt_counter c[MT_FN_TOTAL];
 };
+_Static_assert(sizeof(struct mt_counter) == sizeof(struct mt_live_counter), "live.h: counter layout");
+_Static_assert(offsetof(struct mt_thread, inuse_delta) == offsetof(struct mt_live_block, inuse_delta) &&
+	       offsetof(struct mt_thread, released) == offsetof(struct mt_live_block, released) &&
+	       offsetof(struct mt_thread, c) == offsetof(struct mt_live_block, c) &&
+	       sizeof(struct mt_thread) == offsetof(struct mt_live_block, c) +
+	       MT_FN_TOTAL * sizeof(struct mt_live_counter), "live.h: block layout");
+_Static_assert(MT_FN_TOTAL <= MT_LIVE_FUNCS_MAX && MT_CUSTOM_MAX == MT_LIVE_CUSTOM_MAX, "live.h: limits");
 
 /* mt_g.fast: the fast-path gate. */
 enum {
@@ -100,33 +109,71 @@ struct mt_global {
 	int tracking;     /* sampled allocations are in the live table: mt_set_tracking */
 	int dump_on_peak; /* --dump-on-peak */
 	uint64_t sample_period;  /* mean bytes between samples; 1: every allocation */
-	uint64_t unknown_frees;  /* (atomic) frees of pointers never recorded */
 	uint64_t dump_every;     /* --dump-every=BYTES (0: off) */
 	uint64_t event_bytes;    /* (atomic) bytes allocated, for --dump-every */
 	uint64_t event_dumps;    /* (atomic) --dump-every dumps due so far */
-	uint64_t interval_ms;    /* --interval=SECONDS (0: off) */
 	int64_t peak_snap_at;    /* in-use at which the sites at the peak are next recorded */
 	int64_t peak_dump_at;    /* in-use at which --dump-on-peak next dumps */
 	int ncustom;             /* -f functions */
 	struct mt_custom custom[MT_CUSTOM_MAX];
-	char prefix[768]; /* files are PREFIX.<pid>.<seq>.mtp */
-	uint64_t run_id;
-	uint64_t start_ns;
-	int64_t inuse;    /* folded in-use bytes (atomic) */
-	int64_t peak;     /* peak of inuse (atomic) */
-	int64_t inuse_at_reset; /* in-use at the last `reset` (for allocated bytes; seqlock, state.c) */
-	uint32_t seq;     /* next dump sequence number (atomic) */
 	uint32_t dumps;   /* dumps written (atomic) */
 	uint64_t arena_bytes; /* (atomic) the agent's own long-lived memory, mapped */
 	pthread_key_t key;
-	struct mt_thread *threads; /* registry head (atomic) */
-	struct mt_thread orphan;
-	/* Counters at the last `reset`, subtracted from every read (a seqlock:
-	 * read it with baseline_read in state.c). */
-	struct mt_thread *baseline;
+	/* The shared orphan block (in the live file, on the registry list):
+	 * threads past their exit, and any that could not get a block. */
+	struct mt_thread *orphan;
+	/* What the agent acts on is its own: the live file's header only
+	 * mirrors these for readers (the process can write anything there). */
+	struct mt_thread *threads;  /* registry head (atomic) */
+	char prefix[MT_LIVE_PREFIX_MAX]; /* files the agent writes itself: PREFIX.<pid>.<seq>.mtp */
+	int session_pid;             /* the memtap command that writes the profiles (0: none) */
+	uint64_t session_start;      /* its starttime */
+	uint32_t seq;                /* next dump sequence number (atomic) */
 };
 
 extern struct mt_global mt_g;
+
+/* The live file's header (shared.c): the process-wide figures readers need
+ * (in-use, peak, the registry of blocks, the reset baseline, the options,
+ * how the process ended) live there, not in mt_g.  Never NULL once mt_init
+ * has succeeded. */
+extern struct mt_live_hdr *mt_sh;
+
+/* Whether [P, P + SIZE) lies in the live file's arena: a pointer read
+ * from there (a block's next, a site's all) is followed only then, since
+ * the process may have overwritten it. */
+static inline int mt_in_arena(const void *p, size_t size)
+{
+	uintptr_t a = (uintptr_t)p, base = (uintptr_t)mt_sh;
+	return a >= base && a - base <= mt_sh->cap && size <= mt_sh->cap - (a - base);
+}
+
+/* The registry of blocks: newest first, through next; never unlinked. */
+static inline struct mt_thread *mt_threads_head(void)
+{
+	return __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE);
+}
+
+static inline struct mt_thread *mt_thread_next(const struct mt_thread *t)
+{
+	struct mt_thread *n = t->next;
+	return n && mt_in_arena(n, sizeof(*n)) ? n : NULL;
+}
+
+/* shared.c: the live file and its arena */
+int mt_shared_setup(void);          /* at start-up: 0 or -ENOMEM */
+void *mt_shared_alloc(size_t size); /* zeroed, in the live file, never freed; NULL when full */
+int mt_shared_is_file(void);        /* readers outside can see the arena */
+const char *mt_shared_path(void);   /* the file ("" when private) */
+void mt_shared_fork_child(int follow);
+void mt_shared_end(uint32_t how, uint32_t code); /* enum mt_live_end */
+int mt_session_alive(void);        /* a memtap session reads this file and writes the profiles */
+void mt_shared_remove(void);
+void mt_shared_catch_fatal(void);
+void mt_shared_maps_publish(void); /* with stacks: the mappings, for readers */
+/* A new spool file for a dump taken now and written out by the session:
+ * <live dir of the euid>/<pid>-<start_ns>-<n>.mtp.  0 or -errno. */
+int mt_shared_spool_path(char *out, size_t len);
 
 /* Options that `ctl attach` sets while threads that counted in an earlier
  * session may still be finishing a call: read (and written) with relaxed
@@ -189,7 +236,14 @@ void mt_snapshot_free(struct mt_profile *p);
 /* Writes a profile to PATH (or the next PREFIX.<pid>.<seq>.mtp when PATH is
  * NULL) atomically; 0 or -errno, with the final path in OUT. */
 int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen);
+/* --dump-every (KIND 0) or --dump-on-peak (1) wants a dump: a request the
+ * session answers, or, without a session, a dump the agent writes. */
+void mt_dump_request(int kind, uint32_t reason);
 void mt_reset(void);
+/* The end of the process (interpose.c's exit wrappers): exit()'s status,
+ * and _exit()/_Exit(), which run no exit handlers. */
+void mt_note_exit(int status);
+void mt_note__exit(int status);
 /* attach mode: `ctl attach OPTIONS` and `ctl detach`; 0 or -errno, with a
  * message or the last dump's path in OUT. */
 int mt_attach(char *options, char *out, size_t outlen);
@@ -201,18 +255,24 @@ void mt_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t mt_now_ns(void);
 
 /* sites.c: call sites (--stacks) */
-struct mt_sitex {
+struct mt_sitex { /* in the live file: struct mt_live_site is this layout */
 	struct mt_sitex *next; /* hash chain; never unlinked */
 	struct mt_sitex *all;  /* every site, newest first (mt_sites_foreach) */
 	uint64_t hash;
 	uint32_t fn, nframes;
 	uint32_t cached;                     /* stack-cache entries made for it */
+	uint32_t pad;
 	uint64_t alloc_objects, alloc_bytes; /* sampled allocations */
 	uint64_t freed_objects, freed_bytes; /* of those, freed (live = alloc - freed) */
 	uint64_t reset_objects, reset_bytes; /* alloc_* at the last `reset` */
 	uint64_t peak_objects, peak_bytes;   /* live when in-use last peaked */
 	uint64_t frames[];
 };
+_Static_assert(sizeof(struct mt_sitex) == sizeof(struct mt_live_site) &&
+	       offsetof(struct mt_sitex, all) == offsetof(struct mt_live_site, all) &&
+	       offsetof(struct mt_sitex, alloc_objects) == offsetof(struct mt_live_site, alloc_objects) &&
+	       offsetof(struct mt_sitex, peak_bytes) == offsetof(struct mt_live_site, peak_bytes),
+	       "live.h: site layout");
 int mt_sites_init(void);
 /* A site's sampled allocations not yet freed.  Two counters, not four: a
  * sample and a free each pay two atomic additions.  Freed is read first (with
@@ -276,14 +336,10 @@ void *mt_global_sym(const char *name);
 
 /* custom.c: -f FUNC */
 int mt_custom_parse(const char *list);
-/* -f FUNC:pool=argM: a lock-free table per such function (the agent's own
- * mmap memory) of calls and bytes per pool.  mt_pools_used() bounds how many
- * entries a snapshot needs now; mt_pools_fill() adds them to P (at most CAP;
- * FN_INDEX maps agent function ids to P's functions, -1: not in P);
- * mt_pools_zero() empties every table (reset, fork, a new attach session;
- * calls counted meanwhile may be lost). */
-uint32_t mt_pools_used(void);
-void mt_pools_fill(struct mt_profile *p, const int *fn_index, uint32_t cap);
+/* -f FUNC:pool=argM: a lock-free table per such function, in the live file
+ * (struct mt_live_pools), of calls and bytes per pool; snapshots read them
+ * through the header.  mt_pools_zero() empties every table (reset, fork, a
+ * new attach session; calls counted meanwhile may be lost). */
 void mt_pools_zero(void);
 int mt_custom_start(void);
 /* Installs the GOT hooks: the -f functions, dlopen (to patch later modules)

@@ -152,6 +152,7 @@ static void cmd_status(struct mt_buf *b)
 	reply(b, "mode: %s\n", !mt_g.attached_mode ? "preloaded (memtap run)"
 			       : mt_g.attached ? "attached" : "loaded, not attached");
 	reply(b, "prefix: %s\nfollow: %s\n", mt_g.prefix, mt_g.follow ? "yes" : "no");
+	reply(b, "live: %s\n", mt_shared_is_file() ? mt_shared_path() : "(private memory: not readable from outside)");
 	reply(b, "allocator: %s (%s)\n", alloc, alloc_path);
 	reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
 	reply(b, "agent_memory_bytes: %llu\n",
@@ -280,6 +281,12 @@ static void serve(int fd)
 	}
 	switch (req.cmd) {
 	case MT_CTL_ACTIVATE:
+		/* A detached agent counts nothing: its hooks are gone. */
+		if (mt_g.attached_mode && !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE)) {
+			reply(&b, "error: detached: the agent is inert (its hooks were removed); start a new "
+			      "session with memtap attach -p %d\n", (int)getpid());
+			break;
+		}
 		mt_set_active(1);
 		reply(&b, "ok\nactive\n");
 		break;
@@ -340,42 +347,14 @@ send:
 	mt_scratch_free(&b);
 }
 
-/* ---- periodic dumps ---- */
-
-static uint64_t next_interval_ns;
-
-static void periodic_dump(uint32_t reason)
-{
-	char path[PATH_MAX];
-	int e = mt_dump(NULL, reason, path, sizeof(path));
-	if (e)
-		mt_log("periodic dump %s failed: %s", path, strerror(-e));
-}
-
-static void periodic_dumps(void)
-{
-	if (mt_g.interval_ms) {
-		uint64_t now = mt_now_ns();
-		if (!next_interval_ns)
-			next_interval_ns = now + mt_g.interval_ms * 1000000u;
-		if (now >= next_interval_ns) {
-			periodic_dump(MT_REASON_INTERVAL);
-			while (next_interval_ns <= now)
-				next_interval_ns += mt_g.interval_ms * 1000000u;
-		}
-	}
-}
-
 static void *control_main(void *arg)
 {
 	(void)arg;
 	mt_tls_busy = 1; /* nothing this thread does is counted */
-	/* Periodic dumps are checked every 100 ms; otherwise the thread wakes
-	 * twice a second to check that its socket is still its own.  (--dump-every
- * and --dump-on-peak dumps are written by the allocating thread.) */
-	int tick = mt_g.interval_ms ? 100 : 500;
+	/* The thread wakes twice a second to check that its socket is still its
+	 * own.  (Periodic dumps are the session's: it reads the live file.) */
+	int tick = 500;
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
-		periodic_dumps();
 		pthread_mutex_lock(&sock_lock);
 		if (!socket_intact()) {
 			listen_fd = -1;
@@ -463,7 +442,6 @@ void mt_control_after_fork_child(void)
 	/* The parent's socket and thread belong to the parent; the lock may have
 	 * been held by the parent's control thread at fork. */
 	pthread_mutex_init(&sock_lock, NULL);
-	next_interval_ns = 0;
 	if (listen_fd >= 0 && socket_intact())
 		close(listen_fd);
 	listen_fd = -1;

@@ -13,6 +13,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -31,22 +32,16 @@ static void *(*real_dlopen)(const char *, int);
 
 /*
  * Pools (-f FUNC:pool=argM).  One open-addressing table per function, shared
- * by all threads: a slot is claimed by a compare-and-swap of its key (the
- * pool + 1; 0 is empty) and counted with atomic adds, so the path takes no
- * lock.  A pool that finds no free slot within POOL_PROBES of its hash is
- * counted as "other" (the report says so), which bounds the work per call.
- * Slots are never freed: a pool address reused later is the same entry.
+ * by all threads, in the live file (struct mt_live_pools): a slot is claimed
+ * by a compare-and-swap of its key (the pool + 1; 0 is empty) and counted
+ * with atomic adds, so the path takes no lock.  A pool that finds no free
+ * slot within POOL_PROBES of its hash is counted as "other" (the report says
+ * so), which bounds the work per call.  Slots are never freed: a pool
+ * address reused later is the same entry.
  */
-#define POOL_SLOTS 8192 /* a power of two */
+#define POOL_SLOTS MT_LIVE_POOL_SLOTS
 #define POOL_PROBES 32
-struct pool_slot {
-	uint64_t key, calls, bytes;
-};
-struct pool_table {
-	uint64_t other_calls, other_bytes;
-	struct pool_slot slot[POOL_SLOTS];
-};
-static struct pool_table *pool_tables[MT_CUSTOM_MAX];
+static struct mt_live_pools *pool_tables[MT_CUSTOM_MAX];
 
 static size_t pool_hash(uint64_t key)
 {
@@ -55,13 +50,13 @@ static size_t pool_hash(uint64_t key)
 
 static void pool_count(int index, uint64_t pool, uint64_t size)
 {
-	struct pool_table *t = __atomic_load_n(&pool_tables[index], __ATOMIC_ACQUIRE);
+	struct mt_live_pools *t = __atomic_load_n(&pool_tables[index], __ATOMIC_ACQUIRE);
 	uint64_t key = pool + 1;
 	if (!t)
 		return;
 	size_t h = pool_hash(key);
 	for (int n = 0; key && n < POOL_PROBES; n++, h = (h + 1) & (POOL_SLOTS - 1)) {
-		struct pool_slot *sl = &t->slot[h];
+		struct mt_live_pool_slot *sl = &t->slot[h];
 		uint64_t k = __atomic_load_n(&sl->key, __ATOMIC_ACQUIRE);
 		if (!k && __atomic_compare_exchange_n(&sl->key, &k, key, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 			k = key; /* claimed; on failure K is the key another thread put there */
@@ -75,54 +70,10 @@ static void pool_count(int index, uint64_t pool, uint64_t size)
 	__atomic_fetch_add(&t->other_bytes, size, __ATOMIC_RELAXED);
 }
 
-uint32_t mt_pools_used(void)
-{
-	uint32_t n = 0;
-	for (int i = 0; i < MT_CUSTOM_MAX; i++) {
-		struct pool_table *t = __atomic_load_n(&pool_tables[i], __ATOMIC_ACQUIRE);
-		for (size_t k = 0; t && k < POOL_SLOTS; k++)
-			n += __atomic_load_n(&t->slot[k].key, __ATOMIC_RELAXED) != 0;
-		n += t != NULL; /* "other" */
-	}
-	return n;
-}
-
-static void pool_put(struct mt_profile *p, uint32_t cap, uint32_t fn, uint64_t pool, uint64_t calls,
-		     uint64_t bytes)
-{
-	if (!calls || p->npools >= cap)
-		return;
-	struct mt_pool *d = &p->pools[p->npools++];
-	d->fn = fn;
-	d->by = MT_POOL_BY_ARG;
-	d->pool = pool;
-	d->calls = calls;
-	d->bytes = bytes;
-}
-
-void mt_pools_fill(struct mt_profile *p, const int *fn_index, uint32_t cap)
-{
-	for (int i = 0; i < mt_g.ncustom; i++) {
-		struct pool_table *t = __atomic_load_n(&pool_tables[i], __ATOMIC_ACQUIRE);
-		int fn = fn_index[MT_FN_COUNT + i];
-		if (!t || fn < 0 || mt_g.custom[i].pool_arg < 0)
-			continue;
-		for (size_t k = 0; k < POOL_SLOTS; k++) {
-			struct pool_slot *sl = &t->slot[k];
-			uint64_t key = __atomic_load_n(&sl->key, __ATOMIC_ACQUIRE);
-			if (key)
-				pool_put(p, cap, (uint32_t)fn, key - 1, __atomic_load_n(&sl->calls, __ATOMIC_RELAXED),
-					 __atomic_load_n(&sl->bytes, __ATOMIC_RELAXED));
-		}
-		pool_put(p, cap, (uint32_t)fn, MT_POOL_OTHER, __atomic_load_n(&t->other_calls, __ATOMIC_RELAXED),
-			 __atomic_load_n(&t->other_bytes, __ATOMIC_RELAXED));
-	}
-}
-
 void mt_pools_zero(void)
 {
 	for (int i = 0; i < MT_CUSTOM_MAX; i++) {
-		struct pool_table *t = __atomic_load_n(&pool_tables[i], __ATOMIC_ACQUIRE);
+		struct mt_live_pools *t = __atomic_load_n(&pool_tables[i], __ATOMIC_ACQUIRE);
 		/* Word by word with atomics: threads may be counting into it. */
 		uint64_t *w = (uint64_t *)t;
 		for (size_t k = 0; t && k < sizeof(*t) / sizeof(*w); k++)
@@ -131,17 +82,18 @@ void mt_pools_zero(void)
 }
 
 /* A table for every -f function with a pool argument (kept across
- * sessions: memory mapped once). */
+ * sessions: made once), published in the live file's header. */
 static int pools_map(void)
 {
 	for (int i = 0; i < mt_g.ncustom; i++) {
-		if (mt_g.custom[i].pool_arg < 0 || pool_tables[i])
-			continue;
-		long r = syscall(SYS_mmap, 0, sizeof(struct pool_table), PROT_READ | PROT_WRITE,
-				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (r < 0 && r > -4096)
-			return -ENOMEM;
-		__atomic_store_n(&pool_tables[i], (struct pool_table *)r, __ATOMIC_RELEASE);
+		struct mt_live_pools *t = pool_tables[i];
+		if (mt_g.custom[i].pool_arg >= 0 && !t) {
+			if (!(t = mt_shared_alloc(sizeof(*t))))
+				return -ENOMEM;
+			__atomic_store_n(&pool_tables[i], t, __ATOMIC_RELEASE);
+		}
+		uint64_t a = mt_g.custom[i].pool_arg >= 0 ? (uint64_t)(uintptr_t)t : 0;
+		__atomic_store_n(&mt_sh->custom[i].pools, a, __ATOMIC_RELEASE);
 	}
 	return 0;
 }
@@ -221,6 +173,18 @@ int mt_custom_parse(const char *list)
 		mt_g.ncustom++;
 		list += len + (list[len] == ',');
 	}
+	/* What readers of the live file need to name the counters. */
+	for (int i = 0; i < MT_CUSTOM_MAX; i++) {
+		struct mt_live_custom *c = &mt_sh->custom[i];
+		if (i >= mt_g.ncustom) {
+			__atomic_store_n(&c->pools, 0, __ATOMIC_RELEASE);
+			continue;
+		}
+		snprintf(c->name, sizeof(c->name), "%s", mt_g.custom[i].name);
+		c->size_arg = mt_g.custom[i].size_arg;
+		c->pool_arg = mt_g.custom[i].pool_arg;
+	}
+	__atomic_store_n(&mt_sh->ncustom, (uint32_t)mt_g.ncustom, __ATOMIC_RELEASE);
 	return 0;
 }
 

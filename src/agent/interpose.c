@@ -703,6 +703,41 @@ UID_WRAPPER(seteuid, setid1_fn, (uid_t u), (u))
 UID_WRAPPER(setreuid, setid2_fn, (uid_t r, uid_t e), (r, e))
 UID_WRAPPER(setresuid, setid3_fn, (uid_t r, uid_t e, uid_t s), (r, e, s))
 
+/* ---- the end of the process ----
+ * How a process ends goes into the live file: _exit and _Exit run no exit
+ * handlers (a prefork worker's usual end, which the destructor would never
+ * see), exit() gives its status. */
+
+typedef void (*exit_fn)(int);
+
+static __attribute__((noreturn)) void exit_group_now(int status)
+{
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
+MT_EXPORT void exit(int status)
+{
+	static void *fn;
+	exit_fn f = (exit_fn)real_sym(&fn, "exit");
+	mt_note_exit(status);
+	if (f)
+		f(status);
+	exit_group_now(status);
+}
+
+MT_EXPORT void _exit(int status)
+{
+	static void *fn;
+	exit_fn f = (exit_fn)real_sym(&fn, "_exit");
+	mt_note__exit(status);
+	if (f)
+		f(status);
+	exit_group_now(status);
+}
+
+MT_EXPORT void _Exit(int status) __attribute__((alias("_exit")));
+
 /* Every interposed function, for GOT hooks when the agent was loaded into a
  * running process and symbol interposition is not available. */
 int mt_hook_wrappers(void)
@@ -718,7 +753,8 @@ int mt_hook_wrappers(void)
 		{"mmap", (void *)mmap}, {"mmap64", (void *)mmap64}, {"munmap", (void *)munmap},
 		{"mremap", (void *)mremap}, {"brk", (void *)brk}, {"sbrk", (void *)sbrk},
 		{"setuid", (void *)setuid}, {"seteuid", (void *)seteuid}, {"setreuid", (void *)setreuid},
-		{"setresuid", (void *)setresuid},
+		{"setresuid", (void *)setresuid}, {"exit", (void *)exit}, {"_exit", (void *)_exit},
+		{"_Exit", (void *)_Exit},
 		{"_Znwm", (void *)_Znwm}, {"_ZnwmRKSt9nothrow_t", (void *)_ZnwmRKSt9nothrow_t},
 		{"_ZnwmSt11align_val_t", (void *)_ZnwmSt11align_val_t},
 		{"_ZnwmSt11align_val_tRKSt9nothrow_t", (void *)_ZnwmSt11align_val_tRKSt9nothrow_t},

@@ -52,10 +52,9 @@ struct mt_live {
 };
 
 static struct mt_sitex **site_buckets;
-static struct mt_sitex *all_sites; /* newest first, through ->all */
+static struct mt_sitex *all_sites; /* newest first, through ->all (the header mirrors it) */
 static struct mt_stackc **stack_cache;
 static int stack_cache_on;
-static uint32_t nsites;
 static struct mt_live **live_buckets;
 static uint8_t *live_filter; /* per slot: sampled allocations, saturating at 255 */
 uint64_t *mt_live_bits;       /* per slot: live_filter[slot] != 0 (agent.h) */
@@ -194,11 +193,11 @@ static struct mt_sitex *site_intern(const uint64_t *frames, uint32_t n, uint32_t
 	struct mt_sitex **head = &site_buckets[h & (SITE_BUCKETS - 1)];
 	struct mt_sitex *first = __atomic_load_n(head, __ATOMIC_ACQUIRE), *s;
 	for (;;) {
-		for (s = first; s; s = s->next)
+		for (s = first; s && mt_in_arena(s, sizeof(*s)); s = s->next)
 			if (s->hash == h && s->fn == fn && s->nframes == n &&
 			    memcmp(s->frames, frames, n * sizeof(*frames)) == 0)
 				return s;
-		struct mt_sitex *x = mt_arena_alloc(sizeof(*x) + n * sizeof(*frames));
+		struct mt_sitex *x = mt_shared_alloc(sizeof(*x) + n * sizeof(*frames));
 		if (!x)
 			return NULL;
 		x->hash = h;
@@ -207,11 +206,15 @@ static struct mt_sitex *site_intern(const uint64_t *frames, uint32_t n, uint32_t
 		memcpy(x->frames, frames, n * sizeof(*frames));
 		x->next = first;
 		if (__atomic_compare_exchange_n(head, &first, x, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
-			__atomic_fetch_add(&nsites, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&mt_sh->nsites, 1, __ATOMIC_RELAXED);
 			x->all = __atomic_load_n(&all_sites, __ATOMIC_RELAXED);
 			while (!__atomic_compare_exchange_n(&all_sites, &x->all, x, 1, __ATOMIC_RELEASE,
 							    __ATOMIC_RELAXED))
 				;
+			/* The readers' copy of the head (the list itself is in the
+			 * live file). */
+			__atomic_store_n(&mt_sh->sites, (uint64_t)(uintptr_t)__atomic_load_n(&all_sites, __ATOMIC_ACQUIRE),
+					 __ATOMIC_RELEASE);
 			return x;
 		}
 		/* Lost a race: FIRST now holds the new head; look again (the arena
@@ -223,13 +226,14 @@ static struct mt_sitex *site_intern(const uint64_t *frames, uint32_t n, uint32_t
  * peak are copied often). */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg)
 {
-	for (struct mt_sitex *s = __atomic_load_n(&all_sites, __ATOMIC_ACQUIRE); s; s = s->all)
+	for (struct mt_sitex *s = __atomic_load_n(&all_sites, __ATOMIC_ACQUIRE); s && mt_in_arena(s, sizeof(*s));
+	     s = s->all)
 		fn(s, arg);
 }
 
 uint32_t mt_sites_count(void)
 {
-	return __atomic_load_n(&nsites, __ATOMIC_RELAXED);
+	return __atomic_load_n(&mt_sh->nsites, __ATOMIC_RELAXED);
 }
 
 /* ---- the live table ---- */
@@ -281,7 +285,7 @@ int mt_live_forget(void *ptr)
 	uint32_t b = live_bucket(p), slot = b >> 2, s = slot & (LIVE_STRIPES - 1);
 	if (!mt_live_maybe(ptr)) {
 		if (MT_OPT(sample_period) <= 1)
-			__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&mt_sh->unknown_frees, 1, __ATOMIC_RELAXED);
 		return 0;
 	}
 	stripe_lock(s);
@@ -310,7 +314,7 @@ int mt_live_forget(void *ptr)
 		__atomic_fetch_add(&site->freed_bytes, size, __ATOMIC_RELAXED);
 	} else if (MT_OPT(sample_period) <= 1) {
 		/* Every allocation is recorded, so this one predates tracking. */
-		__atomic_fetch_add(&mt_g.unknown_frees, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&mt_sh->unknown_frees, 1, __ATOMIC_RELAXED);
 	}
 	return site != NULL;
 }
@@ -521,12 +525,8 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const
 		uint64_t due = total / MT_OPT(dump_every);
 		uint64_t done = __atomic_load_n(&mt_g.event_dumps, __ATOMIC_RELAXED);
 		if (due > done && __atomic_compare_exchange_n(&mt_g.event_dumps, &done, due, 0,
-							       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-			char path[512];
-			int err = mt_dump(NULL, MT_REASON_BYTES, path, sizeof(path));
-			if (err)
-				mt_log("--dump-every: %s: %s", path, strerror(-err));
-		}
+							       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			mt_dump_request(0, MT_REASON_BYTES);
 	}
 	mt_event_arm(t);
 }
@@ -566,11 +566,14 @@ void mt_sites_clear(void)
 	mt_sites_foreach(zero_site, NULL);
 }
 
-/* In a new child the threads that held live-table locks at fork are gone. */
+/* In a new child the threads that held live-table locks at fork are gone,
+ * and the readers' head of the site list is the child's own again. */
 void mt_sites_after_fork_child(void)
 {
 	for (uint32_t i = 0; i < LIVE_STRIPES; i++)
 		__atomic_store_n(&stripes[i].lock, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->sites, (uint64_t)(uintptr_t)__atomic_load_n(&all_sites, __ATOMIC_ACQUIRE),
+			 __ATOMIC_RELEASE);
 }
 
 /* ---- the sites at the peak ---- */

@@ -20,7 +20,7 @@
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 
-struct mt_global mt_g = {.follow = 1, .orphan = {.shared = 1, .claimed = 1}};
+struct mt_global mt_g = {.follow = 1};
 __thread int mt_tls_busy __attribute__((tls_model("initial-exec")));
 __thread struct mt_thread *mt_tls_thread __attribute__((tls_model("initial-exec")));
 /* Set once this thread's block has been handed back at thread exit; later
@@ -151,6 +151,8 @@ static void gate_update(void)
 void mt_set_active(int on)
 {
 	__atomic_store_n(&mt_g.active, on, __ATOMIC_RELEASE);
+	if (mt_sh)
+		__atomic_store_n(&mt_sh->active, (uint32_t)on, __ATOMIC_RELAXED);
 	gate_update();
 }
 
@@ -187,14 +189,25 @@ static void thread_exit(void *arg)
 	__atomic_store_n(&t->claimed, 0, __ATOMIC_RELEASE);
 }
 
+/* Puts a new block on the registry list (newest first). */
+static void registry_push(struct mt_thread *t)
+{
+	struct mt_thread *head = __atomic_load_n(&mt_g.threads, __ATOMIC_RELAXED);
+	do
+		t->next = head;
+	while (!__atomic_compare_exchange_n(&mt_g.threads, &head, t, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+	/* The readers' copy: at least as new as any block they can reach. */
+	__atomic_store_n(&mt_sh->threads, (uint64_t)(uintptr_t)mt_threads_head(), __ATOMIC_RELEASE);
+}
+
 struct mt_thread *mt_thread_attach(void)
 {
 	if (tls_dead || !mt_g.enabled)
-		return &mt_g.orphan;
+		return mt_g.orphan;
 	int saved = errno;
 	mt_tls_busy = 1;
 	struct mt_thread *t;
-	for (t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next) {
+	for (t = mt_threads_head(); t; t = mt_thread_next(t)) {
 		int zero = 0;
 		if (!__atomic_load_n(&t->claimed, __ATOMIC_RELAXED) &&
 		    __atomic_compare_exchange_n(&t->claimed, &zero, 1, 0, __ATOMIC_ACQUIRE,
@@ -202,17 +215,14 @@ struct mt_thread *mt_thread_attach(void)
 			break;
 	}
 	if (!t) {
-		t = mt_arena_alloc(sizeof(*t));
+		t = mt_shared_alloc(sizeof(*t));
 		if (!t) {
 			mt_tls_busy = 0;
 			errno = saved;
-			return &mt_g.orphan;
+			return mt_g.orphan;
 		}
 		t->claimed = 1;
-		t->next = __atomic_load_n(&mt_g.threads, __ATOMIC_RELAXED);
-		while (!__atomic_compare_exchange_n(&mt_g.threads, &t->next, t, 1, __ATOMIC_RELEASE,
-						    __ATOMIC_RELAXED))
-			;
+		registry_push(t);
 	}
 	MT_STORE(t->sample_left, mt_sample_interval(t));
 	mt_event_arm(t);
@@ -238,19 +248,15 @@ static void new_peak(int64_t now)
 	 * a short-lived peak must not be gone before anybody writes it. */
 	at = __atomic_load_n(&mt_g.peak_dump_at, __ATOMIC_RELAXED);
 	if (now >= at && __atomic_compare_exchange_n(&mt_g.peak_dump_at, &at, now + now / 8 + 65536, 0,
-						     __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-		char path[512];
-		int err = mt_dump(NULL, MT_REASON_PEAK, path, sizeof(path));
-		if (err)
-			mt_log("--dump-on-peak: %s: %s", path, strerror(-err));
-	}
+						     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		mt_dump_request(1, MT_REASON_PEAK);
 }
 
 void mt_peak_offer(int64_t now)
 {
-	int64_t pk = __atomic_load_n(&mt_g.peak, __ATOMIC_RELAXED);
+	int64_t pk = __atomic_load_n(&mt_sh->peak, __ATOMIC_RELAXED);
 	while (now > pk) {
-		if (__atomic_compare_exchange_n(&mt_g.peak, &pk, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		if (__atomic_compare_exchange_n(&mt_sh->peak, &pk, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
 			if (unlikely(MT_OPT(stacks)))
 				new_peak(now);
 			return;
@@ -260,7 +266,7 @@ void mt_peak_offer(int64_t now)
 
 void mt_inuse_fold(int64_t delta)
 {
-	mt_peak_offer(__atomic_add_fetch(&mt_g.inuse, delta, __ATOMIC_RELAXED));
+	mt_peak_offer(__atomic_add_fetch(&mt_sh->inuse, delta, __ATOMIC_RELAXED));
 }
 
 void mt_inuse_high(struct mt_thread *t, int64_t d)
@@ -269,7 +275,7 @@ void mt_inuse_high(struct mt_thread *t, int64_t d)
 		mt_inuse_flush(t);
 	} else {
 		MT_STORE(t->delta_high, d);
-		mt_peak_offer(__atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + d);
+		mt_peak_offer(__atomic_load_n(&mt_sh->inuse, __ATOMIC_RELAXED) + d);
 	}
 }
 
@@ -284,14 +290,14 @@ void mt_inuse_flush(struct mt_thread *t)
 void mt_count_shared(int fn, uint64_t size, int failed, int64_t inuse, uint64_t released)
 {
 	if (fn >= 0) {
-		struct mt_counter *c = &mt_g.orphan.c[fn];
+		struct mt_counter *c = &mt_g.orphan->c[fn];
 		__atomic_fetch_add(&c->bytes, size, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&c->hist[mt_hist_bucket(size)], 1, __ATOMIC_RELAXED);
 		if (failed)
 			__atomic_fetch_add(&c->failed, 1, __ATOMIC_RELAXED);
 	}
 	if (released)
-		__atomic_fetch_add(&mt_g.orphan.released, released, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&mt_g.orphan->released, released, __ATOMIC_RELAXED);
 	if (inuse)
 		mt_inuse_fold(inuse);
 }
@@ -312,15 +318,14 @@ struct mt_thread *mt_enter_slow(void)
 
 /* The baseline of the last `reset`, subtracted from every read.  Reset
  * rewrites it in place while a dump on another thread (--dump-every,
- * --dump-on-peak, the exit dump) may be reading it, so it is a seqlock:
- * baseline_seq is odd while it is written; readers copy it and retry if the
- * sequence moved.  Fence-free: the writer's stores are releases (none can be
- * seen before the odd sequence) and the reader's loads acquires (the final
- * check cannot move before them).  Writers (reset, zero_counters) hold
- * reset_lock, taken before arena_lock. */
+ * --dump-on-peak, the exit dump) or the memtap command may be reading it, so
+ * it is a seqlock: mt_sh->baseline_seq is odd while it is written; readers
+ * (src/core/live.c) copy it and retry if the sequence moved.  Fence-free:
+ * the writer's stores are releases (none can be seen before the odd
+ * sequence) and the reader's loads acquires.  Writers (reset,
+ * zero_counters) hold reset_lock. */
 static int reset_lock;
-static uint32_t baseline_seq;
-static struct mt_thread *baseline_block; /* made once, under reset_lock */
+static struct mt_thread *baseline_block; /* made once, under reset_lock, in the live file */
 
 _Static_assert(sizeof(struct mt_thread) % sizeof(uint64_t) == 0, "blocks are copied by words");
 
@@ -328,40 +333,17 @@ _Static_assert(sizeof(struct mt_thread) % sizeof(uint64_t) == 0, "blocks are cop
  * reset_lock. */
 static void baseline_write(struct mt_thread *base, const struct mt_thread *src, int64_t inuse)
 {
-	uint32_t seq = __atomic_load_n(&baseline_seq, __ATOMIC_RELAXED);
-	__atomic_store_n(&baseline_seq, seq + 1, __ATOMIC_RELAXED);
+	uint32_t seq = __atomic_load_n(&mt_sh->baseline_seq, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->baseline_seq, seq + 1, __ATOMIC_RELAXED);
 	if (src) {
 		uint64_t *d = (uint64_t *)base;
 		const uint64_t *s = (const uint64_t *)src;
 		for (size_t i = 0; i < sizeof(*base) / sizeof(*d); i++)
 			__atomic_store_n(&d[i], s[i], __ATOMIC_RELEASE);
 	}
-	__atomic_store_n(&mt_g.inuse_at_reset, inuse, __ATOMIC_RELEASE);
-	__atomic_store_n(&mt_g.baseline, src ? base : NULL, __ATOMIC_RELEASE);
-	__atomic_store_n(&baseline_seq, seq + 2, __ATOMIC_RELEASE);
-}
-
-/* Copies the baseline into DST; 0 when there is none (no reset since the
- * start).  INUSE_AT_RESET is set either way. */
-static int baseline_read(struct mt_thread *dst, int64_t *inuse_at_reset)
-{
-	for (;;) {
-		uint32_t seq = __atomic_load_n(&baseline_seq, __ATOMIC_ACQUIRE);
-		if (seq & 1) {
-			sched_yield();
-			continue;
-		}
-		const struct mt_thread *base = __atomic_load_n(&mt_g.baseline, __ATOMIC_ACQUIRE);
-		if (base) {
-			uint64_t *d = (uint64_t *)dst;
-			const uint64_t *s = (const uint64_t *)base;
-			for (size_t i = 0; i < sizeof(*dst) / sizeof(*d); i++)
-				d[i] = __atomic_load_n(&s[i], __ATOMIC_ACQUIRE);
-		}
-		*inuse_at_reset = __atomic_load_n(&mt_g.inuse_at_reset, __ATOMIC_ACQUIRE);
-		if (__atomic_load_n(&baseline_seq, __ATOMIC_RELAXED) == seq)
-			return base != NULL;
-	}
+	__atomic_store_n(&mt_sh->inuse_at_reset, inuse, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_sh->baseline, src ? (uint64_t)(uintptr_t)base : 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_sh->baseline_seq, seq + 2, __ATOMIC_RELEASE);
 }
 
 static void block_add(struct mt_thread *dst, const struct mt_thread *src)
@@ -378,12 +360,12 @@ static void block_add(struct mt_thread *dst, const struct mt_thread *src)
 	dst->inuse_delta += __atomic_load_n(&src->inuse_delta, __ATOMIC_RELAXED);
 }
 
-/* Sums every block into SUM (zeroed by the caller). */
+/* Sums every block (the orphan is on the list too) into SUM (zeroed by the
+ * caller). */
 static void sum_blocks(struct mt_thread *sum)
 {
-	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
+	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
 		block_add(sum, t);
-	block_add(sum, &mt_g.orphan);
 }
 
 static void read_cmdline(char *dst, size_t len)
@@ -404,120 +386,27 @@ static void read_cmdline(char *dst, size_t len)
 	dst[n] = '\0';
 }
 
-struct site_fill {
-	struct mt_profile *p;
-	const int *fn_index; /* agent function id -> index in p->funcs, or -1 */
-	uint32_t cap;
-};
-
-static void fill_site(struct mt_sitex *s, void *arg)
+/* The agent's own live file, as the readers outside see it: the whole
+ * mapping (a block handed out after `used` was read is mapped too). */
+static struct mt_live_view self_view(void)
 {
-	struct site_fill *f = arg;
-	if (f->p->nsites >= f->cap)
-		return; /* sites added since we counted them wait for the next dump */
-	struct mt_site *d = &f->p->sites[f->p->nsites++];
-	d->nframes = s->nframes;
-	d->frames = s->frames;
-	int idx = s->fn < MT_FN_TOTAL ? f->fn_index[s->fn] : -1;
-	d->fn = idx >= 0 ? (uint32_t)idx : UINT32_MAX;
-	/* Allocated since the last reset; in use whenever allocated. */
-	d->alloc_objects = __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED) -
-			   __atomic_load_n(&s->reset_objects, __ATOMIC_RELAXED);
-	d->alloc_bytes = __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED) -
-			 __atomic_load_n(&s->reset_bytes, __ATOMIC_RELAXED);
-	mt_site_live(s, &d->inuse_objects, &d->inuse_bytes);
-	d->peak_objects = __atomic_load_n(&s->peak_objects, __ATOMIC_RELAXED);
-	d->peak_bytes = __atomic_load_n(&s->peak_bytes, __ATOMIC_RELAXED);
-}
-
-static const char *fn_name(int f)
-{
-	return f < MT_FN_COUNT ? mt_fn_names[f] : mt_g.custom[f - MT_FN_COUNT].name;
+	return (struct mt_live_view){(const uint8_t *)mt_sh, (size_t)mt_sh->cap, (uint64_t)(uintptr_t)mt_sh};
 }
 
 void mt_snapshot(struct mt_profile *p, int all)
 {
-	int fn_index[MT_FN_TOTAL];
-	uint64_t freed = 0;
-	int64_t inuse_at_reset;
-	/* The baseline before the counters: every counter only grows, so each
-	 * one summed after the baseline was read is at least its baseline. */
-	struct mt_thread *sum = mt_sys_map(2 * sizeof(*sum)), *base = sum + 1;
-	if (!sum) {
+	/* The same reader the memtap command runs on a copy of the file. */
+	struct mt_live_view v = self_view();
+	void *scratch = mt_sys_map(2 * sizeof(struct mt_thread));
+	if (!scratch) {
 		p->nfuncs = 0;
 		return;
 	}
-	if (!baseline_read(base, &inuse_at_reset))
-		base = NULL;
-	sum_blocks(sum);
-	p->nfuncs = 0;
-	for (int f = 0; f < MT_FN_COUNT + mt_g.ncustom; f++) {
-		struct mt_counter *c = &sum->c[f];
-		if (base) {
-			c->bytes -= base->c[f].bytes;
-			c->failed -= base->c[f].failed;
-			for (int k = 0; k < MT_HIST_BUCKETS; k++)
-				c->hist[k] -= base->c[f].hist[k];
-		}
-		fn_index[f] = -1;
-		uint64_t calls = 0;
-		for (int k = 0; k < MT_HIST_BUCKETS; k++)
-			calls += c->hist[k];
-		if (!calls && !all)
-			continue;
-		fn_index[f] = (int)p->nfuncs;
-		struct mt_func *o = &p->funcs[p->nfuncs++];
-		memset(o->name, 0, sizeof(o->name));
-		strncpy(o->name, fn_name(f), sizeof(o->name) - 1);
-		o->kind = f < MT_FN_COUNT ? mt_fn_kinds[f] : MT_KIND_OTHER;
-		o->calls = calls;
-		if (o->kind == MT_KIND_FREE)
-			freed += c->bytes;
-		o->bytes = c->bytes;
-		o->failed = c->failed;
-		memcpy(o->hist, c->hist, sizeof(o->hist));
-	}
-	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + sum->inuse_delta;
-	int64_t peak = __atomic_load_n(&mt_g.peak, __ATOMIC_RELAXED);
-	/* Only called functions were summed into FREED: a free-kind function
-	 * with no calls has no bytes either. */
-	freed += sum->released - (base ? base->released : 0);
-	p->totals.freed_bytes = freed;
-	/* While threads run, the counters, in-use and in-use at the reset are
-	 * each read at a slightly different moment (and in-use is folded from
-	 * per-thread deltas): frees made in between can make the change in
-	 * in-use outweigh the bytes freed since the reset.  Never below zero
-	 * (it would wrap); exact once the threads are quiet. */
-	int64_t change = inuse - inuse_at_reset;
-	p->totals.allocated_bytes = change < 0 && (uint64_t)-change > freed ? 0 : freed + (uint64_t)change;
-	p->totals.in_use_bytes = inuse;
-	p->totals.peak_in_use_bytes = (uint64_t)(peak > inuse ? peak : inuse > 0 ? inuse : 0);
-	mt_sys_unmap(sum, 2 * sizeof(*sum));
-
-	p->sample_period = MT_OPT(stacks) ? MT_OPT(sample_period) : 0;
-	p->unknown_frees = __atomic_load_n(&mt_g.unknown_frees, __ATOMIC_RELAXED);
-	if (p->sites) {
-		struct site_fill fill = {p, fn_index, p->nsites};
-		p->nsites = 0;
-		mt_sites_foreach(fill_site, &fill);
-	}
-	if (p->pools) {
-		uint32_t cap = p->npools; /* capacity, as for the sites */
-		p->npools = 0;
-		mt_pools_fill(p, fn_index, cap);
-	}
-
-	p->pid = (uint32_t)getpid();
+	mt_live_snapshot(&v, p, scratch, all);
+	mt_sys_unmap(scratch, 2 * sizeof(struct mt_thread));
+	/* The command line as it is now (servers rename their workers). */
 	p->ppid = (uint32_t)getppid();
-	p->uid = (uint32_t)geteuid();
-	p->run_id = __atomic_load_n(&mt_g.run_id, __ATOMIC_RELAXED);
-	p->start_ns = __atomic_load_n(&mt_g.start_ns, __ATOMIC_RELAXED);
-	p->dump_ns = mt_now_ns();
-	p->flags = (__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) ? MT_PROFILE_ACTIVE : 0) |
-		   (mt_g.follow ? MT_PROFILE_FOLLOW : 0);
 	read_cmdline(p->command, sizeof(p->command));
-	ssize_t n = readlink("/proc/self/exe", p->exe, sizeof(p->exe) - 1);
-	p->exe[n > 0 ? n : 0] = '\0';
 }
 
 /* A snapshot lives in its own mapping, whose length precedes the profile. */
@@ -530,26 +419,26 @@ struct snapshot {
  * the agent's interned frames) and the mappings. */
 static struct mt_profile *snapshot_new(int with_sites)
 {
-	uint32_t cap = with_sites && MT_OPT(stacks) ? mt_sites_count() + 64 : 0;
-	/* pools counted between now and the fill wait for the next dump */
-	uint32_t pcap = mt_pools_used();
-	size_t len = sizeof(struct snapshot) + MT_FN_TOTAL * sizeof(struct mt_func) +
-		     cap * sizeof(struct mt_site) + pcap * sizeof(struct mt_pool);
+	struct mt_live_view v = self_view();
+	uint32_t nf, ns, np;
+	mt_live_bounds(&v, &nf, &ns, &np);
+	uint32_t cap = with_sites && MT_OPT(stacks) ? ns : 0;
+	size_t len = sizeof(struct snapshot) + nf * sizeof(struct mt_func) + cap * sizeof(struct mt_site) +
+		     np * sizeof(struct mt_pool);
 	struct snapshot *sn = mt_sys_map(len);
 	if (!sn)
 		return NULL;
 	sn->len = len;
 	struct mt_profile *p = &sn->p;
 	p->funcs = (struct mt_func *)(sn + 1);
+	p->nfuncs = nf; /* capacities, until mt_snapshot fills them */
 	if (cap) {
-		p->sites = (struct mt_site *)(p->funcs + MT_FN_TOTAL);
-		p->nsites = cap; /* capacity, until mt_snapshot fills it */
+		p->sites = (struct mt_site *)(p->funcs + nf);
+		p->nsites = cap;
 		p->maps = mt_maps_read(&p->nmaps);
 	}
-	if (pcap) {
-		p->pools = (struct mt_pool *)((struct mt_site *)(p->funcs + MT_FN_TOTAL) + cap);
-		p->npools = pcap;
-	}
+	p->pools = (struct mt_pool *)((struct mt_site *)(p->funcs + nf) + cap);
+	p->npools = np;
 	mt_snapshot(p, 0);
 	return p;
 }
@@ -581,7 +470,7 @@ static void reset_site(struct mt_sitex *s, void *arg)
 static int64_t sum_deltas(void)
 {
 	int64_t d = 0;
-	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
+	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
 		d += __atomic_load_n(&t->inuse_delta, __ATOMIC_RELAXED);
 	return d;
 }
@@ -593,14 +482,14 @@ void mt_reset(void)
 		return;
 	spin_lock(&reset_lock);
 	struct mt_thread *base = baseline_block;
-	if (!base && !(base = baseline_block = mt_arena_alloc(sizeof(*base))))
+	if (!base && !(base = baseline_block = mt_shared_alloc(sizeof(*base))))
 		goto out;
 	sum_blocks(sum);
 	/* in-use is a level, not a counter: it carries on; the peak restarts.
 	 * Allocated bytes since the reset are freed + the change since then. */
-	int64_t inuse = __atomic_load_n(&mt_g.inuse, __ATOMIC_RELAXED) + sum_deltas();
+	int64_t inuse = __atomic_load_n(&mt_sh->inuse, __ATOMIC_RELAXED) + sum_deltas();
 	baseline_write(base, sum, inuse);
-	__atomic_store_n(&mt_g.peak, inuse, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->peak, inuse, __ATOMIC_RELAXED);
 out:
 	spin_unlock(&reset_lock);
 	mt_sys_unmap(sum, sizeof(*sum));
@@ -608,44 +497,30 @@ out:
 	mt_pools_zero();
 }
 
-/* ---- dumps ---- */
-
-static int path_for_seq(char *out, size_t len, uint32_t seq)
-{
-	int n = snprintf(out, len, "%s.%d.%u.%s", mt_g.prefix, (int)getpid(), seq, MT_FILE_EXT);
-	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
-}
-
-/* The first sequence number without a file: an exec'd image keeps its pid,
- * and must not overwrite the dumps of the image before it. */
-static uint32_t first_free_seq(void)
-{
-	char path[PATH_MAX];
-	uint32_t s = 0;
-	while (s < 100000 && path_for_seq(path, sizeof(path), s) == 0 && access(path, F_OK) == 0)
-		s++;
-	return s;
-}
+/* ---- dumps ----
+ *
+ * The memtap command of the session writes the profiles, from the live
+ * file, with the user's permissions and where the user asked.  The agent
+ * writes one itself only when nobody reads its file: no session (a process
+ * that outlived its `memtap run`, or a private arena), or one that is gone.
+ * Dumps it wants written (--dump-every, --dump-on-peak) are requests in the
+ * header, which the session answers. */
 
 int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen)
 {
-	char final[PATH_MAX];
 	int ret, saved = errno, busy = mt_tls_busy;
 	mt_tls_busy = 1;
-	uint32_t seq = __atomic_fetch_add(&mt_g.seq, 1, __ATOMIC_RELAXED);
-	if (path)
-		ret = snprintf(final, sizeof(final), "%s", path) < (int)sizeof(final) ? 0 : -ENAMETOOLONG;
-	else
-		ret = path_for_seq(final, sizeof(final), seq);
-	if (ret)
-		goto out;
 	struct mt_profile *p = snapshot_new(1);
 	if (!p) {
 		ret = -ENOMEM;
+		if (out)
+			snprintf(out, outlen, "%s", path ? path : mt_g.prefix);
 		goto out;
 	}
-	p->seq = seq;
 	p->reason = reason;
+	p->dump_ns = mt_now_ns();
+	if (reason == MT_REASON_EXIT)
+		mt_live_end_to_profile(mt_sh, p, 0);
 
 	struct mt_buf b;
 	mt_scratch_init(&b);
@@ -653,24 +528,97 @@ int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen)
 	mt_snapshot_free(p);
 	if (ret)
 		goto free_buf;
-	ret = mt_file_write_whole(final, b.data, b.len, 0600);
+	char final[PATH_MAX];
+	if (path) {
+		snprintf(final, sizeof(final), "%s", path);
+		ret = mt_file_write_whole(final, b.data, b.len, 0600);
+	} else {
+		uint32_t seq = __atomic_fetch_add(&mt_g.seq, 1, __ATOMIC_RELAXED);
+		ret = mt_file_write_next(mt_g.prefix, (uint32_t)getpid(), &seq, b.data, b.len, 0600, final,
+					 sizeof(final));
+		if (!ret) {
+			__atomic_store_n(&mt_g.seq, seq + 1, __ATOMIC_RELAXED);
+			__atomic_store_n(&mt_sh->seq, seq + 1, __ATOMIC_RELAXED);
+		}
+	}
 	if (!ret)
 		__atomic_fetch_add(&mt_g.dumps, 1, __ATOMIC_RELAXED);
+	if (out)
+		snprintf(out, outlen, "%s", final);
 free_buf:
 	mt_scratch_free(&b);
 out:
-	if (out)
-		snprintf(out, outlen, "%s", final);
 	mt_tls_busy = busy;
 	errno = saved;
 	return ret;
+}
+
+void mt_dump_request(int kind, uint32_t reason)
+{
+	/* The snapshot is taken now, by the thread that crossed the line (a
+	 * short-lived peak must not be gone before anybody writes it), into a
+	 * spool file next to the live file; the session moves it where the
+	 * user asked.  Without a session the agent writes it there itself. */
+	char path[PATH_MAX];
+	int err = 0;
+	if (mt_session_alive() && !(err = mt_shared_spool_path(path, sizeof(path))))
+		err = mt_dump(path, reason, path, sizeof(path));
+	else
+		err = mt_dump(NULL, reason, path, sizeof(path));
+	__atomic_fetch_add(&mt_sh->dumps_due[kind], 1, __ATOMIC_RELEASE);
+	if (err)
+		mt_log("%s: %s: %s", kind ? "--dump-on-peak" : "--dump-every", path, strerror(-err));
 }
 
 /* ---- attach mode ---- */
 
 static void rearm_threads(void);
 static int enable_stacks(uint64_t period);
-static void zero_counters(void);
+static void zero_counters(int inherit);
+
+/* The prefix (DIR/NAME, or NAME when DIR is ""), and its copy for readers. */
+static void set_prefix(const char *dir, const char *name)
+{
+	snprintf(mt_g.prefix, sizeof(mt_g.prefix), "%s%s%s", dir, dir[0] ? "/" : "", name);
+	memcpy(mt_sh->prefix, mt_g.prefix, sizeof(mt_sh->prefix));
+}
+
+/* The options every way of starting a session gives the agent (the
+ * environment for `memtap run`, the words of `ctl attach`), by name. */
+static int set_option(const char *name, const char *v, int *stacks, uint64_t *sample, int *inactive,
+		      const char **funcs)
+{
+	if (!strcmp(name, "prefix") && v[0] == '/')
+		set_prefix("", v);
+	else if (!strcmp(name, "stacks"))
+		*stacks = v[0] == '1';
+	else if (!strcmp(name, "sample"))
+		*sample = strtoull(v, NULL, 10);
+	else if (!strcmp(name, "funcs"))
+		*funcs = v;
+	else if (!strcmp(name, "dump_every"))
+		MT_OPT_SET(dump_every, strtoull(v, NULL, 10));
+	else if (!strcmp(name, "dump_on_peak"))
+		MT_OPT_SET(dump_on_peak, v[0] == '1');
+	else if (!strcmp(name, "inactive"))
+		*inactive = v[0] == '1';
+	else if (!strcmp(name, "follow"))
+		mt_g.follow = v[0] != '0';
+	else if (!strcmp(name, "run_id"))
+		__atomic_store_n(&mt_sh->run_id, strtoull(v, NULL, 10), __ATOMIC_RELAXED);
+	else if (!strcmp(name, "session")) {
+		/* PID:STARTTIME of the memtap command that reads this file */
+		char *end;
+		long pid = strtol(v, &end, 10);
+		uint64_t start = *end == ':' ? strtoull(end + 1, NULL, 10) : 0;
+		mt_g.session_start = start;
+		__atomic_store_n(&mt_g.session_pid, (int)pid, __ATOMIC_RELEASE);
+		__atomic_store_n(&mt_sh->session_start, start, __ATOMIC_RELAXED);
+		__atomic_store_n(&mt_sh->session_pid, (int32_t)pid, __ATOMIC_RELEASE);
+	} else
+		return -EINVAL;
+	return 0;
+}
 
 int mt_attach(char *options, char *out, size_t outlen)
 {
@@ -692,26 +640,7 @@ int mt_attach(char *options, char *out, size_t outlen)
 			return -EINVAL;
 		}
 		*eq = '\0';
-		const char *v = eq + 1;
-		if (!strcmp(w, "prefix") && v[0] == '/')
-			snprintf(mt_g.prefix, sizeof(mt_g.prefix), "%s", v);
-		else if (!strcmp(w, "stacks"))
-			stacks = v[0] == '1';
-		else if (!strcmp(w, "sample"))
-			sample = strtoull(v, NULL, 10);
-		else if (!strcmp(w, "funcs"))
-			funcs = v;
-		else if (!strcmp(w, "dump_every"))
-			MT_OPT_SET(dump_every, strtoull(v, NULL, 10));
-		else if (!strcmp(w, "interval_ms"))
-			mt_g.interval_ms = strtoull(v, NULL, 10);
-		else if (!strcmp(w, "dump_on_peak"))
-			MT_OPT_SET(dump_on_peak, v[0] == '1');
-		else if (!strcmp(w, "inactive"))
-			inactive = v[0] == '1';
-		else if (!strcmp(w, "run_id"))
-			__atomic_store_n(&mt_g.run_id, strtoull(v, NULL, 10), __ATOMIC_RELAXED);
-		else {
+		if (set_option(w, eq + 1, &stacks, &sample, &inactive, &funcs)) {
 			snprintf(out, outlen, "unknown option '%.64s'", w);
 			return -EINVAL;
 		}
@@ -720,8 +649,7 @@ int mt_attach(char *options, char *out, size_t outlen)
 		snprintf(out, outlen, "bad -f list '%.200s'", funcs);
 		return -EINVAL;
 	}
-	__atomic_store_n(&mt_g.seq, first_free_seq(), __ATOMIC_RELAXED);
-	zero_counters(); /* each session counts from zero */
+	zero_counters(0); /* each session counts from zero */
 	if (stacks) {
 		int err = enable_stacks(sample);
 		if (err) {
@@ -738,9 +666,11 @@ int mt_attach(char *options, char *out, size_t outlen)
 		snprintf(out, outlen, "cannot install the hooks: %s", strerror(-slots));
 		return slots;
 	}
+	__atomic_store_n(&mt_sh->end, MT_LIVE_RUNNING, __ATOMIC_RELEASE);
+	__atomic_fetch_add(&mt_sh->gen, 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 1, __ATOMIC_RELEASE);
-	snprintf(out, outlen, "attached: %d call slots redirected, counting %s", mt_got_slots(),
-		 inactive ? "inactive" : "active");
+	snprintf(out, outlen, "attached: %d call slots redirected, counting %s\nlive: %s", mt_got_slots(),
+		 inactive ? "inactive" : "active", mt_shared_path());
 	return 0;
 }
 
@@ -753,27 +683,43 @@ int mt_detach(char *out, size_t outlen)
 	/* Restore the slots first: calls already inside a wrapper finish
 	 * normally, and calls through function pointers the program copied
 	 * while attached pass straight through once counting is off. */
-	int restored = mt_got_restore();
+	mt_got_restore();
 	mt_set_active(0);
 	mt_set_tracking(0);
-	int err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
+	int err = 0;
+	out[0] = '\0';
+	/* The memtap command that detached reads the live file and writes the
+	 * profile; without a file it cannot, and the agent writes it. */
+	if (!mt_shared_is_file())
+		err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
 	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
-	(void)restored;
+	__atomic_store_n(&mt_sh->stacks, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.session_pid, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_sh->session_pid, 0, __ATOMIC_RELEASE);
+	mt_shared_end(MT_LIVE_DETACHED, 0);
+	__atomic_fetch_add(&mt_sh->gen, 1, __ATOMIC_RELEASE);
 	return err;
 }
 
 /* ---- fork ---- */
 
-/* No reset is half-written in a child (its readers would wait forever). */
+/* No reset is half-written in a child (its readers would wait forever).
+ * The forking thread counts nothing from here until its own fork handler
+ * has run: in the child its block is still in the parent's file. */
+static __thread int fork_busy __attribute__((tls_model("initial-exec")));
+
 static void fork_prepare(void)
 {
 	spin_lock(&reset_lock);
 	spin_lock(&arena_lock);
+	fork_busy = mt_tls_busy;
+	mt_tls_busy = 1;
 }
 
 static void fork_parent(void)
 {
+	mt_tls_busy = fork_busy;
 	spin_unlock(&arena_lock);
 	spin_unlock(&reset_lock);
 }
@@ -798,10 +744,17 @@ static void block_zero_counts(struct mt_thread *t)
 		MT_STORE(*w++, 0);
 }
 
-/* Every counter, total and call site back to zero, for a new process (fork)
- * or a new session (attach).  Memory allocated before stays allocated but is
- * no longer tracked: its frees count as calls, never against the totals of
- * the sites or of in-use.  Called with counting off, or single-threaded.
+/* Every counter back to zero, for a new process (fork) or a new session
+ * (attach).
+ *
+ * A new session (INHERIT = 0) starts from nothing: memory allocated before
+ * stays allocated but is no longer tracked: its frees count as calls, never
+ * against the totals of the sites or of in-use.  A fork child (INHERIT = 1)
+ * starts with its parent's heap, which is its heap too: in-use carries on
+ * from the parent's level at the fork (and so never goes below zero for a
+ * process traced from its start), as do the sites' in-use figures; calls,
+ * allocated and freed bytes count from zero, as after `reset`.  Called with
+ * counting off, or single-threaded.
  *
  * Counting is off, but a thread may still be finishing a call it entered
  * before `ctl detach`: its block is never written here but with atomics, and
@@ -810,36 +763,40 @@ static void block_zero_counts(struct mt_thread *t)
  * write its old count back.  What such a thread can still carry into the new
  * session is its one call and an in-use delta not yet folded (under
  * MT_INUSE_FLUSH). */
-static void zero_counters(void)
+static void zero_counters(int inherit)
 {
-	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
+	int64_t inuse = inherit ? __atomic_load_n(&mt_sh->inuse, __ATOMIC_RELAXED) + sum_deltas() : 0;
+	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
 		block_restart(t);
-	block_restart(&mt_g.orphan);
 	struct mt_thread *sum = mt_sys_map(sizeof(*sum));
 	spin_lock(&reset_lock);
 	if (!baseline_block)
-		baseline_block = mt_arena_alloc(sizeof(*baseline_block));
+		baseline_block = mt_shared_alloc(sizeof(*baseline_block));
 	if (sum && baseline_block) {
 		sum_blocks(sum);
-		baseline_write(baseline_block, sum, 0);
+		baseline_write(baseline_block, sum, inuse);
 	} else {
-		for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
+		for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
 			block_zero_counts(t);
-		block_zero_counts(&mt_g.orphan);
-		baseline_write(NULL, NULL, 0);
+		baseline_write(NULL, NULL, inuse);
 	}
 	spin_unlock(&reset_lock);
 	if (sum)
 		mt_sys_unmap(sum, sizeof(*sum));
-	__atomic_store_n(&mt_g.inuse, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&mt_g.peak, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->inuse, inuse, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->inuse_inherited, inuse, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->peak, inuse, __ATOMIC_RELAXED);
 	__atomic_store_n(&mt_g.peak_snap_at, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&mt_g.peak_dump_at, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&mt_g.event_bytes, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&mt_g.event_dumps, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&mt_g.unknown_frees, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&mt_g.start_ns, mt_now_ns(), __ATOMIC_RELAXED);
-	mt_sites_clear();
+	__atomic_store_n(&mt_sh->unknown_frees, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->start_ns, mt_now_ns(), __ATOMIC_RELAXED);
+	if (inherit) {
+		mt_sites_foreach(reset_site, NULL);
+	} else {
+		mt_sites_clear();
+	}
 	mt_pools_zero();
 }
 
@@ -847,57 +804,77 @@ static void fork_child(void)
 {
 	spin_unlock(&arena_lock);
 	spin_unlock(&reset_lock);
-	if (!mt_g.enabled)
+	if (!mt_g.enabled) {
+		mt_tls_busy = fork_busy;
 		return;
+	}
+	/* First, before anything counts: an arena of the child's own.  Its
+	 * copy was taken after the fork, and the parent's threads may have put
+	 * new blocks and sites on the lists' heads the readers see: the heads
+	 * are the child's own again. */
+	mt_shared_fork_child(mt_g.follow);
+	__atomic_store_n(&mt_sh->threads, (uint64_t)(uintptr_t)mt_threads_head(), __ATOMIC_RELEASE);
+	mt_sites_after_fork_child();
 	if (!mt_g.follow) {
 		/* --no-follow: the child runs untraced and writes nothing. */
 		mt_set_active(0);
 		mt_g.enabled = 0;
 		mt_control_after_fork_child();
+		mt_tls_busy = fork_busy;
 		return;
 	}
-	/* Each child starts from zero with its own files and control socket;
-	 * the threads of the parent are gone (with any live-table lock they
-	 * held). */
-	mt_sites_after_fork_child();
-	zero_counters();
-	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next)
-		t->claimed = t == mt_tls_thread;
+	/* Each child has its own counters, files and control socket; the
+	 * threads of the parent are gone (with any live-table lock they held). */
+	zero_counters(1);
+	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
+		t->claimed = t == mt_tls_thread || t->shared;
 	mt_g.dumps = 0;
 	mt_g.finished = 0;
-	mt_g.seq = first_free_seq();
+	__atomic_store_n(&mt_sh->end, MT_LIVE_RUNNING, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_g.seq, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->seq, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->dumps_due[0], 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->dumps_due[1], 0, __ATOMIC_RELAXED);
 	mt_control_after_fork_child();
+	mt_tls_busy = fork_busy;
 }
 
 /* ---- start-up ---- */
 
+static const char *const agent_words[] = {
+#define MT_AGENT_OPT(id, word, help) word,
+#include "memtap/agent_opts.def"
+#undef MT_AGENT_OPT
+};
+
+/* `memtap run`: the options in the environment, MEMTAP_<WORD>. */
+static int env_stacks;
 static void read_options(void)
 {
-	const char *v = getenv("MEMTAP_PREFIX");
-	if (v && v[0] == '/') {
-		snprintf(mt_g.prefix, sizeof(mt_g.prefix), "%s", v);
-	} else {
-		char cwd[512];
-		if (!getcwd(cwd, sizeof(cwd)))
-			strcpy(cwd, "/tmp");
-		snprintf(mt_g.prefix, sizeof(mt_g.prefix), "%s/%s", cwd, v && v[0] ? v : "memtap");
+	int inactive = 0;
+	uint64_t sample = 0;
+	const char *funcs = NULL;
+	char cwd[512];
+	if (!getcwd(cwd, sizeof(cwd)))
+		strcpy(cwd, "/tmp");
+	set_prefix(cwd, "memtap");
+	for (size_t i = 0; i < sizeof(agent_words) / sizeof(agent_words[0]); i++) {
+		char env[64];
+		size_t n = (size_t)snprintf(env, sizeof(env), "MEMTAP_%s", agent_words[i]);
+		for (size_t k = 7; k < n; k++)
+			env[k] = (char)(env[k] >= 'a' && env[k] <= 'z' ? env[k] - 32 : env[k]);
+		const char *v = getenv(env);
+		if (!v)
+			continue;
+		if (!strcmp(agent_words[i], "prefix") && v[0] != '/' && v[0])
+			set_prefix(cwd, v);
+		else
+			set_option(agent_words[i], v, &env_stacks, &sample, &inactive, &funcs);
 	}
-	v = getenv("MEMTAP_FOLLOW");
-	mt_g.follow = !(v && v[0] == '0');
-	v = getenv("MEMTAP_RUN_ID");
-	mt_g.run_id = v ? strtoull(v, NULL, 10) : 0;
-	v = getenv("MEMTAP_INACTIVE");
-	mt_set_active(!(v && v[0] == '1'));
+	mt_set_active(!inactive);
 	/* Stacks are switched on by the constructor, once libunwind is loaded. */
-	v = getenv("MEMTAP_SAMPLE");
-	mt_g.sample_period = v ? strtoull(v, NULL, 10) : 0;
-	v = getenv("MEMTAP_DUMP_EVERY");
-	mt_g.dump_every = v ? strtoull(v, NULL, 10) : 0;
-	v = getenv("MEMTAP_INTERVAL_MS");
-	mt_g.interval_ms = v ? strtoull(v, NULL, 10) : 0;
-	v = getenv("MEMTAP_DUMP_ON_PEAK");
-	mt_g.dump_on_peak = v && v[0] == '1';
-	mt_custom_parse(getenv("MEMTAP_FUNCS"));
+	mt_g.sample_period = sample;
+	mt_custom_parse(funcs);
 }
 
 /* Threads that started before an option changed (the main thread, and in
@@ -905,7 +882,7 @@ static void read_options(void)
  * event countdown. */
 static void rearm_threads(void)
 {
-	for (struct mt_thread *t = __atomic_load_n(&mt_g.threads, __ATOMIC_ACQUIRE); t; t = t->next) {
+	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t)) {
 		MT_STORE(t->sample_left, mt_sample_interval(t));
 		mt_event_arm(t);
 	}
@@ -920,6 +897,9 @@ static int enable_stacks(uint64_t period)
 		return err;
 	MT_OPT_SET(sample_period, period ? period : 512 * 1024);
 	__atomic_store_n(&mt_g.stacks, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_sh->sample_period, MT_OPT(sample_period), __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->stacks, 1, __ATOMIC_RELEASE);
+	mt_shared_maps_publish();
 	mt_set_tracking(1);
 	rearm_threads();
 	return 0;
@@ -930,8 +910,7 @@ static int enable_stacks(uint64_t period)
  * is still busy). */
 static void start_stacks(void)
 {
-	const char *v = getenv("MEMTAP_STACKS");
-	if (!v || v[0] != '1' || mt_g.attached_mode)
+	if (!env_stacks || mt_g.attached_mode)
 		return;
 	mt_tls_busy = 1;
 	int err = enable_stacks(MT_OPT(sample_period));
@@ -955,18 +934,24 @@ int mt_init(void)
 	int saved = errno;
 	initializing = 1;
 	mt_tls_busy = 1;
-	int ok = mt_resolve() == 0 && pthread_key_create(&mt_g.key, thread_exit) == 0;
+	int ok = mt_resolve() == 0 && pthread_key_create(&mt_g.key, thread_exit) == 0 &&
+		 mt_shared_setup() == 0 && (mt_g.orphan = mt_shared_alloc(sizeof(struct mt_thread))) != NULL;
 	if (ok) {
+		mt_g.orphan->shared = mt_g.orphan->claimed = 1;
+		registry_push(mt_g.orphan);
 		mt_usable_check();
 		read_options();
 		/* Loaded into a running process: nothing is counted until `memtap
 		 * attach` sends its options (ctl attach). */
-		if (mt_g.attached_mode)
+		if (mt_g.attached_mode) {
 			mt_set_active(0);
-		mt_g.start_ns = mt_now_ns();
-		mt_g.seq = first_free_seq();
+			mt_sh->flags |= MT_LIVE_F_INJECTED;
+		}
+		if (mt_g.follow)
+			mt_sh->flags |= MT_LIVE_F_FOLLOW;
 		mt_g.enabled = 1;
 		pthread_atfork(fork_prepare, fork_parent, fork_child);
+		mt_shared_catch_fatal();
 	} else {
 		mt_set_active(0);
 	}
@@ -1028,14 +1013,57 @@ __attribute__((constructor)) static void mt_ctor(void)
 	mt_control_start();
 }
 
+/* ---- the end ---- */
+
+static int exit_status = -1; /* given to exit(), when the program called it */
+
+void mt_note_exit(int status)
+{
+	exit_status = status;
+}
+
+/* The process ends (HOW: enum mt_live_end): into the live file; the
+ * session writes the final profile from it.  Without a session nobody
+ * will read the file: the agent writes the profile itself and removes its
+ * files.  An agent that was detached (attach mode) leaves no profile, only
+ * its files to remove. */
+static void finish(uint32_t how, uint32_t code)
+{
+	if (!mt_g.enabled || __atomic_exchange_n(&mt_g.finished, 1, __ATOMIC_ACQ_REL))
+		return;
+	int busy = mt_tls_busy;
+	mt_tls_busy = 1;
+	struct mt_thread *t = mt_tls_thread;
+	if (t && !t->shared)
+		mt_inuse_flush(t);
+	if (exit_status >= 0 && how == MT_LIVE_EXITED) {
+		code = (uint32_t)exit_status;
+		mt_sh->flags |= MT_LIVE_F_CODE_KNOWN;
+	}
+	int inert = mt_g.attached_mode && !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE);
+	if (MT_OPT(stacks) && !inert)
+		mt_shared_maps_publish();
+	mt_shared_end(how, code);
+	if (!inert && !mt_session_alive()) {
+		char path[PATH_MAX];
+		int err = mt_dump(NULL, MT_REASON_EXIT, path, sizeof(path));
+		if (err)
+			mt_log("cannot write the exit profile %s: %s", path, strerror(-err));
+		else
+			mt_shared_remove(); /* its figures are in the profile */
+	} else if (inert) {
+		mt_shared_remove();
+	}
+	mt_control_stop();
+	mt_tls_busy = busy;
+}
+
+void mt_note__exit(int status)
+{
+	finish(MT_LIVE__EXIT, (uint32_t)status);
+}
+
 __attribute__((destructor)) static void mt_dtor(void)
 {
-	if (!mt_g.enabled || (mt_g.attached_mode && !mt_g.attached) ||
-	    __atomic_exchange_n(&mt_g.finished, 1, __ATOMIC_ACQ_REL))
-		return;
-	char path[PATH_MAX];
-	int err = mt_dump(NULL, MT_REASON_EXIT, path, sizeof(path));
-	if (err)
-		mt_log("cannot write the exit profile %s: %s", path, strerror(-err));
-	mt_control_stop();
+	finish(MT_LIVE_EXITED, 0);
 }

@@ -13,7 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent_opts.h"
 #include "cli.h"
+#include "live_read.h"
+#include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 #include "memtap/inject.h"
@@ -47,45 +50,114 @@ static const char *agent_state(pid_t pid, char *err, size_t errlen)
 	return st;
 }
 
-/* Renders the profile at PATH as the summary. */
-static int print_summary(const char *path, const char *format, const char *report_file)
+/* The summary of the profiles SESSION wrote (one per member). */
+static void print_summary(struct mt_session *sess, const char *prefix, const char *format,
+			  const char *report_file)
 {
 	struct mt_loaded l;
-	char *paths[1] = {(char *)path};
-	if (mt_load_profiles(paths, 1, &l) || !l.n) {
+	char *const *paths;
+	size_t n;
+	mt_session_written(sess, &paths, &n);
+	if (mt_load_profiles(paths, n, &l) || !l.n) {
 		mt_loaded_free(&l);
-		return -1;
+		return;
 	}
+	mt_loaded_latest(&l);
 	FILE *out = stderr;
 	if (report_file && !(out = fopen(report_file, "w"))) {
 		mt_error("cannot write the report to %s: %s", report_file, strerror(errno));
 		out = stderr;
 	}
-	mt_render(out, format, &l);
+	mt_render_summary(out, format, &l, prefix);
 	if (out != stderr)
 		fclose(out);
 	mt_loaded_free(&l);
-	return 0;
 }
 
-/* Sends `detach` and prints the summary of the last dump. */
-static int detach_and_report(pid_t pid, const char *format, const char *report_file, int quiet)
+/* Says how members other than by a detach ended, and what went wrong. */
+static void report_members(struct mt_session *sess)
 {
-	char *resp, err[1024];
-	int r = mt_ctl_send(pid, "detach\n", &resp, err, sizeof(err));
-	if (r < 0)
-		return mt_error("detach: %s", err), 1;
-	if (r > 0) {
-		mt_error("detach: %s", resp);
-		free(resp);
-		return 1;
+	size_t n;
+	const struct mt_member *m = mt_session_members(sess, &n);
+	for (size_t i = 0; i < n; i++) {
+		if (m[i].error[0]) {
+			mt_error("%s", m[i].error);
+		} else if (m[i].state == MT_MEMBER_ENDED) {
+			char how[256];
+			struct mt_profile p = {.end = m[i].end, .end_code = m[i].end_code};
+			mt_end_describe(&p, how, sizeof(how));
+			fprintf(stderr, "memtap: process %d (%.60s) %s%s; its final profile is %s\n", m[i].pid,
+				m[i].command, how, m[i].end == MT_END_EXIT ? "" : ", profile recovered", m[i].final_path);
+		}
 	}
-	resp[strcspn(resp, "\n")] = '\0';
+}
+
+/* Detaches every member still attached (the root and the children it forked
+ * meanwhile), then writes their last profiles from their files. */
+static int detach_all(struct mt_session *sess)
+{
+	size_t n;
+	int failed = 0;
+	const struct mt_member *m = mt_session_members(sess, &n);
+	for (size_t i = 0; i < n; i++) {
+		char *resp = NULL, err[1024];
+		if (m[i].state != MT_MEMBER_RUNNING)
+			continue;
+		int r = mt_ctl_send(m[i].pid, "detach\n", &resp, err, sizeof(err));
+		if (r < 0 && kill(m[i].pid, 0) == 0)
+			failed = mt_error("detach %d: %s", m[i].pid, err);
+		else if (r > 0)
+			failed = mt_error("detach %d: %s", m[i].pid, resp);
+		free(resp);
+		mt_session_mark_detach(sess, m[i].pid);
+	}
+	return mt_session_finish(sess, 1) || failed;
+}
+
+/* memtap detach: the agent restores its hooks; this command writes the
+ * last profile from the live file (with its own permissions, under PREFIX,
+ * or the attach's -o when none is given). */
+static int detach_and_report(pid_t pid, const char *output, const char *format, const char *report_file,
+			     int quiet)
+{
+	char path[PATH_MAX], err[1024], prefix[PATH_MAX];
+	struct mt_live_hdr h;
+	if (mt_live_find(pid, path, sizeof(path), err, sizeof(err)) ||
+	    mt_live_read_header(path, &h, err, sizeof(err))) {
+		/* No live file: an agent in private memory writes its own. */
+		char *resp;
+		int r = mt_ctl_send(pid, "detach\n", &resp, err, sizeof(err));
+		if (r)
+			return mt_error("detach: %s", r < 0 ? err : resp), free(r > 0 ? resp : NULL), 1;
+		fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)pid, resp);
+		free(resp);
+		return 0;
+	}
+	if (output) {
+		if (mt_resolve_prefix(output, "process", prefix, sizeof(prefix)))
+			return 2;
+	} else {
+		snprintf(prefix, sizeof(prefix), "%.*s", (int)sizeof(h.prefix), h.prefix);
+	}
+	struct mt_session *sess;
+	struct mt_session_opts so = {.prefix = prefix, .run_id = h.run_id, .stacks = h.stacks != 0};
+	if (mt_session_new(&so, &sess))
+		return mt_error("detach: out of memory"), 1;
+	if (mt_session_adopt(sess, pid, err, sizeof(err))) {
+		mt_session_free(sess);
+		return mt_error("detach: %s", err), 1;
+	}
+	int ret = detach_all(sess);
+	report_members(sess);
 	if (!quiet)
-		print_summary(resp, format, report_file);
-	fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)pid, resp);
-	free(resp);
-	return 0;
+		print_summary(sess, prefix, format, report_file);
+	size_t nw;
+	char *const *written;
+	mt_session_written(sess, &written, &nw);
+	if (nw)
+		fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)pid, written[0]);
+	mt_session_free(sess);
+	return ret ? 1 : 0;
 }
 
 int mt_attach_inject(const struct mt_attach_req *r)
@@ -103,6 +175,7 @@ int mt_attach_inject(const struct mt_attach_req *r)
 	}
 	if (mt_resolve_prefix(r->output, comm, prefix, sizeof(prefix)))
 		return 2;
+	mt_live_sweep();
 
 	/* Load the agent unless an earlier attach already did. */
 	const char *state = agent_state(r->pid, err, sizeof(err));
@@ -127,18 +200,40 @@ int mt_attach_inject(const struct mt_attach_req *r)
 					(int)r->pid, err), 1;
 	}
 
-	char req[MT_CTL_MAX_REQUEST], esc[PATH_MAX * 3];
-	mt_ctl_escape(prefix, esc, sizeof(esc));
-	int n = snprintf(req, sizeof(req), "attach prefix=%s %s\n", esc, r->options);
-	if (n <= 0 || (size_t)n >= sizeof(req))
+	/* The session: this command reads the counters from the agent's live
+	 * file and writes every profile itself. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t run_id = (((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid()) &
+			  INT64_MAX;
+	struct mt_session *sess;
+	struct mt_session_opts so = {.prefix = prefix, .run_id = run_id, .interval_ms = r->interval_ms,
+				     .stacks = r->stacks};
+	if (mt_session_new(&so, &sess))
+		return mt_error("attach: out of memory"), 1;
+	struct mt_agent_opts ao = r->ao;
+	char self[64], words[MT_CTL_MAX_REQUEST], req[MT_CTL_MAX_REQUEST + 16];
+	mt_session_self(self, sizeof(self));
+	/* Copies: R's own options belong to the caller. */
+	memset(&ao, 0, sizeof(ao));
+	for (int i = 0; i < MT_AO_COUNT; i++)
+		if (r->ao.v[i])
+			mt_agent_opt_set(&ao, (enum mt_agent_opt)i, "%s", r->ao.v[i]);
+	mt_agent_opt_set(&ao, MT_AO_PREFIX, "%s", prefix);
+	mt_agent_opt_set(&ao, MT_AO_RUN_ID, "%llu", (unsigned long long)run_id);
+	mt_agent_opt_set(&ao, MT_AO_SESSION, "%s", self);
+	int e = mt_agent_opts_words(&ao, words, sizeof(words));
+	mt_agent_opts_free(&ao);
+	if (e || snprintf(req, sizeof(req), "attach %s\n", words) >= (int)sizeof(req)) {
+		mt_session_free(sess);
 		return mt_error("attach: options too long"), 2;
+	}
 	char *resp;
-	int e = mt_ctl_send(r->pid, req, &resp, err, sizeof(err));
-	if (e < 0)
-		return mt_error("attach: %s", err), 1;
-	if (e > 0) {
-		mt_error("attach: %s", resp);
-		free(resp);
+	e = mt_ctl_send(r->pid, req, &resp, err, sizeof(err));
+	if (e) {
+		mt_error("attach: %s", e < 0 ? err : resp);
+		free(e > 0 ? resp : NULL);
+		mt_session_free(sess);
 		return 1;
 	}
 	resp[strcspn(resp, "\n")] = '\0';
@@ -146,42 +241,58 @@ int mt_attach_inject(const struct mt_attach_req *r)
 		r->seconds > 0 ? "tracing until the time is up or Ctrl-C"
 			       : "tracing until Ctrl-C (or memtap detach -p PID from elsewhere)");
 	free(resp);
+	if (mt_session_adopt(sess, r->pid, err, sizeof(err)))
+		fprintf(stderr, "memtap: %s: the agent writes its own profiles\n", err);
 
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	double end = r->seconds > 0 ? now_s() + r->seconds : 0;
-	int ticks = 0;
+	int ret = 0;
 	while (!stop_requested && (!end || now_s() < end)) {
 		usleep(50000);
-		if (kill(r->pid, 0) < 0 && errno == ESRCH) {
-			fprintf(stderr, "memtap: process %d has exited; its exit profile is under %s.%d.*.%s\n",
-				(int)r->pid, prefix, (int)r->pid, MT_FILE_EXT);
+		mt_session_poll(sess);
+		size_t n;
+		const struct mt_member *m = mt_session_members(sess, &n);
+		if (n && m[0].state == MT_MEMBER_ENDED) {
+			report_members(sess);
+			mt_session_free(sess);
 			return 0;
 		}
-		/* Somebody ran memtap detach: nothing left for us to do. */
-		if (++ticks % 10 == 0 && (state = agent_state(r->pid, err, sizeof(err))) &&
-		    strcmp(state, "attached") != 0) {
-			fprintf(stderr, "memtap: %d was detached by another memtap\n", (int)r->pid);
+		/* Somebody ran memtap detach: it wrote the profile. */
+		if (n && m[0].state == MT_MEMBER_DETACHED) {
+			fprintf(stderr, "memtap: %d was detached by another memtap, which wrote its profile\n",
+				(int)r->pid);
+			mt_session_free(sess);
 			return 0;
 		}
 	}
-	return detach_and_report(r->pid, r->format, r->report_file, r->quiet);
+	ret = detach_all(sess);
+	report_members(sess);
+	if (!r->quiet)
+		print_summary(sess, prefix, r->format, r->report_file);
+	size_t nw;
+	char *const *written;
+	mt_session_written(sess, &written, &nw);
+	if (nw)
+		fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)r->pid, written[nw - 1]);
+	mt_session_free(sess);
+	return ret ? 1 : 0;
 }
-
 int cmd_detach(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"pid", required_argument, NULL, 'p'},   {"report-file", required_argument, NULL, 'r'},
+		{"output", required_argument, NULL, 'o'},
 		{"format", required_argument, NULL, 'F'}, {"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},         {0},
 	};
-	const char *format = "text", *report_file = NULL;
+	const char *format = "text", *report_file = NULL, *output = NULL;
 	pid_t pid = 0;
 	int quiet = 0, c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "p:qh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:o:qh", opts, NULL)) != -1) {
 		char *end;
 		switch (c) {
 		case 'p':
@@ -190,12 +301,14 @@ int cmd_detach(int argc, char **argv)
 				return mt_error("detach: -p %s: expected a process id", optarg), 2;
 			break;
 		case 'r': report_file = optarg; break;
+		case 'o': output = optarg; break;
 		case 'F': format = optarg; break;
 		case 'q': quiet = 1; break;
 		case 'h':
-			printf("usage: memtap detach -p PID [--report-file F] [--format text|json] [-q]\n"
+			printf("usage: memtap detach -p PID [-o PREFIX] [--report-file F] [--format text|json] [-q]\n"
 			       "Stops tracing a process attached with memtap attach: restores its call\n"
-			       "slots, writes a last profile and prints its summary.  The process runs on.\n");
+			       "slots, writes a last profile (under PREFIX, default the attach's -o) and\n"
+			       "prints its summary.  The process runs on.\n");
 			return 0;
 		default: return 2;
 		}
@@ -204,5 +317,5 @@ int cmd_detach(int argc, char **argv)
 		return mt_error("detach: which process? pass -p PID"), 2;
 	if (strcmp(format, "text") && strcmp(format, "json"))
 		return mt_error("detach: unknown --format '%s' (text or json)", format), 2;
-	return detach_and_report(pid, format, report_file, quiet);
+	return detach_and_report(pid, output, format, report_file, quiet);
 }

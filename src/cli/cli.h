@@ -11,6 +11,7 @@
 #include <sys/types.h>
 #include <stdio.h>
 
+#include "agent_opts.h"
 #include "memtap/render.h"
 
 int cmd_run(int argc, char **argv);
@@ -52,7 +53,9 @@ struct mt_attach_req {
 	const char *report_file; /* or NULL: stderr */
 	const char *format;      /* text or json */
 	int quiet;
-	char options[4096];      /* words for `ctl attach`: stacks=1 sample=N funcs=... */
+	struct mt_agent_opts ao; /* for `ctl attach`: stacks, sample, funcs, ... */
+	uint64_t interval_ms;    /* --interval: the session's periodic profiles */
+	int stacks;
 };
 /* Injects the agent (once), attaches it with the options, waits, detaches
  * and prints the summary; returns the exit status. */

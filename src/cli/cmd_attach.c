@@ -322,7 +322,7 @@ int cmd_attach(int argc, char **argv)
 					"--via=ebpf"), 2;
 		struct mt_attach_req req = {.pid = pid, .seconds = seconds, .output = a.output,
 					    .report_file = a.report_file, .format = a.format, .quiet = a.quiet};
-		char err[512], list[2048] = "", esc[3 * sizeof(list)];
+		char err[512], list[2048] = "";
 		for (int i = 0; i < nfuncs; i++) {
 			if (mt_check_func_spec(funcs[i], err, sizeof(err)))
 				return mt_error("attach: -f %s: %s", funcs[i], err), 2;
@@ -332,13 +332,23 @@ int cmd_attach(int argc, char **argv)
 				strcat(list, ",");
 			strcat(list, funcs[i]);
 		}
-		mt_ctl_escape(list, esc, sizeof(esc));
-		snprintf(req.options, sizeof(req.options),
-			 "stacks=%d sample=%llu dump_every=%llu interval_ms=%llu dump_on_peak=%d inactive=%d%s%s",
-			 stacks, (unsigned long long)(sample ? sample : leaks ? 1 : 0),
-			 (unsigned long long)dump_every, (unsigned long long)interval_ms, peak, inactive,
-			 list[0] ? " funcs=" : "", list[0] ? esc : "");
-		return mt_attach_inject(&req);
+		req.interval_ms = interval_ms;
+		req.stacks = stacks;
+		if (stacks)
+			mt_agent_opt_set(&req.ao, MT_AO_STACKS, "1");
+		if (sample || leaks)
+			mt_agent_opt_set(&req.ao, MT_AO_SAMPLE, "%llu", (unsigned long long)(sample ? sample : 1));
+		if (dump_every)
+			mt_agent_opt_set(&req.ao, MT_AO_DUMP_EVERY, "%llu", (unsigned long long)dump_every);
+		if (peak)
+			mt_agent_opt_set(&req.ao, MT_AO_DUMP_ON_PEAK, "1");
+		if (inactive)
+			mt_agent_opt_set(&req.ao, MT_AO_INACTIVE, "1");
+		if (list[0])
+			mt_agent_opt_set(&req.ao, MT_AO_FUNCS, "%s", list);
+		int ret = mt_attach_inject(&req);
+		mt_agent_opts_free(&req.ao);
+		return ret;
 	}
 	if (strcmp(via, "ebpf"))
 		return mt_error("attach: unknown --via=%s (inject or ebpf)", via), 2;

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "live_read.h"
 #include "memtap/ctl.h"
+#include "memtap/format.h"
+#include "session.h"
 
 static void ctl_usage(FILE *out)
 {
@@ -18,6 +21,38 @@ static void ctl_usage(FILE *out)
 		"  stats         memtap's counters and the allocator's own statistics\n"
 		"  reset         zero the counters (in-use carries on, the peak restarts)\n"
 		"  status        active or not, options and totals\n");
+}
+
+static int ctl_dump(int pid, const struct mt_live_hdr *h, const char *path)
+{
+	char prefix[PATH_MAX], err[1024], out[PATH_MAX];
+	snprintf(prefix, sizeof(prefix), "%.*s", (int)sizeof(h->prefix), h->prefix);
+	struct mt_session *sess;
+	struct mt_session_opts so = {.prefix = prefix, .run_id = h->run_id, .stacks = h->stacks != 0};
+	if (mt_session_new(&so, &sess))
+		return mt_error("ctl: out of memory"), 1;
+	int ret = mt_session_adopt(sess, pid, err, sizeof(err));
+	if (!ret && path) {
+		struct mt_profile *p;
+		if (!(ret = mt_session_snapshot(sess, pid, &p, err, sizeof(err)))) {
+			struct mt_buf b = {.grow = mt_buf_grow_libc};
+			p->reason = MT_REASON_CTL;
+			if (!(ret = mt_file_encode(p, &b)))
+				ret = mt_file_write_whole(path, b.data, b.len, 0600);
+			if (ret)
+				snprintf(err, sizeof(err), "cannot write %s: %s", path, strerror(-ret));
+			snprintf(out, sizeof(out), "%s", path);
+			free(b.data);
+			mt_profile_free(p);
+		}
+	} else if (!ret && (ret = mt_session_dump(sess, pid, MT_REASON_CTL, out, sizeof(out)))) {
+		snprintf(err, sizeof(err), "cannot write %s: %s", out, strerror(-ret));
+	}
+	mt_session_free(sess);
+	if (ret)
+		return mt_error("ctl %d dump: %s", pid, err), 1;
+	printf("%s\n", out);
+	return 0;
 }
 
 int cmd_ctl(int argc, char **argv)
@@ -54,6 +89,16 @@ int cmd_ctl(int argc, char **argv)
 	if (len <= 0 || (size_t)len >= sizeof(req) || mt_ctl_parse(req, (size_t)len, &parsed, err, sizeof(err)))
 		return mt_error("ctl: %s", len > 0 && (size_t)len < sizeof(req) ? err : "request too long"), 2;
 
+	/* dump: this command reads the live counter file and writes the profile
+	 * itself, with the caller's permissions, to PATH or under the session's
+	 * prefix; the process does nothing for it. */
+	if (parsed.cmd == MT_CTL_DUMP) {
+		char lpath[PATH_MAX], lerr[1024];
+		struct mt_live_hdr h;
+		if (!mt_live_find((int)pid, lpath, sizeof(lpath), lerr, sizeof(lerr)) &&
+		    !mt_live_read_header(lpath, &h, lerr, sizeof(lerr)))
+			return ctl_dump((int)pid, &h, arg[0] ? arg : NULL);
+	}
 	char *resp = NULL, cerr[1024];
 	int r = mt_ctl_send((pid_t)pid, req, &resp, cerr, sizeof(cerr));
 	if (r < 0)

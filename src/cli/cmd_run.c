@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <glob.h>
+#include <poll.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -16,22 +17,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent_opts.h"
 #include "cli.h"
+#include "live_read.h"
 #include "memtap/format.h"
+#include "session.h"
 
 static pid_t child;
-
-/* Options reach the agent through the environment; a stale value inherited
- * from an outer memtap run must not leak into this one. */
-static void setenv_or_unset(const char *name, int set, uint64_t value)
-{
-	char v[32];
-	snprintf(v, sizeof(v), "%llu", (unsigned long long)value);
-	if (set)
-		setenv(name, v, 1);
-	else
-		unsetenv(name);
-}
 
 static void forward(int sig)
 {
@@ -115,27 +107,46 @@ static int collect(const char *prefix, uint64_t run_id, struct mt_loaded *l)
 	return failed;
 }
 
-static int summarize(const char *prefix, uint64_t run_id, pid_t root, const char *format,
+/* The summary: one line per member that ended other than by exit (or whose
+ * profile is missing), then the DTrace-layout tables. */
+static int summarize(struct mt_session *s, const char *prefix, uint64_t run_id, const char *format,
 		     const char *report_file)
 {
 	struct mt_loaded l;
+	size_t nm;
+	const struct mt_member *m = mt_session_members(s, &nm);
+	const char *root_err = mt_session_root_error(s);
+	if (root_err)
+		mt_error("%s", root_err);
+	for (size_t i = 0; i < nm; i++) {
+		char how[256];
+		struct mt_profile p = {.end = m[i].end, .end_code = m[i].end_code};
+		mt_end_describe(&p, how, sizeof(how));
+		if (m[i].error[0])
+			mt_error("%s", m[i].error);
+		else if (m[i].end != MT_END_EXIT && m[i].end != MT_END_NONE && m[i].final_path[0])
+			mt_error("process %d (%.60s) %s; profile recovered: %s", m[i].pid, m[i].command, how,
+				 m[i].final_path);
+	}
 	collect(prefix, run_id, &l);
 	FILE *out = stderr;
 	if (report_file && !(out = fopen(report_file, "w"))) {
 		mt_error("cannot write the report to %s: %s", report_file, strerror(errno));
 		out = stderr;
 	}
-	int have_root = 0;
-	for (size_t i = 0; i < l.n; i++)
-		have_root |= l.items[i].profile->pid == (uint32_t)root;
-	if (!have_root)
-		mt_error("process %d wrote no profile (killed by a signal, or ended with _exit); "
-			 "profiles of this run: %zu", (int)root, l.n);
 	mt_render_summary(out, format, &l, prefix);
 	if (out != stderr)
 		fclose(out);
 	mt_loaded_free(&l);
 	return 0;
+}
+
+static volatile sig_atomic_t got_child;
+
+static void on_child(int sig)
+{
+	(void)sig;
+	got_child = 1;
 }
 
 int cmd_run(int argc, char **argv)
@@ -223,54 +234,102 @@ int cmd_run(int argc, char **argv)
 	uint64_t run_id = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid();
 	run_id &= INT64_MAX;
 
+	/* The agent's options, in the environment of the child. */
+	struct mt_agent_opts ao = {0};
+	char self[64];
+	mt_session_self(self, sizeof(self));
+	mt_agent_opt_set(&ao, MT_AO_PREFIX, "%s", prefix);
+	mt_agent_opt_set(&ao, MT_AO_RUN_ID, "%llu", (unsigned long long)run_id);
+	mt_agent_opt_set(&ao, MT_AO_SESSION, "%s", self);
+	mt_agent_opt_set(&ao, MT_AO_FOLLOW, "%d", follow);
+	if (inactive)
+		mt_agent_opt_set(&ao, MT_AO_INACTIVE, "1");
+	if (stacks)
+		mt_agent_opt_set(&ao, MT_AO_STACKS, "1");
+	/* --leaks wants every allocation unless told otherwise. */
+	if (sample || leaks)
+		mt_agent_opt_set(&ao, MT_AO_SAMPLE, "%llu", (unsigned long long)(sample ? sample : 1));
+	if (dump_every)
+		mt_agent_opt_set(&ao, MT_AO_DUMP_EVERY, "%llu", (unsigned long long)dump_every);
+	if (peak)
+		mt_agent_opt_set(&ao, MT_AO_DUMP_ON_PEAK, "1");
+	if (funcs[0])
+		mt_agent_opt_set(&ao, MT_AO_FUNCS, "%s", funcs);
+
+	/* The session reads every traced process's counters from outside and
+	 * writes the profiles: periodic ones, and each process's final one
+	 * however it ends. */
+	mt_live_sweep();
+	struct mt_session *sess;
+	struct mt_session_opts so = {.prefix = prefix, .run_id = run_id, .interval_ms = interval_ms,
+				     .stacks = stacks};
+	if (mt_session_new(&so, &sess))
+		return mt_error("run: out of memory"), 2;
+
+	sigset_t chld, old;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	struct sigaction sa = {.sa_handler = on_child};
+	sigaction(SIGCHLD, &sa, NULL);
 	child = fork();
 	if (child < 0)
 		return mt_error("run: fork: %s", strerror(errno)), 2;
 	if (child == 0) {
-		char preload[PATH_MAX * 2], id[32];
-		const char *old = getenv("LD_PRELOAD");
-		snprintf(preload, sizeof(preload), "%s%s%s", agent, old && *old ? ":" : "", old ? old : "");
-		snprintf(id, sizeof(id), "%llu", (unsigned long long)run_id);
+		char preload[PATH_MAX * 2];
+		const char *old_pre = getenv("LD_PRELOAD");
+		snprintf(preload, sizeof(preload), "%s%s%s", agent, old_pre && *old_pre ? ":" : "",
+			 old_pre ? old_pre : "");
 		setenv("LD_PRELOAD", preload, 1);
 		setenv("MEMTAP_AGENT", agent, 1);
-		setenv("MEMTAP_PREFIX", prefix, 1);
-		setenv("MEMTAP_RUN_ID", id, 1);
-		setenv("MEMTAP_FOLLOW", follow ? "1" : "0", 1);
-		setenv_or_unset("MEMTAP_INACTIVE", inactive, 1);
-		setenv_or_unset("MEMTAP_STACKS", stacks, 1);
-		/* --leaks wants every allocation unless told otherwise. */
-		setenv_or_unset("MEMTAP_SAMPLE", sample || leaks, sample ? sample : 1);
-		setenv_or_unset("MEMTAP_DUMP_EVERY", dump_every != 0, dump_every);
-		setenv_or_unset("MEMTAP_INTERVAL_MS", interval_ms != 0, interval_ms);
-		setenv_or_unset("MEMTAP_DUMP_ON_PEAK", peak, 1);
-		if (funcs[0])
-			setenv("MEMTAP_FUNCS", funcs, 1);
-		else
-			unsetenv("MEMTAP_FUNCS");
+		mt_agent_opts_env(&ao);
+		signal(SIGCHLD, SIG_DFL);
 		execvp(argv[optind], argv + optind);
 		fprintf(stderr, "memtap: cannot run %s: %s\n", argv[optind], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
+	mt_agent_opts_free(&ao);
+	mt_session_set_root(sess, child);
 	/* Like a shell: keyboard signals reach the child through the terminal,
 	 * others are forwarded; memtap waits to print the summary. */
 	signal(SIGINT, SIG_IGN);
 	signal(SIGQUIT, SIG_IGN);
 	signal(SIGTERM, forward);
 	signal(SIGHUP, forward);
-	int status;
-	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
-		;
+	int status = 0;
+	for (;;) {
+		pid_t w = waitpid(child, &status, WNOHANG);
+		if (w == child) {
+			mt_session_set_status(sess, child, status);
+			break;
+		}
+		if (w < 0 && errno != EINTR)
+			break;
+		mt_session_poll(sess);
+		/* Woken early by SIGCHLD; otherwise every 20 ms. */
+		sigprocmask(SIG_BLOCK, &chld, &old);
+		if (!got_child) {
+			struct timespec ts = {0, 20 * 1000000};
+			sigset_t none;
+			sigemptyset(&none);
+			ppoll(NULL, 0, &ts, &old);
+		}
+		got_child = 0;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+	}
+	mt_session_finish(sess, 0);
 	if (WIFEXITED(status) && WEXITSTATUS(status) >= 126 && !quiet) {
 		/* exec failed: there is nothing to summarize beyond the error. */
-		glob_t g;
-		char pattern[PATH_MAX + 16];
-		snprintf(pattern, sizeof(pattern), "%s.%d.*.%s", prefix, (int)child, MT_FILE_EXT);
-		if (glob(pattern, 0, NULL, &g) != 0)
+		size_t nw;
+		char *const *written;
+		mt_session_written(sess, &written, &nw);
+		if (!nw) {
+			mt_session_free(sess);
 			return WEXITSTATUS(status);
-		globfree(&g);
+		}
 	}
 	if (!quiet)
-		summarize(prefix, run_id, child, format, report_file);
+		summarize(sess, prefix, run_id, format, report_file);
+	mt_session_free(sess);
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
 		mt_error("%s killed by signal %d (%s)", argv[optind], sig, strsignal(sig));

@@ -164,6 +164,13 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		rec_end(b, r);
 	}
 
+	if (p->end) {
+		r = rec_begin(b, MT_TAG_ENDING);
+		put_u32(b, p->end);
+		put_u32(b, (uint32_t)p->end_code);
+		rec_end(b, r);
+	}
+
 	if (b->err)
 		return b->err;
 	uint32_t crc = (uint32_t)crc32(0L, b->data + start, (uInt)(b->len - start));
@@ -475,6 +482,13 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 				goto out;
 			ret = -EINVAL;
 			break;
+		case MT_TAG_ENDING:
+			c.what = "ending";
+			p->end = get_u32(&c);
+			p->end_code = (int32_t)get_u32(&c);
+			if (p->end > MT_END_EXEC)
+				p->end = MT_END_NONE; /* a newer writer's kind: unknown here */
+			break;
 		case MT_TAG_END: {
 			c.what = "end";
 			uint32_t want = get_u32(&c);
@@ -556,10 +570,12 @@ out:
 	return ret;
 }
 
-int mt_file_write_whole(const char *path, const uint8_t *data, size_t len, unsigned mode)
+/* DATA into a new temporary file next to PATH; its name in TMP.  0 or
+ * -errno (nothing left behind). */
+static int write_temp(const char *path, char *tmp, size_t tmplen, const uint8_t *data, size_t len,
+		      unsigned mode)
 {
-	char tmp[PATH_MAX + 32];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid()) >= (int)sizeof(tmp))
+	if (snprintf(tmp, tmplen, "%s.tmp%d", path, (int)getpid()) >= (int)tmplen)
 		return -ENAMETOOLONG;
 	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
 	int fd = open(tmp, flags, (mode_t)mode);
@@ -577,9 +593,46 @@ int mt_file_write_whole(const char *path, const uint8_t *data, size_t len, unsig
 	}
 	if (close(fd) < 0 && !ret)
 		ret = -errno;
-	if (!ret && rename(tmp, path) < 0)
-		ret = -errno;
 	if (ret)
 		unlink(tmp);
+	return ret;
+}
+
+int mt_file_write_whole(const char *path, const uint8_t *data, size_t len, unsigned mode)
+{
+	char tmp[PATH_MAX + 32];
+	int ret = write_temp(path, tmp, sizeof(tmp), data, len, mode);
+	if (!ret && rename(tmp, path) < 0) {
+		ret = -errno;
+		unlink(tmp);
+	}
+	return ret;
+}
+
+int mt_file_write_next(const char *prefix, uint32_t pid, uint32_t *seq, const uint8_t *data, size_t len,
+		       unsigned mode, char *out, size_t outlen)
+{
+	char tmp[PATH_MAX + 32], final[PATH_MAX];
+	if (snprintf(final, sizeof(final), "%s.%u", prefix, pid) >= (int)sizeof(final))
+		return -ENAMETOOLONG;
+	int ret = write_temp(final, tmp, sizeof(tmp), data, len, mode);
+	if (ret) {
+		snprintf(out, outlen, "%s.%u.%u.%s", prefix, pid, *seq, MT_FILE_EXT);
+		return ret;
+	}
+	/* link(2) never replaces a name: the first free sequence number wins,
+	 * whoever else (the agent, another memtap) writes next to us. */
+	ret = -EEXIST;
+	for (uint32_t s = *seq; s < *seq + 100000 && ret == -EEXIST; s++) {
+		if (snprintf(final, sizeof(final), "%s.%u.%u.%s", prefix, pid, s, MT_FILE_EXT) >= (int)sizeof(final)) {
+			ret = -ENAMETOOLONG;
+			break;
+		}
+		ret = link(tmp, final) == 0 ? 0 : -errno;
+		if (!ret)
+			*seq = s;
+	}
+	unlink(tmp);
+	snprintf(out, outlen, "%s", final);
 	return ret;
 }

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -341,6 +342,39 @@ const char *mt_reason_name(uint32_t reason)
 {
 	static const char *const names[] = {"exit", "ctl", "other", "peak", "interval", "bytes", "detach"};
 	return reason < sizeof(names) / sizeof(names[0]) ? names[reason] : "unknown";
+}
+
+const char *mt_end_name(uint32_t end)
+{
+	static const char *const names[] = {"", "exit", "_exit", "signal", "vanished", "exec"};
+	return end < sizeof(names) / sizeof(names[0]) ? names[end] : "unknown";
+}
+
+void mt_end_describe(const struct mt_profile *p, char *out, size_t outlen)
+{
+	const char *sig = p->end_code > 0 && p->end_code < 65 ? sigabbrev_np(p->end_code) : NULL;
+	switch (p->end) {
+	case MT_END_EXIT:
+		if (p->end_code >= 0)
+			snprintf(out, outlen, "exited with status %d", p->end_code);
+		else
+			snprintf(out, outlen, "exited");
+		break;
+	case MT_END__EXIT:
+		snprintf(out, outlen, "ended with _exit(%d)", p->end_code);
+		break;
+	case MT_END_SIGNAL:
+		snprintf(out, outlen, "killed by SIG%s", sig ? sig : "?");
+		break;
+	case MT_END_VANISHED:
+		snprintf(out, outlen, "gone without a trace (killed by SIGKILL, e.g. the OOM killer, or exit_group)");
+		break;
+	case MT_END_EXEC:
+		snprintf(out, outlen, "replaced by exec");
+		break;
+	default:
+		snprintf(out, outlen, "running");
+	}
 }
 
 int mt_mapping_parse(const char *line, struct mt_mapping *m)

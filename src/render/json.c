@@ -1,6 +1,8 @@
 /* The JSON report: {"processes":[...]} (docs/FORMAT.md lists every key). */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -141,6 +143,14 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			fputs(",\"file\":", out);
 			json_str(out, items[i].path);
 		}
+		if (p->end) {
+			fprintf(out, ",\"ended\":{\"how\":\"%s\",\"code\":%d", mt_end_name(p->end), p->end_code);
+			if (p->end == MT_END_SIGNAL && p->end_code > 0 && p->end_code < 65 && sigabbrev_np(p->end_code))
+				fprintf(out, ",\"signal\":\"SIG%s\"", sigabbrev_np(p->end_code));
+			fprintf(out, ",\"recovered\":%s}", p->flags & MT_PROFILE_RECOVERED ? "true" : "false");
+		}
+		if (p->flags & MT_PROFILE_SUSPECT)
+			fputs(",\"suspect\":true", out);
 		if (items[i].npids > 1) {
 			fputs(",\"merged_pids\":[", out);
 			for (size_t k = 0; k < items[i].npids; k++)

@@ -63,6 +63,15 @@ static void render_header(FILE *out, const struct mt_report_item *it)
 	fprintf(out, "memtap: snapshot #%u at %s (%s), counting %s%s%s\n", p->seq, when,
 		mt_reason_name(p->reason), p->flags & MT_PROFILE_ACTIVE ? "active" : "inactive",
 		it->path ? ", from " : "", it->path ? it->path : "");
+	if (p->end) {
+		char how[256];
+		mt_end_describe(p, how, sizeof(how));
+		fprintf(out, "memtap: how it ended: %s%s\n", how,
+			p->flags & MT_PROFILE_RECOVERED ? "; profile recovered from its live counter file" : "");
+	}
+	if (p->flags & MT_PROFILE_SUSPECT)
+		fprintf(out, "memtap: warning: the process wrote figures into its counter file that memtap "
+			"could not trust (it may have overwritten that memory); they are shown as read\n");
 }
 
 #define TOP_POOLS 10

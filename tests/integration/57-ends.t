@@ -1,0 +1,126 @@
+#!/bin/bash
+# Live sessions: memtap reads the traced processes' counters from their live
+# files and writes the profiles itself, so a process that ends in any way
+# (SIGKILL, SIGSEGV, abort, _exit) still gets its final profile, with the
+# exact counts made before the end and how it ended; forked children's
+# in-use starts from their parent's; profiles land where the user asked even
+# when the traced process cannot write there; a process that scribbles over
+# its own counters cannot crash memtap; nothing is left behind.
+. "$(dirname "$0")/../lib.sh"
+plan 48
+
+export MEMTAP_RUNDIR="$TMP/run"
+mkdir -p "$MEMTAP_RUNDIR"
+chmod 1777 "$MEMTAP_RUNDIR"  # like /dev/shm: every uid makes its own directory
+N=40   # blocks of 3000 bytes (the 2048 bucket) before the end; every other one freed
+
+check_end() { # MODE WANT_STATUS HOW SIGNAL
+	local mode=$1 st=$2 how=$3 sig=$4
+	$MEMTAP run -o "$TMP/$mode" --format json --report-file "$TMP/$mode.json" -- "$FIX/ends" "$mode" $N \
+		2> "$TMP/$mode.err"
+	is "$?" "$st" "$mode: memtap run returns the program's status ($st)"
+	is "$(ls "$TMP/$mode".*.mtp 2>/dev/null | wc -l)" 1 "$mode: its final profile was written"
+	is "$(bucket "$TMP/$mode.json" malloc 2048)" $N "$mode: exactly the $N mallocs made before the end"
+	is "$(jq -r '.processes[0].ended.how' "$TMP/$mode.json")" "$how" "$mode: the profile says how it ended ($how)"
+	if [ -n "$sig" ]; then
+		is "$(jq -r '.processes[0].ended.signal' "$TMP/$mode.json")" "$sig" "$mode: by $sig"
+		grep -q "killed by $sig; profile recovered" "$TMP/$mode.err"
+		ok $? "$mode: the summary says 'killed by $sig; profile recovered'"
+	fi
+}
+check_end kill 137 signal SIGKILL
+check_end segv 139 signal SIGSEGV
+check_end abort 134 signal SIGABRT
+check_end _exit 3 _exit ""
+is "$(jq -r '.processes[0].ended.code' "$TMP/_exit.json")" 3 "_exit: its status, 3"
+check_end exit 4 exit ""
+
+# Prefork: children that end with _exit each have their profile; their
+# in-use starts from the parent's (the parent's heap is theirs too).
+$MEMTAP run -q -o "$TMP/pf" -- "$FIX/ends" prefork 3 $N
+ok $? "prefork: 3 children ending with _exit(0)"
+$MEMTAP report --format=json "$TMP"/pf.*.mtp > "$TMP/pf.json"
+is "$(jq '.processes | length' "$TMP/pf.json")" 4 "prefork: parent and 3 children, each its own profile"
+is "$(jq '[.processes[] | select(.ended.how == "_exit")] | length' "$TMP/pf.json")" 3 \
+	"prefork: the children are known to have ended with _exit"
+is "$(jq '[.processes[] | select(.totals.in_use_bytes < 0)] | length' "$TMP/pf.json")" 0 \
+	"prefork: no process's in-use goes below zero"
+parent_inuse=$(jq '[.processes[] | select(.ended.how == "exit")][0].totals.in_use_bytes' "$TMP/pf.json")
+is "$(jq --argjson p "$parent_inuse" '[.processes[] | select(.ended.how == "_exit") |
+	select(.totals.allocated_bytes - .totals.freed_bytes == .totals.in_use_bytes - $p)] | length' "$TMP/pf.json")" 3 \
+	"prefork: each child's in-use is its parent's ($parent_inuse) plus its own allocated minus freed"
+is "$(jq '[.processes[] | select(.ended.how == "_exit") | .functions.malloc.hist[] | select(.[0] == 2048) | .[1]] | add' \
+	"$TMP/pf.json")" $((3 * N)) "prefork: the children's mallocs add up ($N each)"
+
+# The traced process runs as a user that cannot write where the profiles go:
+# memtap writes them, with its own permissions.
+if id nobody >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+	mkdir -m 0700 "$TMP/rootonly"
+	$MEMTAP run -o "$TMP/rootonly/p" --format json --report-file "$TMP/ro.json" -- \
+		chroot --userspec=65534:65534 --skip-chdir / "$FIX/ends" exit $N 2> "$TMP/ro.err"
+	is "$?" 4 "a process running as nobody, profiles into a directory only root can write"
+	f=$(ls "$TMP"/rootonly/p.*.mtp 2>/dev/null | head -1)
+	[ -n "$f" ] && [ "$(stat -c %U "$f")" = root ]
+	ok $? "its profile is there, written by memtap as root ($f)"
+	is "$(jq '[.processes[] | select(.exe | endswith("/ends")) | .functions.malloc.hist[]? |
+		select(.[0] == 2048) | .[1]] | add' "$TMP/ro.json")" $N "with its exact counts"
+else
+	skip "needs root and the user nobody"; skip "(same)"; skip "(same)"
+fi
+
+# attach: the process dies while attached; the attach session writes its
+# final profile from what it left.
+coproc TGT { exec "$FIX/ends" wait segv $N; }
+read -r ready <&"${TGT[0]}"
+TPID=$TGT_PID
+$MEMTAP attach -p "$TPID" -o "$TMP/at" -q 2> "$TMP/at.err" &
+APID=$!
+wait_for "grep -q attached $TMP/at.err" 100
+echo go >&"${TGT[1]}"
+wait "$APID"
+ok $? "attach: memtap attach ends when the process dies"
+$MEMTAP report --format=json "$TMP"/at.*.mtp > "$TMP/at.json" 2>/dev/null
+is "$(bucket "$TMP/at.json" malloc 2048)" $N "attach: exactly the $N mallocs made while attached"
+is "$(jq -r '.processes[0].ended.signal' "$TMP/at.json")" SIGSEGV "attach: killed by SIGSEGV, said so"
+grep -q "profile recovered" "$TMP/at.err"
+ok $? "attach: memtap says the profile was recovered"
+
+coproc TGT2 { exec "$FIX/ends" wait exit $N; }
+read -r ready <&"${TGT2[0]}"
+T2=$TGT2_PID
+$MEMTAP attach -p "$T2" -o "$TMP/dump" -q 2> "$TMP/d.err" &
+A2=$!
+wait_for "grep -q attached $TMP/d.err" 100
+d=$($MEMTAP ctl "$T2" dump)
+ok $? "ctl dump while attached: $d"
+[ -f "$d" ] && [ "${d#$TMP/dump.}" != "$d" ]
+ok $? "the dump is under the attach's -o prefix, written by memtap ctl"
+is "$(stat -c %U "$d")" "$(id -un)" "owned by the user who ran ctl"
+echo go >&"${TGT2[1]}"
+wait "$A2"
+$MEMTAP report --format=json "$TMP"/dump.*.mtp > "$TMP/dump.json"
+is "$(jq '[.processes[] | select(.ended.how == "exit")] | length' "$TMP/dump.json")" 1 \
+	"the final profile follows the dump, numbered after it"
+
+# A process that writes garbage over its own live counter file: memtap
+# reports it, flagged or refused, and never crashes.
+$MEMTAP run -o "$TMP/sc" --format json --report-file "$TMP/sc.json" -- "$FIX/ends" scribble $N 2> "$TMP/sc.err"
+is "$?" 0 "scribble: memtap run survives a process that overwrote its counter file"
+if [ -s "$TMP/sc.json" ] && jq -e '.processes[0].suspect' "$TMP/sc.json" >/dev/null 2>&1; then
+	ok 0 "scribble: the profile is flagged as suspect"
+else
+	grep -qiE "live|counter|trust" "$TMP/sc.err"
+	ok $? "scribble: memtap says what was wrong with the counter file"
+fi
+
+# Leftovers: the next memtap command removes what died with its processes.
+ls "$MEMTAP_RUNDIR"/memtap-*/*.mtl 2>/dev/null > "$TMP/left"
+is "$(wc -l < "$TMP/left")" 0 "no live counter file of a finished session is left behind"
+$MEMTAP run -q -o "$TMP/t" -- true
+n=0
+for s in /tmp/memtap-$(id -u)/*.sock "$MEMTAP_RUNDIR"/memtap-*/*.sock; do
+	[ -e "$s" ] || continue
+	pid=$(basename "$s" .sock)
+	[ -d "/proc/$pid" ] || n=$((n + 1))
+done
+is "$n" 0 "no control socket of a process that is gone is left behind"
