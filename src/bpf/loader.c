@@ -1,13 +1,12 @@
 /*
  * The eBPF backend's loader: resolves each traced function to the object
  * that provides it, fills memtap.bpf.c's settings (.rodata), loads the
- * programs, attaches uprobes through the perf uprobe PMU (no tracefs needed)
- * and the scheduler tracepoints as tp_btf, and at the end turns the kernel's
+ * programs, attaches the scheduler tracepoints as tp_btf and the uprobes as
+ * tracefs events scoped to the traced processes (uprobes.c), and at the end turns the kernel's
  * per-(tgid, function) aggregates into one struct mt_profile per process.
  */
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <linux/types.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,6 +25,7 @@
 #include "ebpf.h"
 #include "memtap_bpf.h"
 #include "memtap.skel.h"
+#include "uprobes.h"
 
 /* The fixed functions: symbol, report name (the agent's, funcs.def), kind,
  * where the size is, and which return value means failure.  RET_ALWAYS:
@@ -106,8 +106,9 @@ struct placed {
 
 struct mt_ebpf {
 	struct memtap_bpf *skel;
-	struct bpf_link **links;
+	struct bpf_link **links; /* the scheduler (and --heap-events) tracepoints */
 	size_t nlinks;
+	struct mt_uprobes *up;   /* the uprobes */
 	pid_t root;
 	char root_command[MT_TEXT_MAX];
 	char root_exe[MT_TEXT_MAX];
@@ -180,22 +181,50 @@ static int add_link(struct mt_ebpf *e, struct bpf_link *l)
 	return 0;
 }
 
-static int attach_uprobe(struct mt_ebpf *e, struct bpf_program *prog, int ret, pid_t pid,
-			 const struct mt_site_info *si, uint32_t id, char *err, size_t errlen,
-			 const char *sym)
+/* One probe (entry or return) of function ID at SI, as a tracefs event of the
+ * session (uprobes.c); perf events are opened on the processes later. */
+static int add_uprobe(struct mt_ebpf *e, struct bpf_program *prog, int ret, const struct mt_site_info *si,
+		      uint32_t id, char *err, size_t errlen)
 {
-	LIBBPF_OPTS(bpf_uprobe_opts, o, .bpf_cookie = id, .retprobe = ret != 0);
 	/* Return probes go on the function's entry: the kernel hijacks the
 	 * return address there. */
 	size_t off = si->file_off + (ret ? 0 : si->probe_off);
-	struct bpf_link *l = bpf_program__attach_uprobe_opts(prog, pid, si->obj->path, off, &o);
-	if (!l) {
-		int r = -errno;
-		snprintf(err, errlen, "cannot attach a %s to %s in %s (+0x%zx): %s", ret ? "return probe" : "uprobe",
-			 sym, si->obj->name, off, strerror(-r));
-		return r;
+	return mt_uprobes_add(e->up, si->obj->path, off, ret, prog, id, err, errlen);
+}
+
+/* Opens the session's probes on every process of the traced set that is
+ * not covered yet: the root, then the children forked while memtap was
+ * attaching (mt_fork added them to procs).  A child forked before every
+ * probe was open on its parent inherited only some: it gets the others now
+ * (a probe opened twice on a process runs its program once per hit: the
+ * filter is by mm, and each program is attached to one event).  Repeats
+ * until a pass finds no new process; from then on children inherit every
+ * probe at fork. */
+static int cover_all(struct mt_ebpf *e, char *err, size_t errlen)
+{
+	int ret = mt_uprobes_cover(e->up, e->root, err, errlen);
+	if (ret)
+		return ret;
+	for (int fresh = 1; fresh && e->follow;) {
+		uint32_t key, next, *prev = NULL;
+		fresh = 0;
+		while (!bpf_map__get_next_key(e->skel->maps.procs, prev, &next, sizeof(next))) {
+			struct mtb_proc pr;
+			key = next;
+			prev = &key;
+			if (mt_uprobes_covered(e->up, (pid_t)key) ||
+			    bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &pr, sizeof(pr), 0) ||
+			    pr.exited)
+				continue;
+			ret = mt_uprobes_cover(e->up, (pid_t)key, err, errlen);
+			if (ret == -ESRCH)
+				continue; /* it exited meanwhile */
+			if (ret)
+				return ret;
+			fresh = 1;
+		}
 	}
-	return add_link(e, l);
+	return 0;
 }
 
 static void place(struct mt_ebpf *e, const char *sym, const struct mt_site_info *si)
@@ -455,28 +484,29 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		if ((ret = add_link(e, l)))
 			goto fail;
 	}
-	/* Following children needs breakpoints in every process that maps the
-	 * object (the BPF side filters by tgid); otherwise only the target's. */
-	pid_t upid = opts->follow ? -1 : opts->pid;
+	/* The uprobes: tracefs events of this session, then perf events on
+	 * the traced processes only (uprobes.h). */
+	if ((ret = mt_uprobes_new(&e->up, opts->follow, err, errlen)))
+		goto fail;
 	for (uint32_t id = 0; id < MTB_ID_USER + opts->nuser; id++) {
 		if (!found[id])
 			continue;
 		const char *sym = id < MTB_NFIXED ? fixed[id].sym : opts->user[id - MTB_ID_USER].name;
-		if ((ret = attach_uprobe(e, e->skel->progs.mt_entry, 0, upid, &si[id], id, err, errlen, sym)))
+		if ((ret = add_uprobe(e, e->skel->progs.mt_entry, 0, &si[id], id, err, errlen)))
 			goto fail;
 		if (id < MTB_NFIXED && cfg[id].flags & (MTB_F_FAIL_NULL | MTB_F_FAIL_NZ | MTB_F_FAIL_NEG1) &&
-		    (ret = attach_uprobe(e, e->skel->progs.mt_return, 1, upid, &si[id], id, err, errlen, sym)))
+		    (ret = add_uprobe(e, e->skel->progs.mt_return, 1, &si[id], id, err, errlen)))
 			goto fail;
 		place(e, sym, &si[id]);
 	}
 	if (opts->within) {
-		if ((ret = attach_uprobe(e, e->skel->progs.mt_within_enter, 0, upid, &within_si, 0, err, errlen,
-					 opts->within)) ||
-		    (ret = attach_uprobe(e, e->skel->progs.mt_within_exit, 1, upid, &within_si, 0, err, errlen,
-					 opts->within)))
+		if ((ret = add_uprobe(e, e->skel->progs.mt_within_enter, 0, &within_si, 0, err, errlen)) ||
+		    (ret = add_uprobe(e, e->skel->progs.mt_within_exit, 1, &within_si, 0, err, errlen)))
 			goto fail;
 		place(e, opts->within, &within_si);
 	}
+	if ((ret = cover_all(e, err, errlen)))
+		goto fail;
 	if (opts->verbose)
 		for (size_t i = 0; i < e->nplaced; i++)
 			fprintf(stderr, "memtap: probe %-36s %s %s\n", e->placed[i].sym, e->placed[i].obj,
@@ -797,30 +827,13 @@ nomem:
 	return -ENOMEM;
 }
 
-static void *destroy_link(void *l)
-{
-	bpf_link__destroy(l);
-	return NULL;
-}
-
 void mt_ebpf_free(struct mt_ebpf *e)
 {
 	if (!e)
 		return;
-	/* Removing a uprobe waits for a grace period (about 0.1 s here): one
-	 * thread per probe lets those waits overlap instead of adding up. */
-	pthread_t *t = calloc(e->nlinks ? e->nlinks : 1, sizeof(*t));
-	char *started = calloc(e->nlinks ? e->nlinks : 1, 1);
+	mt_uprobes_free(e->up);
 	for (size_t i = 0; i < e->nlinks; i++)
-		started[i] = t && started && pthread_create(&t[i], NULL, destroy_link, e->links[i]) == 0;
-	for (size_t i = 0; i < e->nlinks; i++) {
-		if (started && started[i])
-			pthread_join(t[i], NULL);
-		else
-			bpf_link__destroy(e->links[i]);
-	}
-	free(t);
-	free(started);
+		bpf_link__destroy(e->links[i]);
 	free(e->links);
 	memtap_bpf__destroy(e->skel);
 	free(e->placed);
