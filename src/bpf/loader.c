@@ -32,6 +32,10 @@
  * rare functions get their return probe by default; RET_OPT: hot ones only
  * with --failures. */
 enum { RET_NONE, RET_ALWAYS, RET_OPT };
+/* Per call, malloc + free (bench/ebpf.sh, docs/BENCHMARKS.md): a probe on an
+ * instruction the kernel emulates, and one it single-steps. */
+#define MT_EBPF_EMULATED_US 2
+#define MT_EBPF_STEP_US 30
 static const struct fixed {
 	const char *sym, *name;
 	uint32_t kind, size, flags, fail, ret;
@@ -98,8 +102,57 @@ static const struct {
 	{MTB_HEAP_MREMAP, MT_KIND_MAP, "heap: mremap"},
 };
 
+/* The arguments memtap.bpf.c reads at a fixed function's entry probe: where
+ * the size is, and what the nesting hints compare (match_arg, child_of).
+ * The probe may go only where all of them are still in some register. */
+static unsigned args_read(uint32_t id)
+{
+	unsigned m = 0;
+	uint32_t sz = fixed[id].size;
+	if (sz >= MTB_SZ_ARG0 && sz <= MTB_SZ_ARG5)
+		m |= 1u << (sz - MTB_SZ_ARG0);
+	else if (sz == MTB_SZ_MUL01)
+		m |= 3;
+	else if (sz == MTB_SZ_MUL12)
+		m |= 6;
+	else if (sz == MTB_SZ_CHUNK0)
+		m |= 1;
+	if (id < MTB_MMAP) {
+		switch (id) {
+		case MTB_REALLOC: case MTB_MEMALIGN: case MTB_ALIGNED_ALLOC: case MTB_NEW_ALIGN:
+			m |= 3;
+			break;
+		case MTB_REALLOCARRAY: case MTB_POSIX_MEMALIGN:
+			m |= 7;
+			break;
+		default:
+			m |= 1;
+		}
+	}
+	return m;
+}
+
+/* The functions a program calls all the time: a single-stepped probe on
+ * one of them is worth a warning. */
+static int is_hot(uint32_t id)
+{
+	return id == MTB_MALLOC || id == MTB_CALLOC || id == MTB_REALLOC || id == MTB_FREE || id == MTB_NEW ||
+	       id == MTB_NEWA || id == MTB_DELETE || id == MTB_DELETE_SIZED || id == MTB_DELETEA ||
+	       id == MTB_DELETEA_SIZED;
+}
+
+/* cfg->arg_reg: where the probe finds each argument, when not where it
+ * arrived (objects.c moved the probe past instructions that copied it). */
+static void set_arg_regs(struct mtb_cfg *c, const struct mt_site_info *si)
+{
+	static const uint8_t entry[6] = {7, 6, 2, 1, 8, 9};
+	for (int k = 0; k < 6; k++)
+		c->arg_reg[k] = si->arg_reg[k] == entry[k] ? 0 : (uint8_t)(si->arg_reg[k] + 1);
+}
+
 struct placed {
 	const char *sym;
+	uint64_t file_off; /* of the entry probe */
 	char obj[4096];
 	char why[160];
 };
@@ -186,9 +239,12 @@ static int add_link(struct mt_ebpf *e, struct bpf_link *l)
 static int add_uprobe(struct mt_ebpf *e, struct bpf_program *prog, int ret, const struct mt_site_info *si,
 		      uint32_t id, char *err, size_t errlen)
 {
-	/* Return probes go on the function's entry: the kernel hijacks the
-	 * return address there. */
-	size_t off = si->file_off + (ret ? 0 : si->probe_off);
+	/* A return probe shares the entry probe's place: the kernel hijacks
+	 * the return address at the top of the stack, which the instructions
+	 * before the probe leave alone (objects.c); one breakpoint then serves
+	 * both, and it is on an instruction the kernel emulates. */
+	size_t off = si->file_off + si->probe_off;
+	(void)ret;
 	return mt_uprobes_add(e->up, si->obj->path, off, ret, prog, id, err, errlen);
 }
 
@@ -234,6 +290,7 @@ static void place(struct mt_ebpf *e, const char *sym, const struct mt_site_info 
 		return;
 	e->placed = v;
 	v[e->nplaced].sym = sym;
+	v[e->nplaced].file_off = si->file_off + si->probe_off;
 	snprintf(v[e->nplaced].obj, sizeof(v[0].obj), "%s", si->obj->name);
 	snprintf(v[e->nplaced].why, sizeof(v[0].why), "%s", si->why);
 	e->nplaced++;
@@ -321,7 +378,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	for (uint32_t id = 0; id < MTB_NFIXED; id++) {
 		snprintf(e->names[id], MT_NAME_MAX, "%s", fixed[id].name);
 		e->kinds[id] = fixed[id].kind;
-		found[id] = mt_objlist_find(objs, fixed[id].sym, 0, &si[id]) == 0;
+		found[id] = mt_objlist_find(objs, fixed[id].sym, 0, args_read(id), &si[id]) == 0;
 		any_alloc |= found[id] && id == MTB_MALLOC;
 	}
 	/* Aliases (glibc's memalign is aligned_alloc): one probe, one entry
@@ -340,7 +397,9 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	}
 	for (unsigned u = 0; u < opts->nuser; u++) {
 		uint32_t id = MTB_ID_USER + u;
-		if (mt_objlist_find(objs, opts->user[u].name, 1, &si[id])) {
+		unsigned args = (opts->user[u].size_arg ? 1u << (opts->user[u].size_arg - 1) : 0) |
+				(opts->user[u].pool_arg ? 1u << (opts->user[u].pool_arg - 1) : 0);
+		if (mt_objlist_find(objs, opts->user[u].name, 1, args, &si[id])) {
 			char near[1024];
 			mt_objlist_near(objs, opts->user[u].name, near, sizeof(near));
 			snprintf(err, errlen, "function %s not found in %s or its libraries%s%s%s", opts->user[u].name,
@@ -354,7 +413,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		e->kinds[id] = MT_KIND_OTHER;
 	}
 	if (opts->within) {
-		if (mt_objlist_find(objs, opts->within, 1, &within_si)) {
+		if (mt_objlist_find(objs, opts->within, 1, 0, &within_si)) {
 			char near[1024];
 			mt_objlist_near(objs, opts->within, near, sizeof(near));
 			snprintf(err, errlen, "--within %s: function not found in %s or its libraries%s%s%s",
@@ -403,6 +462,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		if (id < MTB_NEW && si[id].is_glibc)
 			cfg[id].flags |= MTB_F_DIRECT;
 		cfg[id].probe_off = si[id].probe_off;
+		set_arg_regs(&cfg[id], &si[id]);
 		cfg[id].text_below = si[id].text_below;
 		cfg[id].text_above = si[id].text_above;
 	}
@@ -410,6 +470,8 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		uint32_t id = MTB_ID_USER + u;
 		cfg[id].size = opts->user[u].size_arg ? MTB_SZ_ARG0 + opts->user[u].size_arg - 1 : MTB_SZ_NONE;
 		cfg[id].pool = opts->user[u].pool_arg;
+		cfg[id].probe_off = si[id].probe_off;
+		set_arg_regs(&cfg[id], &si[id]);
 	}
 	e->skel->rodata->follow = opts->follow ? 1 : 0;
 	e->skel->rodata->within_on = opts->within != NULL;
@@ -484,6 +546,17 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		if ((ret = add_link(e, l)))
 			goto fail;
 	}
+	/* A hot function whose probe is single-stepped costs every call a
+	 * second trap: say so before attaching. */
+	for (uint32_t id = 0; id < MTB_NFIXED; id++) {
+		if (!found[id] || !is_hot(id) || si[id].probe_off || !strstr(si[id].why, "single-stepped") ||
+		    getenv("MEMTAP_BPF_OFFSET0"))
+			continue;
+		fprintf(stderr, "memtap: warning: %s in %s is probed on an instruction the kernel single-steps "
+			"(%s): each call costs about %d us instead of about %d us (measured here, "
+			"docs/BENCHMARKS.md); to trace this allocator cheaply use --via=inject\n",
+			fixed[id].sym, si[id].obj->name, si[id].why, MT_EBPF_STEP_US, MT_EBPF_EMULATED_US);
+	}
 	/* The uprobes: tracefs events of this session, then perf events on
 	 * the traced processes only (uprobes.h). */
 	if ((ret = mt_uprobes_new(&e->up, opts->follow, err, errlen)))
@@ -509,8 +582,8 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		goto fail;
 	if (opts->verbose)
 		for (size_t i = 0; i < e->nplaced; i++)
-			fprintf(stderr, "memtap: probe %-36s %s %s\n", e->placed[i].sym, e->placed[i].obj,
-				e->placed[i].why);
+			fprintf(stderr, "memtap: probe %-36s %s %s (file offset 0x%" PRIx64 ")\n", e->placed[i].sym,
+				e->placed[i].obj, e->placed[i].why, e->placed[i].file_off);
 	*out = e;
 	return 0;
 fail:
