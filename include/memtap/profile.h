@@ -66,6 +66,8 @@ enum mt_reason {
 #define MT_PROFILE_FOLLOW 0x2u   /* children and exec'd programs are traced */
 #define MT_PROFILE_FP_STACKS 0x4u /* sites are frame-pointer stacks from the kernel
 				     (eBPF): every allocation call, none in use */
+#define MT_PROFILE_HEAP_EVENTS 0x8u /* --heap-events was on (eBPF): no "heap: "
+				       function means none happened */
 
 struct mt_func {
 	char name[MT_NAME_MAX];

@@ -171,11 +171,14 @@ struct mt_ebpf {
 	int follow;
 	struct placed *placed;
 	size_t nplaced;
-	int stacks;
+	int stacks, heap_events;
 	/* --stacks: the last mappings seen of each traced process */
 	struct proc_maps {
-		uint32_t tgid, n;
+		uint32_t tgid, n, nx;
 		struct mt_mapping *v;
+		struct range {
+			uint64_t lo, hi;
+		} *x; /* every executable mapping, anonymous ones (JIT code) too */
 	} *pm;
 	size_t npm;
 };
@@ -478,6 +481,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	e->skel->rodata->stacks_on = opts->stacks ? 1 : 0;
 	e->skel->rodata->heap_on = opts->heap_events ? 1 : 0;
 	e->stacks = opts->stacks;
+	e->heap_events = opts->heap_events;
 	if (!opts->stacks) {
 		/* the maps must exist for the verifier, not their memory */
 		bpf_map__set_max_entries(e->skel->maps.stack_traces, 1);
@@ -639,8 +643,11 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 	p->pid = tgid;
 	p->ppid = pr->ppid;
 	p->uid = 0;
-	p->reason = pr->exited ? MT_REASON_EXIT : MT_REASON_OTHER;
-	p->flags = MT_PROFILE_ACTIVE | (e->follow ? MT_PROFILE_FOLLOW : 0);
+	/* the process exited, or it runs on after the end of the session
+	 * (-d elapsed, Ctrl-C, or `run`'s command exited before it) */
+	p->reason = pr->exited ? MT_REASON_EXIT : MT_REASON_DETACH;
+	p->flags = MT_PROFILE_ACTIVE | (e->follow ? MT_PROFILE_FOLLOW : 0) |
+		   (e->heap_events ? MT_PROFILE_HEAP_EVENTS : 0);
 	p->start_ns = pr->start_ns ? e->start_real_ns + (pr->start_ns - e->start_mono_ns) : e->start_real_ns;
 	p->dump_ns = now_ns(CLOCK_REALTIME);
 	p->sample_period = 1;
@@ -732,21 +739,34 @@ static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 }
 
 /* The file-backed mappings of TGID (/proc/TGID/maps), what symbolization
- * needs; anonymous ones and [vdso] hold nothing to look up.  NULL when the
- * process is gone.  Build-ids are left unknown: the symbolizer then trusts
- * the path. */
-static struct mt_mapping *read_maps(uint32_t tgid, uint32_t *n)
+ * needs (anonymous ones and [vdso] hold nothing to look up), and in X every
+ * executable range, where a return address can be.  NULL when the process
+ * is gone.  Build-ids are left unknown: the symbolizer then trusts the
+ * path. */
+static struct mt_mapping *read_maps(uint32_t tgid, uint32_t *n, struct range **x, uint32_t *nx)
 {
 	char path[64], line[PATH_MAX + 128];
 	struct mt_mapping *v = NULL;
-	uint32_t cap = 0;
-	*n = 0;
+	uint32_t cap = 0, capx = 0;
+	*n = *nx = 0;
+	*x = NULL;
 	snprintf(path, sizeof(path), "/proc/%u/maps", tgid);
 	FILE *f = fopen(path, "re");
 	if (!f)
 		return NULL;
 	while (fgets(line, sizeof(line), f)) {
 		struct mt_mapping m;
+		unsigned long long lo, hi;
+		char perms[8];
+		if (sscanf(line, "%llx-%llx %7s", &lo, &hi, perms) == 3 && perms[2] == 'x') {
+			if (*nx == capx) {
+				struct range *nr = realloc(*x, (capx = capx ? 2 * capx : 32) * sizeof(**x));
+				if (!nr)
+					break;
+				*x = nr;
+			}
+			(*x)[(*nx)++] = (struct range){lo, hi};
+		}
 		if (!mt_mapping_parse(line, &m))
 			continue;
 		if (*n == cap) {
@@ -773,12 +793,14 @@ static int is_self_image(uint32_t tgid)
 
 static void keep_maps(struct mt_ebpf *e, uint32_t tgid)
 {
-	uint32_t n;
+	uint32_t n, nx;
+	struct range *x;
 	if (is_self_image(tgid))
 		return;
-	struct mt_mapping *m = read_maps(tgid, &n);
+	struct mt_mapping *m = read_maps(tgid, &n, &x, &nx);
 	if (!m || !n) {
 		free(m);
+		free(x);
 		return;
 	}
 	size_t i = 0;
@@ -788,14 +810,18 @@ static void keep_maps(struct mt_ebpf *e, uint32_t tgid)
 		struct proc_maps *nv = realloc(e->pm, (e->npm + 1) * sizeof(*nv));
 		if (!nv) {
 			free(m);
+			free(x);
 			return;
 		}
 		e->pm = nv;
-		e->pm[e->npm++] = (struct proc_maps){tgid, 0, NULL};
+		e->pm[e->npm++] = (struct proc_maps){.tgid = tgid};
 	}
 	free(e->pm[i].v);
+	free(e->pm[i].x);
 	e->pm[i].v = m;
 	e->pm[i].n = n;
+	e->pm[i].x = x;
+	e->pm[i].nx = nx;
 }
 
 void mt_ebpf_poll_maps(struct mt_ebpf *e)
@@ -812,14 +838,51 @@ void mt_ebpf_poll_maps(struct mt_ebpf *e)
 	}
 }
 
+static const struct proc_maps *maps_of(const struct mt_ebpf *e, uint32_t tgid)
+{
+	for (size_t k = 0; k < e->npm; k++)
+		if (e->pm[k].tgid == tgid)
+			return &e->pm[k];
+	return NULL;
+}
+
+static int executable(const struct proc_maps *pm, uint64_t a)
+{
+	for (uint32_t i = 0; i < pm->nx; i++)
+		if (a >= pm->x[i].lo && a < pm->x[i].hi)
+			return 1;
+	return 0;
+}
+
+/* A site of P with function FN and these frames, or NULL. */
+static struct mt_site *same_site(struct mt_profile *p, uint32_t fn, const uint64_t *frames, uint32_t n)
+{
+	for (uint32_t i = 0; i < p->nsites; i++)
+		if (p->sites[i].fn == fn && p->sites[i].nframes == n &&
+		    !memcmp(p->sites[i].frames, frames, n * sizeof(*frames)))
+			return &p->sites[i];
+	return NULL;
+}
+
 /* --stacks: one pass over the sites map into the profiles' sites (every
  * call recorded: raw counts are the counts), then each profile gets the
- * last mappings seen of its process.  0 or -ENOMEM. */
+ * last mappings seen of its process.  The kernel's frame-pointer walk goes
+ * on through whatever %rbp points at above a caller built without frame
+ * pointers, so a stack is cut at its first frame outside the process's
+ * executable mappings (a value that is no return address: ASCII text, a
+ * small number; a process that exited before its mappings were read is
+ * checked against the user address range only), and memtap says how many
+ * were cut.  0 or -ENOMEM. */
 static int collect_sites(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 {
 	struct mtb_site_key key, next, *prev = NULL;
 	struct mtb_pool_val val;
 	uint64_t stack[MTB_STACK_DEPTH], frames[MT_STACK_MAX];
+	uint64_t *cut = calloc(nv ? nv : 1, sizeof(*cut)), *all = calloc(nv ? nv : 1, sizeof(*all));
+	int ret = -ENOMEM;
+	if (!cut || !all)
+		goto out;
+	mt_ebpf_poll_maps(e); /* the processes still there: their mappings now */
 	while (!bpf_map__get_next_key(e->skel->maps.sites, prev, &next, sizeof(next))) {
 		key = next;
 		prev = &key;
@@ -829,36 +892,57 @@ static int collect_sites(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 		struct mt_profile *p = profile_find(v, nv, key.tgid);
 		if (!p)
 			continue;
+		size_t pi = 0;
+		while (v[pi] != p)
+			pi++;
+		const struct proc_maps *pm = maps_of(e, key.tgid);
 		uint32_t n = 0;
-		frames[n++] = key.ret;
+		int was_cut = 0;
+		frames[n++] = key.ret; /* read from the top of the stack at the probe */
 		if (key.stackid >= 0 && !bpf_map__lookup_elem(e->skel->maps.stack_traces, &key.stackid,
 							     sizeof(key.stackid), stack, sizeof(stack), 0))
-			for (uint32_t k = 0; k < MTB_STACK_DEPTH && stack[k] && n < MT_STACK_MAX; k++)
+			for (uint32_t k = 0; k < MTB_STACK_DEPTH && stack[k] && n < MT_STACK_MAX; k++) {
+				/* not a user-space address at all, or (when the
+				 * process's mappings were seen) not in its code */
+				if (stack[k] < 4096 || stack[k] >= 0x800000000000ull ||
+				    (pm && pm->nx && !executable(pm, stack[k]))) {
+					was_cut = 1;
+					break;
+				}
 				frames[n++] = stack[k];
+			}
+		all[pi]++;
+		cut[pi] += was_cut;
 		struct mt_func *f = mt_profile_func(p, e->names[key.id], e->kinds[key.id]);
 		uint32_t fn = f ? (uint32_t)(f - p->funcs) : 0;
-		struct mt_site *s = f ? mt_profile_add_site(p, frames, n) : NULL;
+		/* a cut stack may now equal another one */
+		struct mt_site *s = !f ? NULL : was_cut ? same_site(p, fn, frames, n) : NULL;
+		if (f && !s && (s = mt_profile_add_site(p, frames, n)))
+			s->fn = fn;
 		if (!s)
-			return -ENOMEM;
-		s->fn = fn;
-		s->alloc_objects = val.calls;
-		s->alloc_bytes = val.bytes;
+			goto out;
+		s->alloc_objects += val.calls;
+		s->alloc_bytes += val.bytes;
 	}
-	mt_ebpf_poll_maps(e); /* the processes still there: their mappings now */
 	for (size_t i = 0; i < nv; i++) {
 		v[i]->flags |= MT_PROFILE_FP_STACKS;
-		for (size_t k = 0; k < e->npm; k++) {
-			if (e->pm[k].tgid != v[i]->pid)
-				continue;
-			for (uint32_t m = 0; m < e->pm[k].n; m++) {
-				struct mt_mapping *d = mt_profile_add_mapping(v[i]);
-				if (!d)
-					return -ENOMEM;
-				*d = e->pm[k].v[m];
-			}
+		if (cut[i])
+			fprintf(stderr, "memtap: process %u: %" PRIu64 " of %" PRIu64 " call stacks were cut at a frame "
+				"outside its executable mappings (not a return address: the frame-pointer walk went "
+				"on above code built without frame pointers)\n", v[i]->pid, cut[i], all[i]);
+		const struct proc_maps *pm = maps_of(e, v[i]->pid);
+		for (uint32_t m = 0; pm && m < pm->n; m++) {
+			struct mt_mapping *d = mt_profile_add_mapping(v[i]);
+			if (!d)
+				goto out;
+			*d = pm->v[m];
 		}
 	}
-	return 0;
+	ret = 0;
+out:
+	free(cut);
+	free(all);
+	return ret;
 }
 
 int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)
@@ -910,8 +994,10 @@ void mt_ebpf_free(struct mt_ebpf *e)
 	free(e->links);
 	memtap_bpf__destroy(e->skel);
 	free(e->placed);
-	for (size_t i = 0; i < e->npm; i++)
+	for (size_t i = 0; i < e->npm; i++) {
 		free(e->pm[i].v);
+		free(e->pm[i].x);
+	}
 	free(e->pm);
 	free(e);
 }
