@@ -285,20 +285,38 @@ static void limit_msg(struct mt_uprobes *u, pid_t tgid, size_t threads, char *er
 		 (int)tgid, threads, u->np, threads, u->np * threads, (unsigned long long)rl.rlim_cur);
 }
 
+/* A perf event of probe P on thread TID of TGID (INHERIT: copied into the
+ * threads and, when following, the children it makes).  The fd, or -errno
+ * (-ESRCH: the thread is gone) with ERR. */
+static int open_event(struct mt_uprobes *u, const struct probe *p, pid_t tgid, pid_t tid, int inherit, char *err,
+		      size_t errlen)
+{
+	struct perf_event_attr a = {
+		.type = PERF_TYPE_TRACEPOINT,
+		.size = sizeof(a),
+		.config = p->tp_id,
+		.sample_period = 1,
+		.inherit = inherit != 0,
+		/* --no-follow: new threads inherit, children do not */
+		.inherit_thread = inherit && !u->follow,
+	};
+	int fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	if (fd >= 0)
+		return fd;
+	int r = -errno;
+	if (r == -EMFILE || r == -ENFILE)
+		limit_msg(u, tgid, u->ntids + 1, err, errlen);
+	else if (r != -ESRCH)
+		snprintf(err, errlen, "cannot open the perf event of uprobe %s/%s on thread %d of process %d: %s",
+			 u->group, p->name, (int)tid, (int)tgid, strerror(-r));
+	return r;
+}
+
 /* Every probe on thread TID of TGID; -ESRCH when the thread is gone. */
 static int open_thread(struct mt_uprobes *u, pid_t tgid, pid_t tid, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < u->np; i++) {
 		struct probe *p = &u->p[i];
-		struct perf_event_attr a = {
-			.type = PERF_TYPE_TRACEPOINT,
-			.size = sizeof(a),
-			.config = p->tp_id,
-			.sample_period = 1,
-			.inherit = 1,
-			/* --no-follow: new threads inherit, children do not */
-			.inherit_thread = !u->follow,
-		};
 		if (u->nfds == u->capfds) {
 			size_t cap = u->capfds ? 2 * u->capfds : 256;
 			int *nv = realloc(u->fds, cap * sizeof(*nv));
@@ -307,32 +325,32 @@ static int open_thread(struct mt_uprobes *u, pid_t tgid, pid_t tid, char *err, s
 			u->fds = nv;
 			u->capfds = cap;
 		}
-		int fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
-		if (fd < 0) {
-			int r = -errno;
-			if (r == -ESRCH)
-				return r;
-			if (r == -EMFILE || r == -ENFILE) {
-				limit_msg(u, tgid, u->ntids + 1, err, errlen);
+		if (!p->link) {
+			/* The program's own event is never inherited: an inherited
+			 * copy carries the program too, and when that copy goes (a
+			 * thread or child exits) the kernel takes the program out of
+			 * the event's shared prog_array -- for every process -- and
+			 * waits for an RCU tasks-trace grace period in the exiting
+			 * task (perf_event_detach_bpf_prog), measured here: counting
+			 * stopped at the first thread exit, and each exit took about
+			 * 0.1 s. */
+			int fd = open_event(u, p, tgid, tid, 0, err, errlen);
+			if (fd < 0)
+				return fd;
+			LIBBPF_OPTS(bpf_perf_event_opts, o, .bpf_cookie = p->cookie);
+			p->link = bpf_program__attach_perf_event_opts(p->prog, fd, &o);
+			if (!p->link) {
+				int r = -errno;
+				close(fd);
+				snprintf(err, errlen, "cannot attach %s to the uprobe event %s/%s: %s",
+					 bpf_program__name(p->prog), u->group, p->name, strerror(-r));
 				return r;
 			}
-			snprintf(err, errlen, "cannot open the perf event of uprobe %s/%s on thread %d of process %d: "
-				 "%s", u->group, p->name, (int)tid, (int)tgid, strerror(-r));
-			return r;
 		}
-		if (p->link) {
-			u->fds[u->nfds++] = fd;
-			continue;
-		}
-		LIBBPF_OPTS(bpf_perf_event_opts, o, .bpf_cookie = p->cookie);
-		p->link = bpf_program__attach_perf_event_opts(p->prog, fd, &o);
-		if (!p->link) {
-			int r = -errno;
-			close(fd);
-			snprintf(err, errlen, "cannot attach %s to the uprobe event %s/%s: %s",
-				 bpf_program__name(p->prog), u->group, p->name, strerror(-r));
-			return r;
-		}
+		int fd = open_event(u, p, tgid, tid, 1, err, errlen);
+		if (fd < 0)
+			return fd;
+		u->fds[u->nfds++] = fd;
 	}
 	return 0;
 }
