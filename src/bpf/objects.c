@@ -9,14 +9,16 @@
  * Probe offsets.  A uprobe on an instruction the kernel can emulate (push,
  * jmp, jcc, call, nop) costs one trap; any other instruction is copied out
  * and single-stepped, a second trap (about 30 times the cost here: glibc's
- * free starts with `test %rdi,%rdi`).  probe_offset() skips a short run of
- * leading instructions that cannot matter to the probe (endbr64, a test or
- * compare that only sets flags, a mov of a constant into a scratch register)
- * when the instruction after them is emulated, and only when nothing jumps
- * into the skipped range: every path through the function then passes the
- * new probe exactly once, with the argument registers and the stack pointer
- * (hence the return address) as they were at entry.  Anything else, or a
- * byte pattern it does not know, keeps offset 0.
+ * free starts with `test %rdi,%rdi`, jemalloc's malloc with a cmp, its free
+ * with nine loads and ALU operations).  probe_offset() moves the probe to
+ * the first emulated instruction when the ones before it only compute in
+ * registers or load (no branch, no store, %rsp and %rbp untouched), every
+ * argument the probe reads is still in some register (it follows copies:
+ * mimalloc's malloc moves its size to %rsi), and nothing jumps into the
+ * skipped range: every path through the function then passes the new probe
+ * exactly once, with the arguments at hand and the return address at the
+ * top of the stack.  Anything else, or an instruction it does not know,
+ * keeps offset 0.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -186,8 +186,7 @@ static int add_common(int c, const char *arg, struct ebpf_args *a)
 	"                         pointer, as most of Debian's libraries)\n"                             \
 	"      --failures         also count failed malloc/calloc/realloc/new (return\n"                  \
 	"                         probes: about twice the cost per call)\n"                               \
-	"      --no-follow        only this process, not its children (and no breakpoints\n"              \
-	"                         in other processes)\n"                                                   \
+	"      --no-follow        only this process (its threads), not its children\n"                    \
 	"  -o, --output PREFIX    profiles are PREFIX.<pid>.<seq>.mtp\n"                                   \
 	"      --report-file F    write the summary to F\n"                                                \
 	"      --format FMT       summary format: text (default) or json\n"                               \
