@@ -32,10 +32,10 @@
  * rare functions get their return probe by default; RET_OPT: hot ones only
  * with --failures. */
 enum { RET_NONE, RET_ALWAYS, RET_OPT };
-/* Per call, malloc + free (bench/ebpf.sh, docs/BENCHMARKS.md): a probe on an
- * instruction the kernel emulates, and one it single-steps. */
-#define MT_EBPF_EMULATED_US 2
-#define MT_EBPF_STEP_US 30
+/* Per call (bench/ebpf.sh, docs/BENCHMARKS.md, kernel 6.18 on a 2-CPU VM):
+ * a probe on an instruction the kernel emulates, and one it single-steps. */
+#define MT_EBPF_EMULATED_COST "about 1 us"
+#define MT_EBPF_STEP_COST "about 10 to 30 us"
 static const struct fixed {
 	const char *sym, *name;
 	uint32_t kind, size, flags, fail, ret;
@@ -557,9 +557,9 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		    getenv("MEMTAP_BPF_OFFSET0"))
 			continue;
 		fprintf(stderr, "memtap: warning: %s in %s is probed on an instruction the kernel single-steps "
-			"(%s): each call costs about %d us instead of about %d us (measured here, "
-			"docs/BENCHMARKS.md); to trace this allocator cheaply use --via=inject\n",
-			fixed[id].sym, si[id].obj->name, si[id].why, MT_EBPF_STEP_US, MT_EBPF_EMULATED_US);
+			"(%s): each call costs a second trap, %s instead of %s (docs/BENCHMARKS.md); to trace "
+			"this allocator cheaply use --via=inject\n",
+			fixed[id].sym, si[id].obj->name, si[id].why, MT_EBPF_STEP_COST, MT_EBPF_EMULATED_COST);
 	}
 	/* The uprobes: tracefs events of this session, then perf events on
 	 * the traced processes only (uprobes.h). */

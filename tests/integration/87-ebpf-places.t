@@ -13,7 +13,7 @@
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 command -v jq >/dev/null || skip_all "jq is missing"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 18
+plan 19
 
 LIBDIR=/usr/lib/x86_64-linux-gnu
 # kind BYTE0 BYTE1: the class of the instruction, as the kernel's
@@ -73,6 +73,20 @@ for a in jemalloc:libjemalloc.so.2 tcmalloc:libtcmalloc_minimal.so.4 mimalloc:li
 	$MEMTAP report --format=json "$TMP/$name".t.*.mtp > "$TMP/$name.json"
 	is "$(bucket "$TMP/$name.json" malloc 8192)" 2000 "$name: 2000 mallocs of 12345 bytes in the 8192 bucket"
 done
+
+# A malloc of the program's own that starts with a load, an add and a store
+# has no sound place but its entry: memtap says what that costs.
+cat > "$TMP/own.c" <<'EOF2'
+#include <stddef.h>
+extern void *__libc_malloc(size_t);
+volatile unsigned long counter;
+void *malloc(size_t n) { counter++; return __libc_malloc(n); }
+int main(void) { for (int i = 0; i < 10; i++) { volatile char *p = malloc(10); p[0] = 1; } return 0; }
+EOF2
+cc -O2 -o "$TMP/own" "$TMP/own.c"
+$MEMTAP run --via=ebpf -q -o "$TMP/own" -- "$TMP/own" 2> "$TMP/own.err"
+like "$(cat "$TMP/own.err")" "warning: malloc in .*own is probed on an instruction the kernel single-steps .*about 10 to 30 us .*use --via=inject" \
+   "a hot function with no emulated place: a warning with the cost per call, suggesting --via=inject"
 
 # memtap's agent, left loaded and inert by attach --via=inject, exports every
 # allocation function: it must not be probed.
