@@ -204,8 +204,8 @@ static int has_caps(void)
 int mt_ebpf_check(char *err, size_t errlen)
 {
 	if (geteuid() != 0 && !has_caps()) {
-		snprintf(err, errlen, "the eBPF backend needs root (or CAP_BPF and CAP_PERFMON): run as root "
-			 "(sudo memtap ...), or use --via=inject");
+		snprintf(err, errlen, "the eBPF backend needs root (CAP_BPF, CAP_PERFMON and write access to "
+			 "tracefs's uprobe_events): run as root (sudo memtap ...), or use --via=inject");
 		return -EPERM;
 	}
 	if (access("/sys/kernel/btf/vmlinux", R_OK)) {

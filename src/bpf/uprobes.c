@@ -372,7 +372,7 @@ int mt_uprobes_cover(struct mt_uprobes *u, pid_t tgid, char *err, size_t errlen)
 			break;
 		struct rlimit rl;
 		if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY &&
-		    (unsigned long long)open_files() + fresh * u->np + 16 > (unsigned long long)rl.rlim_cur) {
+		    (unsigned long long)open_files() + (fresh + 1) * u->np + 16 > (unsigned long long)rl.rlim_cur) {
 			limit_msg(u, tgid, n, err, errlen);
 			r = -EMFILE;
 			break;
