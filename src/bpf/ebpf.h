@@ -85,7 +85,7 @@ struct mt_ebpf_fn {
 
 struct mt_ebpf_opts {
 	pid_t pid;            /* the process to trace (root of the traced set) */
-	int follow;           /* children join at fork (system-wide uprobes, tgid filter) */
+	int follow;           /* children join at fork (they inherit the probes) */
 	int failures;         /* return probes on the hot allocation functions too */
 	int heap_events;
 	int stacks;           /* call sites: frame-pointer user stacks of every allocation */
