@@ -10,7 +10,7 @@ set -u
 
 build="gcc g++ make pkg-config libc6-dev zlib1g-dev libelf-dev libdw-dev libiberty-dev libunwind-dev protobuf-c-compiler libprotobuf-c-dev libbpf-dev bpftool clang llvm"
 test="libcmocka-dev jq procps util-linux libtsan2"
-peers="apache2 curl libjemalloc2 libjemalloc-dev valgrind golang-go libtcmalloc-minimal4 libmimalloc2.0 redis-server redis-tools wrk"
+peers="apache2 curl libjemalloc2 libjemalloc-dev valgrind golang-go libtcmalloc-minimal4 libmimalloc2.0 redis-server redis-tools wrk bpftrace"
 bench="heaptrack valgrind bpftrace hyperfine"
 
 groups=${*:-build test}

@@ -76,10 +76,12 @@ enum mt_end {
 #define MT_PROFILE_FOLLOW 0x2u   /* children and exec'd programs are traced */
 #define MT_PROFILE_FP_STACKS 0x4u /* sites are frame-pointer stacks from the kernel
 				     (eBPF): every allocation call, none in use */
-#define MT_PROFILE_RECOVERED 0x8u /* written by the memtap command from what the process
-				     left (its live counter file) after it was gone */
-#define MT_PROFILE_SUSPECT 0x10u  /* the live file held figures memtap could not trust
-				     (torn, cut lists, impossible sites): flagged, kept */
+#define MT_PROFILE_HEAP_EVENTS 0x8u /* --heap-events was on (eBPF): no "heap: "
+				       function means none happened */
+#define MT_PROFILE_RECOVERED 0x10u /* written by the memtap command from what the process
+				      left (its live counter file) after it was gone */
+#define MT_PROFILE_SUSPECT 0x20u   /* the live file held figures memtap could not trust
+				      (torn, cut lists, impossible sites): flagged, kept */
 
 struct mt_func {
 	char name[MT_NAME_MAX];

@@ -48,6 +48,9 @@ struct mt_site_info {
 	uint64_t size;      /* st_size (0: unknown) */
 	uint64_t file_off;  /* of the function's first byte */
 	uint32_t probe_off; /* probe at file_off + probe_off */
+	uint8_t arg_reg[6]; /* where argument k is at the probe (x86 register number:
+			       0 rax .. 7 rdi, 8-15 r8-r15; rdi, rsi, rdx, rcx, r8, r9
+			       at the entry) */
 	char why[160];      /* why that offset */
 	uint64_t text_below, text_above; /* executable segment around the probe */
 	int is_glibc;       /* the object is glibc's libc.so */
@@ -63,9 +66,12 @@ int mt_objlist_of_pid(pid_t pid, struct mt_objlist *out, char *err, size_t errle
 int mt_objlist_of_exe(const char *exe, struct mt_objlist *out, char *err, size_t errlen);
 void mt_objlist_free(struct mt_objlist *l);
 /* The first object defining SYM as a function (dynamic symbols; a static
- * executable's, and with STATIC_TOO every object's, .symtab as well).
- * 0, or -ENOENT. */
-int mt_objlist_find(struct mt_objlist *l, const char *sym, int static_too,
+ * executable's, and with STATIC_TOO every object's, .symtab as well), and
+ * where its probe goes: ARGS (bit k: argument k) are the arguments the
+ * probe reads, which must still be in some register there.  memtap's own
+ * agent (libmemtap.so, left loaded by an earlier attach --via=inject) is
+ * never a provider.  0, or -ENOENT. */
+int mt_objlist_find(struct mt_objlist *l, const char *sym, int static_too, unsigned args,
 		    struct mt_site_info *out);
 /* Up to MAX function names close to SYM (edit distance, substring), comma
  * separated, into OUT. */
@@ -79,7 +85,7 @@ struct mt_ebpf_fn {
 
 struct mt_ebpf_opts {
 	pid_t pid;            /* the process to trace (root of the traced set) */
-	int follow;           /* children join at fork (system-wide uprobes, tgid filter) */
+	int follow;           /* children join at fork (they inherit the probes) */
 	int failures;         /* return probes on the hot allocation functions too */
 	int heap_events;
 	int stacks;           /* call sites: frame-pointer user stacks of every allocation */

@@ -1,13 +1,12 @@
 /*
  * The eBPF backend's loader: resolves each traced function to the object
  * that provides it, fills memtap.bpf.c's settings (.rodata), loads the
- * programs, attaches uprobes through the perf uprobe PMU (no tracefs needed)
- * and the scheduler tracepoints as tp_btf, and at the end turns the kernel's
+ * programs, attaches the scheduler tracepoints as tp_btf and the uprobes as
+ * tracefs events scoped to the traced processes (uprobes.c), and at the end turns the kernel's
  * per-(tgid, function) aggregates into one struct mt_profile per process.
  */
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <linux/types.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,12 +25,17 @@
 #include "ebpf.h"
 #include "memtap_bpf.h"
 #include "memtap.skel.h"
+#include "uprobes.h"
 
 /* The fixed functions: symbol, report name (the agent's, funcs.def), kind,
  * where the size is, and which return value means failure.  RET_ALWAYS:
  * rare functions get their return probe by default; RET_OPT: hot ones only
  * with --failures. */
 enum { RET_NONE, RET_ALWAYS, RET_OPT };
+/* Per call (bench/ebpf.sh, docs/BENCHMARKS.md, kernel 6.18 on a 2-CPU VM):
+ * a probe on an instruction the kernel emulates, and one it single-steps. */
+#define MT_EBPF_EMULATED_COST "about 1 us"
+#define MT_EBPF_STEP_COST "about 10 to 30 us"
 static const struct fixed {
 	const char *sym, *name;
 	uint32_t kind, size, flags, fail, ret;
@@ -98,16 +102,66 @@ static const struct {
 	{MTB_HEAP_MREMAP, MT_KIND_MAP, "heap: mremap"},
 };
 
+/* The arguments memtap.bpf.c reads at a fixed function's entry probe: where
+ * the size is, and what the nesting hints compare (match_arg, child_of).
+ * The probe may go only where all of them are still in some register. */
+static unsigned args_read(uint32_t id)
+{
+	unsigned m = 0;
+	uint32_t sz = fixed[id].size;
+	if (sz >= MTB_SZ_ARG0 && sz <= MTB_SZ_ARG5)
+		m |= 1u << (sz - MTB_SZ_ARG0);
+	else if (sz == MTB_SZ_MUL01)
+		m |= 3;
+	else if (sz == MTB_SZ_MUL12)
+		m |= 6;
+	else if (sz == MTB_SZ_CHUNK0)
+		m |= 1;
+	if (id < MTB_MMAP) {
+		switch (id) {
+		case MTB_REALLOC: case MTB_MEMALIGN: case MTB_ALIGNED_ALLOC: case MTB_NEW_ALIGN:
+			m |= 3;
+			break;
+		case MTB_REALLOCARRAY: case MTB_POSIX_MEMALIGN:
+			m |= 7;
+			break;
+		default:
+			m |= 1;
+		}
+	}
+	return m;
+}
+
+/* The functions a program calls all the time: a single-stepped probe on
+ * one of them is worth a warning. */
+static int is_hot(uint32_t id)
+{
+	return id == MTB_MALLOC || id == MTB_CALLOC || id == MTB_REALLOC || id == MTB_FREE || id == MTB_NEW ||
+	       id == MTB_NEWA || id == MTB_DELETE || id == MTB_DELETE_SIZED || id == MTB_DELETEA ||
+	       id == MTB_DELETEA_SIZED;
+}
+
+/* cfg->arg_reg: where the probe finds each argument, when not where it
+ * arrived (objects.c moved the probe past instructions that copied it). */
+static void set_arg_regs(struct mtb_cfg *c, const struct mt_site_info *si)
+{
+	static const uint8_t entry[6] = {7, 6, 2, 1, 8, 9};
+	for (int k = 0; k < 6; k++)
+		c->arg_reg[k] = si->arg_reg[k] == entry[k] ? 0 : (uint8_t)(si->arg_reg[k] + 1);
+}
+
 struct placed {
 	const char *sym;
+	uint64_t file_off; /* of the entry probe */
 	char obj[4096];
 	char why[160];
 };
 
 struct mt_ebpf {
 	struct memtap_bpf *skel;
-	struct bpf_link **links;
+	struct bpf_link **links; /* the scheduler (and --heap-events) tracepoints */
 	size_t nlinks;
+	struct mt_uprobes *up;   /* the uprobes */
 	pid_t root;
 	char root_command[MT_TEXT_MAX];
 	char root_exe[MT_TEXT_MAX];
@@ -117,11 +171,14 @@ struct mt_ebpf {
 	int follow;
 	struct placed *placed;
 	size_t nplaced;
-	int stacks;
+	int stacks, heap_events;
 	/* --stacks: the last mappings seen of each traced process */
 	struct proc_maps {
-		uint32_t tgid, n;
+		uint32_t tgid, n, nx;
 		struct mt_mapping *v;
+		struct range {
+			uint64_t lo, hi;
+		} *x; /* every executable mapping, anonymous ones (JIT code) too */
 	} *pm;
 	size_t npm;
 };
@@ -147,8 +204,8 @@ static int has_caps(void)
 int mt_ebpf_check(char *err, size_t errlen)
 {
 	if (geteuid() != 0 && !has_caps()) {
-		snprintf(err, errlen, "the eBPF backend needs root (or CAP_BPF and CAP_PERFMON): run as root "
-			 "(sudo memtap ...), or use --via=inject");
+		snprintf(err, errlen, "the eBPF backend needs root (CAP_BPF, CAP_PERFMON and write access to "
+			 "tracefs's uprobe_events): run as root (sudo memtap ...), or use --via=inject");
 		return -EPERM;
 	}
 	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
@@ -180,22 +237,53 @@ static int add_link(struct mt_ebpf *e, struct bpf_link *l)
 	return 0;
 }
 
-static int attach_uprobe(struct mt_ebpf *e, struct bpf_program *prog, int ret, pid_t pid,
-			 const struct mt_site_info *si, uint32_t id, char *err, size_t errlen,
-			 const char *sym)
+/* One probe (entry or return) of function ID at SI, as a tracefs event of the
+ * session (uprobes.c); perf events are opened on the processes later. */
+static int add_uprobe(struct mt_ebpf *e, struct bpf_program *prog, int ret, const struct mt_site_info *si,
+		      uint32_t id, char *err, size_t errlen)
 {
-	LIBBPF_OPTS(bpf_uprobe_opts, o, .bpf_cookie = id, .retprobe = ret != 0);
-	/* Return probes go on the function's entry: the kernel hijacks the
-	 * return address there. */
-	size_t off = si->file_off + (ret ? 0 : si->probe_off);
-	struct bpf_link *l = bpf_program__attach_uprobe_opts(prog, pid, si->obj->path, off, &o);
-	if (!l) {
-		int r = -errno;
-		snprintf(err, errlen, "cannot attach a %s to %s in %s (+0x%zx): %s", ret ? "return probe" : "uprobe",
-			 sym, si->obj->name, off, strerror(-r));
-		return r;
+	/* A return probe shares the entry probe's place: the kernel hijacks
+	 * the return address at the top of the stack, which the instructions
+	 * before the probe leave alone (objects.c); one breakpoint then serves
+	 * both, and it is on an instruction the kernel emulates. */
+	size_t off = si->file_off + si->probe_off;
+	(void)ret;
+	return mt_uprobes_add(e->up, si->obj->path, off, ret, prog, id, err, errlen);
+}
+
+/* Opens the session's probes on every process of the traced set that is
+ * not covered yet: the root, then the children forked while memtap was
+ * attaching (mt_fork added them to procs).  A child forked before every
+ * probe was open on its parent inherited only some: it gets the others now
+ * (a probe opened twice on a process runs its program once per hit: the
+ * filter is by mm, and each program is attached to one event).  Repeats
+ * until a pass finds no new process; from then on children inherit every
+ * probe at fork. */
+static int cover_all(struct mt_ebpf *e, char *err, size_t errlen)
+{
+	int ret = mt_uprobes_cover(e->up, e->root, err, errlen);
+	if (ret)
+		return ret;
+	for (int fresh = 1; fresh && e->follow;) {
+		uint32_t key, next, *prev = NULL;
+		fresh = 0;
+		while (!bpf_map__get_next_key(e->skel->maps.procs, prev, &next, sizeof(next))) {
+			struct mtb_proc pr;
+			key = next;
+			prev = &key;
+			if (mt_uprobes_covered(e->up, (pid_t)key) ||
+			    bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &pr, sizeof(pr), 0) ||
+			    pr.exited)
+				continue;
+			ret = mt_uprobes_cover(e->up, (pid_t)key, err, errlen);
+			if (ret == -ESRCH)
+				continue; /* it exited meanwhile */
+			if (ret)
+				return ret;
+			fresh = 1;
+		}
 	}
-	return add_link(e, l);
+	return 0;
 }
 
 static void place(struct mt_ebpf *e, const char *sym, const struct mt_site_info *si)
@@ -205,6 +293,7 @@ static void place(struct mt_ebpf *e, const char *sym, const struct mt_site_info 
 		return;
 	e->placed = v;
 	v[e->nplaced].sym = sym;
+	v[e->nplaced].file_off = si->file_off + si->probe_off;
 	snprintf(v[e->nplaced].obj, sizeof(v[0].obj), "%s", si->obj->name);
 	snprintf(v[e->nplaced].why, sizeof(v[0].why), "%s", si->why);
 	e->nplaced++;
@@ -292,7 +381,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	for (uint32_t id = 0; id < MTB_NFIXED; id++) {
 		snprintf(e->names[id], MT_NAME_MAX, "%s", fixed[id].name);
 		e->kinds[id] = fixed[id].kind;
-		found[id] = mt_objlist_find(objs, fixed[id].sym, 0, &si[id]) == 0;
+		found[id] = mt_objlist_find(objs, fixed[id].sym, 0, args_read(id), &si[id]) == 0;
 		any_alloc |= found[id] && id == MTB_MALLOC;
 	}
 	/* Aliases (glibc's memalign is aligned_alloc): one probe, one entry
@@ -311,7 +400,9 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	}
 	for (unsigned u = 0; u < opts->nuser; u++) {
 		uint32_t id = MTB_ID_USER + u;
-		if (mt_objlist_find(objs, opts->user[u].name, 1, &si[id])) {
+		unsigned args = (opts->user[u].size_arg ? 1u << (opts->user[u].size_arg - 1) : 0) |
+				(opts->user[u].pool_arg ? 1u << (opts->user[u].pool_arg - 1) : 0);
+		if (mt_objlist_find(objs, opts->user[u].name, 1, args, &si[id])) {
 			char near[1024];
 			mt_objlist_near(objs, opts->user[u].name, near, sizeof(near));
 			snprintf(err, errlen, "function %s not found in %s or its libraries%s%s%s", opts->user[u].name,
@@ -325,7 +416,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		e->kinds[id] = MT_KIND_OTHER;
 	}
 	if (opts->within) {
-		if (mt_objlist_find(objs, opts->within, 1, &within_si)) {
+		if (mt_objlist_find(objs, opts->within, 1, 0, &within_si)) {
 			char near[1024];
 			mt_objlist_near(objs, opts->within, near, sizeof(near));
 			snprintf(err, errlen, "--within %s: function not found in %s or its libraries%s%s%s",
@@ -374,6 +465,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		if (id < MTB_NEW && si[id].is_glibc)
 			cfg[id].flags |= MTB_F_DIRECT;
 		cfg[id].probe_off = si[id].probe_off;
+		set_arg_regs(&cfg[id], &si[id]);
 		cfg[id].text_below = si[id].text_below;
 		cfg[id].text_above = si[id].text_above;
 	}
@@ -381,12 +473,15 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		uint32_t id = MTB_ID_USER + u;
 		cfg[id].size = opts->user[u].size_arg ? MTB_SZ_ARG0 + opts->user[u].size_arg - 1 : MTB_SZ_NONE;
 		cfg[id].pool = opts->user[u].pool_arg;
+		cfg[id].probe_off = si[id].probe_off;
+		set_arg_regs(&cfg[id], &si[id]);
 	}
 	e->skel->rodata->follow = opts->follow ? 1 : 0;
 	e->skel->rodata->within_on = opts->within != NULL;
 	e->skel->rodata->stacks_on = opts->stacks ? 1 : 0;
 	e->skel->rodata->heap_on = opts->heap_events ? 1 : 0;
 	e->stacks = opts->stacks;
+	e->heap_events = opts->heap_events;
 	if (!opts->stacks) {
 		/* the maps must exist for the verifier, not their memory */
 		bpf_map__set_max_entries(e->skel->maps.stack_traces, 1);
@@ -455,32 +550,44 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		if ((ret = add_link(e, l)))
 			goto fail;
 	}
-	/* Following children needs breakpoints in every process that maps the
-	 * object (the BPF side filters by tgid); otherwise only the target's. */
-	pid_t upid = opts->follow ? -1 : opts->pid;
+	/* A hot function whose probe is single-stepped costs every call a
+	 * second trap: say so before attaching. */
+	for (uint32_t id = 0; id < MTB_NFIXED; id++) {
+		if (!found[id] || !is_hot(id) || si[id].probe_off || !strstr(si[id].why, "single-stepped") ||
+		    getenv("MEMTAP_BPF_OFFSET0"))
+			continue;
+		fprintf(stderr, "memtap: warning: %s in %s is probed on an instruction the kernel single-steps "
+			"(%s): each call costs a second trap, %s instead of %s (docs/BENCHMARKS.md); to trace "
+			"this allocator cheaply use --via=inject\n",
+			fixed[id].sym, si[id].obj->name, si[id].why, MT_EBPF_STEP_COST, MT_EBPF_EMULATED_COST);
+	}
+	/* The uprobes: tracefs events of this session, then perf events on
+	 * the traced processes only (uprobes.h). */
+	if ((ret = mt_uprobes_new(&e->up, opts->follow, err, errlen)))
+		goto fail;
 	for (uint32_t id = 0; id < MTB_ID_USER + opts->nuser; id++) {
 		if (!found[id])
 			continue;
 		const char *sym = id < MTB_NFIXED ? fixed[id].sym : opts->user[id - MTB_ID_USER].name;
-		if ((ret = attach_uprobe(e, e->skel->progs.mt_entry, 0, upid, &si[id], id, err, errlen, sym)))
+		if ((ret = add_uprobe(e, e->skel->progs.mt_entry, 0, &si[id], id, err, errlen)))
 			goto fail;
 		if (id < MTB_NFIXED && cfg[id].flags & (MTB_F_FAIL_NULL | MTB_F_FAIL_NZ | MTB_F_FAIL_NEG1) &&
-		    (ret = attach_uprobe(e, e->skel->progs.mt_return, 1, upid, &si[id], id, err, errlen, sym)))
+		    (ret = add_uprobe(e, e->skel->progs.mt_return, 1, &si[id], id, err, errlen)))
 			goto fail;
 		place(e, sym, &si[id]);
 	}
 	if (opts->within) {
-		if ((ret = attach_uprobe(e, e->skel->progs.mt_within_enter, 0, upid, &within_si, 0, err, errlen,
-					 opts->within)) ||
-		    (ret = attach_uprobe(e, e->skel->progs.mt_within_exit, 1, upid, &within_si, 0, err, errlen,
-					 opts->within)))
+		if ((ret = add_uprobe(e, e->skel->progs.mt_within_enter, 0, &within_si, 0, err, errlen)) ||
+		    (ret = add_uprobe(e, e->skel->progs.mt_within_exit, 1, &within_si, 0, err, errlen)))
 			goto fail;
 		place(e, opts->within, &within_si);
 	}
+	if ((ret = cover_all(e, err, errlen)))
+		goto fail;
 	if (opts->verbose)
 		for (size_t i = 0; i < e->nplaced; i++)
-			fprintf(stderr, "memtap: probe %-36s %s %s\n", e->placed[i].sym, e->placed[i].obj,
-				e->placed[i].why);
+			fprintf(stderr, "memtap: probe %-36s %s %s (file offset 0x%" PRIx64 ")\n", e->placed[i].sym,
+				e->placed[i].obj, e->placed[i].why, e->placed[i].file_off);
 	*out = e;
 	return 0;
 fail:
@@ -536,8 +643,11 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 	p->pid = tgid;
 	p->ppid = pr->ppid;
 	p->uid = 0;
-	p->reason = pr->exited ? MT_REASON_EXIT : MT_REASON_OTHER;
-	p->flags = MT_PROFILE_ACTIVE | (e->follow ? MT_PROFILE_FOLLOW : 0);
+	/* the process exited, or it runs on after the end of the session
+	 * (-d elapsed, Ctrl-C, or `run`'s command exited before it) */
+	p->reason = pr->exited ? MT_REASON_EXIT : MT_REASON_DETACH;
+	p->flags = MT_PROFILE_ACTIVE | (e->follow ? MT_PROFILE_FOLLOW : 0) |
+		   (e->heap_events ? MT_PROFILE_HEAP_EVENTS : 0);
 	p->start_ns = pr->start_ns ? e->start_real_ns + (pr->start_ns - e->start_mono_ns) : e->start_real_ns;
 	p->dump_ns = now_ns(CLOCK_REALTIME);
 	p->sample_period = 1;
@@ -629,21 +739,34 @@ static int collect_pools(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 }
 
 /* The file-backed mappings of TGID (/proc/TGID/maps), what symbolization
- * needs; anonymous ones and [vdso] hold nothing to look up.  NULL when the
- * process is gone.  Build-ids are left unknown: the symbolizer then trusts
- * the path. */
-static struct mt_mapping *read_maps(uint32_t tgid, uint32_t *n)
+ * needs (anonymous ones and [vdso] hold nothing to look up), and in X every
+ * executable range, where a return address can be.  NULL when the process
+ * is gone.  Build-ids are left unknown: the symbolizer then trusts the
+ * path. */
+static struct mt_mapping *read_maps(uint32_t tgid, uint32_t *n, struct range **x, uint32_t *nx)
 {
 	char path[64], line[PATH_MAX + 128];
 	struct mt_mapping *v = NULL;
-	uint32_t cap = 0;
-	*n = 0;
+	uint32_t cap = 0, capx = 0;
+	*n = *nx = 0;
+	*x = NULL;
 	snprintf(path, sizeof(path), "/proc/%u/maps", tgid);
 	FILE *f = fopen(path, "re");
 	if (!f)
 		return NULL;
 	while (fgets(line, sizeof(line), f)) {
 		struct mt_mapping m;
+		unsigned long long lo, hi;
+		char perms[8];
+		if (sscanf(line, "%llx-%llx %7s", &lo, &hi, perms) == 3 && perms[2] == 'x') {
+			if (*nx == capx) {
+				struct range *nr = realloc(*x, (capx = capx ? 2 * capx : 32) * sizeof(**x));
+				if (!nr)
+					break;
+				*x = nr;
+			}
+			(*x)[(*nx)++] = (struct range){lo, hi};
+		}
 		if (!mt_mapping_parse(line, &m))
 			continue;
 		if (*n == cap) {
@@ -670,12 +793,14 @@ static int is_self_image(uint32_t tgid)
 
 static void keep_maps(struct mt_ebpf *e, uint32_t tgid)
 {
-	uint32_t n;
+	uint32_t n, nx;
+	struct range *x;
 	if (is_self_image(tgid))
 		return;
-	struct mt_mapping *m = read_maps(tgid, &n);
+	struct mt_mapping *m = read_maps(tgid, &n, &x, &nx);
 	if (!m || !n) {
 		free(m);
+		free(x);
 		return;
 	}
 	size_t i = 0;
@@ -685,14 +810,18 @@ static void keep_maps(struct mt_ebpf *e, uint32_t tgid)
 		struct proc_maps *nv = realloc(e->pm, (e->npm + 1) * sizeof(*nv));
 		if (!nv) {
 			free(m);
+			free(x);
 			return;
 		}
 		e->pm = nv;
-		e->pm[e->npm++] = (struct proc_maps){tgid, 0, NULL};
+		e->pm[e->npm++] = (struct proc_maps){.tgid = tgid};
 	}
 	free(e->pm[i].v);
+	free(e->pm[i].x);
 	e->pm[i].v = m;
 	e->pm[i].n = n;
+	e->pm[i].x = x;
+	e->pm[i].nx = nx;
 }
 
 void mt_ebpf_poll_maps(struct mt_ebpf *e)
@@ -709,14 +838,51 @@ void mt_ebpf_poll_maps(struct mt_ebpf *e)
 	}
 }
 
+static const struct proc_maps *maps_of(const struct mt_ebpf *e, uint32_t tgid)
+{
+	for (size_t k = 0; k < e->npm; k++)
+		if (e->pm[k].tgid == tgid)
+			return &e->pm[k];
+	return NULL;
+}
+
+static int executable(const struct proc_maps *pm, uint64_t a)
+{
+	for (uint32_t i = 0; i < pm->nx; i++)
+		if (a >= pm->x[i].lo && a < pm->x[i].hi)
+			return 1;
+	return 0;
+}
+
+/* A site of P with function FN and these frames, or NULL. */
+static struct mt_site *same_site(struct mt_profile *p, uint32_t fn, const uint64_t *frames, uint32_t n)
+{
+	for (uint32_t i = 0; i < p->nsites; i++)
+		if (p->sites[i].fn == fn && p->sites[i].nframes == n &&
+		    !memcmp(p->sites[i].frames, frames, n * sizeof(*frames)))
+			return &p->sites[i];
+	return NULL;
+}
+
 /* --stacks: one pass over the sites map into the profiles' sites (every
  * call recorded: raw counts are the counts), then each profile gets the
- * last mappings seen of its process.  0 or -ENOMEM. */
+ * last mappings seen of its process.  The kernel's frame-pointer walk goes
+ * on through whatever %rbp points at above a caller built without frame
+ * pointers, so a stack is cut at its first frame outside the process's
+ * executable mappings (a value that is no return address: ASCII text, a
+ * small number; a process that exited before its mappings were read is
+ * checked against the user address range only), and memtap says how many
+ * were cut.  0 or -ENOMEM. */
 static int collect_sites(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 {
 	struct mtb_site_key key, next, *prev = NULL;
 	struct mtb_pool_val val;
 	uint64_t stack[MTB_STACK_DEPTH], frames[MT_STACK_MAX];
+	uint64_t *cut = calloc(nv ? nv : 1, sizeof(*cut)), *all = calloc(nv ? nv : 1, sizeof(*all));
+	int ret = -ENOMEM;
+	if (!cut || !all)
+		goto out;
+	mt_ebpf_poll_maps(e); /* the processes still there: their mappings now */
 	while (!bpf_map__get_next_key(e->skel->maps.sites, prev, &next, sizeof(next))) {
 		key = next;
 		prev = &key;
@@ -726,36 +892,57 @@ static int collect_sites(struct mt_ebpf *e, struct mt_profile **v, size_t nv)
 		struct mt_profile *p = profile_find(v, nv, key.tgid);
 		if (!p)
 			continue;
+		size_t pi = 0;
+		while (v[pi] != p)
+			pi++;
+		const struct proc_maps *pm = maps_of(e, key.tgid);
 		uint32_t n = 0;
-		frames[n++] = key.ret;
+		int was_cut = 0;
+		frames[n++] = key.ret; /* read from the top of the stack at the probe */
 		if (key.stackid >= 0 && !bpf_map__lookup_elem(e->skel->maps.stack_traces, &key.stackid,
 							     sizeof(key.stackid), stack, sizeof(stack), 0))
-			for (uint32_t k = 0; k < MTB_STACK_DEPTH && stack[k] && n < MT_STACK_MAX; k++)
+			for (uint32_t k = 0; k < MTB_STACK_DEPTH && stack[k] && n < MT_STACK_MAX; k++) {
+				/* not a user-space address at all, or (when the
+				 * process's mappings were seen) not in its code */
+				if (stack[k] < 4096 || stack[k] >= 0x800000000000ull ||
+				    (pm && pm->nx && !executable(pm, stack[k]))) {
+					was_cut = 1;
+					break;
+				}
 				frames[n++] = stack[k];
+			}
+		all[pi]++;
+		cut[pi] += was_cut;
 		struct mt_func *f = mt_profile_func(p, e->names[key.id], e->kinds[key.id]);
 		uint32_t fn = f ? (uint32_t)(f - p->funcs) : 0;
-		struct mt_site *s = f ? mt_profile_add_site(p, frames, n) : NULL;
+		/* a cut stack may now equal another one */
+		struct mt_site *s = !f ? NULL : was_cut ? same_site(p, fn, frames, n) : NULL;
+		if (f && !s && (s = mt_profile_add_site(p, frames, n)))
+			s->fn = fn;
 		if (!s)
-			return -ENOMEM;
-		s->fn = fn;
-		s->alloc_objects = val.calls;
-		s->alloc_bytes = val.bytes;
+			goto out;
+		s->alloc_objects += val.calls;
+		s->alloc_bytes += val.bytes;
 	}
-	mt_ebpf_poll_maps(e); /* the processes still there: their mappings now */
 	for (size_t i = 0; i < nv; i++) {
 		v[i]->flags |= MT_PROFILE_FP_STACKS;
-		for (size_t k = 0; k < e->npm; k++) {
-			if (e->pm[k].tgid != v[i]->pid)
-				continue;
-			for (uint32_t m = 0; m < e->pm[k].n; m++) {
-				struct mt_mapping *d = mt_profile_add_mapping(v[i]);
-				if (!d)
-					return -ENOMEM;
-				*d = e->pm[k].v[m];
-			}
+		if (cut[i])
+			fprintf(stderr, "memtap: process %u: %" PRIu64 " of %" PRIu64 " call stacks were cut at a frame "
+				"outside its executable mappings (not a return address: the frame-pointer walk went "
+				"on above code built without frame pointers)\n", v[i]->pid, cut[i], all[i]);
+		const struct proc_maps *pm = maps_of(e, v[i]->pid);
+		for (uint32_t m = 0; pm && m < pm->n; m++) {
+			struct mt_mapping *d = mt_profile_add_mapping(v[i]);
+			if (!d)
+				goto out;
+			*d = pm->v[m];
 		}
 	}
-	return 0;
+	ret = 0;
+out:
+	free(cut);
+	free(all);
+	return ret;
 }
 
 int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)
@@ -797,35 +984,20 @@ nomem:
 	return -ENOMEM;
 }
 
-static void *destroy_link(void *l)
-{
-	bpf_link__destroy(l);
-	return NULL;
-}
-
 void mt_ebpf_free(struct mt_ebpf *e)
 {
 	if (!e)
 		return;
-	/* Removing a uprobe waits for a grace period (about 0.1 s here): one
-	 * thread per probe lets those waits overlap instead of adding up. */
-	pthread_t *t = calloc(e->nlinks ? e->nlinks : 1, sizeof(*t));
-	char *started = calloc(e->nlinks ? e->nlinks : 1, 1);
+	mt_uprobes_free(e->up);
 	for (size_t i = 0; i < e->nlinks; i++)
-		started[i] = t && started && pthread_create(&t[i], NULL, destroy_link, e->links[i]) == 0;
-	for (size_t i = 0; i < e->nlinks; i++) {
-		if (started && started[i])
-			pthread_join(t[i], NULL);
-		else
-			bpf_link__destroy(e->links[i]);
-	}
-	free(t);
-	free(started);
+		bpf_link__destroy(e->links[i]);
 	free(e->links);
 	memtap_bpf__destroy(e->skel);
 	free(e->placed);
-	for (size_t i = 0; i < e->npm; i++)
+	for (size_t i = 0; i < e->npm; i++) {
 		free(e->pm[i].v);
+		free(e->pm[i].x);
+	}
 	free(e->pm);
 	free(e);
 }

@@ -407,6 +407,21 @@ static __always_inline int skip(__u32 tid, __u32 id, __u32 flags)
 	return 0;
 }
 
+/* The general registers by x86 number (0 rax .. 7 rdi, 8-15 r8-r15), each
+ * read once at a constant offset: the verifier refuses context reads at
+ * computed offsets, which clang would otherwise make of a switch. */
+#define RD(i, f)                                       \
+	do {                                           \
+		__u64 _v = ctx->f;                     \
+		asm volatile("" : "+r"(_v));           \
+		r[i] = _v;                             \
+	} while (0)
+static __always_inline void regs_read(struct pt_regs *ctx, __u64 *r)
+{
+	RD(0, ax); RD(1, cx); RD(2, dx); RD(3, bx); RD(4, sp); RD(5, bp); RD(6, si); RD(7, di);
+	RD(8, r8); RD(9, r9); RD(10, r10); RD(11, r11); RD(12, r12); RD(13, r13); RD(14, r14); RD(15, r15);
+}
+
 SEC("uprobe")
 int BPF_KPROBE(mt_entry)
 {
@@ -418,19 +433,20 @@ int BPF_KPROBE(mt_entry)
 	__u64 carg = 0;
 	int nested = 0;
 
-	__u64 a[6];
+	__u64 a[6], r[16];
+	static const __u8 entry_reg[6] = {7, 6, 2, 1, 8, 9}; /* rdi rsi rdx rcx r8 r9 */
 
 	if (id >= MTB_MAX_IDS || !traced(tgid))
 		return 0;
 	id &= MTB_MAX_IDS - 1;
 	/* Every argument register read once, at a constant offset: the
-	 * verifier refuses context reads at computed offsets. */
-	a[0] = PT_REGS_PARM1(ctx);
-	a[1] = PT_REGS_PARM2(ctx);
-	a[2] = PT_REGS_PARM3(ctx);
-	a[3] = PT_REGS_PARM4(ctx);
-	a[4] = PT_REGS_PARM5(ctx);
-	a[5] = PT_REGS_PARM6(ctx);
+	 * verifier refuses context reads at computed offsets.  A probe past
+	 * the entry may find an argument in another register (cfg.arg_reg). */
+	regs_read(ctx, r);
+	for (int k = 0; k < 6; k++) {
+		__u8 at = cfg[id].arg_reg[k];
+		a[k] = r[(at ? at - 1 : entry_reg[k]) & 15];
+	}
 	asm volatile("" ::: "memory"); /* the check above may be on another register */
 	mode = cfg[id].size;
 	flags = cfg[id].flags;

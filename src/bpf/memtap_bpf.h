@@ -95,7 +95,11 @@ struct mtb_cfg {
 	__u64 text_below, text_above;
 	__u64 probe_off; /* the probe's distance from the function's entry */
 	__u32 pool;      /* -f FUNC:pool=argM: M + 1 (0: no pools) */
-	__u32 pad;
+	/* Where argument k is at the probe, as an x86 register number + 1
+	 * (0: where it arrived, rdi rsi rdx rcx r8 r9): instructions skipped
+	 * before the probe may have moved it (objects.c). */
+	__u8 arg_reg[6];
+	__u8 pad[6];
 };
 
 struct mtb_key {

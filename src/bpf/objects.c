@@ -9,14 +9,16 @@
  * Probe offsets.  A uprobe on an instruction the kernel can emulate (push,
  * jmp, jcc, call, nop) costs one trap; any other instruction is copied out
  * and single-stepped, a second trap (about 30 times the cost here: glibc's
- * free starts with `test %rdi,%rdi`).  probe_offset() skips a short run of
- * leading instructions that cannot matter to the probe (endbr64, a test or
- * compare that only sets flags, a mov of a constant into a scratch register)
- * when the instruction after them is emulated, and only when nothing jumps
- * into the skipped range: every path through the function then passes the
- * new probe exactly once, with the argument registers and the stack pointer
- * (hence the return address) as they were at entry.  Anything else, or a
- * byte pattern it does not know, keeps offset 0.
+ * free starts with `test %rdi,%rdi`, jemalloc's malloc with a cmp, its free
+ * with nine loads and ALU operations).  probe_offset() moves the probe to
+ * the first emulated instruction when the ones before it only compute in
+ * registers or load (no branch, no store, %rsp and %rbp untouched), every
+ * argument the probe reads is still in some register (it follows copies:
+ * mimalloc's malloc moves its size to %rsi), and nothing jumps into the
+ * skipped range: every path through the function then passes the new probe
+ * exactly once, with the arguments at hand and the return address at the
+ * top of the stack.  Anything else, or an instruction it does not know,
+ * keeps offset 0.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -502,26 +504,166 @@ static int emulated(const uint8_t *b)
 	return b[0] == 0x0f && b[1] >= 0x80 && b[1] <= 0x8f;
 }
 
-/* The length of an instruction that only sets flags or a scratch register
- * (not rsp, not an argument register), else 0; NAME gets its mnemonic. */
-static int harmless(const uint8_t *b, const char **name)
+/*
+ * What one instruction at a function's entry does, for probe_offset(): its
+ * length, the registers it writes (x86 encoding: 0 rax, 1 rcx, 2 rdx, 3 rbx,
+ * 4 rsp, 5 rbp, 6 rsi, 7 rdi, 8-15 r8-r15) and, for a 64-bit register to
+ * register mov, what it copies.  Only the forms compilers put before the
+ * first branch are known: moves, loads (also %fs-relative: thread-local
+ * storage), lea, ALU operations, compares and tests, shifts, movzx/movsx,
+ * mul, setcc and cmovcc into registers.  Anything else -- a branch, a store
+ * to memory, push/pop, a prefix it does not know, an opcode it has not seen
+ * -- gives 0: the walk stops there.  A load that faults would fault at offset
+ * 0 too; loads and register writes have no effect the probe could see.
+ */
+struct insn_fx {
+	int len;
+	int nw, w[3];          /* registers written */
+	int copy_dst, copy_src; /* a 64-bit mov between registers, or -1 */
+	const char *name;
+};
+
+static void fx_write(struct insn_fx *fx, int r)
 {
+	if (fx->nw < 3)
+		fx->w[fx->nw++] = r;
+}
+
+static int decode(const uint8_t *b, struct insn_fx *fx)
+{
+	int i = 0, rex = 0;
+	memset(fx, 0, sizeof(*fx));
+	fx->copy_dst = fx->copy_src = -1;
 	if (b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e && b[3] == 0xfa)
-		return *name = "endbr64", 4;
-	/* test r64,r64 / test r32,r32 (register form) */
-	if (b[0] == 0x48 && b[1] == 0x85 && (b[2] & 0xc0) == 0xc0)
-		return *name = "test", 3;
-	if (b[0] == 0x85 && (b[1] & 0xc0) == 0xc0)
-		return *name = "test", 2;
-	/* cmpb $imm8, disp32(%rip) / cmpl $imm8, disp32(%rip) */
-	if ((b[0] == 0x80 || b[0] == 0x83) && b[1] == 0x3d)
-		return *name = "cmp", 7;
-	if (b[0] == 0x48 && b[1] == 0x83 && b[2] == 0x3d)
-		return *name = "cmp", 8;
-	/* mov $imm32, %eax / %ebx / %ebp */
-	if (b[0] == 0xb8 || b[0] == 0xbb || b[0] == 0xbd)
-		return *name = "mov $imm", 5;
-	return 0;
+		return fx->name = "endbr64", fx->len = 4;
+	if (b[i] == 0x64 || b[i] == 0x65) /* %fs/%gs: a thread-local load */
+		i++;
+	if ((b[i] & 0xf0) == 0x40)
+		rex = b[i++];
+	int w = rex & 8, rr = (rex & 4) << 1, rb = (rex & 1) << 3;
+	uint8_t op = b[i++];
+	if (op >= 0xb8 && op <= 0xbf) { /* mov $imm, reg */
+		fx_write(fx, (op & 7) | rb);
+		return fx->name = "mov $imm", fx->len = i + (w ? 8 : 4);
+	}
+	switch (op) { /* accumulator, immediate */
+	case 0x05: case 0x0d: case 0x25: case 0x2d: case 0x35:
+		fx_write(fx, 0);
+		return fx->name = "alu $imm", fx->len = i + 4;
+	case 0x3d: case 0xa9:
+		return fx->name = "cmp", fx->len = i + 4;
+	case 0x3c: case 0xa8:
+		return fx->name = "cmp", fx->len = i + 1;
+	}
+	int two = op == 0x0f;
+	if (two) {
+		op = b[i++];
+		if (!(op == 0xb6 || op == 0xb7 || op == 0xbe || op == 0xbf || op == 0xaf || (op >= 0x40 && op <= 0x4f) ||
+		      (op >= 0x90 && op <= 0x9f)))
+			return 0;
+	} else {
+		static const uint8_t known[] = {0x01, 0x03, 0x09, 0x0b, 0x21, 0x23, 0x29, 0x2b, 0x31, 0x33, 0x38,
+						0x39, 0x3a, 0x3b, 0x63, 0x69, 0x6b, 0x80, 0x81, 0x83, 0x84, 0x85,
+						0x89, 0x8b, 0x8d, 0xc1, 0xd1, 0xf7};
+		if (!memchr(known, op, sizeof(known)))
+			return 0;
+	}
+	uint8_t m = b[i++];
+	int mod = m >> 6, sub = (m >> 3) & 7, reg = sub | rr, rm = (m & 7) | rb, mem = mod != 3;
+	if (mem) {
+		if ((m & 7) == 4) {
+			uint8_t sib = b[i++];
+			if (mod == 0 && (sib & 7) == 5)
+				i += 4;
+		} else if (mod == 0 && (m & 7) == 5) {
+			i += 4; /* %rip-relative: the code runs where it is */
+		}
+		i += mod == 1 ? 1 : mod == 2 ? 4 : 0;
+	}
+	fx->name = "alu";
+	if (two) {
+		if (op >= 0x90 && op <= 0x9f) { /* setcc */
+			if (mem)
+				return 0;
+			fx_write(fx, rm);
+			fx->name = "setcc";
+		} else {
+			fx_write(fx, reg); /* movzx, movsx, imul, cmovcc */
+			fx->name = op >= 0x40 && op <= 0x4f ? "cmov" : "movzx";
+		}
+		return fx->len = i;
+	}
+	switch (op) {
+	case 0x89: /* mov reg, r/m */
+		if (mem)
+			return 0;
+		if (w)
+			fx->copy_dst = rm, fx->copy_src = reg;
+		fx_write(fx, rm);
+		fx->name = "mov";
+		break;
+	case 0x8b: /* mov r/m, reg */
+		if (!mem && w)
+			fx->copy_dst = reg, fx->copy_src = rm;
+		fx_write(fx, reg);
+		fx->name = "mov";
+		break;
+	case 0x8d:
+		if (!mem)
+			return 0;
+		fx_write(fx, reg);
+		fx->name = "lea";
+		break;
+	case 0x01: case 0x09: case 0x21: case 0x29: case 0x31: /* op reg, r/m */
+		if (mem)
+			return 0;
+		fx_write(fx, rm);
+		break;
+	case 0x03: case 0x0b: case 0x23: case 0x2b: case 0x33: case 0x63: /* op r/m, reg */
+		fx_write(fx, reg);
+		break;
+	case 0x69: case 0x6b:
+		i += op == 0x69 ? 4 : 1;
+		fx_write(fx, reg);
+		break;
+	case 0x38: case 0x39: case 0x3a: case 0x3b: case 0x84: case 0x85:
+		fx->name = op >= 0x84 ? "test" : "cmp";
+		break;
+	case 0x80: case 0x81: case 0x83:
+		i += op == 0x81 ? 4 : 1;
+		if (sub == 7) {
+			fx->name = "cmp";
+			break;
+		}
+		if (mem)
+			return 0;
+		fx_write(fx, rm);
+		break;
+	case 0xc1: case 0xd1: /* shifts and rotates */
+		i += op == 0xc1;
+		if (mem)
+			return 0;
+		fx_write(fx, rm);
+		fx->name = "shift";
+		break;
+	case 0xf7:
+		if (sub == 0) { /* test $imm32 */
+			i += 4;
+			fx->name = "test";
+		} else if (sub == 2 || sub == 3) { /* not, neg */
+			if (mem)
+				return 0;
+			fx_write(fx, rm);
+		} else if (sub == 4 || sub == 5) { /* mul, imul: %rdx:%rax */
+			fx_write(fx, 0);
+			fx_write(fx, 2);
+			fx->name = "mul";
+		} else {
+			return 0; /* div: leave it be */
+		}
+		break;
+	}
+	return fx->len = i;
 }
 
 /* Whether any direct jump or call in the segment lands in (lo, hi].  Every
@@ -557,10 +699,26 @@ static int branch_into(const uint8_t *t, size_t n, uint64_t base, uint64_t lo, u
 	return 0;
 }
 
+/* The registers the arguments arrive in (System V x86-64). */
+static const int arg_reg[6] = {7, 6, 2, 1, 8, 9};
+static const char *const reg_name[16] = {"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+					 "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15"};
+
+/* Where the probe of SI goes: the first instruction the kernel emulates,
+ * within 12 instructions of the entry, such that the instructions before it
+ * (decode(): no branch, no store) write neither %rsp nor %rbp (the return
+ * address and the frame chain stay where they were) and leave a copy of
+ * every argument in ARGS (bit k: argument k, the ones the probe reads)
+ * somewhere, and no direct branch lands after the entry and up to it.  Every
+ * path through the function then passes the probe exactly once, with the
+ * arguments' values at hand (si->arg_reg says where each one is).  Anything
+ * else keeps offset 0, which the kernel single-steps unless it is emulated. */
 static void probe_offset(struct mt_elf *e, const char *path, const struct mt_seg *seg,
-			 struct mt_site_info *si)
+			 unsigned args, struct mt_site_info *si)
 {
 	si->probe_off = 0;
+	for (int k = 0; k < 6; k++)
+		si->arg_reg[k] = (uint8_t)arg_reg[k];
 	if (getenv("MEMTAP_BPF_OFFSET0")) { /* for measurements: every probe at the entry */
 		snprintf(si->why, sizeof(si->why), "+0: MEMTAP_BPF_OFFSET0 is set");
 		return;
@@ -571,40 +729,87 @@ static void probe_offset(struct mt_elf *e, const char *path, const struct mt_seg
 	}
 	uint64_t start = si->file_off - seg->off; /* index into bytes */
 	uint32_t k = 0;
+	int holds[16], n;
 	char skipped[96] = "";
-	for (int i = 0; i < 4; i++) {
+	for (int r = 0; r < 16; r++)
+		holds[r] = -1;
+	for (int a = 0; a < 6; a++)
+		holds[arg_reg[a]] = a;
+	for (n = 0; n < 12; n++) {
 		if (start + k + 16 > e->nbytes || (si->size && k >= si->size))
 			break;
 		const uint8_t *b = e->bytes + start + k;
 		if (emulated(b)) {
+			int where[6], lost = -1;
+			for (int a = 0; a < 6; a++) {
+				where[a] = holds[arg_reg[a]] == a ? arg_reg[a] : -1;
+				for (int r = 0; r < 16 && where[a] < 0; r++)
+					if (holds[r] == a)
+						where[a] = r;
+				if (where[a] < 0 && (args >> a & 1) && lost < 0)
+					lost = a;
+			}
+			if (lost >= 0) {
+				snprintf(si->why, sizeof(si->why), "+0: single-stepped (argument %d is overwritten by %s "
+					 "before the first emulated instruction)", lost, skipped);
+				return;
+			}
 			uint64_t end = si->file_off + (si->size ? si->size : 256);
 			if (k && branch_into(e->bytes, e->nbytes, seg->off, si->file_off, si->file_off + k,
 					     si->file_off, end)) {
-				snprintf(si->why, sizeof(si->why), "offset 0 (a branch lands after %s)", skipped);
+				snprintf(si->why, sizeof(si->why), "+0: single-stepped (a branch lands after %s)",
+					 skipped);
 				return;
 			}
 			si->probe_off = k;
+			char moved[64] = "";
+			for (int a = 0; a < 6; a++)
+				if ((args >> a & 1) && where[a] != arg_reg[a]) {
+					si->arg_reg[a] = (uint8_t)where[a];
+					snprintf(moved + strlen(moved), sizeof(moved) - strlen(moved), "%sarg%d in %%%s",
+						 moved[0] ? ", " : "; ", a, reg_name[where[a]]);
+				}
 			if (k)
-				snprintf(si->why, sizeof(si->why), "+%u: after %s, on an emulated instruction", k,
-					 skipped);
+				snprintf(si->why, sizeof(si->why), "+%u: after %s, on an emulated instruction%s", k,
+					 skipped, moved);
 			else
 				snprintf(si->why, sizeof(si->why), "+0: emulated first instruction");
 			return;
 		}
-		const char *name;
-		int len = harmless(b, &name);
-		if (!len)
+		struct insn_fx fx;
+		if (!decode(b, &fx))
 			break;
-		snprintf(skipped + strlen(skipped), sizeof(skipped) - strlen(skipped), "%s%s", k ? ", " : "",
-			 name);
-		k += (uint32_t)len;
+		int bad = 0;
+		for (int j = 0; j < fx.nw; j++)
+			bad |= fx.w[j] == 4 || fx.w[j] == 5;
+		if (bad)
+			break;
+		int copied = fx.copy_src >= 0 ? holds[fx.copy_src] : -1;
+		for (int j = 0; j < fx.nw; j++)
+			holds[fx.w[j]] = -1;
+		if (fx.copy_dst >= 0)
+			holds[fx.copy_dst] = copied;
+		if (strlen(skipped) + strlen(fx.name) + 8 < sizeof(skipped))
+			snprintf(skipped + strlen(skipped), sizeof(skipped) - strlen(skipped), "%s%s", k ? ", " : "",
+				 fx.name);
+		else if (!strstr(skipped, "..."))
+			strcat(skipped, ", ...");
+		k += (uint32_t)fx.len;
 	}
 	snprintf(si->why, sizeof(si->why), "+0: single-stepped (no emulated instruction nearby)");
 }
 
-int mt_objlist_find(struct mt_objlist *l, const char *sym, int static_too, struct mt_site_info *out)
+int mt_objlist_find(struct mt_objlist *l, const char *sym, int static_too, unsigned args,
+		    struct mt_site_info *out)
 {
 	for (size_t i = 0; i < l->n; i++) {
+		const char *base = strrchr(l->v[i].name, '/');
+		base = base ? base + 1 : l->v[i].name;
+		/* memtap's agent, inert after a detach, exports wrappers of every
+		 * allocation function: they would win the lookup, and are not
+		 * what the process calls any more. */
+		if (!strncmp(base, "libmemtap", 9))
+			continue;
 		struct mt_elf *e = obj_elf(&l->v[i]);
 		if (e->failed)
 			continue;
@@ -620,12 +825,10 @@ int mt_objlist_find(struct mt_objlist *l, const char *sym, int static_too, struc
 		out->size = s->size;
 		if (vaddr_to_off(e, s->value, &out->file_off, &seg))
 			continue;
-		probe_offset(e, l->v[i].path, seg, out);
+		probe_offset(e, l->v[i].path, seg, args, out);
 		uint64_t probe = out->file_off + out->probe_off;
 		out->text_below = probe - seg->off;
 		out->text_above = seg->off + seg->filesz - probe;
-		const char *base = strrchr(l->v[i].name, '/');
-		base = base ? base + 1 : l->v[i].name;
 		out->is_glibc = !strncmp(base, "libc.so", 7) && elf_find(e, "gnu_get_libc_version", 0);
 		out->is_libstdcxx = !strncmp(base, "libstdc++.so", 12);
 		return 0;

@@ -186,8 +186,7 @@ static int add_common(int c, const char *arg, struct ebpf_args *a)
 	"                         pointer, as most of Debian's libraries)\n"                             \
 	"      --failures         also count failed malloc/calloc/realloc/new (return\n"                  \
 	"                         probes: about twice the cost per call)\n"                               \
-	"      --no-follow        only this process, not its children (and no breakpoints\n"              \
-	"                         in other processes)\n"                                                   \
+	"      --no-follow        only this process (its threads), not its children\n"                    \
 	"  -o, --output PREFIX    profiles are PREFIX.<pid>.<seq>.mtp\n"                                   \
 	"      --report-file F    write the summary to F\n"                                                \
 	"      --format FMT       summary format: text (default) or json\n"                               \
@@ -215,10 +214,6 @@ static void attach_usage(FILE *out)
 
 static int wait_attached(struct mt_ebpf *e, pid_t pid, double seconds)
 {
-	struct sigaction sa = {.sa_handler = on_stop};
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (!stop_sig) {
@@ -384,6 +379,12 @@ int cmd_attach(int argc, char **argv)
 		return 2;
 	}
 	a.o.pid = pid;
+	/* From here on a signal ends the session the normal way, so that the
+	 * probes are removed (also when it comes while attaching). */
+	struct sigaction sa = {.sa_handler = on_stop};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	struct mt_ebpf *e;
 	r = mt_ebpf_start(&a.o, &objs, &e, err, sizeof(err));
 	if (r) {
@@ -510,6 +511,12 @@ int mt_run_ebpf(int argc, char **argv)
 	close(go[0]);
 	a.o.pid = run_child;
 	a.o.command = command;
+	/* Signals go to the command, before the probes are in too: memtap
+	 * ends with it and removes them. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
+	signal(SIGTERM, forward);
+	signal(SIGHUP, forward);
 	struct mt_ebpf *e;
 	int r = mt_ebpf_start(&a.o, &objs, &e, err, sizeof(err));
 	if (r) {
@@ -523,10 +530,6 @@ int mt_run_ebpf(int argc, char **argv)
 		mt_ebpf_describe(e, where, sizeof(where));
 		fprintf(stderr, "memtap: eBPF probes: %s\n", where);
 	}
-	signal(SIGINT, SIG_IGN);
-	signal(SIGQUIT, SIG_IGN);
-	signal(SIGTERM, forward);
-	signal(SIGHUP, forward);
 	if (write(go[1], "g", 1) != 1)
 		mt_error("run: cannot start %s: %s", argv[optind], strerror(errno));
 	close(go[1]);

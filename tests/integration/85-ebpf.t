@@ -9,7 +9,7 @@
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 command -v jq >/dev/null || skip_all "jq is missing"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 93
+plan 99
 
 LIBC=$(ldd "$FIX/threads_malloc" | awk '$1 ~ /^libc\.so/ {print $3}')
 calls() { jq -c '.processes[0].functions | with_entries(.value = .value.calls)' "$1"; }
@@ -234,6 +234,22 @@ like "$(cat "$TMP/fp.txt")" "Call sites: .*frame-pointer stacks from the kernel"
 like "$(sed -n '/^Top call sites by calls/,$p' "$TMP/fp.txt")" "#1  $N calls .*
  +fp_leaf .*fp_stacks.c" "top call site by calls: $N calls, from fp_leaf (file and line)"
 
+# Through Debian's libraries (no frame pointers) the kernel's walk goes on
+# through whatever %rbp holds: every frame kept must be a return address,
+# inside an executable mapping of the process, and memtap says how many
+# stacks it cut.
+# (sort runs long enough for its mappings to be read: 20 ms)
+seq 1 300000 | sort -R > "$TMP/lines"
+$MEMTAP run --via=ebpf --stacks -q -o "$TMP/ls" -- sort -n "$TMP/lines" > /dev/null 2> "$TMP/ls.err"
+$MEMTAP report --format=json "$TMP"/ls.*.mtp > "$TMP/ls.json"
+bad=$(jq -r '.processes[0] | [.mappings[] | select(.perms | test("x")) | [(.start | ltrimstr("0x")), (.end | ltrimstr("0x"))]] as $x
+	| [.sites[].frames[] | ltrimstr("0x")] | unique[] as $f
+	| select([$x[] | select(($f | length) == (.[0] | length) and $f >= .[0] and $f < .[1])] | length == 0) | $f' "$TMP/ls.json" | head -3)
+ok $([ "$(jq '.processes[0].mappings | length' "$TMP/ls.json")" -gt 0 ] && [ -z "$bad" ]; echo $?) \
+   "--stacks through libraries without frame pointers: every frame is inside an executable mapping${bad:+ (not: $bad)}"
+like "$(cat "$TMP/ls.err")" "process [0-9]+: [0-9]+ of [0-9]+ call stacks were cut at a frame outside its executable mappings" \
+   "... and memtap says how many stacks it cut there"
+
 # --- --heap-events: threads make arenas, the main thread grows the brk heap --
 $MEMTAP run --via=ebpf -q --heap-events -o "$TMP/h" -- "$FIX/threads_malloc" 4 2000 100
 $MEMTAP report --format=json "$TMP"/h.*.mtp > "$TMP/h.json"
@@ -351,6 +367,18 @@ cg=$(jq -r "$kid"'.functions["heap: mprotect read-write (arena grow)"].calls // 
 cr=$(jq -r "$kid"'.functions["heap: mmap PROT_NONE NORESERVE (arena reserve)"].calls // 0' "$TMP/fa.json")
 ok $([ "$cg" -ge 1 ] && [ "$cr" = 0 ]; echo $?) \
    "the forked child's growth of the arena it inherited is arena grow ($cg), with no reservation ($cr)"
+
+# No heap event at all: the text report says so.
+sleep 1000 &
+hspid=$!
+at_exit "kill $hspid"
+wait_for "[ \"\$(readlink /proc/$hspid/exe)\" != \"$(readlink /proc/$$/exe)\" ]" 50
+$MEMTAP attach --via=ebpf --heap-events -p $hspid -d 0.3 -o "$TMP/hn" > "$TMP/hn.txt" 2>&1
+like "$(cat "$TMP/hn.txt")" "Heap events \(--heap-events\): none" "--heap-events with no heap event: the report says none happened"
+# The snapshots' reasons: the end of the attach (-d), the process's exit.
+like "$(cat "$TMP/hn.txt")" "snapshot #0 at .* \(detach\)" "a process still running at the end of attach -d: reason detach"
+is "$(jq -r '.processes[0].reason' "$TMP/ar.json")" exit "a process that exited while attached: reason exit"
+is "$(jq -r '.processes[0].reason' "$TMP/t.json")" exit "run --via=ebpf: the command exited: reason exit"
 
 # --- the summary and where the probes went ------------------------------------
 $MEMTAP run --via=ebpf -v -o "$TMP/s" -- "$FIX/threads_malloc" 1 20 100 2> "$TMP/s.txt"
