@@ -735,7 +735,9 @@ int mt_attach(char *options, char *out, size_t outlen)
 	if (slots < 0) {
 		mt_set_active(0);
 		mt_got_restore();
-		snprintf(out, outlen, "cannot install the hooks: %s", strerror(-slots));
+		snprintf(out, outlen, "cannot install the hooks: %s",
+			 mt_custom_error()[0] ? mt_custom_error() : strerror(-slots));
+		mt_custom_stop();
 		return slots;
 	}
 	__atomic_store_n(&mt_g.attached, 1, __ATOMIC_RELEASE);
@@ -757,6 +759,7 @@ int mt_detach(char *out, size_t outlen)
 	mt_set_active(0);
 	mt_set_tracking(0);
 	int err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
+	mt_custom_stop(); /* the -f hooks end with the session */
 	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
 	(void)restored;
