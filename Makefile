@@ -106,7 +106,7 @@ AGENT_OBJ := $(patsubst src/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC) $(CORE_SRC)) \
 	$(patsubst src/%.S,$(BUILD)/agent/%.o,$(AGENT_ASM))
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC) $(INJECT_SRC)) $(PROTO_C:.c=.o)
 CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC)) $(LIB_OBJ)
-CLI_LIBS := $(LIBS) -lelf -ldw -liberty $(if $(PROTO_SRC),-lprotobuf-c) -lbpf
+CLI_LIBS := $(LIBS) -lelf -ldw -liberty $(if $(PROTO_SRC),-lprotobuf-c) -lbpf -lZydis
 
 $(AGENT): $(AGENT_OBJ) src/agent/exports.map
 	$(msg) LD $@
@@ -133,6 +133,13 @@ $(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/fixtures/read_line.h
 
 # --stacks with --via=ebpf walks frame pointers: this fixture keeps them.
 $(BUILD)/tests/fixtures/fp_stacks: CFLAGS += -fno-omit-frame-pointer
+
+# -f entry hooks on a non-PIE program whose functions start with endbr64.
+FIXTURES += $(BUILD)/tests/fixtures/entry_hooks_nopie
+$(BUILD)/tests/fixtures/entry_hooks_nopie: tests/fixtures/entry_hooks.c tests/fixtures/read_line.h
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -fno-pie -no-pie -fcf-protection=full $< -o $@ -lpthread
 
 $(BUILD)/tests/fixtures/%: tests/fixtures/%.cc
 	$(msg) CXX $@

@@ -72,6 +72,11 @@ static int print_summary(const char *path, const char *format, const char *repor
 static int detach_and_report(pid_t pid, const char *format, const char *report_file, int quiet)
 {
 	char *resp, err[1024];
+	/* -f entry hooks are put back first, with the threads stopped. */
+	if (mt_ctl_send(pid, "status\n", &resp, err, sizeof(err)) == 0 && !strstr(resp, "entry_hooks: 0 patched") &&
+	    strstr(resp, "entry_hooks:") && mt_attach_unpatch(pid, "libmemtap", err, sizeof(err)))
+		mt_error("detach: the -f entry hooks stay in place, inert: %s", err);
+	free(resp);
 	int r = mt_ctl_send(pid, "detach\n", &resp, err, sizeof(err));
 	if (r < 0)
 		return mt_error("detach: %s", err), 1;
@@ -142,6 +147,14 @@ int mt_attach_inject(const struct mt_attach_req *r)
 		return 1;
 	}
 	resp[strcspn(resp, "\n")] = '\0';
+	if (strstr(r->options, ":at=") && mt_attach_patch(r->pid, "libmemtap", err, sizeof(err))) {
+		char *dresp;
+		mt_error("attach: -f: %s", err);
+		if (mt_ctl_send(r->pid, "detach\n", &dresp, err, sizeof(err)) >= 0)
+			free(dresp);
+		free(resp);
+		return 1;
+	}
 	fprintf(stderr, "memtap: %d (%s) %s in %.0f ms; %s\n", (int)r->pid, comm, resp, (now_s() - t0) * 1000,
 		r->seconds > 0 ? "tracing until the time is up or Ctrl-C"
 			       : "tracing until Ctrl-C (or memtap detach -p PID from elsewhere)");

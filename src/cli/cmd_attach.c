@@ -322,7 +322,7 @@ int cmd_attach(int argc, char **argv)
 					"--via=ebpf"), 2;
 		struct mt_attach_req req = {.pid = pid, .seconds = seconds, .output = a.output,
 					    .report_file = a.report_file, .format = a.format, .quiet = a.quiet};
-		char err[512], list[2048] = "", esc[3 * sizeof(list)];
+		char err[2048], list[4096] = "", esc[3 * sizeof(list)];
 		for (int i = 0; i < nfuncs; i++) {
 			if (mt_check_func_spec(funcs[i], err, sizeof(err)))
 				return mt_error("attach: -f %s: %s", funcs[i], err), 2;
@@ -332,12 +332,16 @@ int cmd_attach(int argc, char **argv)
 				strcat(list, ",");
 			strcat(list, funcs[i]);
 		}
+		if (list[0] && mt_funcs_for_pid(pid, list, sizeof(list), err, sizeof(err)))
+			return mt_error("attach: %s", err), 1;
 		mt_ctl_escape(list, esc, sizeof(esc));
-		snprintf(req.options, sizeof(req.options),
+		int olen = snprintf(req.options, sizeof(req.options),
 			 "stacks=%d sample=%llu dump_every=%llu interval_ms=%llu dump_on_peak=%d inactive=%d%s%s",
 			 stacks, (unsigned long long)(sample ? sample : leaks ? 1 : 0),
 			 (unsigned long long)dump_every, (unsigned long long)interval_ms, peak, inactive,
 			 list[0] ? " funcs=" : "", list[0] ? esc : "");
+		if (olen < 0 || olen + 512 > MT_CTL_MAX_REQUEST)
+			return mt_error("attach: too many -f functions for one request (at most 4 KiB); name fewer"), 2;
 		return mt_attach_inject(&req);
 	}
 	if (strcmp(via, "ebpf"))

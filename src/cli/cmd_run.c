@@ -153,7 +153,7 @@ int cmd_run(int argc, char **argv)
 	const char *output = NULL, *report_file = NULL, *format = "text";
 	int inactive = 0, follow = 1, quiet = 0, stacks = 0, leaks = 0, peak = 0, c;
 	uint64_t sample = 0, dump_every = 0, interval_ms = 0;
-	char funcs[4096] = "";
+	char funcs[16384] = "";
 	if (mt_run_wants_ebpf(argc, argv))
 		return mt_run_ebpf(argc, argv);
 	optind = 1;
@@ -218,6 +218,8 @@ int cmd_run(int argc, char **argv)
 		return mt_error("run: %s", err), 2;
 	if (mt_resolve_prefix(output, argv[optind], prefix, sizeof(prefix)))
 		return 2;
+	if (funcs[0] && mt_funcs_for_exe(argv[optind], funcs, sizeof(funcs), err, sizeof(err)))
+		return mt_error("run: %s", err), 2;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	uint64_t run_id = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid();
