@@ -590,7 +590,18 @@ void *mt_hook_dispatch(uint64_t id, const uint64_t *regs, void **slot)
 	if (entry(h->ctx, regs, &cookie) && __atomic_load_n(&h->on_return, __ATOMIC_ACQUIRE)) {
 		struct shadow *s = shadow_get();
 		uint32_t d = s ? s->depth : SHADOW_MAX;
-		if (d < SHADOW_MAX) {
+		/* Entries of frames a longjmp left (at or below ours on this
+		 * stack, their slot no longer holding our address) go first:
+		 * a loop that longjmps out of a hooked function would fill the
+		 * stack otherwise. */
+		while (s && d) {
+			struct shadow_ent *x = &s->e[d - 1];
+			uintptr_t xs = (uintptr_t)x->slot, ns = (uintptr_t)slot;
+			if (!(xs <= ns && ns - xs < (1u << 20) && *x->slot != (void *)mt_hook_ret))
+				break;
+			d--;
+		}
+		if (s && d < SHADOW_MAX) {
 			s->e[d] = (struct shadow_ent){*slot, slot, (uint32_t)id, cookie};
 			/* Entry first, then depth, then the swap: a signal handler
 			 * that runs in between sees a consistent stack. */
