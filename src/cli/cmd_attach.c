@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
+#include "memtap/funcspec.h"
 
 static volatile sig_atomic_t stop_sig;
 static pid_t run_child;
@@ -53,30 +54,17 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
 {
 	if (o->nuser >= MT_EBPF_MAX_USER)
 		return mt_error("-f: at most %d functions", MT_EBPF_MAX_USER);
+	struct mt_funcspec fs;
+	char err[512];
+	if (mt_funcspec_parse(spec, strlen(spec), 1, &fs, err, sizeof(err)))
+		return mt_error("-f %s: %s", spec, err);
+	if (mt_funcspec_wants_return(&fs) || fs.got)
+		return mt_error("-f %s: fail=, out= and got need the agent (--via=inject or memtap run)", spec);
 	struct mt_ebpf_fn *f = &o->user[o->nuser];
 	memset(f, 0, sizeof(*f));
-	size_t n = strcspn(spec, ":");
-	if (!n || n >= sizeof(f->name))
-		return mt_error("-f %s: expected FUNC[:size=argN][:pool=argM]", spec);
-	memcpy(f->name, spec, n);
-	const char *p = spec + n;
-	while (*p == ':') {
-		p++;
-		unsigned a;
-		int used = 0;
-		if (sscanf(p, "size=arg%u%n", &a, &used) == 1 && used && a <= 5) {
-			f->size_arg = a + 1;
-			p += used;
-		} else if (sscanf(p, "pool=arg%u%n", &a, &used) == 1 && used && a <= 5) {
-			f->pool_arg = a + 1;
-			p += used;
-		} else {
-			return mt_error("-f %s: unknown modifier '%s' (size=arg0 .. size=arg5, pool=arg0 .. "
-					"pool=arg5)", spec, p);
-		}
-	}
-	if (*p)
-		return mt_error("-f %s: unexpected '%s'", spec, p);
+	snprintf(f->name, sizeof(f->name), "%s", fs.name);
+	f->size_arg = fs.size_arg >= 0 ? (unsigned)fs.size_arg + 1 : 0;
+	f->pool_arg = fs.pool_arg >= 0 ? (unsigned)fs.pool_arg + 1 : 0;
 	o->nuser++;
 	return 0;
 }

@@ -161,8 +161,8 @@ int mt_funcspec_parse(const char *s, size_t len, int user, struct mt_funcspec *f
 #undef KEY
 		if (bad) {
 			snprintf(err, errlen,
-				 "bad option '%.*s': expected size=argN, pool=argN, out=argN (N from 0, the first "
-				 "argument, to 5), fail=null, fail=nonzero, fail=neg or got",
+				 "bad option '%.*s': expected size=argN or pool=argM (N, M from 0, the first "
+				 "argument, to 5), out=argK, fail=null|nonzero|neg or got",
 				 (int)olen, o);
 			return -EINVAL;
 		}
