@@ -273,6 +273,7 @@ bench: deps
 	@$(MAKE) --no-print-directory all fixtures
 	@sh bench/run.sh
 	@bash bench/attach.sh
+	@bash bench/hooks.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/memtap
