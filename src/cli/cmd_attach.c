@@ -166,7 +166,8 @@ static int add_common(int c, const char *arg, struct ebpf_args *a)
 	"                         also count FUNC (any function of the program or its\n"                  \
 	"                         libraries) with a quantize() of argument N (0-based);\n"                 \
 	"                         pool=argM: calls and bytes per value of argument M\n"                   \
-	"                         (the pool), top pools in the report\n"                                  \
+	"                         (the pool), top pools in the report; with --via=inject also\n"         \
+	"                         :fail=null|nonzero|neg, :out=argK, :got (memtap run --help)\n"         \
 	"      --within FUNC      bytes and allocations per call of FUNC, as quantize()\n"                 \
 	"      --heap-events      glibc's heap system calls: brk, mmap, mprotect, madvise\n"               \
 	"      --stacks           call sites of every allocation: frame-pointer user stacks\n"             \
