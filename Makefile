@@ -141,6 +141,15 @@ $(BUILD)/tests/fixtures/entry_hooks_nopie: tests/fixtures/entry_hooks.c tests/fi
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -fno-pie -no-pie -fcf-protection=full $< -o $@ -lpthread
 
+# ... and stripped, its symbols in a separate debug file (.gnu_debuglink):
+# -f finds a static function through it.
+FIXTURES += $(BUILD)/tests/fixtures/stripped/entry_hooks
+$(BUILD)/tests/fixtures/stripped/entry_hooks: $(BUILD)/tests/fixtures/entry_hooks
+	$(msg) STRIP $@
+	@mkdir -p $(dir $@)
+	$(Q)objcopy --only-keep-debug $< $@.debug
+	$(Q)objcopy --strip-all --add-gnu-debuglink=$@.debug $< $@
+
 $(BUILD)/tests/fixtures/%: tests/fixtures/%.cc
 	$(msg) CXX $@
 	@mkdir -p $(dir $@)

@@ -1,5 +1,6 @@
 /*
- * -f FUNC for the agent: find FUNC in the target's objects and decide how
+ * -f FUNC for the agent: find FUNC in the target's objects (dynamic
+ * symbols, .symtab, else the symbol table of a separate debug file) and decide how
  * its entry is patched, so that the agent (which carries no disassembler)
  * only copies bytes and fills in displacements.  Nothing here touches the
  * target: every refusal happens before the agent hears of FUNC.
@@ -23,6 +24,7 @@
  * reach); jmp/jcc rel8 become their rel32 forms.
  */
 #include <Zydis/Zydis.h>
+#include <elfutils/libdwfl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gelf.h>
@@ -286,6 +288,75 @@ out:
 	return ret;
 }
 
+/* Whether the object at PATH exports NAME (a GOT slot elsewhere may name it). */
+static int in_dynsym(const char *path, const char *name)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), found = 0;
+	if (fd < 0)
+		return 0;
+	elf_version(EV_CURRENT);
+	Elf *elf = elf_begin(fd, ELF_C_READ, NULL);
+	Elf_Scn *scn = NULL;
+	GElf_Shdr sh;
+	while (elf && !found && (scn = elf_nextscn(elf, scn))) {
+		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNSYM || !sh.sh_entsize)
+			continue;
+		Elf_Data *d = elf_getdata(scn, NULL);
+		for (size_t i = 0; d && !found && i < sh.sh_size / sh.sh_entsize; i++) {
+			GElf_Sym sym;
+			const char *n;
+			found = gelf_getsym(d, (int)i, &sym) && sym.st_shndx != SHN_UNDEF &&
+				(n = elf_strptr(elf, sh.sh_link, sym.st_name)) && !strcmp(n, name);
+		}
+	}
+	if (elf)
+		elf_end(elf);
+	close(fd);
+	return found;
+}
+
+/* FUNC in the symbol table of an object's separate debug file (found by
+ * build-id under /usr/lib/debug, or .gnu_debuglink), for stripped objects:
+ * a static function of a Debian binary with its -dbgsym package.  0, or
+ * -ENOENT. */
+static int debug_find(struct mt_objlist *objs, const char *name, struct mt_site_info *out)
+{
+	static char *debuginfo_path = NULL;
+	static const Dwfl_Callbacks cb = {
+		.find_elf = dwfl_build_id_find_elf,
+		.find_debuginfo = dwfl_standard_find_debuginfo,
+		.section_address = dwfl_offline_section_address,
+		.debuginfo_path = &debuginfo_path,
+	};
+	for (size_t i = 0; i < objs->n; i++) {
+		Dwfl *d = dwfl_begin(&cb);
+		Dwfl_Module *m = d ? dwfl_report_offline(d, "", objs->v[i].path, -1) : NULL;
+		int found = 0;
+		if (m && dwfl_report_end(d, NULL, NULL) == 0) {
+			GElf_Addr bias = 0;
+			dwfl_module_getelf(m, &bias);
+			int n = dwfl_module_getsymtab(m);
+			for (int k = 1; k < n && !found; k++) {
+				GElf_Sym sym;
+				GElf_Addr a;
+				const char *s = dwfl_module_getsym_info(m, k, &sym, &a, NULL, NULL, NULL);
+				if (!s || strcmp(s, name) || GELF_ST_TYPE(sym.st_info) != STT_FUNC || sym.st_shndx == SHN_UNDEF)
+					continue;
+				memset(out, 0, sizeof(*out));
+				out->obj = &objs->v[i];
+				out->addr = a - bias; /* the object's own vaddr */
+				out->size = sym.st_size;
+				found = 1;
+			}
+		}
+		if (d)
+			dwfl_end(d);
+		if (found)
+			return 0;
+	}
+	return -ENOENT;
+}
+
 int mt_funcs_plan(struct mt_objlist *objs, const char *where, const char *spec, char *wire, size_t wirelen,
 		  char *err, size_t errlen)
 {
@@ -296,12 +367,24 @@ int mt_funcs_plan(struct mt_objlist *objs, const char *where, const char *spec, 
 		snprintf(err, errlen, "-f %s: %s", spec, why);
 		return -EINVAL;
 	}
-	if (mt_objlist_find(objs, f.name, 1, &si)) {
+	if (mt_objlist_find(objs, f.name, 1, &si) && debug_find(objs, f.name, &si)) {
 		char near[512];
 		mt_objlist_near(objs, f.name, near, sizeof(near));
+		size_t k = strlen(f.name);
+		if (!strncmp(near, f.name, k) && (!near[k] || near[k] == ',')) {
+			/* Named but not findable as a function: an IFUNC. */
+			snprintf(err, errlen, "%s is an IFUNC in %s (its code is chosen when the program loads): memtap "
+				 "cannot hook it; name the implementation instead", f.name, where);
+			return -EOPNOTSUPP;
+		}
 		snprintf(err, errlen, "function %s not found in %s or its %zu libraries (dynamic symbols and symbol "
 			 "tables)%s%s%s", f.name, where, objs->n ? objs->n - 1 : 0, near[0] ? " (near: " : "",
 			 near, near[0] ? "?)" : "; check the name");
+		return -ENOENT;
+	}
+	if (f.got && !in_dynsym(si.obj->path, f.name)) {
+		snprintf(err, errlen, "-f %s:got: %s is in no dynamic symbol table, so no GOT slot names it; drop :got "
+			 "(an entry hook sees every call)", f.name, f.name);
 		return -ENOENT;
 	}
 	if (!f.got) {

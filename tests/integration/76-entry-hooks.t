@@ -8,7 +8,7 @@
 # for byte, counts stop); 20 attach/detach cycles on threads that check
 # every result.
 . "$(dirname "$0")/../lib.sh"
-plan 48
+plan 51
 
 EH="$FIX/entry_hooks"
 N=300
@@ -37,6 +37,15 @@ done
 $MEMTAP run -o "$TMP/nz" --format json --report-file "$TMP/nz.json" -f obj_make:fail=nonzero -- "$EH" count $N > /dev/null
 is "$(fn_field "$TMP/nz.json" obj_make failed)" "$fails5" "fail=nonzero counts the int results that are not 0"
 
+# A stripped program whose symbols are in a separate debug file.
+[ -z "$(nm "$FIX/stripped/entry_hooks" 2>/dev/null)" ]
+ok $? "the stripped copy has no symbol table"
+$MEMTAP run -o "$TMP/st" --format json --report-file "$TMP/st.json" -f small_alloc:size=arg0 -- "$FIX/stripped/entry_hooks" count $N > /dev/null
+is "$(counts "$TMP/st.json")" "small_alloc $((N / 2)) $((N / 2 * 8)) 0/" "a static function found through the debug file (.gnu_debuglink), counted exactly"
+$MEMTAP run -o "$TMP/g" -f arena_alloc:got -- "$EH" count 1 > /dev/null 2> "$TMP/err"
+like "$?:$(cat "$TMP/err")" "^2:.*arena_alloc is in no dynamic symbol table, so no GOT slot names it" \
+	":got on a function no GOT slot can name is refused"
+
 # Return hooks through longjmp and C++ exceptions.
 got=$($MEMTAP run -o "$TMP/j" --format json --report-file "$TMP/j.json" -f jumper:fail=null -- "$EH" jump 1000)
 is "$?/$got" "0/jumped 334 nulls 333 bad 0" "longjmp out of a return-hooked function, 334 times: every result right"
@@ -47,15 +56,15 @@ is "$?/$got" "0/$want" "C++ exceptions thrown through a return-hooked function, 
 is "$(counts "$TMP/x.json")" "may_throw 600 0 200/" "all 600 calls counted, the 200 NULL returns failed (thrown ones are not)"
 
 # Refusals, naming the function and why.
-$MEMTAP run -f zmaloc -- "$EH" count 1 > /dev/null 2> "$TMP/err"
+$MEMTAP run -o "$TMP/e" -f zmaloc -- "$EH" count 1 > /dev/null 2> "$TMP/err"
 is "$?" 2 "run -f zmaloc is refused"
 like "$(cat "$TMP/err")" "function zmaloc not found in .*entry_hooks or its [0-9]+ libraries .*\(near: .*malloc.*\?\)" \
 	"saying where it looked and what is near ($(cat "$TMP/err"))"
-$MEMTAP run -f arena_aloc -- "$EH" count 1 > /dev/null 2> "$TMP/err"
+$MEMTAP run -o "$TMP/e" -f arena_aloc -- "$EH" count 1 > /dev/null 2> "$TMP/err"
 like "$(cat "$TMP/err")" "near: arena_alloc" "a typo of an executable's own function gets its name"
-$MEMTAP run -f tiny_fn -- "$EH" count 1 > /dev/null 2> "$TMP/err"
+$MEMTAP run -o "$TMP/e" -f tiny_fn -- "$EH" count 1 > /dev/null 2> "$TMP/err"
 like "$?:$(cat "$TMP/err")" "^2:.*cannot hook tiny_fn at its entry: it is 3 bytes long; an entry hook needs 5" "a 3-byte function is refused"
-$MEMTAP run -f loop_fn -- "$EH" count 1 > /dev/null 2> "$TMP/err"
+$MEMTAP run -o "$TMP/e" -f loop_fn -- "$EH" count 1 > /dev/null 2> "$TMP/err"
 like "$?:$(cat "$TMP/err")" "^2:.*cannot hook loop_fn at its entry: a jump at loop_fn\+0x7 lands inside its first 7 bytes" \
 	"a function with a jump back into its first bytes is refused"
 
