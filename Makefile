@@ -124,7 +124,11 @@ $(DEMO): demo/workload.c
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJ) $(HEADERS)
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(SAN) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen $< $(LIB_OBJ) -o $@ -lcmocka $(CLI_LIBS)
+	$(Q)$(CC) $(CFLAGS) $(SAN) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen $< $(LIB_OBJ) $(UNIT_EXTRA) -o $@ -lcmocka $(CLI_LIBS)
+
+# The -f planner is CLI code (and its object lookup the eBPF backend's).
+$(BUILD)/tests/unit/test_funcs: UNIT_EXTRA := $(BUILD)/cli/cli/funcs.o $(BUILD)/cli/bpf/objects.o
+$(BUILD)/tests/unit/test_funcs: $(BUILD)/cli/cli/funcs.o $(BUILD)/cli/bpf/objects.o
 
 $(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/fixtures/read_line.h
 	$(msg) CC $@
