@@ -65,6 +65,20 @@ static void hook_lock(void)
 		;
 }
 
+/* For the injector's calls, made with every other thread stopped: one of
+ * them may hold the lock (a dlopen making a GOT hook), and would never
+ * release it while stopped.  Give up (-EBUSY: the CLI lets the threads run
+ * and tries again) rather than spin until the call times out. */
+static int hook_trylock(void)
+{
+	for (long i = 0; i < 1000000; i++) {
+		if (!__atomic_exchange_n(&lock, 1, __ATOMIC_ACQUIRE))
+			return 0;
+		__builtin_ia32_pause();
+	}
+	return -EBUSY;
+}
+
 static void hook_unlock(void)
 {
 	__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
@@ -439,7 +453,8 @@ static int write_entry(struct hook *h, const uint8_t *bytes)
 int mt_hook_patch(const uint64_t *pcs, size_t npcs)
 {
 	int done = 0, err = 0;
-	hook_lock();
+	if (hook_trylock())
+		return -EBUSY;
 	int n = __atomic_load_n(&nhooks, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < n; i++)
 		for (size_t k = 0; hooks[i].state == H_PREPARED && k < npcs; k++)
@@ -477,7 +492,8 @@ int mt_hook_patch(const uint64_t *pcs, size_t npcs)
 int mt_hook_remove_all(int restore)
 {
 	int restored = 0;
-	hook_lock();
+	if (restore ? hook_trylock() : (hook_lock(), 0))
+		return -EBUSY;
 	int n = __atomic_load_n(&nhooks, __ATOMIC_ACQUIRE);
 	for (int i = 0; i < n; i++) {
 		struct hook *h = &hooks[i];

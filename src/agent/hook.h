@@ -65,7 +65,8 @@ void *mt_hook_stub(int id);
 int mt_hook_patch(const uint64_t *pcs, size_t npcs);
 /* Makes every hook inert: callbacks off (new calls pass straight through);
  * with RESTORE, also writes back the original entry bytes (every other
- * thread must be stopped).  Returns the number of entries restored. */
+ * thread must be stopped).  Returns the number of entries restored, or
+ * -EBUSY (with RESTORE) when a stopped thread holds the hooks' lock. */
 int mt_hook_remove_all(int restore);
 /* Entry hooks whose bytes are in place now (patched), and prepared but not yet
  * patched. */

@@ -79,8 +79,15 @@ int mt_attach_patch(pid_t pid, const char *agent, char *err, size_t errlen)
 
 int mt_attach_unpatch(pid_t pid, const char *agent, char *err, size_t errlen)
 {
-	long r = 0;
-	int e = agent_call(pid, agent, "memtap_agent_unpatch", 0, &r, err, errlen);
+	long r = -EBUSY;
+	int e = 0;
+	for (int i = 0; i < TRIES && !e && r == -EBUSY; i++) {
+		if (i) {
+			struct timespec nap = {0, 2 * 1000 * 1000};
+			nanosleep(&nap, NULL);
+		}
+		e = agent_call(pid, agent, "memtap_agent_unpatch", 0, &r, err, errlen);
+	}
 	if (!e && r < 0) {
 		snprintf(err, errlen, "the agent could not restore the -f entries: %s", strerror((int)-r));
 		e = (int)r;
