@@ -1026,7 +1026,8 @@ __attribute__((constructor)) static void mt_ctor(void)
 		int err = mt_hooks_start(0);
 		mt_tls_busy = 0;
 		if (err < 0)
-			mt_log("-f: cannot hook the functions: %s", mt_custom_error()[0] ? mt_custom_error() : strerror(-err));
+			mt_log("-f: cannot hook the functions: %s",
+			       mt_custom_error()[0] ? mt_custom_error() : strerror(-err));
 	}
 	mt_control_start();
 }
