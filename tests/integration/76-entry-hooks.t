@@ -8,7 +8,7 @@
 # for byte, counts stop); 20 attach/detach cycles on threads that check
 # every result.
 . "$(dirname "$0")/../lib.sh"
-plan 51
+plan 55
 
 EH="$FIX/entry_hooks"
 N=300
@@ -134,6 +134,28 @@ ok $? "the target still answers"
 echo quit >&"${TGT[1]}"
 wait $TPID
 is "$?" 0 "and exits normally"
+
+# A thread blocked in a system call inside the bytes an entry hook would
+# replace: the patch waits for it, then gives up; nothing is left behind.
+coproc TGT { exec "$EH" block; }
+TPID=$TGT_PID
+at_exit "kill $TPID"
+read -r -t 10 -u "${TGT[0]}" l
+wait_for "grep -q '^0 ' /proc/$TPID/task/*/syscall"
+$MEMTAP attach -p $TPID -o "$TMP/blk" -d 1 -f blocker -f arena_alloc:size=arg1 2> "$TMP/err"
+like "$?:$(cat "$TMP/err")" "^1:.*a thread of $TPID was inside the first bytes of a -f function at each of 50 stops" \
+	"attach -f on a function a thread is stopped inside is refused after 50 tries"
+like "$($MEMTAP ctl $TPID status | tr '\n' ' ')" "mode: loaded, not attached.*entry_hooks: 0 patched, 0 pending" "and leaves no hook, detached"
+$MEMTAP attach -p $TPID -o "$TMP/bl" --format json --report-file "$TMP/bl.json" -f arena_alloc:size=arg1 2> "$TMP/bl.err" &
+APID=$!
+wait_for "grep -q 'counting active' $TMP/bl.err"
+send "call 20"
+kill -INT $APID
+wait $APID
+is "$(fn_field "$TMP/bl.json" arena_alloc calls)" 20 "the same process with a function no thread is inside: hooked, 20 calls"
+echo quit >&"${TGT[1]}"
+wait $TPID
+is "$?" 0 "the blocked program exits normally"
 
 # 20 attach/detach cycles on 4 threads that call two hooked functions in a
 # tight loop and check every result.
