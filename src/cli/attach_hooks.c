@@ -63,8 +63,11 @@ int mt_attach_patch(pid_t pid, const char *agent, char *err, size_t errlen)
 		int e = agent_call(pid, agent, "memtap_agent_patch", 1, &r, err, errlen);
 		if (e)
 			return e;
-		if (r >= 0)
+		if (r >= 0) {
+			fprintf(stderr, "memtap: -f: %ld function%s hooked at %s entry (%d stop%s of every thread)\n", r,
+				r == 1 ? "" : "s", r == 1 ? "its" : "their", i + 1, i ? "s" : "");
 			return 0;
+		}
 		if (r != -EBUSY) {
 			snprintf(err, errlen, "the agent could not patch the -f entries: %s", strerror((int)-r));
 			return (int)r;
