@@ -106,7 +106,7 @@ AGENT_OBJ := $(patsubst src/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC) $(CORE_SRC)) \
 	$(patsubst src/%.S,$(BUILD)/agent/%.o,$(AGENT_ASM))
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC) $(INJECT_SRC)) $(PROTO_C:.c=.o)
 CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC)) $(LIB_OBJ)
-CLI_LIBS := $(LIBS) -lelf -ldw -liberty $(if $(PROTO_SRC),-lprotobuf-c) -lbpf
+CLI_LIBS := $(LIBS) -lelf -ldw -liberty $(if $(PROTO_SRC),-lprotobuf-c) -lbpf -lZydis
 
 $(AGENT): $(AGENT_OBJ) src/agent/exports.map
 	$(msg) LD $@
@@ -124,7 +124,11 @@ $(DEMO): demo/workload.c
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJ) $(HEADERS)
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(SAN) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen $< $(LIB_OBJ) -o $@ -lcmocka $(CLI_LIBS)
+	$(Q)$(CC) $(CFLAGS) $(SAN) $(BASE_CFLAGS) -Isrc -I$(BUILD)/gen $< $(LIB_OBJ) $(UNIT_EXTRA) -o $@ -lcmocka $(CLI_LIBS)
+
+# The -f planner is CLI code (and its object lookup the eBPF backend's).
+$(BUILD)/tests/unit/test_funcs: UNIT_EXTRA := $(BUILD)/cli/cli/funcs.o $(BUILD)/cli/bpf/objects.o
+$(BUILD)/tests/unit/test_funcs: $(BUILD)/cli/cli/funcs.o $(BUILD)/cli/bpf/objects.o
 
 $(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/fixtures/read_line.h
 	$(msg) CC $@
@@ -133,6 +137,22 @@ $(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/fixtures/read_line.h
 
 # --stacks with --via=ebpf walks frame pointers: this fixture keeps them.
 $(BUILD)/tests/fixtures/fp_stacks: CFLAGS += -fno-omit-frame-pointer
+
+# -f entry hooks on a non-PIE program whose functions start with endbr64.
+FIXTURES += $(BUILD)/tests/fixtures/entry_hooks_nopie
+$(BUILD)/tests/fixtures/entry_hooks_nopie: tests/fixtures/entry_hooks.c tests/fixtures/read_line.h
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -fno-pie -no-pie -fcf-protection=full $< -o $@ -lpthread
+
+# ... and stripped, its symbols in a separate debug file (.gnu_debuglink):
+# -f finds a static function through it.
+FIXTURES += $(BUILD)/tests/fixtures/stripped/entry_hooks
+$(BUILD)/tests/fixtures/stripped/entry_hooks: $(BUILD)/tests/fixtures/entry_hooks
+	$(msg) STRIP $@
+	@mkdir -p $(dir $@)
+	$(Q)objcopy --only-keep-debug $< $@.debug
+	$(Q)objcopy --strip-all --add-gnu-debuglink=$@.debug $< $@
 
 $(BUILD)/tests/fixtures/%: tests/fixtures/%.cc
 	$(msg) CXX $@
@@ -266,6 +286,7 @@ bench: deps
 	@$(MAKE) --no-print-directory all fixtures
 	@sh bench/run.sh
 	@bash bench/attach.sh
+	@bash bench/hooks.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/memtap

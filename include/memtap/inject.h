@@ -115,6 +115,12 @@ int mt_inject_dlopen(struct mt_inject *in, const char *path, int flags, uint64_t
 /* What the session found so far. */
 const struct mt_inject_info *mt_inject_info(const struct mt_inject *in);
 
+/* Where every stopped thread was stopped: its instruction pointer (the
+ * chosen thread's as it was before any call), into PCS (at most MAX).  The
+ * count, or -EAGAIN when a thread's place is unknown (its registers could
+ * not be read).  For code patching: memtap attach -f (docs/SAFETY.md). */
+int mt_inject_thread_pcs(const struct mt_inject *in, uint64_t *pcs, size_t max);
+
 /* Writes the saved state back, resumes every thread and frees IN (NULL is
  * fine).  Returns the first error met while restoring (the target is then
  * resumed as well as possible). */

@@ -323,6 +323,11 @@ struct mt_got_hook {
 	void *replacement;
 };
 int mt_got_add(const char *name, void *replacement); /* index, or -ENOSPC */
+/* A hook whose slots mt_got_restore() leaves in place (the unwinder's, for
+ * return hooks: hook.c). */
+int mt_got_add_sticky(const char *name, void *replacement);
+/* Drops NAME's hook (after mt_got_restore): its slots are no longer patched. */
+void mt_got_forget(const char *name);
 int mt_got_patch(void);   /* patch every loaded module; slots newly patched */
 int mt_got_restore(void); /* put every patched slot back; slots restored */
 int mt_got_slots(void);
@@ -347,6 +352,10 @@ int mt_custom_start(void);
  * the number of slots patched or -errno. */
 int mt_hooks_start(int alloc_family);
 void mt_custom_resolve(void);
+/* Why mt_hooks_start() failed, naming the function ("" if it did not say). */
+const char *mt_custom_error(void);
+/* The end of an attach session: -f hooks inert, no -f functions. */
+void mt_custom_stop(void);
 
 /* control.c */
 int mt_control_start(void);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "hook.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 
@@ -158,6 +159,10 @@ static void cmd_status(struct mt_buf *b)
 	reply(b, "agent_memory_bytes: %llu\n",
 	      (unsigned long long)__atomic_load_n(&mt_g.arena_bytes, __ATOMIC_RELAXED));
 	reply(b, "calls: %llu\n", (unsigned long long)calls);
+	uint64_t lost, unwound;
+	mt_hook_stats(&lost, &unwound);
+	reply(b, "entry_hooks: %d patched, %d pending\nreturns_unseen: %llu (shadow stack full), %llu (unwound)\n",
+	      mt_hook_patched(), mt_hook_pending(), (unsigned long long)lost, (unsigned long long)unwound);
 	reply(b, "allocated_bytes: %llu\nfreed_bytes: %llu\nin_use_bytes: %lld\npeak_in_use_bytes: %llu\n",
 	      (unsigned long long)p->totals.allocated_bytes, (unsigned long long)p->totals.freed_bytes,
 	      (long long)p->totals.in_use_bytes, (unsigned long long)p->totals.peak_in_use_bytes);

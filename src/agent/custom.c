@@ -1,16 +1,19 @@
 /*
- * `-f FUNC[:size=argN][:pool=argM]`: count calls of any exported function
- * that is called across module boundaries (e.g. apr_palloc, which httpd and
- * its modules call in libapr), with a size histogram of one argument.
+ * `-f FUNC[:size=argN][:pool=argM][:fail=...][:out=argK][:got]`: count the
+ * calls of any function (e.g. apr_palloc, ngx_palloc, palloc), with a size
+ * histogram of one argument, calls and bytes per pool, and failures.
  *
- * Each function gets a stub in an executable page we make at start-up:
- *   mov $index, %r11d ; jmp *mt_tramp_common
- * and the GOT slots that name the function are pointed at the stub
- * (got.c).  The common trampoline (tramp.S) saves the argument registers,
- * calls mt_custom_enter(index, saved registers) and tail-jumps to the real
- * function, so no signature is needed.  dlopen is hooked the same way so
- * that modules loaded later (Apache's) are patched too.
+ * By default FUNC gets an entry hook (hook.c): its first instructions jump
+ * to a stub of ours, so every call is seen, also the calls from inside its
+ * own module and through function pointers.  The CLI found FUNC (dynamic
+ * symbols, .symtab) and decided the patch; `:got` or a function the CLI did
+ * not place (an exec'd program that does not load its object) is hooked
+ * through the GOT slots that name it instead (got.c): calls from other
+ * modules only.  Either way the hook's callbacks below count the call and,
+ * for fail= and out=, look at its result.  dlopen is hooked through the GOT
+ * so that modules loaded later are patched too.
  */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
@@ -21,13 +24,8 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "hook.h"
 
-void mt_tramp_common(void);
-
-/* Read by tramp.S: the real function of each hooked index. */
-void *mt_custom_real[MT_CUSTOM_MAX] __attribute__((visibility("hidden")));
-
-static uint8_t *stubs;
 static void *(*real_dlopen)(const char *, int);
 
 /*
@@ -98,23 +96,61 @@ static int pools_map(void)
 	return 0;
 }
 
-/* Saved registers as tramp.S lays them out. */
-enum { REG_R11, REG_RAX, REG_R9, REG_R8, REG_RCX, REG_RDX, REG_RSI, REG_RDI };
-static const int arg_reg[6] = {REG_RDI, REG_RSI, REG_RDX, REG_RCX, REG_R8, REG_R9};
+/* Saved registers as mt_hook_tramp lays them out (hook.h). */
+static const int arg_reg[6] = {MT_REG_RDI, MT_REG_RSI, MT_REG_RDX, MT_REG_RCX, MT_REG_R8, MT_REG_R9};
 
-void mt_custom_enter(uint64_t index, const uint64_t *regs) __attribute__((visibility("hidden")));
-void mt_custom_enter(uint64_t index, const uint64_t *regs)
+/* This session's -f functions, as the CLI described them, and their hooks. */
+static struct mt_funcspec specs[MT_CUSTOM_MAX];
+static int hook_id[MT_CUSTOM_MAX]; /* -1: none yet */
+static char hook_err[256];
+
+/* Counts one call of -f function INDEX; 1 if it was counted. */
+static int custom_enter(uint64_t index, const uint64_t *regs)
 {
-	if (index >= MT_CUSTOM_MAX)
-		return;
 	struct mt_thread *t = mt_enter();
 	if (!t)
-		return;
+		return 0;
 	int a = mt_g.custom[index].size_arg, pa = mt_g.custom[index].pool_arg;
 	uint64_t size = a >= 0 ? regs[arg_reg[a]] : 0;
 	mt_count(t, MT_FN_COUNT + (int)index, size, 0);
 	if (pa >= 0)
 		pool_count((int)index, regs[arg_reg[pa]], size);
+	return 1;
+}
+
+static int on_entry(void *ctx, const uint64_t *regs, uint64_t *cookie)
+{
+	uint64_t i = (uint64_t)(uintptr_t)ctx;
+	if (!custom_enter(i, regs))
+		return 0;
+	int out = specs[i].out_arg;
+	*cookie = out >= 0 ? regs[arg_reg[out]] : 0;
+	return mt_funcspec_wants_return(&specs[i]);
+}
+
+/* fail=null|nonzero|neg on the int or pointer returned; with out=argK,
+ * fail=null (the default) looks at what was written through argument K. */
+static void on_return(void *ctx, uint64_t ret, uint64_t cookie)
+{
+	uint64_t i = (uint64_t)(uintptr_t)ctx;
+	const struct mt_funcspec *f = &specs[i];
+	int failed;
+	if (f->fail == MT_FAIL_NONZERO)
+		failed = (uint32_t)ret != 0;
+	else if (f->fail == MT_FAIL_NEG)
+		failed = (int32_t)ret < 0;
+	else if (f->out_arg >= 0)
+		failed = !cookie || !*(void *const *)(uintptr_t)cookie;
+	else
+		failed = ret == 0;
+	struct mt_thread *t;
+	if (!failed || !(t = mt_enter()))
+		return;
+	struct mt_counter *c = &t->c[MT_FN_COUNT + i];
+	if (unlikely(t->shared))
+		__atomic_fetch_add(&c->failed, 1, __ATOMIC_RELAXED);
+	else
+		mt_bump(&c->failed, 1);
 }
 
 static void *hooked_dlopen(const char *file, int flags)
@@ -130,46 +166,26 @@ static void *hooked_dlopen(const char *file, int flags)
 	return h;
 }
 
-/* Parses one "name[:size=argN][:pool=argM]". */
-static int parse_spec(const char *spec, size_t len, struct mt_custom *c)
-{
-	memset(c, 0, sizeof(*c));
-	c->size_arg = -1;
-	c->pool_arg = -1;
-	size_t n = strcspn(spec, ":");
-	if (n > len)
-		n = len;
-	if (!n || n >= sizeof(c->name))
-		return -EINVAL;
-	memcpy(c->name, spec, n);
-	while (n < len) {
-		const char *opt = spec + n + 1;
-		size_t olen = strcspn(opt, ":,");
-		if (olen >= 9 && !strncmp(opt, "size=arg", 8) && opt[8] >= '0' && opt[8] <= '5')
-			c->size_arg = opt[8] - '0';
-		else if (olen >= 9 && !strncmp(opt, "pool=arg", 8) && opt[8] >= '0' && opt[8] <= '5')
-			c->pool_arg = opt[8] - '0';
-		else
-			return -EINVAL;
-		n += olen + 1;
-	}
-	return 0;
-}
-
 int mt_custom_parse(const char *list)
 {
+	char err[256];
 	mt_g.ncustom = 0;
 	while (list && *list) {
 		size_t len = strcspn(list, ",");
-		if (mt_g.ncustom >= MT_CUSTOM_MAX) {
+		int i = mt_g.ncustom;
+		if (i >= MT_CUSTOM_MAX) {
 			mt_log("-f: at most %d functions", MT_CUSTOM_MAX);
 			return -ENOSPC;
 		}
-		if (parse_spec(list, len, &mt_g.custom[mt_g.ncustom]) < 0) {
-			mt_log("-f %.*s: expected FUNC[:size=argN][:pool=argM] with N, M in 0..5",
-			       (int)len, list);
+		if (mt_funcspec_parse(list, len, 0, &specs[i], err, sizeof(err)) < 0) {
+			mt_log("-f %.*s: %s", (int)len, list, err);
 			return -EINVAL;
 		}
+		struct mt_custom *c = &mt_g.custom[i];
+		memcpy(c->name, specs[i].name, sizeof(c->name));
+		c->size_arg = specs[i].size_arg;
+		c->pool_arg = specs[i].pool_arg;
+		hook_id[i] = -1;
 		mt_g.ncustom++;
 		list += len + (list[len] == ',');
 	}
@@ -188,56 +204,125 @@ int mt_custom_parse(const char *list)
 	return 0;
 }
 
+/* Hooks -f function I through its GOT slots, once a definition is found. */
+static int custom_got(int i)
+{
+	void *real = mt_global_sym(specs[i].name);
+	if (!real)
+		return 0; /* a module loaded later may define it (hooked_dlopen) */
+	int id = mt_hook_got(real, on_entry, mt_funcspec_wants_return(&specs[i]) ? on_return : NULL,
+			     (void *)(uintptr_t)i, hook_err, sizeof(hook_err));
+	if (id < 0)
+		return id;
+	hook_id[i] = id;
+	return mt_got_add(specs[i].name, mt_hook_stub(id)) < 0 ? -ENOSPC : 0;
+}
+
 void mt_custom_resolve(void)
 {
 	for (int i = 0; i < mt_g.ncustom; i++)
-		if (!mt_custom_real[i])
-			__atomic_store_n(&mt_custom_real[i], mt_global_sym(mt_g.custom[i].name), __ATOMIC_RELEASE);
+		if (hook_id[i] < 0 && (specs[i].got || !specs[i].has_plan))
+			custom_got(i);
+	if (mt_hook_wants_unwind())
+		mt_hook_unwind_install();
 }
 
-/* Makes one stub per -f function in an executable page. */
-static int make_stubs(void)
+/* An entry hook for -f function I.  ATTACH: the injector will patch it with
+ * every thread stopped; else (run) it is patched from the constructor. */
+static int custom_entry(int i, int attach)
 {
-	if (stubs)
-		return 0;
-	long r = syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (r < 0 && r > -4096)
-		return -ENOMEM;
-	uint8_t *page = (uint8_t *)r;
-	for (int i = 0; i < MT_CUSTOM_MAX; i++) {
-		uint8_t *s = page + 32 * i;
-		uint64_t target = (uint64_t)(uintptr_t)mt_tramp_common;
-		uint32_t idx = (uint32_t)i;
-		s[0] = 0x41, s[1] = 0xbb; /* mov $i, %r11d */
-		memcpy(s + 2, &idx, 4);
-		s[6] = 0xff, s[7] = 0x25; /* jmp *0(%rip) */
-		memset(s + 8, 0, 4);
-		memcpy(s + 12, &target, 8);
+	char why[200];
+	const struct mt_funcspec *f = &specs[i];
+	int id = mt_hook_fn(f, on_entry, mt_funcspec_wants_return(f) ? on_return : NULL, (void *)(uintptr_t)i,
+			    why, sizeof(why));
+	if (id == -ENOENT && !attach) {
+		/* A program exec'd by the traced one that does not load the
+		 * object the CLI found FUNC in: by name, as before. */
+		specs[i].has_plan = 0;
+		return custom_got(i);
 	}
-	if (mprotect(page, 4096, PROT_READ | PROT_EXEC) < 0)
-		return -errno;
-	stubs = page;
+	if (id < 0) {
+		snprintf(hook_err, sizeof(hook_err), "-f %s: cannot hook its entry: %s", f->name, why);
+		return id;
+	}
+	hook_id[i] = id;
 	return 0;
+}
+
+/* Threads of this process other than the caller. */
+static int other_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	int n = 0;
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n - 1;
+}
+
+const char *mt_custom_error(void)
+{
+	return hook_err;
 }
 
 int mt_hooks_start(int alloc_family)
 {
 	int err;
+	char why[200];
+	hook_err[0] = '\0';
 	if (alloc_family && (err = mt_hook_wrappers()) < 0)
 		return err;
-	if (mt_g.ncustom) {
-		if ((err = make_stubs()) < 0 || (err = pools_map()) < 0)
+	if (mt_g.ncustom && (err = pools_map()) < 0)
+		return err;
+	for (int i = 0; i < mt_g.ncustom; i++) {
+		if (mt_funcspec_wants_return(&specs[i]) && (err = mt_hook_return_ok(why, sizeof(why))) < 0) {
+			snprintf(hook_err, sizeof(hook_err), "-f %s: no return hook: %s", specs[i].name, why);
 			return err;
-		mt_custom_resolve();
-		for (int i = 0; i < mt_g.ncustom; i++)
-			if (mt_got_add(mt_g.custom[i].name, stubs + 32 * i) < 0)
-				return -ENOSPC;
+		}
+		err = specs[i].has_plan && !specs[i].got ? custom_entry(i, alloc_family) : custom_got(i);
+		if (err < 0)
+			return err;
 	}
+	if (mt_hook_wants_unwind())
+		mt_hook_unwind_install();
 	if (!alloc_family && !mt_g.ncustom)
 		return 0;
 	if (!real_dlopen)
 		real_dlopen = (void *(*)(const char *, int))mt_global_sym("dlopen");
 	if (real_dlopen)
 		mt_got_add("dlopen", (void *)hooked_dlopen);
-	return mt_got_patch();
+	int slots = mt_got_patch();
+	if (!alloc_family && mt_hook_pending()) {
+		/* memtap run: from the constructor, before the program's own
+		 * threads; a library's constructor may have started one, and
+		 * patching code another thread may be running is not safe. */
+		int others = other_threads();
+		if (others > 0) {
+			snprintf(hook_err, sizeof(hook_err),
+				 "-f: %d other thread%s already run%s; entry hooks are not patched", others,
+				 others > 1 ? "s" : "", others > 1 ? "" : "s");
+			mt_hook_remove_all(0);
+			return -EBUSY;
+		}
+		if ((err = mt_hook_patch(NULL, 0)) < 0) {
+			snprintf(hook_err, sizeof(hook_err), "-f: patching the entries: %s", strerror(-err));
+			return err;
+		}
+	}
+	return slots;
+}
+
+/* The end of an attach session: its hooks become inert, their names leave
+ * the GOT hook list, and the next session starts without -f functions
+ * unless it names them again.  The entry bytes were put back by the CLI
+ * (memtap_agent_unpatch, every thread stopped); if not, they stay in place,
+ * inert, until the next session's patch. */
+void mt_custom_stop(void)
+{
+	mt_hook_remove_all(0);
+	for (int i = 0; i < mt_g.ncustom; i++)
+		mt_got_forget(specs[i].name);
+	mt_g.ncustom = 0;
 }

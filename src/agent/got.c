@@ -30,6 +30,7 @@ struct slot {
 };
 
 static struct mt_got_hook hooks[HOOKS_MAX];
+static int sticky[HOOKS_MAX]; /* slots kept by mt_got_restore */
 static int nhooks;
 static struct slot *slots;
 static int nslots;
@@ -47,22 +48,50 @@ static void got_unlock(void)
 	__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
 }
 
+static int got_add(const char *name, void *replacement, int keep)
+{
+	int free_at = -1;
+	for (int i = 0; i < nhooks; i++) {
+		if (hooks[i].name && strcmp(hooks[i].name, name) == 0)
+			return i;
+		if (!hooks[i].name && free_at < 0)
+			free_at = i;
+	}
+	/* A forgotten hook's entry is free again: its slots were restored. */
+	int i = free_at >= 0 ? free_at : nhooks;
+	if (i >= HOOKS_MAX)
+		return -ENOSPC;
+	hooks[i].replacement = replacement;
+	sticky[i] = keep;
+	__atomic_store_n(&hooks[i].name, name, __ATOMIC_RELEASE);
+	if (i == nhooks)
+		nhooks++;
+	return i;
+}
+
 int mt_got_add(const char *name, void *replacement)
 {
-	if (nhooks >= HOOKS_MAX)
-		return -ENOSPC;
+	return got_add(name, replacement, 0);
+}
+
+int mt_got_add_sticky(const char *name, void *replacement)
+{
+	return got_add(name, replacement, 1);
+}
+
+void mt_got_forget(const char *name)
+{
+	got_lock();
 	for (int i = 0; i < nhooks; i++)
-		if (strcmp(hooks[i].name, name) == 0)
-			return i;
-	hooks[nhooks].name = name;
-	hooks[nhooks].replacement = replacement;
-	return nhooks++;
+		if (hooks[i].name && !sticky[i] && strcmp(hooks[i].name, name) == 0)
+			hooks[i].name = NULL;
+	got_unlock();
 }
 
 static int find_hook(const char *name)
 {
 	for (int i = 0; i < nhooks; i++)
-		if (strcmp(hooks[i].name, name) == 0)
+		if (hooks[i].name && strcmp(hooks[i].name, name) == 0)
 			return i;
 	return -1;
 }
@@ -183,16 +212,21 @@ int mt_got_patch(void)
 int mt_got_restore(void)
 {
 	got_lock();
-	int restored = 0;
+	int restored = 0, keep = 0;
 	for (int i = nslots - 1; i >= 0; i--) {
 		struct slot *s = &slots[i];
+		if (sticky[s->hook])
+			continue;
 		/* Only slots that still hold our value: the program may have
 		 * changed a GOT entry since (unlikely, but not ours to undo). */
 		if (__atomic_load_n(s->addr, __ATOMIC_ACQUIRE) == hooks[s->hook].replacement &&
 		    write_slot(s->addr, s->old, s->relro) == 0)
 			restored++;
 	}
-	nslots = 0;
+	for (int i = 0; i < nslots; i++)
+		if (sticky[slots[i].hook])
+			slots[keep++] = slots[i];
+	nslots = keep;
 	got_unlock();
 	return restored;
 }

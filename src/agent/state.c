@@ -663,7 +663,9 @@ int mt_attach(char *options, char *out, size_t outlen)
 	if (slots < 0) {
 		mt_set_active(0);
 		mt_got_restore();
-		snprintf(out, outlen, "cannot install the hooks: %s", strerror(-slots));
+		snprintf(out, outlen, "cannot install the hooks: %s",
+			 mt_custom_error()[0] ? mt_custom_error() : strerror(-slots));
+		mt_custom_stop();
 		return slots;
 	}
 	__atomic_store_n(&mt_sh->end, MT_LIVE_RUNNING, __ATOMIC_RELEASE);
@@ -692,6 +694,7 @@ int mt_detach(char *out, size_t outlen)
 	 * profile; without a file it cannot, and the agent writes it. */
 	if (!mt_shared_is_file())
 		err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
+	mt_custom_stop(); /* the -f hooks end with the session */
 	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_sh->stacks, 0, __ATOMIC_RELAXED);
@@ -1008,7 +1011,8 @@ __attribute__((constructor)) static void mt_ctor(void)
 		int err = mt_hooks_start(0);
 		mt_tls_busy = 0;
 		if (err < 0)
-			mt_log("-f: cannot hook the functions: %s", strerror(-err));
+			mt_log("-f: cannot hook the functions: %s",
+			       mt_custom_error()[0] ? mt_custom_error() : strerror(-err));
 	}
 	mt_control_start();
 }

@@ -103,6 +103,13 @@ static int detach_all(struct mt_session *sess)
 		char *resp = NULL, err[1024];
 		if (m[i].state != MT_MEMBER_RUNNING)
 			continue;
+		/* -f entry hooks are put back first, with the threads stopped. */
+		if (mt_ctl_send(m[i].pid, "status\n", &resp, err, sizeof(err)) == 0 && strstr(resp, "entry_hooks:") &&
+		    !strstr(resp, "entry_hooks: 0 patched") &&
+		    mt_attach_unpatch(m[i].pid, "libmemtap", err, sizeof(err)))
+			mt_error("detach %d: the -f entry hooks stay in place, inert: %s", m[i].pid, err);
+		free(resp);
+		resp = NULL;
 		int r = mt_ctl_send(m[i].pid, "detach\n", &resp, err, sizeof(err));
 		if (r < 0 && kill(m[i].pid, 0) == 0)
 			failed = mt_error("detach %d: %s", m[i].pid, err);
@@ -117,8 +124,8 @@ static int detach_all(struct mt_session *sess)
 /* memtap detach: the agent restores its hooks; this command writes the
  * last profile from the live file (with its own permissions, under PREFIX,
  * or the attach's -o when none is given). */
-static int detach_and_report(pid_t pid, const char *output, const char *format, const char *report_file,
-			     int quiet)
+int mt_detach_pid(pid_t pid, const char *output, const char *format, const char *report_file, int quiet,
+		  char *last, size_t lastlen)
 {
 	char path[PATH_MAX], err[1024], prefix[PATH_MAX];
 	struct mt_live_hdr h;
@@ -130,6 +137,7 @@ static int detach_and_report(pid_t pid, const char *output, const char *format, 
 		if (r)
 			return mt_error("detach: %s", r < 0 ? err : resp), free(r > 0 ? resp : NULL), 1;
 		fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)pid, resp);
+		snprintf(last, lastlen, "%s", resp);
 		free(resp);
 		return 0;
 	}
@@ -154,8 +162,10 @@ static int detach_and_report(pid_t pid, const char *output, const char *format, 
 	size_t nw;
 	char *const *written;
 	mt_session_written(sess, &written, &nw);
-	if (nw)
+	if (nw) {
 		fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)pid, written[0]);
+		snprintf(last, lastlen, "%s", written[0]);
+	}
 	mt_session_free(sess);
 	return ret ? 1 : 0;
 }
@@ -237,6 +247,17 @@ int mt_attach_inject(const struct mt_attach_req *r)
 		return 1;
 	}
 	resp[strcspn(resp, "\n")] = '\0';
+	/* -f entry hooks: patched by this command with every thread stopped. */
+	const char *funcs = r->ao.v[MT_AO_FUNCS];
+	if (funcs && strstr(funcs, ":at=") && mt_attach_patch(r->pid, "libmemtap", err, sizeof(err))) {
+		char *dresp;
+		mt_error("attach: -f: %s", err);
+		if (mt_ctl_send(r->pid, "detach\n", &dresp, err, sizeof(err)) >= 0)
+			free(dresp);
+		free(resp);
+		mt_session_free(sess);
+		return 1;
+	}
 	fprintf(stderr, "memtap: %d (%s) %s in %.0f ms; %s\n", (int)r->pid, comm, resp, (now_s() - t0) * 1000,
 		r->seconds > 0 ? "tracing until the time is up or Ctrl-C"
 			       : "tracing until Ctrl-C (or memtap detach -p PID from elsewhere)");
@@ -317,5 +338,6 @@ int cmd_detach(int argc, char **argv)
 		return mt_error("detach: which process? pass -p PID"), 2;
 	if (strcmp(format, "text") && strcmp(format, "json"))
 		return mt_error("detach: unknown --format '%s' (text or json)", format), 2;
-	return detach_and_report(pid, output, format, report_file, quiet);
+	char last[PATH_MAX];
+	return mt_detach_pid(pid, output, format, report_file, quiet, last, sizeof(last));
 }

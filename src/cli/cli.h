@@ -32,6 +32,25 @@ int mt_parse_size(const char *s, uint64_t *out);
 /* Checks one -f FUNC[:size=argN][:pool=argM]; 0 or -EINVAL with ERR. */
 int mt_check_func_spec(const char *spec, char *err, size_t errlen);
 
+/* -f for the agent (funcs.c): LIST, comma-separated user specs, becomes
+ * what the agent reads, each function found in the objects of CMD (before it
+ * starts) or of running PID, with its entry patch planned.  0, or -errno
+ * with ERR naming the function and why (not found, with near names; an
+ * entry that cannot be patched); nothing is sent to the target then. */
+int mt_funcs_for_exe(const char *cmd, char *list, size_t listlen, char *err, size_t errlen);
+int mt_funcs_for_pid(pid_t pid, char *list, size_t listlen, char *err, size_t errlen);
+struct mt_funcspec;
+/* The entry patch of a function of SIZE bytes (0: unknown) at object vaddr
+ * ADDR whose code is CODE[0..AVAIL): the decoding and relocation part of the
+ * plan, without the object-wide checks.  0, or -errno with ERR. */
+int mt_funcs_plan_bytes(struct mt_funcspec *f, const uint8_t *code, size_t avail, uint64_t addr, uint64_t size,
+			char *err, size_t errlen);
+/* attach -f (attach_hooks.c): with every thread of PID stopped, patches the
+ * entry hooks the agent prepared (retrying while a thread is inside the
+ * bytes to patch), or restores them all; 0 or -errno with ERR. */
+int mt_attach_patch(pid_t pid, const char *agent, char *err, size_t errlen);
+int mt_attach_unpatch(pid_t pid, const char *agent, char *err, size_t errlen);
+
 /* The control socket of PID (searched under each of its uids): 0, or -errno
  * with ERR saying why there is none. */
 int mt_ctl_socket_path(pid_t pid, char *path, size_t pathlen, char *err, size_t errlen);
@@ -61,6 +80,11 @@ struct mt_attach_req {
  * and prints the summary; returns the exit status. */
 int mt_attach_inject(const struct mt_attach_req *r);
 int cmd_detach(int argc, char **argv);
+/* Detaches PID (and the children it forked while attached) and writes their
+ * last profiles from their live files, under OUTPUT (NULL: the attach's -o);
+ * the first one's path into LAST.  Returns the exit status. */
+int mt_detach_pid(pid_t pid, const char *output, const char *format, const char *report_file, int quiet,
+		  char *last, size_t lastlen);
 
 /* Prints "memtap: <message>" to stderr; returns -1. */
 int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
+#include "memtap/funcspec.h"
 
 static volatile sig_atomic_t stop_sig;
 static pid_t run_child;
@@ -53,30 +54,17 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
 {
 	if (o->nuser >= MT_EBPF_MAX_USER)
 		return mt_error("-f: at most %d functions", MT_EBPF_MAX_USER);
+	struct mt_funcspec fs;
+	char err[512];
+	if (mt_funcspec_parse(spec, strlen(spec), 1, &fs, err, sizeof(err)))
+		return mt_error("-f %s: %s", spec, err);
+	if (mt_funcspec_wants_return(&fs) || fs.got)
+		return mt_error("-f %s: fail=, out= and got need the agent (--via=inject or memtap run)", spec);
 	struct mt_ebpf_fn *f = &o->user[o->nuser];
 	memset(f, 0, sizeof(*f));
-	size_t n = strcspn(spec, ":");
-	if (!n || n >= sizeof(f->name))
-		return mt_error("-f %s: expected FUNC[:size=argN][:pool=argM]", spec);
-	memcpy(f->name, spec, n);
-	const char *p = spec + n;
-	while (*p == ':') {
-		p++;
-		unsigned a;
-		int used = 0;
-		if (sscanf(p, "size=arg%u%n", &a, &used) == 1 && used && a <= 5) {
-			f->size_arg = a + 1;
-			p += used;
-		} else if (sscanf(p, "pool=arg%u%n", &a, &used) == 1 && used && a <= 5) {
-			f->pool_arg = a + 1;
-			p += used;
-		} else {
-			return mt_error("-f %s: unknown modifier '%s' (size=arg0 .. size=arg5, pool=arg0 .. "
-					"pool=arg5)", spec, p);
-		}
-	}
-	if (*p)
-		return mt_error("-f %s: unexpected '%s'", spec, p);
+	snprintf(f->name, sizeof(f->name), "%s", fs.name);
+	f->size_arg = fs.size_arg >= 0 ? (unsigned)fs.size_arg + 1 : 0;
+	f->pool_arg = fs.pool_arg >= 0 ? (unsigned)fs.pool_arg + 1 : 0;
 	o->nuser++;
 	return 0;
 }
@@ -178,7 +166,8 @@ static int add_common(int c, const char *arg, struct ebpf_args *a)
 	"                         also count FUNC (any function of the program or its\n"                  \
 	"                         libraries) with a quantize() of argument N (0-based);\n"                 \
 	"                         pool=argM: calls and bytes per value of argument M\n"                   \
-	"                         (the pool), top pools in the report\n"                                  \
+	"                         (the pool), top pools in the report; with --via=inject also\n"         \
+	"                         :fail=null|nonzero|neg, :out=argK, :got (memtap run --help)\n"         \
 	"      --within FUNC      bytes and allocations per call of FUNC, as quantize()\n"                 \
 	"      --heap-events      glibc's heap system calls: brk, mmap, mprotect, madvise\n"               \
 	"      --stacks           call sites of every allocation: frame-pointer user stacks\n"             \
@@ -317,7 +306,7 @@ int cmd_attach(int argc, char **argv)
 					"--via=ebpf"), 2;
 		struct mt_attach_req req = {.pid = pid, .seconds = seconds, .output = a.output,
 					    .report_file = a.report_file, .format = a.format, .quiet = a.quiet};
-		char err[512], list[2048] = "";
+		char err[2048], list[4096] = "";
 		for (int i = 0; i < nfuncs; i++) {
 			if (mt_check_func_spec(funcs[i], err, sizeof(err)))
 				return mt_error("attach: -f %s: %s", funcs[i], err), 2;
@@ -327,6 +316,8 @@ int cmd_attach(int argc, char **argv)
 				strcat(list, ",");
 			strcat(list, funcs[i]);
 		}
+		if (list[0] && mt_funcs_for_pid(pid, list, sizeof(list), err, sizeof(err)))
+			return mt_error("attach: %s", err), 1;
 		req.interval_ms = interval_ms;
 		req.stacks = stacks;
 		if (stacks)

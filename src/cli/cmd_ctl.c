@@ -99,6 +99,14 @@ int cmd_ctl(int argc, char **argv)
 		    !mt_live_read_header(lpath, &h, lerr, sizeof(lerr)))
 			return ctl_dump((int)pid, &h, arg[0] ? arg : NULL);
 	}
+	/* detach: as `memtap detach -p PID`, which writes the last profile. */
+	if (parsed.cmd == MT_CTL_DETACH) {
+		char last[PATH_MAX] = "";
+		int r = mt_detach_pid((pid_t)pid, NULL, "text", NULL, 1, last, sizeof(last));
+		if (!r && last[0])
+			printf("%s\n", last);
+		return r;
+	}
 	char *resp = NULL, cerr[1024];
 	int r = mt_ctl_send((pid_t)pid, req, &resp, cerr, sizeof(cerr));
 	if (r < 0)

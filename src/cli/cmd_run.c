@@ -42,11 +42,14 @@ static void run_usage(FILE *out)
 		"      --report-file F    write the summary to F instead of stderr\n"
 		"      --format FMT       summary format: text (default) or json\n"
 		"      --inactive         start with counting off (memtap ctl PID activate)\n"
-		"  -f FUNC[:size=argN][:pool=argM]\n"
-		"                         also count calls of FUNC (an exported function called\n"
-		"                         from another module, e.g. apr_palloc:size=arg1) and\n"
-		"                         the distribution of its argument N (0-based); pool=argM:\n"
-		"                         calls and bytes per pool (argument M); repeatable\n"
+		"  -f FUNC[:size=argN][:pool=argM][:fail=null|nonzero|neg][:out=argK][:got]\n"
+		"                         also count calls of FUNC (any function of the program\n"
+		"                         or its libraries, static ones too, e.g. ngx_palloc:size=arg1),\n"
+		"                         every call, through an entry hook, and the distribution\n"
+		"                         of its argument N (0-based); pool=argM: calls and bytes\n"
+		"                         per pool (argument M); fail=: failures by the result\n"
+		"                         (out=argK: the pointer written through argument K); got:\n"
+		"                         GOT slots only (calls from other modules); repeatable\n"
 		"      --stacks           record call sites of sampled allocations\n"
 		"      --sample=BYTES     mean bytes between samples (default 512k; 1 = every\n"
 		"                         allocation); implies --stacks\n"
@@ -164,7 +167,7 @@ int cmd_run(int argc, char **argv)
 	const char *output = NULL, *report_file = NULL, *format = "text";
 	int inactive = 0, follow = 1, quiet = 0, stacks = 0, leaks = 0, peak = 0, c;
 	uint64_t sample = 0, dump_every = 0, interval_ms = 0;
-	char funcs[4096] = "";
+	char funcs[16384] = "";
 	if (mt_run_wants_ebpf(argc, argv))
 		return mt_run_ebpf(argc, argv);
 	optind = 1;
@@ -229,6 +232,8 @@ int cmd_run(int argc, char **argv)
 		return mt_error("run: %s", err), 2;
 	if (mt_resolve_prefix(output, argv[optind], prefix, sizeof(prefix)))
 		return 2;
+	if (funcs[0] && mt_funcs_for_exe(argv[optind], funcs, sizeof(funcs), err, sizeof(err)))
+		return mt_error("run: %s", err), 2;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	uint64_t run_id = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid();

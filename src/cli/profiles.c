@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "memtap/funcspec.h"
 #include "memtap/format.h"
 
 int mt_error(const char *fmt, ...)
@@ -45,22 +46,8 @@ int mt_parse_size(const char *s, uint64_t *out)
 
 int mt_check_func_spec(const char *spec, char *err, size_t errlen)
 {
-	size_t n = strcspn(spec, ":,");
-	if (!n || n >= MT_NAME_MAX || spec[n] == ',') {
-		snprintf(err, errlen, "expected FUNC[:size=argN][:pool=argM]");
-		return -EINVAL;
-	}
-	for (const char *o = spec + n; *o == ':'; o += 10) {
-		if ((strncmp(o + 1, "size=arg", 8) && strncmp(o + 1, "pool=arg", 8)) || o[9] < '0' ||
-		    o[9] > '5' || (o[10] && o[10] != ':')) {
-			snprintf(err, errlen, "bad option '%s': expected size=argN or pool=argM, N and M "
-				 "from 0 (the first argument) to 5", o + 1);
-			return -EINVAL;
-		}
-		if (!o[10])
-			return 0;
-	}
-	return 0;
+	struct mt_funcspec f;
+	return mt_funcspec_parse(spec, strlen(spec), 1, &f, err, errlen);
 }
 
 int mt_find_companion(const char *name, char *out, size_t outlen, char *err, size_t errlen)

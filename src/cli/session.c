@@ -183,12 +183,18 @@ static int add_member(struct mt_session *s, const char *path, int pid, uint64_t 
 	s->m = v;
 	struct mt_member *m = &v[s->n];
 	memset(m, 0, sizeof(*m));
-	/* An older image of the same process was replaced by exec. */
-	for (size_t i = 0; i < s->n; i++)
-		if (v[i].pid == pid && v[i].state == MT_MEMBER_RUNNING && v[i].image_ns < image_ns)
+	/* An older image of the same process was replaced by exec (found
+	 * before or after the newer one). */
+	for (size_t i = 0; i < s->n; i++) {
+		if (v[i].pid != pid)
+			continue;
+		if (v[i].state == MT_MEMBER_RUNNING && v[i].image_ns < image_ns)
 			v[i].end = MT_END_EXEC;
+		else if (v[i].image_ns > image_ns)
+			m->end = MT_END_EXEC;
+	}
 	m->pid = pid;
-	for (size_t i = 0; i < s->npending; i++)
+	for (size_t i = 0; i < s->npending && m->end != MT_END_EXEC; i++)
 		if (s->pending[i].pid == pid) {
 			m->wait_status = s->pending[i].status;
 			m->have_status = 1;

@@ -1497,6 +1497,22 @@ const struct mt_inject_info *mt_inject_info(const struct mt_inject *in)
 	return &in->info;
 }
 
+int mt_inject_thread_pcs(const struct mt_inject *in, uint64_t *pcs, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < in->nth; i++) {
+		const struct inj_thread *th = &in->th[i];
+		if (th->state == T_GONE)
+			continue;
+		/* Registers that could not be read, or a thread not stopped by
+		 * us: where it is cannot be known. */
+		if (th->state != T_STOPPED || th->group_stop || n == max)
+			return -EAGAIN;
+		pcs[n++] = th == in->t && in->saved ? in->regs0.rip : th->regs.rip;
+	}
+	return (int)n;
+}
+
 int mt_inject_detach(struct mt_inject *in, char *err, size_t errlen)
 {
 	if (!in)
