@@ -155,7 +155,8 @@ struct mt_live_hdr {
 	uint64_t unknown_frees;
 	uint64_t sites;          /* agent address of the newest site */
 	uint32_t nsites, ncustom;
-	uint64_t dumps_due[2];   /* dump requests: [0] --dump-every, [1] --dump-on-peak */
+	uint64_t dumps_due[2];   /* dumps taken: [0] --dump-every, [1] --dump-on-peak (each spooled
+				    as <pid>-<start_ns>-<n>.mtp beside the file, for the session) */
 	uint64_t maps_gen;       /* bumped when the process may have loaded or unloaded code */
 	uint64_t maps;           /* with stacks: agent address of the mappings (struct mt_mapping)
 				    the agent recorded last (at start and at exit), 0: none */

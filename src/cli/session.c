@@ -205,8 +205,6 @@ static int add_member(struct mt_session *s, const char *path, int pid, uint64_t 
 	m->proc_start = h->proc_start;
 	m->image_ns = image_ns;
 	m->seq = h->seq;
-	m->dumps_seen[0] = h->dumps_due[0];
-	m->dumps_seen[1] = h->dumps_due[1];
 	snprintf(m->path, sizeof(m->path), "%s", path);
 	snprintf(m->command, sizeof(m->command), "%.*s", (int)sizeof(m->command) - 1, h->command);
 	s->n++;
@@ -565,11 +563,6 @@ size_t mt_session_poll(struct mt_session *s)
 		running++;
 		if (!readable)
 			continue;
-		for (int k = 0; k < 2; k++)
-			if (h.dumps_due[k] > m->dumps_seen[k]) {
-				m->dumps_seen[k] = h.dumps_due[k];
-				dump_member(s, m, k ? MT_REASON_PEAK : MT_REASON_BYTES);
-			}
 		if (interval_due)
 			dump_member(s, m, MT_REASON_INTERVAL);
 		else

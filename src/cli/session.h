@@ -53,7 +53,6 @@ struct mt_member {
 	uint64_t proc_start;
 	uint64_t image_ns;    /* the image's start (file name) */
 	uint32_t seq;         /* next profile number */
-	uint64_t dumps_seen[2];
 	char path[4096];      /* its live file */
 	char command[256];
 	char final_path[4096]; /* its final profile, once written */
