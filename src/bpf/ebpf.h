@@ -115,6 +115,18 @@ int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n);
  * while waiting (every 20-100 ms): a process that starts and exits between
  * two calls has no mappings and its frames stay addresses. */
 void mt_ebpf_poll_maps(struct mt_ebpf *e);
+/* The processes the BPF side traces (at most MAX): their pid, parent,
+ * name, and whether and how they exited. */
+struct mt_ebpf_proc {
+	int pid, ppid;
+	int exited;
+	int exit_code; /* as wait(2) reports it, once exited */
+	char comm[17];
+};
+size_t mt_ebpf_procs(struct mt_ebpf *e, struct mt_ebpf_proc *out, size_t max);
+/* One process's profile now (its counters so far, pools, sites).  0,
+ * -ESRCH (not traced) or -ENOMEM. */
+int mt_ebpf_snapshot(struct mt_ebpf *e, int pid, struct mt_profile **out);
 /* Whether the process has exited, as the BPF side saw it. */
 int mt_ebpf_exited(struct mt_ebpf *e, pid_t pid);
 void mt_ebpf_free(struct mt_ebpf *e);

@@ -646,6 +646,12 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 	/* the process exited, or it runs on after the end of the session
 	 * (-d elapsed, Ctrl-C, or `run`'s command exited before it) */
 	p->reason = pr->exited ? MT_REASON_EXIT : MT_REASON_DETACH;
+	if (pr->exited) {
+		/* The kernel's exit code, as wait(2) reports it. */
+		int st = (int)pr->exit_code;
+		p->end = (st & 0x7f) ? MT_END_SIGNAL : MT_END_EXIT;
+		p->end_code = (st & 0x7f) ? (st & 0x7f) : (st >> 8) & 0xff;
+	}
 	p->flags = MT_PROFILE_ACTIVE | (e->follow ? MT_PROFILE_FOLLOW : 0) |
 		   (e->heap_events ? MT_PROFILE_HEAP_EVENTS : 0);
 	p->start_ns = pr->start_ns ? e->start_real_ns + (pr->start_ns - e->start_mono_ns) : e->start_real_ns;
@@ -943,6 +949,44 @@ out:
 	free(cut);
 	free(all);
 	return ret;
+}
+
+size_t mt_ebpf_procs(struct mt_ebpf *e, struct mt_ebpf_proc *out, size_t max)
+{
+	uint32_t key, next, *prev = NULL;
+	size_t n = 0;
+	while (n < max && !bpf_map__get_next_key(e->skel->maps.procs, prev, &next, sizeof(next))) {
+		struct mtb_proc pr;
+		key = next;
+		prev = &key;
+		if (bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &pr, sizeof(pr), 0))
+			continue;
+		out[n].pid = (int)key;
+		out[n].ppid = (int)pr.ppid;
+		out[n].exited = pr.exited != 0;
+		out[n].exit_code = (int)pr.exit_code;
+		snprintf(out[n].comm, sizeof(out[n].comm), "%.*s", MTB_COMM, pr.comm);
+		n++;
+	}
+	return n;
+}
+
+int mt_ebpf_snapshot(struct mt_ebpf *e, int pid, struct mt_profile **out)
+{
+	uint32_t key = (uint32_t)pid;
+	struct mtb_proc pr;
+	*out = NULL;
+	if (bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &pr, sizeof(pr), 0))
+		return -ESRCH;
+	struct mt_profile *p;
+	if (profile_of(e, key, &pr, &p))
+		return -ENOMEM;
+	if (collect_pools(e, &p, 1) || (e->stacks && collect_sites(e, &p, 1))) {
+		mt_profile_free(p);
+		return -ENOMEM;
+	}
+	*out = p;
+	return 0;
 }
 
 int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)

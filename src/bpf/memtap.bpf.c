@@ -661,6 +661,7 @@ int BPF_PROG(mt_exit, struct task_struct *p)
 	struct mtb_proc *pp = bpf_map_lookup_elem(&procs, &tgid);
 
 	if (pp && BPF_CORE_READ(p, signal, live.counter) == 0) {
+		pp->exit_code = BPF_CORE_READ(p, exit_code);
 		pp->exited = 1;
 		arenas_copy(tgid, 0);
 	}

@@ -148,6 +148,8 @@ struct mtb_proc {
 	__u32 exited;
 	__u64 start_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	char comm[MTB_COMM];
+	__u32 exit_code; /* once exited: the last thread's exit code, as wait(2) gives it */
+	__u32 pad;
 };
 
 /* What a traced function is about to call: the next traced entry on the

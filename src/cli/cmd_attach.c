@@ -25,6 +25,7 @@
 
 #include "bpf/ebpf.h"
 #include "cli.h"
+#include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 #include "memtap/funcspec.h"
@@ -69,70 +70,52 @@ static int parse_func(const char *spec, struct mt_ebpf_opts *o)
 	return 0;
 }
 
-/* Writes P to PREFIX.<pid>.<seq>.mtp (the first free seq) through a temp
- * file and rename, so a reader never sees half a profile. */
-static int write_profile(const char *prefix, struct mt_profile *p, char *path, size_t pathlen)
+/* The summary of the profiles the session wrote; 0, or -1 when one could
+ * not be written. */
+static int summarize(struct mt_session *sess, const struct ebpf_args *a, const char *prefix, FILE *dflt)
 {
-	uint32_t seq = 0;
-	for (;; seq++) {
-		snprintf(path, pathlen, "%s.%u.%u.%s", prefix, p->pid, seq, MT_FILE_EXT);
-		if (access(path, F_OK) < 0 || seq > 100000)
-			break;
-	}
-	p->seq = seq;
-	struct mt_buf b = {.grow = mt_buf_grow_libc};
-	int ret = mt_file_encode(p, &b);
-	if (!ret)
-		ret = mt_file_write_whole(path, b.data, b.len, 0644);
-	free(b.data);
-	return ret;
-}
-
-/* Writes every profile and prints the summary; frees the profiles. */
-static int finish(const struct ebpf_args *a, const char *prefix, struct mt_profile **v, size_t n, FILE *dflt)
-{
-	struct mt_loaded l = {0};
+	size_t nm, nw;
 	int ret = 0;
-	l.items = calloc(n ? n : 1, sizeof(*l.items));
-	l.paths = calloc(n ? n : 1, sizeof(*l.paths));
-	if (!l.items || !l.paths) {
-		for (size_t i = 0; i < n; i++)
-			mt_profile_free(v[i]);
-		free(l.items);
-		free(l.paths);
-		return mt_error("out of memory");
-	}
-	for (size_t i = 0; i < n; i++) {
-		char path[PATH_MAX + 64];
-		int err = write_profile(prefix, v[i], path, sizeof(path));
-		if (err) {
-			mt_error("cannot write %s: %s", path, strerror(-err));
-			ret = -1;
-		} else {
-			l.paths[l.npaths++] = strdup(path);
-		}
-		l.items[l.n].profile = v[i];
-		l.items[l.n].path = err ? NULL : l.paths[l.npaths - 1];
-		l.n++;
-	}
+	const struct mt_member *m = mt_session_members(sess, &nm);
+	for (size_t i = 0; i < nm; i++)
+		if (m[i].error[0])
+			ret = mt_error("%s", m[i].error);
 	if (a->quiet)
-		goto out;
+		return ret;
+	char *const *written;
+	struct mt_loaded l;
+	mt_session_written(sess, &written, &nw);
+	mt_load_profiles(written, nw, &l);
+	mt_loaded_latest(&l);
 	FILE *out = dflt;
 	if (a->report_file && !(out = fopen(a->report_file, "w"))) {
 		mt_error("cannot write the report to %s: %s", a->report_file, strerror(errno));
 		out = dflt;
 	}
-	int text = strcmp(a->format, "text") == 0;
 	mt_render_summary(out, a->format, &l, prefix);
-	if (text)
+	if (!strcmp(a->format, "text"))
 		fprintf(out, "(eBPF backend: the totals are not collected; free sizes are glibc's usable sizes%s)\n",
 			a->o.stacks ? "; call sites are frame-pointer stacks, every allocation call, nothing in use" : "");
 	if (out != dflt)
 		fclose(out);
-out:
 	mt_loaded_free(&l);
-	free(v);
 	return ret;
+}
+
+/* A session on the eBPF collector: profiles written as processes end, and
+ * a last one of each at the end. */
+static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, uint64_t interval_ms, int stacks)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct mt_session_opts so = {.prefix = prefix, .interval_ms = interval_ms, .stacks = stacks,
+				     .run_id = (((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+						(uint64_t)getpid()) & INT64_MAX};
+	struct mt_session *sess;
+	if (mt_session_new(&so, &sess))
+		return NULL;
+	mt_session_use_ebpf(sess, e);
+	return sess;
 }
 
 static int add_common(int c, const char *arg, struct ebpf_args *a)
@@ -201,7 +184,7 @@ static void attach_usage(FILE *out)
 		     "With --via=ebpf only: --within, --heap-events, --failures, --no-follow, -v\n");
 }
 
-static int wait_attached(struct mt_ebpf *e, pid_t pid, double seconds)
+static int wait_attached(struct mt_ebpf *e, struct mt_session *sess, pid_t pid, double seconds)
 {
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -212,7 +195,7 @@ static int wait_attached(struct mt_ebpf *e, pid_t pid, double seconds)
 		double el = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
 		if (seconds > 0 && el >= seconds)
 			break;
-		mt_ebpf_poll_maps(e);
+		mt_session_poll(sess);
 		if (mt_ebpf_exited(e, pid) || (kill(pid, 0) < 0 && errno == ESRCH))
 			return 1;
 	}
@@ -276,7 +259,6 @@ int cmd_attach(int argc, char **argv)
 		case 'I':
 			if (!((interval_ms = (uint64_t)(strtod(optarg, &end) * 1000)) >= 100) || *end)
 				return mt_error("attach: --interval=%s: expected seconds, at least 0.1", optarg), 2;
-			inject_only = 1;
 			break;
 		case 'W': case 'H': case 'X': case 'n': case 'v':
 			ebpf_only = 1;
@@ -339,7 +321,7 @@ int cmd_attach(int argc, char **argv)
 	if (strcmp(via, "ebpf"))
 		return mt_error("attach: unknown --via=%s (inject or ebpf)", via), 2;
 	if (inject_only)
-		return mt_error("attach: --sample, --leaks, --dump-every, --interval, --dump-on-peak "
+		return mt_error("attach: --sample, --leaks, --dump-every, --dump-on-peak "
 				"and --inactive need --via=inject (the agent)"), 2;
 	for (int i = 0; i < nfuncs; i++)
 		if (parse_func(funcs[i], &a.o))
@@ -389,30 +371,34 @@ int cmd_attach(int argc, char **argv)
 	fprintf(stderr, "memtap: tracing %d (%s) with eBPF: %s%s; %s\n", (int)pid, comm, where,
 		a.o.follow ? ", children too" : "",
 		seconds > 0 ? "stops after -d, or Ctrl-C" : "Ctrl-C to stop");
-	int exited = wait_attached(e, pid, seconds);
+	struct mt_session *sess = ebpf_session(e, prefix, interval_ms, a.o.stacks);
+	if (!sess) {
+		mt_ebpf_free(e);
+		mt_objlist_free(&objs);
+		return mt_error("attach: out of memory"), 1;
+	}
+	int exited = wait_attached(e, sess, pid, seconds);
 	if (exited)
 		fprintf(stderr, "memtap: process %d exited\n", (int)pid);
-	struct mt_profile **v;
-	size_t n;
-	r = mt_ebpf_collect(e, &v, &n);
+	mt_session_finish(sess, 1);
 	mt_ebpf_free(e);
 	mt_objlist_free(&objs);
-	if (r)
-		return mt_error("attach: reading the counters: %s", strerror(-r)), 1;
-	return finish(&a, prefix, v, n, stdout) ? 1 : 0;
+	r = summarize(sess, &a, prefix, stdout);
+	mt_session_free(sess);
+	return r ? 1 : 0;
 }
 
 /* Waits for `run`'s child.  With --stacks, reads the traced processes'
  * mappings every 20 ms meanwhile: they are gone with the process, and the
  * call sites need them to be symbolized. */
-static void wait_run_child(struct mt_ebpf *e, int stacks, int *status)
+static void wait_run_child(struct mt_session *sess, int *status)
 {
 	for (;;) {
-		pid_t r = waitpid(run_child, status, stacks ? WNOHANG : 0);
+		pid_t r = waitpid(run_child, status, WNOHANG);
 		if (r == run_child || (r < 0 && errno != EINTR))
 			return;
 		if (r == 0) {
-			mt_ebpf_poll_maps(e);
+			mt_session_poll(sess);
 			struct timespec nap = {0, 20 * 1000 * 1000};
 			nanosleep(&nap, NULL);
 		}
@@ -525,18 +511,21 @@ int mt_run_ebpf(int argc, char **argv)
 		mt_error("run: cannot start %s: %s", argv[optind], strerror(errno));
 	close(go[1]);
 	int status = 0;
-	wait_run_child(e, a.o.stacks, &status);
-	struct mt_profile **v;
-	size_t n;
-	r = mt_ebpf_collect(e, &v, &n);
+	struct mt_session *sess = ebpf_session(e, prefix, 0, a.o.stacks);
+	if (!sess) {
+		mt_ebpf_free(e);
+		mt_objlist_free(&objs);
+		return mt_error("run: out of memory"), 2;
+	}
+	wait_run_child(sess, &status);
+	mt_session_finish(sess, 1);
 	mt_ebpf_free(e);
 	mt_objlist_free(&objs);
-	if (r)
-		return mt_error("run: reading the counters: %s", strerror(-r)), 2;
 	int failed_exec = WIFEXITED(status) && WEXITSTATUS(status) >= 126;
 	if (failed_exec)
 		a.quiet = 1;
-	finish(&a, prefix, v, n, stderr);
+	summarize(sess, &a, prefix, stderr);
+	mt_session_free(sess);
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
 		mt_error("%s killed by signal %d (%s)", argv[optind], sig, strsignal(sig));

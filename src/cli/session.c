@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bpf/ebpf.h"
 #include "cli.h"
 #include "live_read.h"
 #include "memtap/format.h"
@@ -32,6 +33,8 @@ struct mt_session {
 		int pid, status;
 	} pending[16];
 	size_t npending;
+	struct mt_ebpf *ebpf;     /* the eBPF collector, or NULL: the agent's live files */
+	struct mt_ebpf_proc *procs;
 	int root;                 /* the process the session started (run), or 0 */
 	char root_error[512];     /* why its live file could not be read */
 };
@@ -79,6 +82,7 @@ void mt_session_free(struct mt_session *s)
 	for (size_t i = 0; i < s->nwritten; i++)
 		free(s->written[i]);
 	free(s->written);
+	free(s->procs);
 	free(s);
 }
 
@@ -535,9 +539,91 @@ static void dump_member(struct mt_session *s, struct mt_member *m, uint32_t reas
 	mt_profile_free(p);
 }
 
+/* ---- the eBPF collector: members are the processes the BPF side traces ---- */
+
+#define EBPF_PROCS_MAX 65536
+
+void mt_session_use_ebpf(struct mt_session *s, struct mt_ebpf *e)
+{
+	s->ebpf = e;
+}
+
+static struct mt_member *ebpf_member(struct mt_session *s, const struct mt_ebpf_proc *pr)
+{
+	struct mt_member *m = member_of(s, pr->pid);
+	/* A pid the session saw end, now a new traced process. */
+	if (m && (m->state == MT_MEMBER_RUNNING || pr->exited))
+		return m;
+	struct mt_member *v = realloc(s->m, (s->n + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	s->m = v;
+	m = &v[s->n++];
+	memset(m, 0, sizeof(*m));
+	m->pid = pr->pid;
+	m->ppid = pr->ppid;
+	m->image_ns = real_ns();
+	snprintf(m->command, sizeof(m->command), "%s", pr->comm);
+	read_command(pr->pid, m->command, sizeof(m->command));
+	return m;
+}
+
+static int ebpf_profile(struct mt_session *s, struct mt_member *m, uint32_t reason, char *out, size_t outlen)
+{
+	struct mt_profile *p;
+	int ret = mt_ebpf_snapshot(s->ebpf, m->pid, &p);
+	if (ret) {
+		snprintf(out, outlen, "process %d: %s", m->pid, strerror(-ret));
+		return ret;
+	}
+	if (s->o.run_id)
+		p->run_id = s->o.run_id;
+	p->reason = reason;
+	if (reason == MT_REASON_EXIT) {
+		m->end = p->end;
+		m->end_code = p->end_code;
+	}
+	ret = write_profile(s, m, p, out, outlen);
+	mt_profile_free(p);
+	return ret;
+}
+
+static size_t poll_ebpf(struct mt_session *s)
+{
+	size_t running = 0;
+	if (!s->procs && !(s->procs = calloc(EBPF_PROCS_MAX, sizeof(*s->procs))))
+		return 0;
+	mt_ebpf_poll_maps(s->ebpf);
+	uint64_t now = mono_ns();
+	int interval_due = s->o.interval_ms && now >= s->next_interval_ns;
+	if (interval_due)
+		while (s->next_interval_ns <= now)
+			s->next_interval_ns += s->o.interval_ms * 1000000u;
+	size_t n = mt_ebpf_procs(s->ebpf, s->procs, EBPF_PROCS_MAX);
+	for (size_t i = 0; i < n; i++) {
+		struct mt_member *m = ebpf_member(s, &s->procs[i]);
+		if (!m || m->state != MT_MEMBER_RUNNING)
+			continue;
+		char path[PATH_MAX];
+		if (s->procs[i].exited) {
+			if (ebpf_profile(s, m, MT_REASON_EXIT, m->final_path, sizeof(m->final_path)))
+				snprintf(m->error, sizeof(m->error), "no final profile of process %d: %s", m->pid,
+					 m->final_path);
+			m->state = MT_MEMBER_ENDED;
+			continue;
+		}
+		running++;
+		if (interval_due && ebpf_profile(s, m, MT_REASON_INTERVAL, path, sizeof(path)))
+			mt_error("cannot write a profile of process %d: %s", m->pid, path);
+	}
+	return running;
+}
+
 size_t mt_session_poll(struct mt_session *s)
 {
 	size_t running = 0;
+	if (s->ebpf)
+		return poll_ebpf(s);
 	scan(s);
 	uint64_t now = mono_ns();
 	int interval_due = s->o.interval_ms && now >= s->next_interval_ns;
@@ -607,6 +693,12 @@ void mt_session_set_status(struct mt_session *s, int pid, int status)
 
 int mt_session_snapshot(struct mt_session *s, int pid, struct mt_profile **out, char *err, size_t errlen)
 {
+	if (s->ebpf) {
+		int ret = mt_ebpf_snapshot(s->ebpf, pid, out);
+		if (ret)
+			snprintf(err, errlen, "process %d: %s", pid, ret == -ESRCH ? "not in this session" : strerror(-ret));
+		return ret;
+	}
 	struct mt_member *m = member_of(s, pid);
 	if (!m) {
 		snprintf(err, errlen, "process %d is not in this session", pid);
@@ -624,6 +716,8 @@ int mt_session_dump(struct mt_session *s, int pid, uint32_t reason, char *out, s
 		snprintf(out, outlen, "process %d is not in this session", pid);
 		return -ESRCH;
 	}
+	if (s->ebpf)
+		return ebpf_profile(s, m, reason, out, outlen);
 	int ret = profile_of(s, m, 0, &p, err, sizeof(err));
 	if (ret) {
 		snprintf(out, outlen, "%s", err);
@@ -641,7 +735,14 @@ int mt_session_finish(struct mt_session *s, int detaching)
 	mt_session_poll(s);
 	for (size_t i = 0; i < s->n; i++) {
 		struct mt_member *m = &s->m[i];
-		if (m->state == MT_MEMBER_RUNNING && detaching && m->detaching) {
+		if (m->state == MT_MEMBER_RUNNING && s->ebpf) {
+			/* The session's end: a last profile of every process still
+			 * there (they run on, untraced). */
+			if (ebpf_profile(s, m, MT_REASON_DETACH, m->final_path, sizeof(m->final_path)))
+				snprintf(m->error, sizeof(m->error), "no last profile of process %d: %s", m->pid,
+					 m->final_path);
+			m->state = MT_MEMBER_DETACHED;
+		} else if (m->state == MT_MEMBER_RUNNING && detaching && m->detaching) {
 			struct mt_profile *p;
 			char err[1024];
 			if (profile_of(s, m, 0, &p, err, sizeof(err))) {

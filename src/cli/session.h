@@ -74,6 +74,11 @@ void mt_session_self(char *out, size_t outlen);
 size_t mt_session_poll(struct mt_session *s);
 /* The wait status of member PID (memtap is its parent). */
 void mt_session_set_status(struct mt_session *s, int pid, int status);
+/* The eBPF backend as the session's collector (instead of live files):
+ * members are the processes the BPF side traces; profiles come from its
+ * maps.  E stays the caller's. */
+struct mt_ebpf;
+void mt_session_use_ebpf(struct mt_session *s, struct mt_ebpf *e);
 /* PID is the process this command started: its live files are the
  * session's whatever they say. */
 void mt_session_set_root(struct mt_session *s, int pid);

@@ -7,7 +7,7 @@
 # when the traced process cannot write there; a process that scribbles over
 # its own counters cannot crash memtap; nothing is left behind.
 . "$(dirname "$0")/../lib.sh"
-plan 48
+plan 53
 
 export MEMTAP_RUNDIR="$TMP/run"
 mkdir -p "$MEMTAP_RUNDIR"
@@ -102,6 +102,32 @@ $MEMTAP report --format=json "$TMP"/dump.*.mtp > "$TMP/dump.json"
 is "$(jq '[.processes[] | select(.ended.how == "exit")] | length' "$TMP/dump.json")" 1 \
 	"the final profile follows the dump, numbered after it"
 
+# The eBPF collector in the same session layer: how the process ended (from
+# the kernel's exit code), and periodic profiles of an attached process.
+if [ "$(id -u)" = 0 ] && [ -r /sys/kernel/btf/vmlinux ]; then
+	$MEMTAP run --via=ebpf -q -o "$TMP/bk" -- "$FIX/ends" kill $N 2>/dev/null
+	is "$?" 137 "eBPF: memtap run --via=ebpf returns 128 + SIGKILL"
+	$MEMTAP report --format=json "$TMP"/bk.*.mtp > "$TMP/bk.json"
+	is "$(jq -r '.processes[0].ended.signal' "$TMP/bk.json")" SIGKILL "eBPF: the profile says killed by SIGKILL"
+	is "$(bucket "$TMP/bk.json" malloc 2048)" $N "eBPF: with the $N mallocs made before the end"
+	coproc TGT3 { exec "$FIX/ends" wait exit $N; }
+	read -r ready <&"${TGT3[0]}"
+	T3=$TGT3_PID
+	$MEMTAP attach --via=ebpf -p "$T3" --interval=0.3 -q -o "$TMP/bi" 2> "$TMP/bi.err" &
+	B3=$!
+	wait_for "grep -q tracing $TMP/bi.err" 100
+	sleep 1
+	echo go >&"${TGT3[1]}"
+	wait "$B3"
+	n=$(for f in "$TMP"/bi.*.mtp; do $MEMTAP report --format=json "$f" | jq -r '.processes[0].reason'; done | grep -c interval)
+	[ "$n" -ge 2 ]
+	ok $? "eBPF: --interval=0.3 writes periodic profiles of the attached process ($n)"
+	is "$(for f in "$TMP"/bi.*.mtp; do $MEMTAP report --format=json "$f" | jq -r '.processes[0].ended.how // empty'; done)" exit \
+		"eBPF: and its final one says it exited"
+else
+	for i in 1 2 3 4 5; do skip "eBPF: needs root and BTF"; done
+fi
+
 # A process that writes garbage over its own live counter file: memtap
 # reports it, flagged or refused, and never crashes.
 $MEMTAP run -o "$TMP/sc" --format json --report-file "$TMP/sc.json" -- "$FIX/ends" scribble $N 2> "$TMP/sc.err"
@@ -118,7 +144,7 @@ ls "$MEMTAP_RUNDIR"/memtap-*/*.mtl 2>/dev/null > "$TMP/left"
 is "$(wc -l < "$TMP/left")" 0 "no live counter file of a finished session is left behind"
 $MEMTAP run -q -o "$TMP/t" -- true
 n=0
-for s in /tmp/memtap-$(id -u)/*.sock "$MEMTAP_RUNDIR"/memtap-*/*.sock; do
+for s in "$MEMTAP_RUNDIR"/memtap-*/*.sock; do
 	[ -e "$s" ] || continue
 	pid=$(basename "$s" .sock)
 	[ -d "/proc/$pid" ] || n=$((n + 1))
