@@ -9,7 +9,7 @@ CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wno-format-truncation
 BASE_CFLAGS := -std=gnu11 $(WARN) -Iinclude -D_GNU_SOURCE -fno-strict-aliasing
 AGENT_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -fexceptions -ftls-model=initial-exec
-AGENT_LDFLAGS := -shared -Wl,--version-script=src/agent/exports.map -Wl,-z,relro,-z,now -Wl,-Bsymbolic-functions \
+AGENT_LDFLAGS := -shared -Wl,--version-script=$(BUILD)/gen/exports.map -Wl,-z,relro,-z,now -Wl,-Bsymbolic-functions \
 	-Wl,--no-undefined
 LIBS := -lz -lm
 
@@ -85,9 +85,9 @@ $(BUILD)/gen/vmlinux.h:
 	@mkdir -p $(BUILD)/gen
 	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
 
-$(BUILD)/gen/memtap.bpf.o: src/bpf/memtap.bpf.c src/bpf/memtap_bpf.h $(BUILD)/gen/vmlinux.h
+$(BUILD)/gen/memtap.bpf.o: src/bpf/memtap.bpf.c src/bpf/memtap_bpf.h include/memtap/funcs.def $(BUILD)/gen/vmlinux.h
 	$(msg) BPF $@
-	$(Q)$(BPF_CLANG) -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -I$(BUILD)/gen -Isrc/bpf \
+	$(Q)$(BPF_CLANG) -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -I$(BUILD)/gen -Isrc/bpf -Iinclude \
 		-c $< -o $@
 
 $(BUILD)/gen/memtap.skel.h: $(BUILD)/gen/memtap.bpf.o
@@ -108,7 +108,13 @@ LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC) $(INJEC
 CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC)) $(LIB_OBJ)
 CLI_LIBS := $(LIBS) -lelf -ldw -liberty $(if $(PROTO_SRC),-lprotobuf-c) -lbpf -lZydis
 
-$(AGENT): $(AGENT_OBJ) src/agent/exports.map
+# The export map, from the one list of traced functions.
+$(BUILD)/gen/exports.map: src/agent/exports.map.in include/memtap/funcs.def
+	$(msg) GEN $@
+	@mkdir -p $(BUILD)/gen
+	$(Q)$(CC) -E -P -x c -Iinclude $< -o $@
+
+$(AGENT): $(AGENT_OBJ) $(BUILD)/gen/exports.map
 	$(msg) LD $@
 	$(Q)$(CC) $(CFLAGS) $(AGENT_LDFLAGS) $(AGENT_OBJ) -o $@ -ldl -lpthread $(LIBS)
 
@@ -261,8 +267,9 @@ tsan: $(TSAN_TEST)
 	@echo "tsan: the agent's counting, snapshots, reset, gate, call sites, control thread and attach under ThreadSanitizer"
 	@MEMTAP_TSAN_BIN=$(TSAN_TEST) prove -v --exec '' tests/tsan/run.sh
 
-# libFuzzer (clang) on the profile reader + renderers and the control
-# protocol parser, FUZZ_SECONDS each, from the seed corpus in tests/fuzz.
+# libFuzzer (clang) on the profile reader + renderers, the control protocol
+# parser and the live counter file reader, FUZZ_SECONDS each, from the seed
+# corpus in tests/fuzz.
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -Iinclude -Isrc -D_GNU_SOURCE
 fuzz: all
@@ -270,7 +277,9 @@ fuzz: all
 	$(BPF_CLANG) $(FUZZ_CFLAGS) -I$(BUILD)/gen tests/fuzz/fuzz_profile.c $(RENDER_SRC) $(CORE_SRC) \
 		$(PROTO_C) -o $(BUILD)/fuzz/fuzz_profile $(CLI_LIBS)
 	$(BPF_CLANG) $(FUZZ_CFLAGS) tests/fuzz/fuzz_ctl.c src/core/ctl.c -o $(BUILD)/fuzz/fuzz_ctl
-	@for t in profile ctl; do \
+	$(BPF_CLANG) $(FUZZ_CFLAGS) -I$(BUILD)/gen tests/fuzz/fuzz_live.c src/cli/live_read.c $(RENDER_SRC) \
+		$(CORE_SRC) $(PROTO_C) -o $(BUILD)/fuzz/fuzz_live $(CLI_LIBS)
+	@for t in profile ctl live; do \
 		rm -rf $(BUILD)/fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$$t $(BUILD)/fuzz/corpus-$$t && \
 		echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
 		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

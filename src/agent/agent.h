@@ -38,8 +38,8 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 enum mt_fn_id {
-#define MT_FN(id, name, kind) MT_FN_##id,
-#include "funcs.def"
+#define MT_FN(id, sym, name, kind, size, fail, ret) MT_FN_##id,
+#include "memtap/funcs.def"
 #undef MT_FN
 	MT_FN_COUNT
 };

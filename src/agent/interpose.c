@@ -49,14 +49,15 @@ static struct {
 	void *cxx[MT_FN_DELETEA_ALIGN_NOTHROW - MT_FN_NEW + 1];
 } real;
 
-static const char *const cxx_symbols[] = {
-	"_Znwm", "_ZnwmRKSt9nothrow_t", "_ZnwmSt11align_val_t", "_ZnwmSt11align_val_tRKSt9nothrow_t",
-	"_Znam", "_ZnamRKSt9nothrow_t", "_ZnamSt11align_val_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
-	"_ZdlPv", "_ZdlPvm", "_ZdlPvSt11align_val_t", "_ZdlPvmSt11align_val_t",
-	"_ZdlPvRKSt9nothrow_t", "_ZdlPvSt11align_val_tRKSt9nothrow_t",
-	"_ZdaPv", "_ZdaPvm", "_ZdaPvSt11align_val_t", "_ZdaPvmSt11align_val_t",
-	"_ZdaPvRKSt9nothrow_t", "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+/* Every traced function's symbol, from the one list (memtap/funcs.def);
+ * the C++ operators' are looked up late. */
+static const char *const fn_symbols[MT_FN_COUNT] = {
+#define MT_FN(id, sym, name, kind, size, fail, ret) #sym,
+#include "memtap/funcs.def"
+#undef MT_FN
 };
+#define cxx_symbols (fn_symbols + MT_FN_NEW)
+#define NCXX (MT_FN_DELETEA_ALIGN_NOTHROW - MT_FN_NEW + 1)
 
 /* ---- bootstrap allocations (made while dlsym runs) ---- */
 
@@ -166,7 +167,7 @@ int mt_resolve(void)
 		memset(&real, 0, sizeof(real));
 		return -ELOOP;
 	}
-	for (size_t i = 0; i < sizeof(cxx_symbols) / sizeof(cxx_symbols[0]); i++)
+	for (size_t i = 0; i < NCXX; i++)
 		real.cxx[i] = real_lookup(scope, cxx_symbols[i]);
 	return 0;
 }
@@ -746,31 +747,11 @@ int mt_hook_wrappers(void)
 		const char *name;
 		void *fn;
 	} table[] = {
-		{"malloc", (void *)malloc}, {"free", (void *)free}, {"calloc", (void *)calloc},
-		{"realloc", (void *)realloc}, {"reallocarray", (void *)reallocarray},
-		{"posix_memalign", (void *)posix_memalign}, {"aligned_alloc", (void *)aligned_alloc},
-		{"memalign", (void *)memalign}, {"valloc", (void *)valloc}, {"pvalloc", (void *)pvalloc},
-		{"mmap", (void *)mmap}, {"mmap64", (void *)mmap64}, {"munmap", (void *)munmap},
-		{"mremap", (void *)mremap}, {"brk", (void *)brk}, {"sbrk", (void *)sbrk},
-		{"setuid", (void *)setuid}, {"seteuid", (void *)seteuid}, {"setreuid", (void *)setreuid},
-		{"setresuid", (void *)setresuid}, {"exit", (void *)exit}, {"_exit", (void *)_exit},
-		{"_Exit", (void *)_Exit},
-		{"_Znwm", (void *)_Znwm}, {"_ZnwmRKSt9nothrow_t", (void *)_ZnwmRKSt9nothrow_t},
-		{"_ZnwmSt11align_val_t", (void *)_ZnwmSt11align_val_t},
-		{"_ZnwmSt11align_val_tRKSt9nothrow_t", (void *)_ZnwmSt11align_val_tRKSt9nothrow_t},
-		{"_Znam", (void *)_Znam}, {"_ZnamRKSt9nothrow_t", (void *)_ZnamRKSt9nothrow_t},
-		{"_ZnamSt11align_val_t", (void *)_ZnamSt11align_val_t},
-		{"_ZnamSt11align_val_tRKSt9nothrow_t", (void *)_ZnamSt11align_val_tRKSt9nothrow_t},
-		{"_ZdlPv", (void *)_ZdlPv}, {"_ZdlPvm", (void *)_ZdlPvm},
-		{"_ZdlPvSt11align_val_t", (void *)_ZdlPvSt11align_val_t},
-		{"_ZdlPvmSt11align_val_t", (void *)_ZdlPvmSt11align_val_t},
-		{"_ZdlPvRKSt9nothrow_t", (void *)_ZdlPvRKSt9nothrow_t},
-		{"_ZdlPvSt11align_val_tRKSt9nothrow_t", (void *)_ZdlPvSt11align_val_tRKSt9nothrow_t},
-		{"_ZdaPv", (void *)_ZdaPv}, {"_ZdaPvm", (void *)_ZdaPvm},
-		{"_ZdaPvSt11align_val_t", (void *)_ZdaPvSt11align_val_t},
-		{"_ZdaPvmSt11align_val_t", (void *)_ZdaPvmSt11align_val_t},
-		{"_ZdaPvRKSt9nothrow_t", (void *)_ZdaPvRKSt9nothrow_t},
-		{"_ZdaPvSt11align_val_tRKSt9nothrow_t", (void *)_ZdaPvSt11align_val_tRKSt9nothrow_t},
+#define MT_FN(id, sym, name, kind, size, fail, ret) {#sym, (void *)sym},
+#define MT_HOOK(sym) {#sym, (void *)sym},
+#include "memtap/funcs.def"
+#undef MT_FN
+#undef MT_HOOK
 	};
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
 		if (mt_got_add(table[i].name, table[i].fn) < 0)

@@ -29,13 +29,13 @@ static __thread int tls_dead __attribute__((tls_model("initial-exec")));
 static __thread int tls_exit_round __attribute__((tls_model("initial-exec")));
 
 const char *const mt_fn_names[MT_FN_COUNT] = {
-#define MT_FN(id, name, kind) name,
-#include "funcs.def"
+#define MT_FN(id, sym, name, kind, size, fail, ret) name,
+#include "memtap/funcs.def"
 #undef MT_FN
 };
 const uint32_t mt_fn_kinds[MT_FN_COUNT] = {
-#define MT_FN(id, name, kind) MT_KIND_##kind,
-#include "funcs.def"
+#define MT_FN(id, sym, name, kind, size, fail, ret) MT_KIND_##kind,
+#include "memtap/funcs.def"
 #undef MT_FN
 };
 

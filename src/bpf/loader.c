@@ -27,7 +27,7 @@
 #include "memtap.skel.h"
 #include "uprobes.h"
 
-/* The fixed functions: symbol, report name (the agent's, funcs.def), kind,
+/* The fixed functions, from the one list (include/memtap/funcs.def): symbol, report name, kind,
  * where the size is, and which return value means failure.  RET_ALWAYS:
  * rare functions get their return probe by default; RET_OPT: hot ones only
  * with --failures. */
@@ -40,49 +40,16 @@ static const struct fixed {
 	const char *sym, *name;
 	uint32_t kind, size, flags, fail, ret;
 } fixed[MTB_NFIXED] = {
-	[MTB_MALLOC] = {"malloc", "malloc", MT_KIND_ALLOC, MTB_SZ_ARG0, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_OPT},
-	[MTB_CALLOC] = {"calloc", "calloc", MT_KIND_ALLOC, MTB_SZ_MUL01, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_OPT},
-	[MTB_REALLOC] = {"realloc", "realloc", MT_KIND_ALLOC, MTB_SZ_ARG1, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_OPT},
-	[MTB_REALLOCARRAY] = {"reallocarray", "reallocarray", MT_KIND_ALLOC, MTB_SZ_MUL12, MTB_F_ALLOC,
-			      MTB_F_FAIL_NULL, RET_OPT},
-	[MTB_POSIX_MEMALIGN] = {"posix_memalign", "posix_memalign", MT_KIND_ALLOC, MTB_SZ_ARG2, MTB_F_ALLOC,
-				MTB_F_FAIL_NZ, RET_ALWAYS},
-	[MTB_ALIGNED_ALLOC] = {"aligned_alloc", "aligned_alloc", MT_KIND_ALLOC, MTB_SZ_ARG1, MTB_F_ALLOC,
-			       MTB_F_FAIL_NULL, RET_ALWAYS},
-	[MTB_MEMALIGN] = {"memalign", "memalign", MT_KIND_ALLOC, MTB_SZ_ARG1, MTB_F_ALLOC, MTB_F_FAIL_NULL,
-			  RET_ALWAYS},
-	[MTB_VALLOC] = {"valloc", "valloc", MT_KIND_ALLOC, MTB_SZ_ARG0, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_ALWAYS},
-	[MTB_PVALLOC] = {"pvalloc", "pvalloc", MT_KIND_ALLOC, MTB_SZ_ARG0, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_ALWAYS},
-	[MTB_FREE] = {"free", "free", MT_KIND_FREE, MTB_SZ_CHUNK0, 0, 0, RET_NONE},
-#define NEW(id, sym, name) [id] = {sym, name, MT_KIND_ALLOC, MTB_SZ_ARG0, MTB_F_ALLOC, MTB_F_FAIL_NULL, RET_OPT}
-#define DEL(id, sym, name) [id] = {sym, name, MT_KIND_FREE, MTB_SZ_CHUNK0, 0, 0, RET_NONE}
-	NEW(MTB_NEW, "_Znwm", "operator new"),
-	NEW(MTB_NEW_NOTHROW, "_ZnwmRKSt9nothrow_t", "operator new(nothrow)"),
-	NEW(MTB_NEW_ALIGN, "_ZnwmSt11align_val_t", "operator new(align)"),
-	NEW(MTB_NEW_ALIGN_NOTHROW, "_ZnwmSt11align_val_tRKSt9nothrow_t", "operator new(align, nothrow)"),
-	NEW(MTB_NEWA, "_Znam", "operator new[]"),
-	NEW(MTB_NEWA_NOTHROW, "_ZnamRKSt9nothrow_t", "operator new[](nothrow)"),
-	NEW(MTB_NEWA_ALIGN, "_ZnamSt11align_val_t", "operator new[](align)"),
-	NEW(MTB_NEWA_ALIGN_NOTHROW, "_ZnamSt11align_val_tRKSt9nothrow_t", "operator new[](align, nothrow)"),
-	DEL(MTB_DELETE, "_ZdlPv", "operator delete"),
-	DEL(MTB_DELETE_SIZED, "_ZdlPvm", "operator delete(sized)"),
-	DEL(MTB_DELETE_ALIGN, "_ZdlPvSt11align_val_t", "operator delete(align)"),
-	DEL(MTB_DELETE_SIZED_ALIGN, "_ZdlPvmSt11align_val_t", "operator delete(sized, align)"),
-	DEL(MTB_DELETE_NOTHROW, "_ZdlPvRKSt9nothrow_t", "operator delete(nothrow)"),
-	DEL(MTB_DELETE_ALIGN_NOTHROW, "_ZdlPvSt11align_val_tRKSt9nothrow_t", "operator delete(align, nothrow)"),
-	DEL(MTB_DELETEA, "_ZdaPv", "operator delete[]"),
-	DEL(MTB_DELETEA_SIZED, "_ZdaPvm", "operator delete[](sized)"),
-	DEL(MTB_DELETEA_ALIGN, "_ZdaPvSt11align_val_t", "operator delete[](align)"),
-	DEL(MTB_DELETEA_SIZED_ALIGN, "_ZdaPvmSt11align_val_t", "operator delete[](sized, align)"),
-	DEL(MTB_DELETEA_NOTHROW, "_ZdaPvRKSt9nothrow_t", "operator delete[](nothrow)"),
-	DEL(MTB_DELETEA_ALIGN_NOTHROW, "_ZdaPvSt11align_val_tRKSt9nothrow_t", "operator delete[](align, nothrow)"),
-#undef NEW
-#undef DEL
-	[MTB_MMAP] = {"mmap", "mmap", MT_KIND_MAP, MTB_SZ_ARG1, MTB_F_OUTSIDE, MTB_F_FAIL_NEG1, RET_ALWAYS},
-	[MTB_MUNMAP] = {"munmap", "munmap", MT_KIND_UNMAP, MTB_SZ_ARG1, MTB_F_OUTSIDE, MTB_F_FAIL_NZ, RET_ALWAYS},
-	[MTB_MREMAP] = {"mremap", "mremap", MT_KIND_MAP, MTB_SZ_ARG2, MTB_F_OUTSIDE, MTB_F_FAIL_NEG1, RET_ALWAYS},
-	[MTB_BRK] = {"brk", "brk", MT_KIND_BRK, MTB_SZ_ARG0, MTB_F_OUTSIDE, 0, RET_NONE},
-	[MTB_SBRK] = {"sbrk", "sbrk", MT_KIND_BRK, MTB_SZ_ARG0, MTB_F_OUTSIDE, 0, RET_NONE},
+#define KF_ALLOC MTB_F_ALLOC
+#define KF_FREE 0
+#define KF_MAP MTB_F_OUTSIDE
+#define KF_UNMAP MTB_F_OUTSIDE
+#define KF_BRK MTB_F_OUTSIDE
+#define MTB_F_FAIL_NONE 0
+#define MT_FN(id, sym, name, kind, size, fail, ret) \
+	[MTB_##id] = {#sym, name, MT_KIND_##kind, MTB_SZ_##size, KF_##kind, MTB_F_FAIL_##fail, RET_##ret},
+#include "memtap/funcs.def"
+#undef MT_FN
 };
 
 static const struct {

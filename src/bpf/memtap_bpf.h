@@ -6,7 +6,7 @@
  *
  * Every probe carries an id as its bpf_cookie.  Ids below MTB_ID_USER are the
  * fixed allocator entry points (the same functions, and report names, as the
- * agent's src/agent/funcs.def); -f functions, --within tables and
+ * agent's, include/memtap/funcs.def); -f functions, --within tables and
  * --heap-events counters follow.  The kernel aggregates per (tgid, id) in a
  * per-CPU hash: calls, bytes, failures and a quantize() histogram whose
  * buckets are those of include/memtap/profile.h (bucket 0 = value 0, bucket
@@ -30,15 +30,10 @@
 #define MTB_MAX_ARENAS 16384
 
 enum mtb_id {
-	MTB_MALLOC, MTB_CALLOC, MTB_REALLOC, MTB_REALLOCARRAY, MTB_POSIX_MEMALIGN,
-	MTB_ALIGNED_ALLOC, MTB_MEMALIGN, MTB_VALLOC, MTB_PVALLOC, MTB_FREE,
-	MTB_NEW, MTB_NEW_NOTHROW, MTB_NEW_ALIGN, MTB_NEW_ALIGN_NOTHROW,
-	MTB_NEWA, MTB_NEWA_NOTHROW, MTB_NEWA_ALIGN, MTB_NEWA_ALIGN_NOTHROW,
-	MTB_DELETE, MTB_DELETE_SIZED, MTB_DELETE_ALIGN, MTB_DELETE_SIZED_ALIGN,
-	MTB_DELETE_NOTHROW, MTB_DELETE_ALIGN_NOTHROW,
-	MTB_DELETEA, MTB_DELETEA_SIZED, MTB_DELETEA_ALIGN, MTB_DELETEA_SIZED_ALIGN,
-	MTB_DELETEA_NOTHROW, MTB_DELETEA_ALIGN_NOTHROW,
-	MTB_MMAP, MTB_MUNMAP, MTB_MREMAP, MTB_BRK, MTB_SBRK,
+	/* the agent's functions, in the one list's order (memtap/funcs.def) */
+#define MT_FN(id, sym, name, kind, size, fail, ret) MTB_##id,
+#include "memtap/funcs.def"
+#undef MT_FN
 	MTB_NFIXED,
 	/* --within FUNC: one entry per completed invocation */
 	MTB_WITHIN_BYTES = MTB_NFIXED, /* hist: bytes requested per invocation */

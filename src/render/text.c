@@ -20,14 +20,14 @@ void mt_render_quantize(FILE *out, const char *title, const uint64_t hist[MT_HIS
 	static const char ats[] = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@";
 	static const char spaces[] = "                                        ";
 	int first = -1, last = -1;
-	uint64_t total = 0;
+	double total = 0; /* a double: counts from a damaged file may add up past 2^64 */
 	for (int i = 0; i < MT_HIST_BUCKETS; i++) {
 		if (!hist[i])
 			continue;
 		if (first < 0)
 			first = i;
 		last = i;
-		total += hist[i];
+		total += (double)hist[i];
 	}
 	if (first < 0)
 		return;
@@ -37,7 +37,8 @@ void mt_render_quantize(FILE *out, const char *title, const uint64_t hist[MT_HIS
 	fprintf(out, "  %-50s\n", title);
 	fprintf(out, "%16s %41s %-9s\n", "value", "------------- Distribution -------------", "count");
 	for (int i = lo; i <= hi; i++) {
-		unsigned depth = (unsigned)((double)hist[i] * 40.0 / (double)total + 0.5);
+		double d = (double)hist[i] * 40.0 / total + 0.5;
+		unsigned depth = d >= 40 ? 40 : (unsigned)d;
 		fprintf(out, "%16" PRIu64 " |%s%s %-9" PRIu64 "\n", mt_hist_lower((unsigned)i),
 			ats + 40 - depth, spaces + depth, hist[i]);
 	}

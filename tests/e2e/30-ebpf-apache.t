@@ -41,7 +41,7 @@ BTPID=""
 stop() { # stop PID: SIGINT (both tools print their results on it), bounded
 	[ -n "$1" ] || return 0
 	kill -INT "$1" 2>/dev/null
-	wait_for "! kill -0 $1" 100 || kill -KILL "$1" 2>/dev/null
+	wait_for "! kill -0 $1" 300 || kill -KILL "$1" 2>/dev/null
 	wait "$1" 2>/dev/null
 }
 stop_apache() {

@@ -107,6 +107,20 @@ static void quantize_bucket_zero_and_empty(void **state)
 	free(got);
 }
 
+/* Counts that add up past 2^64 (a damaged or hostile file: the live file
+ * fuzzer found it) draw bars of at most 40, never past the buffer. */
+static void quantize_counts_past_2_64(void **state)
+{
+	(void)state;
+	struct qarg q = {.title = "malloc"};
+	q.hist[3] = UINT64_MAX;
+	q.hist[5] = 2; /* the sum wraps to 1 in 64 bits */
+	char *got = render_to_string(quantize_fn, &q);
+	assert_non_null(strstr(got, "               4 |@@@@@@@@@@@@@@@@@@@@"));
+	assert_null(strstr(got, "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@")); /* 41 */
+	free(got);
+}
+
 static void count_row_layout(void **state)
 {
 	(void)state;
@@ -191,6 +205,7 @@ int main(void)
 		cmocka_unit_test(quantize_matches_dtrace_malloc),
 		cmocka_unit_test(quantize_matches_dtrace_apr_palloc),
 		cmocka_unit_test(quantize_bucket_zero_and_empty),
+		cmocka_unit_test(quantize_counts_past_2_64),
 		cmocka_unit_test(count_row_layout),
 		cmocka_unit_test(json_shape),
 		cmocka_unit_test(text_report_sections),
