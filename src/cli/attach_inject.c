@@ -87,7 +87,7 @@ static void report_members(struct mt_session *sess)
 			struct mt_profile p = {.end = m[i].end, .end_code = m[i].end_code};
 			mt_end_describe(&p, how, sizeof(how));
 			fprintf(stderr, "memtap: process %d (%.60s) %s%s; its final profile is %s\n", m[i].pid,
-				m[i].command, how, m[i].end == MT_END_EXIT ? "" : ", profile recovered", m[i].final_path);
+				m[i].command, how, m[i].end == MT_END_SIGNAL || m[i].end == MT_END_VANISHED ? ", profile recovered" : "", m[i].final_path);
 		}
 	}
 }

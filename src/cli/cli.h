@@ -19,10 +19,10 @@ int cmd_ctl(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_attach(int argc, char **argv);
-/* memtap run --via=ebpf (cmd_attach.c): ARGV as cmd_run got it. */
-int mt_run_ebpf(int argc, char **argv);
-/* Whether run's options (before the command) include --via=ebpf. */
-int mt_run_wants_ebpf(int argc, char **argv);
+/* memtap run --via=ebpf (cmd_attach.c): the parsed options, and the
+ * command (NULL-terminated). */
+struct mt_cli_opts;
+int mt_run_ebpf(const struct mt_cli_opts *o, char **cmdv);
 int cmd_diff(int argc, char **argv);
 
 /* Parses a byte count with an optional k/m/g suffix (powers of 1024, an

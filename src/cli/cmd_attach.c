@@ -25,6 +25,7 @@
 
 #include "bpf/ebpf.h"
 #include "cli.h"
+#include "options.h"
 #include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
@@ -118,70 +119,24 @@ static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, ui
 	return sess;
 }
 
-static int add_common(int c, const char *arg, struct ebpf_args *a)
+/* The eBPF backend's options from the command line's. */
+static int ebpf_args_of(const struct mt_cli_opts *c, struct ebpf_args *a)
 {
-	switch (c) {
-	case 'o': a->output = arg; return 0;
-	case 'r': a->report_file = arg; return 0;
-	case 'F': a->format = arg; return 0;
-	case 'n': a->o.follow = 0; return 0;
-	case 'q': a->quiet = 1; return 0;
-	case 'f': return parse_func(arg, &a->o) ? -1 : 0;
-	case 'W': a->o.within = arg; return 0;
-	case 'H': a->o.heap_events = 1; return 0;
-	case 'X': a->o.failures = 1; return 0;
-	case 'v': a->o.verbose = 1; return 0;
-	case 'S': a->o.stacks = 1; return 0;
-	}
-	return 1;
-}
-
-#define COMMON_OPTS                                                                                      \
-	{"output", required_argument, NULL, 'o'}, {"report-file", required_argument, NULL, 'r'},         \
-	{"format", required_argument, NULL, 'F'}, {"no-follow", no_argument, NULL, 'n'},                  \
-	{"quiet", no_argument, NULL, 'q'},        {"within", required_argument, NULL, 'W'},               \
-	{"heap-events", no_argument, NULL, 'H'},  {"failures", no_argument, NULL, 'X'},                   \
-	{"verbose", no_argument, NULL, 'v'},      {"via", required_argument, NULL, 'V'},                  \
-	{"help", no_argument, NULL, 'h'}
-
-#define COMMON_HELP                                                                                      \
-	"  -f FUNC[:size=argN][:pool=argM]\n"                                                             \
-	"                         also count FUNC (any function of the program or its\n"                  \
-	"                         libraries) with a quantize() of argument N (0-based);\n"                 \
-	"                         pool=argM: calls and bytes per value of argument M\n"                   \
-	"                         (the pool), top pools in the report; with --via=inject also\n"         \
-	"                         :fail=null|nonzero|neg, :out=argK, :got (memtap run --help)\n"         \
-	"      --within FUNC      bytes and allocations per call of FUNC, as quantize()\n"                 \
-	"      --heap-events      glibc's heap system calls: brk, mmap, mprotect, madvise\n"               \
-	"      --stacks           call sites of every allocation: frame-pointer user stacks\n"             \
-	"                         from the kernel (cut short where a caller has no frame\n"               \
-	"                         pointer, as most of Debian's libraries)\n"                             \
-	"      --failures         also count failed malloc/calloc/realloc/new (return\n"                  \
-	"                         probes: about twice the cost per call)\n"                               \
-	"      --no-follow        only this process (its threads), not its children\n"                    \
-	"  -o, --output PREFIX    profiles are PREFIX.<pid>.<seq>.mtp\n"                                   \
-	"      --report-file F    write the summary to F\n"                                                \
-	"      --format FMT       summary format: text (default) or json\n"                               \
-	"  -v, --verbose          where each probe goes, and why at that offset\n"                        \
-	"  -q, --quiet            no summary\n"
-
-static void attach_usage(FILE *out)
-{
-	fprintf(out, "usage: memtap attach -p PID [--via=inject|ebpf] [-d SECONDS] [OPTIONS]\n"
-		     "Counts the allocation calls of a running process, per function, with size\n"
-		     "distributions (DTrace count/quantize layout), until -d SECONDS pass, the process\n"
-		     "exits, or Ctrl-C.\n\n"
-		     "  -p, --pid PID          the process\n"
-		     "      --via=inject       load memtap's agent with ptrace (the default): nanoseconds\n"
-		     "                         per call; memtap detach -p PID (or Ctrl-C) restores it\n"
-		     "      --via=ebpf         uprobes, aggregated in the kernel; nothing is loaded into\n"
-		     "                         the process; needs root and BTF\n"
-		     "  -d, --duration SECS    stop after SECS seconds\n" COMMON_HELP
-		     "\nWith --via=inject only:\n"
-		     "      --stacks, --sample=BYTES, --leaks, --dump-every=BYTES, --interval=SECONDS,\n"
-		     "      --dump-on-peak, --inactive   as for memtap run; memtap ctl PID works while\n"
-		     "                         attached; --stacks unwinds with libunwind (sampled)\n"
-		     "With --via=ebpf only: --within, --heap-events, --failures, --no-follow, -v\n");
+	memset(a, 0, sizeof(*a));
+	a->output = c->output;
+	a->report_file = c->report_file;
+	a->format = c->format;
+	a->quiet = c->quiet;
+	a->o.follow = c->follow;
+	a->o.within = c->within;
+	a->o.heap_events = c->heap_events;
+	a->o.failures = c->failures;
+	a->o.verbose = c->verbose;
+	a->o.stacks = c->stacks;
+	for (int i = 0; i < c->nfuncs; i++)
+		if (parse_func(c->funcs[i], &a->o))
+			return -1;
+	return 0;
 }
 
 static int wait_attached(struct mt_ebpf *e, struct mt_session *sess, pid_t pid, double seconds)
@@ -204,128 +159,30 @@ static int wait_attached(struct mt_ebpf *e, struct mt_session *sess, pid_t pid, 
 
 int cmd_attach(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"pid", required_argument, NULL, 'p'}, {"duration", required_argument, NULL, 'd'}, COMMON_OPTS,
-		{"stacks", no_argument, NULL, 'S'},       {"sample", required_argument, NULL, 's'},
-		{"leaks", no_argument, NULL, 'L'},        {"dump-every", required_argument, NULL, 'E'},
-		{"interval", required_argument, NULL, 'I'}, {"dump-on-peak", no_argument, NULL, 'P'},
-		{"inactive", no_argument, NULL, 'i'},     {0},
-	};
-	struct ebpf_args a = {.format = "text"};
-	const char *via = "inject";
-	pid_t pid = 0;
-	double seconds = 0;
-	int c, ebpf_only = 0, inject_only = 0, stacks = 0, leaks = 0, peak = 0, inactive = 0;
-	uint64_t sample = 0, dump_every = 0, interval_ms = 0;
-	const char *funcs[MT_EBPF_MAX_USER + 16];
-	int nfuncs = 0;
-	a.o.follow = 1;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "p:d:o:f:qvh", opts, NULL)) != -1) {
-		char *end;
-		switch (c) {
-		case 'p':
-			pid = (pid_t)strtol(optarg, &end, 10);
-			if (*end || pid <= 0)
-				return mt_error("attach: -p %s: expected a process id", optarg), 2;
-			break;
-		case 'd':
-			seconds = strtod(optarg, &end);
-			if (*end || !(seconds > 0))
-				return mt_error("attach: -d %s: expected seconds (e.g. 10, 0.5)", optarg), 2;
-			break;
-		case 'V': via = optarg; break;
-		case 'h': attach_usage(stdout); return 0;
-		case 'f':
-			if (nfuncs == (int)(sizeof(funcs) / sizeof(funcs[0])))
-				return mt_error("attach: too many -f functions"), 2;
-			funcs[nfuncs++] = optarg;
-			break;
-		case 'S': stacks = a.o.stacks = 1; break;
-		case 'L': leaks = stacks = inject_only = 1; break;
-		case 'P': peak = stacks = inject_only = 1; break;
-		case 'i': inactive = inject_only = 1; break;
-		case 's':
-			if (mt_parse_size(optarg, &sample) || !sample)
-				return mt_error("attach: --sample=%s: expected a size in bytes (e.g. 1, 65536, 512k)",
-						optarg), 2;
-			stacks = inject_only = 1;
-			break;
-		case 'E':
-			if (mt_parse_size(optarg, &dump_every) || !dump_every)
-				return mt_error("attach: --dump-every=%s: expected a size in bytes", optarg), 2;
-			inject_only = 1;
-			break;
-		case 'I':
-			if (!((interval_ms = (uint64_t)(strtod(optarg, &end) * 1000)) >= 100) || *end)
-				return mt_error("attach: --interval=%s: expected seconds, at least 0.1", optarg), 2;
-			break;
-		case 'W': case 'H': case 'X': case 'n': case 'v':
-			ebpf_only = 1;
-			/* fall through */
-		default: {
-			int r = c == '?' ? 1 : add_common(c, optarg, &a);
-			if (r == 0)
-				break;
-			if (r > 0)
-				attach_usage(stderr);
+	struct mt_cli_opts c;
+	int r = mt_cli_parse(MT_CMD_ATTACH, argc, argv, &c);
+	if (r)
+		return r > 0 ? 0 : 2;
+	pid_t pid = c.pid;
+	double seconds = c.seconds;
+	uint64_t interval_ms = c.interval_ms;
+	if (c.via == MT_VIA_AGENT) {
+		struct mt_attach_req req = {.pid = pid, .seconds = seconds, .output = c.output,
+					    .report_file = c.report_file, .format = c.format, .quiet = c.quiet,
+					    .interval_ms = c.interval_ms, .stacks = c.stacks};
+		char err[2048], list[4096];
+		if (mt_cli_funcs_list(&c, list, sizeof(list)))
 			return 2;
-		}
-		}
-	}
-	if (optind < argc)
-		return mt_error("attach: unexpected argument '%s'", argv[optind]), 2;
-	if (!pid) {
-		mt_error("attach: which process? pass -p PID");
-		attach_usage(stderr);
-		return 2;
-	}
-	if (strcmp(a.format, "text") && strcmp(a.format, "json"))
-		return mt_error("attach: unknown --format '%s' (text or json)", a.format), 2;
-	if (!strcmp(via, "inject")) {
-		if (ebpf_only)
-			return mt_error("attach: --within, --heap-events, --failures, --no-follow and -v need "
-					"--via=ebpf"), 2;
-		struct mt_attach_req req = {.pid = pid, .seconds = seconds, .output = a.output,
-					    .report_file = a.report_file, .format = a.format, .quiet = a.quiet};
-		char err[2048], list[4096] = "";
-		for (int i = 0; i < nfuncs; i++) {
-			if (mt_check_func_spec(funcs[i], err, sizeof(err)))
-				return mt_error("attach: -f %s: %s", funcs[i], err), 2;
-			if (strlen(list) + strlen(funcs[i]) + 2 > sizeof(list))
-				return mt_error("attach: too many -f functions"), 2;
-			if (list[0])
-				strcat(list, ",");
-			strcat(list, funcs[i]);
-		}
 		if (list[0] && mt_funcs_for_pid(pid, list, sizeof(list), err, sizeof(err)))
 			return mt_error("attach: %s", err), 1;
-		req.interval_ms = interval_ms;
-		req.stacks = stacks;
-		if (stacks)
-			mt_agent_opt_set(&req.ao, MT_AO_STACKS, "1");
-		if (sample || leaks)
-			mt_agent_opt_set(&req.ao, MT_AO_SAMPLE, "%llu", (unsigned long long)(sample ? sample : 1));
-		if (dump_every)
-			mt_agent_opt_set(&req.ao, MT_AO_DUMP_EVERY, "%llu", (unsigned long long)dump_every);
-		if (peak)
-			mt_agent_opt_set(&req.ao, MT_AO_DUMP_ON_PEAK, "1");
-		if (inactive)
-			mt_agent_opt_set(&req.ao, MT_AO_INACTIVE, "1");
-		if (list[0])
-			mt_agent_opt_set(&req.ao, MT_AO_FUNCS, "%s", list);
+		mt_cli_agent_opts(&c, list, &req.ao);
 		int ret = mt_attach_inject(&req);
 		mt_agent_opts_free(&req.ao);
 		return ret;
 	}
-	if (strcmp(via, "ebpf"))
-		return mt_error("attach: unknown --via=%s (inject or ebpf)", via), 2;
-	if (inject_only)
-		return mt_error("attach: --sample, --leaks, --dump-every, --dump-on-peak "
-				"and --inactive need --via=inject (the agent)"), 2;
-	for (int i = 0; i < nfuncs; i++)
-		if (parse_func(funcs[i], &a.o))
-			return 2;
+	struct ebpf_args a;
+	if (ebpf_args_of(&c, &a))
+		return 2;
 
 	char err[8192], prefix[PATH_MAX];
 	if (kill(pid, 0) < 0 && errno == ESRCH)
@@ -333,7 +190,7 @@ int cmd_attach(int argc, char **argv)
 	if (mt_ebpf_check(err, sizeof(err)))
 		return mt_error("attach: %s", err), 1;
 	struct mt_objlist objs;
-	int r = mt_objlist_of_pid(pid, &objs, err, sizeof(err));
+	r = mt_objlist_of_pid(pid, &objs, err, sizeof(err));
 	if (r) {
 		mt_objlist_free(&objs);
 		if (r == -ESRCH)
@@ -405,69 +262,26 @@ static void wait_run_child(struct mt_session *sess, int *status)
 	}
 }
 
-int mt_run_wants_ebpf(int argc, char **argv)
+int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
 {
-	/* Options of run (and of run --via=ebpf) that take a separate argument. */
-	static const char *const with_arg[] = {"-o", "--output", "--report-file", "--format", "--sample",
-					       "--dump-every", "--interval", "-f", "--within", "--via", NULL};
-	for (int i = 1; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--"); i++) {
-		if (!strcmp(argv[i], "--via=ebpf") || (!strcmp(argv[i], "--via") && i + 1 < argc &&
-						       !strcmp(argv[i + 1], "ebpf")))
-			return 1;
-		for (int k = 0; with_arg[k]; k++)
-			if (!strcmp(argv[i], with_arg[k])) {
-				i++;
-				break;
-			}
-	}
-	return 0;
-}
-
-int mt_run_ebpf(int argc, char **argv)
-{
-	static const struct option opts[] = {COMMON_OPTS, {"stacks", no_argument, NULL, 'S'}, {0}};
-	struct ebpf_args a = {.format = "text"};
-	int c;
-	a.o.follow = 1;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+o:f:qvh", opts, NULL)) != -1) {
-		if (c == 'V')
-			continue;
-		if (c == 'h') {
-			printf("usage: memtap run --via=ebpf [OPTIONS] [--] CMD [ARGS...]\n"
-			       "Runs CMD and counts its allocation calls with eBPF uprobes (nothing is\n"
-			       "preloaded); needs root and a kernel with BTF.\n\n" COMMON_HELP);
-			return 0;
-		}
-		int r = add_common(c, optarg, &a);
-		if (r < 0)
-			return 2;
-		if (r > 0) {
-			mt_error("run --via=ebpf: this option needs the agent (run without --via=ebpf); "
-				 "see memtap run --via=ebpf --help");
-			return 2;
-		}
-	}
-	if (optind >= argc)
-		return mt_error("run: no command given"), 2;
-	if (strcmp(a.format, "text") && strcmp(a.format, "json"))
-		return mt_error("run: unknown --format '%s' (text or json)", a.format), 2;
+	struct ebpf_args a;
+	if (ebpf_args_of(c, &a))
+		return 2;
 	char err[8192], prefix[PATH_MAX];
 	if (mt_ebpf_check(err, sizeof(err)))
 		return mt_error("run: %s", err), 2;
 	struct mt_objlist objs;
-	if (mt_objlist_of_exe(argv[optind], &objs, err, sizeof(err))) {
+	if (mt_objlist_of_exe(cmdv[0], &objs, err, sizeof(err))) {
 		mt_objlist_free(&objs);
 		return mt_error("run: %s", err), 127;
 	}
-	if (mt_resolve_prefix(a.output, argv[optind], prefix, sizeof(prefix))) {
+	if (mt_resolve_prefix(a.output, cmdv[0], prefix, sizeof(prefix))) {
 		mt_objlist_free(&objs);
 		return 2;
 	}
 	char command[MT_TEXT_MAX] = "";
-	for (int i = optind; i < argc; i++)
-		snprintf(command + strlen(command), sizeof(command) - strlen(command), "%s%s", i > optind ? " " : "",
-			 argv[i]);
+	for (int i = 0; cmdv[i]; i++)
+		snprintf(command + strlen(command), sizeof(command) - strlen(command), "%s%s", i ? " " : "", cmdv[i]);
 
 	/* The child waits on a pipe until the probes are in, then execs. */
 	int go[2];
@@ -481,8 +295,8 @@ int mt_run_ebpf(int argc, char **argv)
 		close(go[1]);
 		if (read(go[0], &b, 1) != 1)
 			_exit(126);
-		execvp(argv[optind], argv + optind);
-		fprintf(stderr, "memtap: cannot run %s: %s\n", argv[optind], strerror(errno));
+		execvp(cmdv[0], cmdv);
+		fprintf(stderr, "memtap: cannot run %s: %s\n", cmdv[0], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
 	close(go[0]);
@@ -508,7 +322,7 @@ int mt_run_ebpf(int argc, char **argv)
 		fprintf(stderr, "memtap: eBPF probes: %s\n", where);
 	}
 	if (write(go[1], "g", 1) != 1)
-		mt_error("run: cannot start %s: %s", argv[optind], strerror(errno));
+		mt_error("run: cannot start %s: %s", cmdv[0], strerror(errno));
 	close(go[1]);
 	int status = 0;
 	struct mt_session *sess = ebpf_session(e, prefix, 0, a.o.stacks);
@@ -528,7 +342,7 @@ int mt_run_ebpf(int argc, char **argv)
 	mt_session_free(sess);
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
-		mt_error("%s killed by signal %d (%s)", argv[optind], sig, strsignal(sig));
+		mt_error("%s killed by signal %d (%s)", cmdv[0], sig, strsignal(sig));
 		return 128 + sig;
 	}
 	return WEXITSTATUS(status);

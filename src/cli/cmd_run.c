@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "live_read.h"
 #include "memtap/format.h"
+#include "options.h"
 #include "session.h"
 
 static pid_t child;
@@ -31,37 +32,6 @@ static void forward(int sig)
 		kill(child, sig);
 }
 
-static void run_usage(FILE *out)
-{
-	fprintf(out,
-		"usage: memtap run [OPTIONS] [--] CMD [ARGS...]\n"
-		"Runs CMD with the memtap agent preloaded; when it exits, prints calls and\n"
-		"size distributions per allocation function (DTrace count/quantize layout).\n\n"
-		"  -o, --output PREFIX    profile files are PREFIX.<pid>.<seq>.mtp\n"
-		"                         (default: ./memtap.<command>)\n"
-		"      --report-file F    write the summary to F instead of stderr\n"
-		"      --format FMT       summary format: text (default) or json\n"
-		"      --inactive         start with counting off (memtap ctl PID activate)\n"
-		"  -f FUNC[:size=argN][:pool=argM][:fail=null|nonzero|neg][:out=argK][:got]\n"
-		"                         also count calls of FUNC (any function of the program\n"
-		"                         or its libraries, static ones too, e.g. ngx_palloc:size=arg1),\n"
-		"                         every call, through an entry hook, and the distribution\n"
-		"                         of its argument N (0-based); pool=argM: calls and bytes\n"
-		"                         per pool (argument M); fail=: failures by the result\n"
-		"                         (out=argK: the pointer written through argument K); got:\n"
-		"                         GOT slots only (calls from other modules); repeatable\n"
-		"      --stacks           record call sites of sampled allocations\n"
-		"      --sample=BYTES     mean bytes between samples (default 512k; 1 = every\n"
-		"                         allocation); implies --stacks\n"
-		"      --leaks            every allocation with its call site; the summary lists\n"
-		"                         what is still allocated at exit, by call site\n"
-		"      --dump-every=BYTES a dump each time BYTES more have been allocated\n"
-		"      --interval=SECONDS a dump every SECONDS\n"
-		"      --dump-on-peak     a dump each time in-use grows 1/8 past its last peak dump\n"
-		"      --no-follow        do not trace children or exec'd programs\n"
-		"      --via=ebpf         uprobes instead of the agent (memtap run --via=ebpf --help)\n"
-		"  -q, --quiet            no summary\n");
-}
 
 /* Makes PREFIX absolute (the traced program may chdir) and checks that its
  * directory is writable, so the run does not end without profiles. */
@@ -127,7 +97,7 @@ static int summarize(struct mt_session *s, const char *prefix, uint64_t run_id, 
 		mt_end_describe(&p, how, sizeof(how));
 		if (m[i].error[0])
 			mt_error("%s", m[i].error);
-		else if (m[i].end != MT_END_EXIT && m[i].end != MT_END_NONE && m[i].final_path[0])
+		else if ((m[i].end == MT_END_SIGNAL || m[i].end == MT_END_VANISHED) && m[i].final_path[0])
 			mt_error("process %d (%.60s) %s; profile recovered: %s", m[i].pid, m[i].command, how,
 				 m[i].final_path);
 	}
@@ -154,77 +124,19 @@ static void on_child(int sig)
 
 int cmd_run(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"output", required_argument, NULL, 'o'}, {"report-file", required_argument, NULL, 'r'},
-		{"format", required_argument, NULL, 'F'}, {"inactive", no_argument, NULL, 'i'},
-		{"no-follow", no_argument, NULL, 'n'},    {"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},         {"stacks", no_argument, NULL, 'S'},
-		{"sample", required_argument, NULL, 's'}, {"leaks", no_argument, NULL, 'L'},
-		{"dump-every", required_argument, NULL, 'E'}, {"interval", required_argument, NULL, 'I'},
-		{"dump-on-peak", no_argument, NULL, 'P'}, {"via", required_argument, NULL, 'V'}, {0},
-	};
-	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX];
-	const char *output = NULL, *report_file = NULL, *format = "text";
-	int inactive = 0, follow = 1, quiet = 0, stacks = 0, leaks = 0, peak = 0, c;
-	uint64_t sample = 0, dump_every = 0, interval_ms = 0;
-	char funcs[16384] = "";
-	if (mt_run_wants_ebpf(argc, argv))
-		return mt_run_ebpf(argc, argv);
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "+o:qhf:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'o': output = optarg; break;
-		case 'r': report_file = optarg; break;
-		case 'F': format = optarg; break;
-		case 'i': inactive = 1; break;
-		case 'n': follow = 0; break;
-		case 'q': quiet = 1; break;
-		case 'f':
-			if (mt_check_func_spec(optarg, err, sizeof(err)))
-				return mt_error("run: -f %s: %s", optarg, err), 2;
-			if (strlen(funcs) + strlen(optarg) + 2 > sizeof(funcs))
-				return mt_error("run: too many -f functions"), 2;
-			if (funcs[0])
-				strcat(funcs, ",");
-			strcat(funcs, optarg);
-			break;
-		case 'S': stacks = 1; break;
-		case 'L': leaks = stacks = 1; break;
-		case 'P': peak = stacks = 1; break;
-		case 's':
-			if (mt_parse_size(optarg, &sample) || !sample)
-				return mt_error("run: --sample=%s: expected a size in bytes (e.g. 1, 65536, 512k)",
-						optarg), 2;
-			stacks = 1;
-			break;
-		case 'E':
-			if (mt_parse_size(optarg, &dump_every) || !dump_every)
-				return mt_error("run: --dump-every=%s: expected a size in bytes (e.g. 1g, 64m)",
-						optarg), 2;
-			break;
-		case 'I': {
-			char *end;
-			double sec = strtod(optarg, &end);
-			if (*end || !(sec >= 0.1))
-				return mt_error("run: --interval=%s: expected seconds, at least 0.1", optarg), 2;
-			interval_ms = (uint64_t)(sec * 1000);
-			break;
-		}
-		case 'V':
-			if (strcmp(optarg, "preload"))
-				return mt_error("run: unknown --via=%s (preload or ebpf)", optarg), 2;
-			break;
-		case 'h': run_usage(stdout); return 0;
-		default: run_usage(stderr); return 2;
-		}
-	}
-	if (optind >= argc) {
-		mt_error("run: no command given");
-		run_usage(stderr);
+	struct mt_cli_opts o;
+	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX], funcs[16384];
+	int r = mt_cli_parse(MT_CMD_RUN, argc, argv, &o);
+	if (r)
+		return r > 0 ? 0 : 2;
+	if (o.via == MT_VIA_EBPF)
+		return mt_run_ebpf(&o, argv + o.argi);
+	optind = o.argi;
+	const char *output = o.output, *report_file = o.report_file, *format = o.format;
+	int quiet = o.quiet, stacks = o.stacks;
+	uint64_t interval_ms = o.interval_ms;
+	if (mt_cli_funcs_list(&o, funcs, sizeof(funcs)))
 		return 2;
-	}
-	if (strcmp(format, "text") && strcmp(format, "json"))
-		return mt_error("run: unknown --format '%s' (text or json)", format), 2;
 
 	if (mt_find_companion("libmemtap.so", agent, sizeof(agent), err, sizeof(err)))
 		return mt_error("the agent library is missing: %s", err), 2;
@@ -246,20 +158,7 @@ int cmd_run(int argc, char **argv)
 	mt_agent_opt_set(&ao, MT_AO_PREFIX, "%s", prefix);
 	mt_agent_opt_set(&ao, MT_AO_RUN_ID, "%llu", (unsigned long long)run_id);
 	mt_agent_opt_set(&ao, MT_AO_SESSION, "%s", self);
-	mt_agent_opt_set(&ao, MT_AO_FOLLOW, "%d", follow);
-	if (inactive)
-		mt_agent_opt_set(&ao, MT_AO_INACTIVE, "1");
-	if (stacks)
-		mt_agent_opt_set(&ao, MT_AO_STACKS, "1");
-	/* --leaks wants every allocation unless told otherwise. */
-	if (sample || leaks)
-		mt_agent_opt_set(&ao, MT_AO_SAMPLE, "%llu", (unsigned long long)(sample ? sample : 1));
-	if (dump_every)
-		mt_agent_opt_set(&ao, MT_AO_DUMP_EVERY, "%llu", (unsigned long long)dump_every);
-	if (peak)
-		mt_agent_opt_set(&ao, MT_AO_DUMP_ON_PEAK, "1");
-	if (funcs[0])
-		mt_agent_opt_set(&ao, MT_AO_FUNCS, "%s", funcs);
+	mt_cli_agent_opts(&o, funcs, &ao);
 
 	/* The session reads every traced process's counters from outside and
 	 * writes the profiles: periodic ones, and each process's final one

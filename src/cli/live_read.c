@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "live_read.h"
@@ -360,8 +361,16 @@ int mt_live_sweep(void)
 				continue;
 			struct mt_live_hdr h;
 			snprintf(path, sizeof(path), "%s/%s", dirs[i], e->d_name);
-			if (mt_live_read_header(path, &h, err, sizeof(err)))
-				continue; /* not ours to judge */
+			if (mt_live_read_header(path, &h, err, sizeof(err))) {
+				/* Another memtap build's (another layout), or damaged:
+				 * its process gone and the file untouched for 10
+				 * minutes, nobody is going to read it. */
+				struct stat st;
+				if (!mt_proc_start(pid, NULL) && stat(path, &st) == 0 && time(NULL) - st.st_mtime > 600 &&
+				    unlink(path) == 0)
+					removed++;
+				continue;
+			}
 			char state = 0;
 			uint64_t start = mt_proc_start(pid, &state);
 			int alive = start && start == h.proc_start && state != 'Z';

@@ -143,8 +143,9 @@ static void read_command(int pid, char *out, size_t len)
 		return;
 	while (n > 0 && out[n - 1] == '\0')
 		n--;
+	/* argv joined by spaces, on one line (python3 -c "...\n..."). */
 	for (ssize_t i = 0; i < n; i++)
-		if (out[i] == '\0')
+		if ((unsigned char)out[i] < 0x20)
 			out[i] = ' ';
 	out[n] = '\0';
 }
