@@ -7,7 +7,7 @@
 # when the traced process cannot write there; a process that scribbles over
 # its own counters cannot crash memtap; nothing is left behind.
 . "$(dirname "$0")/../lib.sh"
-plan 53
+plan 54
 
 export MEMTAP_RUNDIR="$TMP/run"
 mkdir -p "$MEMTAP_RUNDIR"
@@ -68,22 +68,29 @@ else
 	skip "needs root and the user nobody"; skip "(same)"; skip "(same)"
 fi
 
-# attach: the process dies while attached; the attach session writes its
-# final profile from what it left.
-coproc TGT { exec "$FIX/ends" wait segv $N; }
-read -r ready <&"${TGT[0]}"
-TPID=$TGT_PID
-$MEMTAP attach -p "$TPID" -o "$TMP/at" -q 2> "$TMP/at.err" &
-APID=$!
-wait_for "grep -q attached $TMP/at.err" 100
-echo go >&"${TGT[1]}"
-wait "$APID"
-ok $? "attach: memtap attach ends when the process dies"
-$MEMTAP report --format=json "$TMP"/at.*.mtp > "$TMP/at.json" 2>/dev/null
-is "$(bucket "$TMP/at.json" malloc 2048)" $N "attach: exactly the $N mallocs made while attached"
-is "$(jq -r '.processes[0].ended.signal' "$TMP/at.json")" SIGSEGV "attach: killed by SIGSEGV, said so"
-grep -q "profile recovered" "$TMP/at.err"
-ok $? "attach: memtap says the profile was recovered"
+# attach: the process dies while attached, in each way; the attach session
+# writes its final profile from what it left, with the exact counts made
+# while attached.
+for mode in kill segv abort _exit; do
+	coproc TGT { exec "$FIX/ends" wait $mode $N; }
+	read -r ready <&"${TGT[0]}"
+	TPID=$TGT_PID
+	$MEMTAP attach -p "$TPID" -o "$TMP/at$mode" -q 2> "$TMP/at$mode.err" &
+	APID=$!
+	wait_for "grep -q attached $TMP/at$mode.err" 100
+	echo go >&"${TGT[1]}"
+	wait "$APID"
+	st=$?
+	$MEMTAP report --format=json "$TMP"/at$mode.*.mtp > "$TMP/at$mode.json" 2>/dev/null
+	got="$st $(bucket "$TMP/at$mode.json" malloc 2048) $(jq -r '.processes[0].ended | "\(.how) \(.signal // .code)"' "$TMP/at$mode.json")"
+	case $mode in
+	kill) want_re="^0 $N (signal SIGKILL|vanished 0)$" ;;
+	segv) want_re="^0 $N signal SIGSEGV$" ;;
+	abort) want_re="^0 $N signal SIGABRT$" ;;
+	_exit) want_re="^0 $N _exit 3$" ;;
+	esac
+	like "$got" "$want_re" "attach, $mode: memtap attach ends with the process; exactly the $N mallocs made while attached; how it ended"
+done
 
 coproc TGT2 { exec "$FIX/ends" wait exit $N; }
 read -r ready <&"${TGT2[0]}"
@@ -96,6 +103,7 @@ ok $? "ctl dump while attached: $d"
 [ -f "$d" ] && [ "${d#$TMP/dump.}" != "$d" ]
 ok $? "the dump is under the attach's -o prefix, written by memtap ctl"
 is "$(stat -c %U "$d")" "$(id -un)" "owned by the user who ran ctl"
+like "$($MEMTAP ctl "$T2" status)" "state: active" "ctl status of the attached process: active"
 echo go >&"${TGT2[1]}"
 wait "$A2"
 $MEMTAP report --format=json "$TMP"/dump.*.mtp > "$TMP/dump.json"

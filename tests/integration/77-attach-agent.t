@@ -4,7 +4,7 @@
 # `ctl attach`, GOT hooks then redirect the allocation functions, and
 # `ctl detach` restores them and writes a last dump.
 . "$(dirname "$0")/../lib.sh"
-plan 16
+plan 18
 
 coproc TGT { exec "$FIX/ctl_target"; }
 TPID=$TGT_PID
@@ -45,4 +45,7 @@ like "$($MEMTAP ctl $TPID status)" "mode: loaded, not attached" "the agent is de
 d=$($MEMTAP ctl $TPID dump)
 is "$($MEMTAP report --format=json "$d" | jq '.processes[0].functions.malloc.calls // 0')" 20 \
 	"nothing is counted after detach"
+out=$($MEMTAP ctl $TPID activate 2>&1)
+is "$?" 1 "ctl activate on a detached agent fails"
+like "$out" "detached: the agent is inert" "... saying it is detached, not 'active'"
 send quit
