@@ -648,6 +648,12 @@ size_t mt_session_poll(struct mt_session *s)
 			continue;
 		}
 		running++;
+		/* Servers rename their workers after the fork (nginx, apache's
+		 * title): the command as it is now, once a second. */
+		if (now - m->cmd_ns >= 1000000000u) {
+			read_command(m->pid, m->command, sizeof(m->command));
+			m->cmd_ns = now;
+		}
 		if (!readable)
 			continue;
 		if (interval_due)

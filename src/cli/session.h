@@ -60,6 +60,7 @@ struct mt_member {
 	struct mt_mapping *maps; /* last mappings seen (with stacks) */
 	uint32_t nmaps;
 	uint64_t maps_gen, maps_ns;
+	uint64_t cmd_ns;      /* when its command line was read last */
 };
 
 struct mt_session;
