@@ -204,7 +204,7 @@ $(BUILD)/tests/fixtures/libinject_probe.so: tests/fixtures/libinject_probe.c
 $(BUILD)/tests/fixtures/inject_tool: tests/fixtures/inject_tool.c $(INJECT_SRC) include/memtap/inject.h
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) $< $(INJECT_SRC) -o $@ -lelf
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) $< $(INJECT_SRC) src/core/proc.c -o $@ -lelf
 
 unit: $(UNIT)
 fixtures: $(FIXTURES)

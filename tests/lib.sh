@@ -115,3 +115,12 @@ apache_start() {
 	at_exit "kill \$(cat $d/httpd.pid 2>/dev/null) $APACHE_PID"
 	wait_for "curl -sf -o /dev/null --max-time 2 http://127.0.0.1:$port/" 100
 }
+# apache_stop DIR: TERM the apache parent of DIR's PidFile (it stops its
+# children); KILL it and them if it is still there after 5 s.
+apache_stop() {
+	local p
+	p=$(cat "$1/httpd.pid" 2>/dev/null)
+	[ -n "$p" ] || return 0
+	kill -TERM "$p" 2>/dev/null
+	wait_for "! kill -0 $p" 50 || { pkill -KILL -P "$p"; kill -KILL "$p"; }
+}

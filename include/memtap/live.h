@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memtap/proc.h"
 #include "memtap/profile.h"
 
 #define MT_LIVE_MAGIC "\x89MTLIVE\n"
@@ -186,14 +187,15 @@ static inline const void *mt_live_at(const struct mt_live_view *v, uint64_t addr
  * $MEMTAP_RUNDIR, or /dev/shm, or /tmp when there is no /dev/shm. */
 const char *mt_live_rundir(void);
 
-/* The starttime of process PID (field 22 of /proc/PID/stat, clock ticks
- * since boot), 0 when it is gone; with STATE, its state letter ('Z' for a
- * zombie).  Allocates nothing. */
-uint64_t mt_proc_start(int pid, char *state);
 
 /* Checks V's header (magic, version, layout, bounds); 0, or -EINVAL /
  * -EPROTO with a reason in ERR. */
 int mt_live_check(const struct mt_live_view *v, char *err, size_t errlen);
+
+/* Adds SRC's counters (NFUNCS of them), released bytes and in-use delta to
+ * DST's, each read with a relaxed atomic load (SRC's thread may be
+ * counting). */
+void mt_live_block_add(struct mt_live_block *dst, const struct mt_live_block *src, uint32_t nfuncs);
 
 /* Upper bounds of what mt_live_snapshot() may fill, for sizing a profile:
  * functions, sites, pools. */

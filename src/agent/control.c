@@ -25,6 +25,7 @@
 #include "agent.h"
 #include "hook.h"
 #include "memtap/ctl.h"
+#include "memtap/proc.h"
 #include "memtap/format.h"
 
 /* The listening socket.  sock_lock orders the control thread's accept()
@@ -77,16 +78,7 @@ static void reply_bytes(struct mt_buf *b, const char *s, size_t n)
 
 static int make_dir(char *dir, size_t len)
 {
-	snprintf(dir, len, MT_CTL_DIR_FMT, mt_ctl_rundir(), (unsigned)geteuid());
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	struct stat st;
-	if (lstat(dir, &st) < 0)
-		return -errno;
-	/* Refuse a directory somebody else prepared for us. */
-	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-		return -EPERM;
-	return 0;
+	return mt_private_dir(mt_ctl_rundir(), dir, len);
 }
 
 static int open_socket(void)

@@ -64,19 +64,9 @@ static int populate(uint8_t *base, uint64_t from, uint64_t to)
 	return syscall(SYS_madvise, base + from, (size_t)(to - from), MADV_POPULATE_WRITE) ? -errno : 0;
 }
 
-/* The per-uid directory, made 0700 if absent; refused when somebody else
- * prepared it. */
 static int live_dir(char *dir, size_t len)
 {
-	snprintf(dir, len, MT_LIVE_DIR_FMT, mt_live_rundir(), (unsigned)geteuid());
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	struct stat st;
-	if (lstat(dir, &st) < 0)
-		return -errno;
-	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-		return -EPERM;
-	return 0;
+	return mt_private_dir(mt_live_rundir(), dir, len);
 }
 
 /* A new file for this process image, MT_LIVE_CAP bytes (sparse): its
@@ -103,23 +93,6 @@ static int live_create(char *path, size_t len, uint64_t start_ns)
 	return fd;
 }
 
-static void text_from(const char *file, char *dst, size_t len, int nul_to_space)
-{
-	dst[0] = '\0';
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	ssize_t n = read(fd, dst, len - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	while (n > 0 && (dst[n - 1] == '\0' || dst[n - 1] == '\n'))
-		n--;
-	for (ssize_t i = 0; nul_to_space && i < n; i++)
-		if (dst[i] == '\0')
-			dst[i] = ' ';
-	dst[n] = '\0';
-}
 
 /* Who this process is, into the header (at start-up and in a fork child). */
 static void identify(struct mt_live_hdr *h)
@@ -129,7 +102,7 @@ static void identify(struct mt_live_hdr *h)
 	h->uid = (uint32_t)geteuid();
 	h->proc_start = mt_proc_start((int)h->pid, NULL);
 	h->start_ns = mt_now_ns();
-	text_from("/proc/self/cmdline", h->command, sizeof(h->command), 1);
+	mt_proc_cmdline(0, h->command, sizeof(h->command));
 	ssize_t n = readlink("/proc/self/exe", h->exe, sizeof(h->exe) - 1);
 	h->exe[n > 0 ? n : 0] = '\0';
 }

@@ -346,45 +346,15 @@ static void baseline_write(struct mt_thread *base, const struct mt_thread *src, 
 	__atomic_store_n(&mt_sh->baseline_seq, seq + 2, __ATOMIC_RELEASE);
 }
 
-static void block_add(struct mt_thread *dst, const struct mt_thread *src)
-{
-	for (int f = 0; f < MT_FN_TOTAL; f++) {
-		const struct mt_counter *s = &src->c[f];
-		struct mt_counter *d = &dst->c[f];
-		d->bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
-		d->failed += __atomic_load_n(&s->failed, __ATOMIC_RELAXED);
-		for (int k = 0; k < MT_HIST_BUCKETS; k++)
-			d->hist[k] += __atomic_load_n(&s->hist[k], __ATOMIC_RELAXED);
-	}
-	dst->released += __atomic_load_n(&src->released, __ATOMIC_RELAXED);
-	dst->inuse_delta += __atomic_load_n(&src->inuse_delta, __ATOMIC_RELAXED);
-}
 
 /* Sums every block (the orphan is on the list too) into SUM (zeroed by the
  * caller). */
 static void sum_blocks(struct mt_thread *sum)
 {
 	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
-		block_add(sum, t);
+		mt_live_block_add((struct mt_live_block *)sum, (const struct mt_live_block *)t, MT_FN_TOTAL);
 }
 
-static void read_cmdline(char *dst, size_t len)
-{
-	dst[0] = '\0';
-	int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	ssize_t n = read(fd, dst, len - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	while (n > 0 && dst[n - 1] == '\0')
-		n--;
-	for (ssize_t i = 0; i < n; i++)
-		if (dst[i] == '\0')
-			dst[i] = ' ';
-	dst[n] = '\0';
-}
 
 /* The agent's own live file, as the readers outside see it: the whole
  * mapping (a block handed out after `used` was read is mapped too). */
@@ -406,7 +376,7 @@ void mt_snapshot(struct mt_profile *p, int all)
 	mt_sys_unmap(scratch, 2 * sizeof(struct mt_thread));
 	/* The command line as it is now (servers rename their workers). */
 	p->ppid = (uint32_t)getppid();
-	read_cmdline(p->command, sizeof(p->command));
+	mt_proc_cmdline(0, p->command, sizeof(p->command));
 }
 
 /* A snapshot lives in its own mapping, whose length precedes the profile. */

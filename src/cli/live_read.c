@@ -39,21 +39,33 @@ static int read_at(int fd, void *buf, size_t len, off_t off, size_t *got)
 	return 0;
 }
 
-int mt_live_read_header(const char *path, struct mt_live_hdr *h, char *err, size_t errlen)
+/* Opens PATH (a regular file, never through a symlink) and reads its
+ * header into H: the descriptor, or -errno with ERR naming the file. */
+static int open_header(const char *path, struct stat *st, struct mt_live_hdr *h, char *err, size_t errlen)
 {
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		int ret = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+		return ret;
 	}
-	struct stat st;
 	size_t got = 0;
-	int ret = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : read_at(fd, h, sizeof(*h), 0, &got);
-	close(fd);
+	int ret = fstat(fd, st) < 0 ? -errno : !S_ISREG(st->st_mode) ? -EINVAL : read_at(fd, h, sizeof(*h), 0, &got);
 	if (ret || got < sizeof(*h)) {
+		close(fd);
 		snprintf(err, errlen, "%s: %s", path, ret ? strerror(-ret) : "shorter than a live file's header");
 		return ret ? ret : -EINVAL;
 	}
+	return fd;
+}
+
+int mt_live_read_header(const char *path, struct mt_live_hdr *h, char *err, size_t errlen)
+{
+	struct stat st;
+	int ret, fd = open_header(path, &st, h, err, errlen);
+	if (fd < 0)
+		return fd;
+	close(fd);
 	struct mt_live_view v = {(const uint8_t *)h, sizeof(*h), h->base};
 	if ((ret = mt_live_check(&v, err, errlen))) {
 		char why[256];
@@ -66,20 +78,12 @@ int mt_live_read_header(const char *path, struct mt_live_hdr *h, char *err, size
 int mt_live_copy_read(const char *path, struct mt_live_copy *c, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
-	}
 	struct mt_live_hdr h;
 	size_t got = 0;
 	struct stat st;
-	int ret = fstat(fd, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : read_at(fd, &h, sizeof(h), 0, &got);
-	if (ret || got < sizeof(h)) {
-		snprintf(err, errlen, "%s: %s", path, ret ? strerror(-ret) : "shorter than a live file's header");
-		close(fd);
-		return ret ? ret : -EINVAL;
-	}
+	int ret = 0, fd = open_header(path, &st, &h, err, errlen);
+	if (fd < 0)
+		return fd;
 	/* Everything the agent has handed out lies below `used`; the file may
 	 * be shorter than it says (truncated under us): read what is there.
 	 * The header is copied again with the rest, and may by then name

@@ -111,44 +111,13 @@ static struct mt_member *member_of(struct mt_session *s, int pid)
 /* The wait status of a zombie (field 52 of /proc/PID/stat), or -1. */
 static int zombie_status(int pid)
 {
-	char path[64], buf[2048];
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	char buf[2048];
+	const char *f, *code;
+	if (mt_proc_stat(pid, 0, buf, sizeof(buf), &f) || !(code = mt_stat_field(f, 52)))
 		return -1;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')');
-	int field = 2;
-	while (p && field < 52) {
-		p = strchr(p + 1, ' ');
-		field++;
-	}
-	return p ? atoi(p + 1) : -1;
+	return atoi(code);
 }
 
-static void read_command(int pid, char *out, size_t len)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	ssize_t n = read(fd, out, len - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	while (n > 0 && out[n - 1] == '\0')
-		n--;
-	/* argv joined by spaces, on one line (python3 -c "...\n..."). */
-	for (ssize_t i = 0; i < n; i++)
-		if ((unsigned char)out[i] < 0x20)
-			out[i] = ' ';
-	out[n] = '\0';
-}
 
 static int alive(const struct mt_member *m)
 {
@@ -214,7 +183,7 @@ static int add_member(struct mt_session *s, const char *path, int pid, uint64_t 
 	snprintf(m->command, sizeof(m->command), "%.*s", (int)sizeof(m->command) - 1, h->command);
 	s->n++;
 	if (alive(m)) {
-		read_command(pid, m->command, sizeof(m->command));
+		mt_proc_cmdline(pid, m->command, sizeof(m->command));
 		refresh_maps(s, m, h, 1);
 	} else {
 		/* Gone before we saw it: its parent's mappings are its own (fork). */
@@ -435,7 +404,7 @@ static int profile_of(struct mt_session *s, struct mt_member *m, int final, stru
 			 "(%s%s%s); they are kept, flagged", m->path, flags & MT_LIVE_TORN ? "a torn reset baseline " : "",
 			 flags & MT_LIVE_CUT ? "a broken list " : "", flags & MT_LIVE_BAD_SITE ? "impossible call sites" : "");
 	if (!final && alive(m)) {
-		read_command(m->pid, m->command, sizeof(m->command));
+		mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
 		refresh_maps(s, m, c.hdr, 0);
 	}
 	if (m->command[0])
@@ -565,7 +534,7 @@ static struct mt_member *ebpf_member(struct mt_session *s, const struct mt_ebpf_
 	m->ppid = pr->ppid;
 	m->image_ns = real_ns();
 	snprintf(m->command, sizeof(m->command), "%s", pr->comm);
-	read_command(pr->pid, m->command, sizeof(m->command));
+	mt_proc_cmdline(pr->pid, m->command, sizeof(m->command));
 	return m;
 }
 
@@ -651,7 +620,7 @@ size_t mt_session_poll(struct mt_session *s)
 		/* Servers rename their workers after the fork (nginx, apache's
 		 * title): the command as it is now, once a second. */
 		if (now - m->cmd_ns >= 1000000000u) {
-			read_command(m->pid, m->command, sizeof(m->command));
+			mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
 			m->cmd_ns = now;
 		}
 		if (!readable)

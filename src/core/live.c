@@ -27,33 +27,6 @@ const char *mt_live_rundir(void)
 	return stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
 }
 
-uint64_t mt_proc_start(int pid, char *state)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	/* After the command's closing parenthesis (the command may hold any
-	 * byte): state, then fields 4..21, then starttime. */
-	char *p = strrchr(buf, ')');
-	if (!p || p[1] != ' ' || !p[2])
-		return 0;
-	if (state)
-		*state = p[2];
-	p += 2;
-	for (int field = 3; field < 22 && p; field++) {
-		p = strchr(p, ' ');
-		if (p)
-			p++;
-	}
-	return p ? strtoull(p, NULL, 10) : 0;
-}
 
 static const struct mt_live_hdr *hdr_of(const struct mt_live_view *v)
 {
@@ -116,7 +89,7 @@ void mt_live_bounds(const struct mt_live_view *v, uint32_t *funcs, uint32_t *sit
 	*pools = (uint32_t)(np + 64);
 }
 
-static void block_add(struct mt_live_block *dst, const struct mt_live_block *src, uint32_t nfuncs)
+void mt_live_block_add(struct mt_live_block *dst, const struct mt_live_block *src, uint32_t nfuncs)
 {
 	for (uint32_t f = 0; f < nfuncs; f++) {
 		const struct mt_live_counter *s = &src->c[f];
@@ -269,7 +242,7 @@ unsigned mt_live_snapshot(const struct mt_live_view *v, struct mt_profile *p, vo
 			flags |= MT_LIVE_CUT;
 			break;
 		}
-		block_add(sum, b, nfuncs);
+		mt_live_block_add(sum, b, nfuncs);
 		a = __atomic_load_n(&b->next, __ATOMIC_ACQUIRE);
 	}
 

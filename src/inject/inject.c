@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "memtap/inject.h"
+#include "memtap/proc.h"
 
 /* The kernel's internal "restart me" codes, seen in rax when a thread is
  * stopped on its way out of an interrupted system call. */
@@ -166,24 +167,13 @@ static int read_status(const char *path, struct proc_status *st)
 /* A task's state letter and flags from /proc/PID/task/TID/stat; 0 if gone. */
 static char task_state(pid_t pid, pid_t tid, unsigned *flags)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')'); /* the command may contain anything */
-	char state = 0;
-	unsigned fl = 0;
-	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %u", &state, &fl) < 1)
+	char buf[1024];
+	const char *f, *fl;
+	if (mt_proc_stat(pid, tid, buf, sizeof(buf), &f))
 		return 0;
 	if (flags)
-		*flags = fl;
-	return state;
+		*flags = (fl = mt_stat_field(f, 9)) ? (unsigned)strtoul(fl, NULL, 10) : 0;
+	return f[0];
 }
 
 static void comm_of(pid_t pid, char *out, size_t len)

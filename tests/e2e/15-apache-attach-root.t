@@ -21,15 +21,8 @@ MinSpareServers 1
 MaxSpareServers 1
 ServerLimit 1
 MaxRequestWorkers 1" "hello from the attach-as-root e2e test"
-stop_apache() {
-	local p
-	p=$(cat "$D/httpd.pid" 2>/dev/null)
-	[ -n "$p" ] || return 0
-	kill -TERM "$p" 2>/dev/null
-	wait_for "! kill -0 $p" 50 || { pkill -KILL -P "$p"; kill -KILL "$p"; }
-}
 MTPID=""
-at_exit 'kill -KILL $MTPID; stop_apache'
+at_exit 'kill -KILL $MTPID; apache_stop "$D"'
 apache_start "$D" "$PORT"
 ok $? "apache (prefork, children as www-data) answers on 127.0.0.1:$PORT"
 PARENT=$(cat "$D/httpd.pid" 2>/dev/null)

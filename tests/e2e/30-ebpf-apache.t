@@ -44,14 +44,7 @@ stop() { # stop PID: SIGINT (both tools print their results on it), bounded
 	wait_for "! kill -0 $1" 300 || kill -KILL "$1" 2>/dev/null
 	wait "$1" 2>/dev/null
 }
-stop_apache() {
-	local p
-	p=$(cat "$D/httpd.pid" 2>/dev/null)
-	[ -n "$p" ] || return 0
-	kill -TERM "$p" 2>/dev/null
-	wait_for "! kill -0 $p" 50 || { pkill -KILL -P "$p"; kill -KILL "$p"; }
-}
-at_exit 'kill -KILL $MTPID $BTPID; stop_apache'
+at_exit 'kill -KILL $MTPID $BTPID; apache_stop "$D"'
 
 apache_start "$D" "$PORT"
 ok $? "apache (prefork) answers on 127.0.0.1:$PORT"
