@@ -9,7 +9,9 @@
  *   mt_objlist_of_pid(pid, &objs, ...);        or mt_objlist_of_exe() for `run`
  *   mt_ebpf_start(&opts, &objs, &e, ...);      load, attach, start counting
  *   ... wait ...
- *   mt_ebpf_collect(e, &profiles, &n);         one profile per process
+ *   mt_ebpf_procs(e, v, max);                  the traced processes
+ *   mt_ebpf_snapshot(e, pid, &profile);        one process's profile now
+ *   (src/cli/session.c does both, for every member, as the session goes)
  *   mt_ebpf_free(e);
  *
  * Objects are searched in the dynamic linker's lookup order (the executable,
@@ -107,9 +109,6 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		  char *err, size_t errlen);
 /* A summary of where the probes went (one line per object), for the user. */
 void mt_ebpf_describe(const struct mt_ebpf *e, char *out, size_t outlen);
-/* Reads the kernel's aggregates: one malloc'ed profile per traced process
- * (root first).  0 or -ENOMEM. */
-int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n);
 /* With stacks: reads the mappings of every traced process that is still
  * there, kept for symbolizing its call sites after it has gone.  Call it
  * while waiting (every 20-100 ms): a process that starts and exits between

@@ -956,44 +956,6 @@ int mt_ebpf_snapshot(struct mt_ebpf *e, int pid, struct mt_profile **out)
 	return 0;
 }
 
-int mt_ebpf_collect(struct mt_ebpf *e, struct mt_profile ***out, size_t *n)
-{
-	struct mt_profile **v = NULL;
-	size_t nv = 0;
-	uint32_t key, next, *prev = NULL;
-	*out = NULL;
-	*n = 0;
-	/* The root first, then the others in the map's order. */
-	for (int pass = 0; pass < 2; pass++) {
-		prev = NULL;
-		while (!bpf_map__get_next_key(e->skel->maps.procs, prev, &next, sizeof(next))) {
-			key = next;
-			prev = &key;
-			if ((pass == 0) != (key == (uint32_t)e->root))
-				continue;
-			struct mtb_proc pr;
-			if (bpf_map__lookup_elem(e->skel->maps.procs, &key, sizeof(key), &pr, sizeof(pr), 0))
-				continue;
-			struct mt_profile **nvp = realloc(v, (nv + 1) * sizeof(*v));
-			if (!nvp)
-				goto nomem;
-			v = nvp;
-			if (profile_of(e, key, &pr, &v[nv]))
-				goto nomem;
-			nv++;
-		}
-	}
-	if (collect_pools(e, v, nv) || (e->stacks && collect_sites(e, v, nv)))
-		goto nomem;
-	*out = v;
-	*n = nv;
-	return 0;
-nomem:
-	for (size_t i = 0; i < nv; i++)
-		mt_profile_free(v[i]);
-	free(v);
-	return -ENOMEM;
-}
 
 void mt_ebpf_free(struct mt_ebpf *e)
 {
