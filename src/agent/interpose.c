@@ -231,7 +231,7 @@ static inline size_t glibc_usable(const void *p)
 	return (sz & ~(size_t)7) - 8 - ((sz & 2) << 2); /* IS_MMAPPED: 8 more */
 }
 
-#define USABLE(p) (likely(glibc_layout) ? glibc_usable(p) : real.usable(p))
+#define USABLE(p) (likely(glibc_layout) ? glibc_usable(p) : other_usable(p))
 
 static void alt_check(void);
 
@@ -278,15 +278,18 @@ static inline MT_FAST_TARGET unsigned fast_bucket(uint64_t v)
  * - allocating, the usable size of malloc(N) for N <= ALT_SMALL from a
  *   table that the self-test fills from the allocator's own answers (every
  *   size: a size class depends on N alone), else the block's size query;
- * - freeing, the block's size query: the allocator's malloc_usable_size,
- *   which is sallocx's code in jemalloc, tc_malloc_size in tcmalloc and
- *   mi_usable_size in mimalloc.  Knowing it, free hands the block to the
- *   allocator's sized free, which skips the lookup free would make:
- *   jemalloc's sdallocx (documented for any size from the requested one to
- *   sallocx's; its fast path covers sizes up to 4 KiB, SC_LOOKUP_MAXCLASS),
- *   tcmalloc's tc_free_sized (the usable size maps to the block's size
- *   class; past 256 KiB it looks the block up as free does); mimalloc's
- *   mi_free_size is mi_free.
+ * - freeing on jemalloc, what free released: jemalloc adds each freed
+ *   block's usable size to the thread's deallocated counter on every path
+ *   of free (thread_dalloc_event), and thread.deallocatedp gives its
+ *   address, "useful for avoiding the overhead of repeated mallctl*()
+ *   calls" (jemalloc(3)); two loads around the call, where its size query
+ *   (sallocx's code) costs 40 instructions;
+ * - freeing on tcmalloc and mimalloc, the block's size query (tcmalloc's
+ *   GetAllocatedSize, mimalloc's mi_usable_size).  Knowing it, free hands
+ *   the block to tcmalloc's tc_free_sized, which skips the lookup free
+ *   would make (the usable size maps to the block's size class; past
+ *   256 KiB it looks the block up as free does); mimalloc's mi_free_size
+ *   is mi_free.
  *
  * No recursion guard.  What malloc, free and the size queries of these
  * builds call through the PLT (readelf -r, and the call sites in objdump -d,
@@ -315,12 +318,13 @@ static struct {
 	 * TCMallocImplementation::GetAllocatedSize(this, p) ignores `this'
 	 * (the x86-64 calling convention passes both in registers). */
 	size_t (*usable)(const void *, const void *);
-	/* free of a block of known usable size, up to sized_max: jemalloc's
-	 * sdallocx(p, size, flags) and tcmalloc's tc_free_sized(p, size),
-	 * called with three arguments (a third is ignored by a callee that
-	 * takes two, in the x86-64 calling convention); NULL: free. */
+	/* free of a block of known usable size, up to sized_max: tcmalloc's
+	 * tc_free_sized(p, size), called with a third argument that it
+	 * ignores (as above); NULL: free. */
 	void (*free_sized)(void *, size_t, int);
 	size_t sized_max;
+	/* jemalloc's mallctl: free reads the thread's deallocated counter. */
+	int (*mallctl)(const char *, void *, size_t *, void *, size_t);
 	uintptr_t text_lo, text_hi; /* the allocator's code */
 	uint16_t small[ALT_SMALL / 8 + 1]; /* usable size of malloc(N) at (N + 7) / 8 */
 } alt;
@@ -366,10 +370,46 @@ static void *alt_sym(const char *name)
 	return f && in_alt_text(f) ? f : NULL;
 }
 
+/* The calling thread's deallocated counter in jemalloc (thread.deallocatedp),
+ * or NULL until its first free on the fast path asks for it. */
+static __thread uint64_t *je_freed __attribute__((tls_model("initial-exec")));
+
+static __attribute__((noinline)) uint64_t *je_freed_get(void)
+{
+	uint64_t *d = NULL;
+	size_t len = sizeof(d);
+	int busy = mt_tls_busy;
+	mt_tls_busy = 1;
+	if (alt.mallctl("thread.deallocatedp", &d, &len, NULL, 0) != 0 || len != sizeof(d))
+		d = NULL;
+	mt_tls_busy = busy;
+	return je_freed = d;
+}
+
+/* free as the fast path does it: the bytes it released, or 0 when this
+ * thread's jemalloc counter could not be had. */
+static size_t alt_release(void *p, size_t u)
+{
+	if (alt.mallctl) {
+		uint64_t *d = je_freed ? je_freed : je_freed_get();
+		if (!d)
+			return 0;
+		uint64_t before = __atomic_load_n(d, __ATOMIC_RELAXED);
+		real.free(p);
+		return (size_t)(__atomic_load_n(d, __ATOMIC_RELAXED) - before);
+	}
+	if (u <= alt.sized_max)
+		alt.free_sized(p, u, 0);
+	else
+		real.free(p);
+	return u;
+}
+
 /* Fills alt.small and checks what the fast paths rely on: every size up to
  * ALT_SMALL, where the size query must agree with the allocator's pure size
  * computation (NALLOC: jemalloc's and tcmalloc's nallocx, mimalloc's
- * mi_good_size), and the sized free on each block.  1 when all holds. */
+ * mi_good_size), and free on each block as the fast path frees it, which on
+ * jemalloc must release what the size query said.  1 when all holds. */
 static int alt_selftest(size_t (*nalloc)(size_t, int))
 {
 	for (size_t n = 0; n <= ALT_SMALL; n++) {
@@ -386,11 +426,7 @@ static int alt_selftest(size_t (*nalloc)(size_t, int))
 		int first = n == 0 || (n & 7) == 1;
 		if (first)
 			alt.small[k] = (uint16_t)u;
-		if (u <= alt.sized_max)
-			alt.free_sized(p, u, 0);
-		else
-			real.free(p);
-		if (!first && alt.small[k] != u)
+		if (alt_release(p, u) != u || (!first && alt.small[k] != u))
 			return 0;
 	}
 	/* A block past the table, and one the allocator maps for itself. */
@@ -400,12 +436,27 @@ static int alt_selftest(size_t (*nalloc)(size_t, int))
 		if (!p)
 			return 0;
 		size_t u = alt.usable(p, p);
-		real.free(p);
-		if (u < big[i])
+		if (alt_release(p, u) != u || u < big[i])
 			return 0;
 	}
 	return 1;
 }
+
+/* The slow paths' usable size on an allocator other than glibc: the fast
+ * paths' size query once the self-test has passed (tcmalloc's
+ * malloc_usable_size answers 0 before its module initializer has run),
+ * else its malloc_usable_size. */
+static inline size_t other_usable(void *p)
+{
+	return alt.usable ? alt.usable(p, p) : real.usable(p);
+}
+
+/* free's fast path on these allocators (free_alt_je, free_alt_query, with
+ * the wrappers below), chosen by alt_check. */
+static void free_alt_none(struct mt_thread *t, void *p);
+static void free_alt_je(struct mt_thread *t, void *p);
+static void free_alt_query(struct mt_thread *t, void *p);
+static void (*free_alt)(struct mt_thread *t, void *p) = free_alt_none;
 
 /* Which allocator provides malloc, by what its object defines (a renamed
  * library, or one linked into the program, is still recognised), and
@@ -419,11 +470,10 @@ static void alt_check(void)
 	alt.text_lo = f.lo;
 	alt.text_hi = f.hi;
 	void *usable = NULL, *sd, *na;
-	if (alt_sym("sallocx") && (na = alt_sym("nallocx")) && (sd = alt_sym("sdallocx"))) {
+	if (alt_sym("sallocx") && (na = alt_sym("nallocx")) && (sd = alt_sym("mallctl"))) {
 		alt.kind = ALT_JEMALLOC;
 		usable = alt_sym("malloc_usable_size");
-		alt.free_sized = (void (*)(void *, size_t, int))sd;
-		alt.sized_max = 4096;
+		alt.mallctl = (int (*)(const char *, void *, size_t *, void *, size_t))sd;
 	} else if (alt_sym("tc_malloc_size") && (na = alt_sym("tc_nallocx")) && (sd = alt_sym("tc_free_sized"))) {
 		alt.kind = ALT_TCMALLOC;
 		/* tc_malloc_size asks MallocExtension::instance(), which is
@@ -445,8 +495,11 @@ static void alt_check(void)
 		 * known allocator's own calls. */
 		if (alt.kind == ALT_NONE)
 			alt.text_lo = alt.text_hi = 0;
+		alt.mallctl = NULL;
+		alt.usable = NULL;
 		return;
 	}
+	free_alt = alt.mallctl ? free_alt_je : free_alt_query;
 	mt_g.alt_fast = 1;
 }
 
@@ -467,7 +520,7 @@ static inline size_t usable_size(void *p)
 	if (likely(glibc_layout))
 		return glibc_usable(p);
 	mt_tls_busy = 1;
-	size_t u = real.usable(p);
+	size_t u = other_usable(p);
 	mt_tls_busy = 0;
 	return u;
 }
@@ -544,7 +597,6 @@ static void *malloc_slow(size_t n)
 }
 
 static __attribute__((noinline)) void free_slow(void *p);
-static __attribute__((noinline)) void free_alt(struct mt_thread *t, void *p);
 
 /* free counts first and then tail-calls glibc's free: no frame, nothing to
  * keep across the call.  (The block's size is read before it is freed.)
@@ -573,23 +625,60 @@ MT_EXPORT MT_FAST_TARGET void free(void *p)
 	free_slow(p);
 }
 
-/* free's fast path on jemalloc, tcmalloc and mimalloc: glibc's, with the
- * allocator's size query, then its sized free (see "other allocators"). */
-static MT_FAST_TARGET void free_alt(struct mt_thread *t, void *p)
+/* The fast paths' test of the other allocators' gate, with glibc's own
+ * conditions: P is neither NULL nor ours. */
+static inline int alt_gate_open(void *p)
 {
 	int gate = __atomic_load_n(&mt_g.fast_alt, __ATOMIC_RELAXED);
-	if (likely(gate == MT_FAST_PLAIN || (gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
-	    likely(p != NULL) && likely(!is_boot(p))) {
-		size_t u = alt.usable(p, p);
-		mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
-		mt_inuse_down(t, (int64_t)u);
-		if (likely(u <= alt.sized_max)) {
-			alt.free_sized(p, u, 0);
-			return;
-		}
-		real.free(p);
+	return likely(gate == MT_FAST_PLAIN || (gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
+	       likely(p != NULL) && likely(!is_boot(p));
+}
+
+/* free on tcmalloc and mimalloc: glibc's fast path with the allocator's
+ * size query, then tcmalloc's sized free (see "other allocators"). */
+static __attribute__((noinline)) MT_FAST_TARGET void free_alt_query(struct mt_thread *t, void *p)
+{
+	if (unlikely(!alt_gate_open(p))) {
+		free_slow(p);
 		return;
 	}
+	size_t u = alt.usable(p, p);
+	mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
+	mt_inuse_down(t, (int64_t)u);
+	if (likely(u <= alt.sized_max)) {
+		alt.free_sized(p, u, 0);
+		return;
+	}
+	real.free(p);
+}
+
+/* free on jemalloc: free, then what it released, from the thread's
+ * deallocated counter.  The thread's block and counter are read again after
+ * the call, from thread-local storage: one load each, where keeping them
+ * would cost a register save and restore each. */
+static __attribute__((noinline)) MT_FAST_TARGET void free_alt_je(struct mt_thread *t, void *p)
+{
+	uint64_t *d = je_freed;
+	if (unlikely(!alt_gate_open(p))) {
+		free_slow(p);
+		return;
+	}
+	if (unlikely(d == NULL) && !(d = je_freed_get())) {
+		free_alt_query(t, p); /* no counter for this thread: the size query */
+		return;
+	}
+	uint64_t before = __atomic_load_n(d, __ATOMIC_RELAXED);
+	real.free(p);
+	d = __atomic_load_n(&je_freed, __ATOMIC_RELAXED);
+	t = __atomic_load_n(&mt_tls_thread, __ATOMIC_RELAXED);
+	size_t u = (size_t)(__atomic_load_n(d, __ATOMIC_RELAXED) - before);
+	mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
+	mt_inuse_down(t, (int64_t)u);
+}
+
+static void free_alt_none(struct mt_thread *t, void *p)
+{
+	(void)t;
 	free_slow(p);
 }
 
