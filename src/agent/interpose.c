@@ -615,33 +615,26 @@ MT_EXPORT MT_FAST_TARGET void free(void *p)
 			real.free(p); /* glibc: no recursion guard needed (see malloc) */
 			return;
 		}
-		/* jemalloc, tcmalloc, mimalloc: glibc's gate is shut.  Out of
-		 * line, so that free keeps the frame glibc's path needs. */
+		/* jemalloc, tcmalloc, mimalloc: glibc's gate is shut.  The
+		 * same test on their gate, then the path out of line, so that
+		 * free keeps the frame glibc's path needs. */
 		if (gate == MT_FAST_OFF) {
-			free_alt(t, p);
-			return;
+			int alt_gate = __atomic_load_n(&mt_g.fast_alt, __ATOMIC_RELAXED);
+			if ((alt_gate == MT_FAST_PLAIN || (alt_gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
+			    likely(p != NULL) && likely(!is_boot(p))) {
+				free_alt(t, p);
+				return;
+			}
 		}
 	}
 	free_slow(p);
 }
 
-/* The fast paths' test of the other allocators' gate, with glibc's own
- * conditions: P is neither NULL nor ours. */
-static inline int alt_gate_open(void *p)
-{
-	int gate = __atomic_load_n(&mt_g.fast_alt, __ATOMIC_RELAXED);
-	return likely(gate == MT_FAST_PLAIN || (gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
-	       likely(p != NULL) && likely(!is_boot(p));
-}
-
-/* free on tcmalloc and mimalloc: glibc's fast path with the allocator's
- * size query, then tcmalloc's sized free (see "other allocators"). */
+/* free on tcmalloc and mimalloc, once free has checked the gate and P:
+ * glibc's fast path with the allocator's size query, then tcmalloc's sized
+ * free (see "other allocators"). */
 static __attribute__((noinline)) MT_FAST_TARGET void free_alt_query(struct mt_thread *t, void *p)
 {
-	if (unlikely(!alt_gate_open(p))) {
-		free_slow(p);
-		return;
-	}
 	size_t u = alt.usable(p, p);
 	mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
 	mt_inuse_down(t, (int64_t)u);
@@ -659,10 +652,6 @@ static __attribute__((noinline)) MT_FAST_TARGET void free_alt_query(struct mt_th
 static __attribute__((noinline)) MT_FAST_TARGET void free_alt_je(struct mt_thread *t, void *p)
 {
 	uint64_t *d = je_freed;
-	if (unlikely(!alt_gate_open(p))) {
-		free_slow(p);
-		return;
-	}
 	if (unlikely(d == NULL) && !(d = je_freed_get())) {
 		free_alt_query(t, p); /* no counter for this thread: the size query */
 		return;
