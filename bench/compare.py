@@ -247,6 +247,10 @@ def main():
     spec, scratch, results = sys.argv[1:4]
     header = open(sys.argv[4]).read() if len(sys.argv) == 5 else ""
     groups = parse_spec(spec)
+    # BENCH_ONLY=NAME,...: only these groups (e.g. allocators).
+    only = os.environ.get("BENCH_ONLY")
+    if only:
+        groups = [g for g in groups if g["name"] in only.split(",")]
     logdir = os.path.dirname(os.path.abspath(results))
     os.makedirs(scratch, exist_ok=True)
     t0 = time.time()

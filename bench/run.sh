@@ -14,6 +14,8 @@
 #   CHURN_ITERS=8000000  churn iterations (about 0.65 s untraced here)
 #   BPF_ITERS=200000     churn iterations for the bpftrace group
 #   BENCH_QUICK=1        tiny sizes and 2 runs each: checks the harness only
+#   BENCH_ONLY=allocators   only the named groups (comma-separated: churn,
+#                        allocators, churnfill, churn2, bpftrace, perl, python)
 set -eu
 
 cd "$(dirname "$0")/.."
