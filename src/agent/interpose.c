@@ -283,13 +283,16 @@ static inline MT_FAST_TARGET unsigned fast_bucket(uint64_t v)
  *   of free (thread_dalloc_event), and thread.deallocatedp gives its
  *   address, "useful for avoiding the overhead of repeated mallctl*()
  *   calls" (jemalloc(3)); two loads around the call, where its size query
- *   (sallocx's code) costs 40 instructions;
+ *   (sallocx's code) costs 40 instructions.  (A signal handler that frees
+ *   on the same thread between the two loads -- free is not
+ *   async-signal-safe -- would have its bytes counted twice.)  A thread
+ *   whose counter cannot be had uses the size query, as below;
  * - freeing on tcmalloc and mimalloc, the block's size query (tcmalloc's
  *   GetAllocatedSize, mimalloc's mi_usable_size).  Knowing it, free hands
  *   the block to tcmalloc's tc_free_sized, which skips the lookup free
  *   would make (the usable size maps to the block's size class; past
- *   256 KiB it looks the block up as free does); mimalloc's mi_free_size
- *   is mi_free.
+ *   256 KiB it looks the block up as free does; callgrind: 2 instructions
+ *   less a free); mimalloc's mi_free_size is mi_free.
  *
  * No recursion guard.  What malloc, free and the size queries of these
  * builds call through the PLT (readelf -r, and the call sites in objdump -d,
@@ -318,11 +321,10 @@ static struct {
 	 * TCMallocImplementation::GetAllocatedSize(this, p) ignores `this'
 	 * (the x86-64 calling convention passes both in registers). */
 	size_t (*usable)(const void *, const void *);
-	/* free of a block of known usable size, up to sized_max: tcmalloc's
-	 * tc_free_sized(p, size), called with a third argument that it
-	 * ignores (as above); NULL: free. */
+	/* free of a block of known usable size: tcmalloc's tc_free_sized(p,
+	 * size), else the allocator's free(p), called with arguments they
+	 * ignore (as above). */
 	void (*free_sized)(void *, size_t, int);
-	size_t sized_max;
 	/* jemalloc's mallctl: free reads the thread's deallocated counter. */
 	int (*mallctl)(const char *, void *, size_t *, void *, size_t);
 	uintptr_t text_lo, text_hi; /* the allocator's code */
@@ -398,10 +400,7 @@ static size_t alt_release(void *p, size_t u)
 		real.free(p);
 		return (size_t)(__atomic_load_n(d, __ATOMIC_RELAXED) - before);
 	}
-	if (u <= alt.sized_max)
-		alt.free_sized(p, u, 0);
-	else
-		real.free(p);
+	alt.free_sized(p, u, 0);
 	return u;
 }
 
@@ -469,6 +468,7 @@ static void alt_check(void)
 		return;
 	alt.text_lo = f.lo;
 	alt.text_hi = f.hi;
+	alt.free_sized = (void (*)(void *, size_t, int))(void *)real.free;
 	void *usable = NULL, *sd, *na;
 	if (alt_sym("sallocx") && (na = alt_sym("nallocx")) && (sd = alt_sym("mallctl"))) {
 		alt.kind = ALT_JEMALLOC;
@@ -483,7 +483,6 @@ static void alt_check(void)
 		 * also one call instead of three. */
 		usable = alt_sym("_ZN22TCMallocImplementation16GetAllocatedSizeEPKv");
 		alt.free_sized = (void (*)(void *, size_t, int))sd;
-		alt.sized_max = SIZE_MAX;
 	} else if ((usable = alt_sym("mi_usable_size")) && (na = alt_sym("mi_good_size")) && alt_sym("mi_free")) {
 		alt.kind = ALT_MIMALLOC;
 	} else {
@@ -638,11 +637,7 @@ static __attribute__((noinline)) MT_FAST_TARGET void free_alt_query(struct mt_th
 	size_t u = alt.usable(p, p);
 	mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
 	mt_inuse_down(t, (int64_t)u);
-	if (likely(u <= alt.sized_max)) {
-		alt.free_sized(p, u, 0);
-		return;
-	}
-	real.free(p);
+	alt.free_sized(p, u, 0);
 }
 
 /* free on jemalloc: free, then what it released, from the thread's
