@@ -294,6 +294,7 @@ demo:
 bench: deps
 	@$(MAKE) --no-print-directory all fixtures
 	@sh bench/run.sh
+	@sh bench/callgrind.sh
 	@bash bench/attach.sh
 	@bash bench/hooks.sh
 

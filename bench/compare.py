@@ -12,6 +12,10 @@ SPEC is a line-oriented file:
                                  baseline printed that matches REGEX
   warmup GROUP LABEL...          run these configurations once, untimed, first
   events GROUP COUNT             allocator calls per run (for ns/call overhead)
+  base GROUP LABEL BASE          LABEL's ratios and per-call overhead are
+                                 against BASE's medians instead of the first
+                                 cfg's (several allocators in one group, each
+                                 against its own untraced run)
   startup GROUP LABEL STARTUP    subtract STARTUP's median from LABEL's when
                                  computing LABEL's per-call overhead (STARTUP
                                  runs a different workload: no output check)
@@ -48,7 +52,8 @@ def parse_spec(path):
         if kw == "group":
             name, _, title = rest.partition(" ")
             g = {"name": name, "title": title, "cfgs": [], "check": None,
-                 "warmup": [], "events": None, "startup": {}, "notes": []}
+                 "warmup": [], "events": None, "startup": {}, "base": {},
+                 "notes": []}
             groups.append(g)
             by_name[name] = g
             continue
@@ -67,6 +72,9 @@ def parse_spec(path):
             g["warmup"] = rest.split()
         elif kw == "events":
             g["events"] = float(rest)
+        elif kw == "base":
+            label, base = rest.split()
+            g["base"][label] = base
         elif kw == "startup":
             label, startup = rest.split()
             g["startup"][label] = startup
@@ -172,10 +180,11 @@ def ratio(a, b):
 
 
 def summarize(g):
-    base = g["cfgs"][0]
-    bw, bc, br = med(base, "wall"), med(base, "cpu"), med(base, "rss_kib")
+    first = g["cfgs"][0]
     rows = []
     for c in g["cfgs"]:
+        base = next((x for x in g["cfgs"] if x["label"] == g["base"].get(c["label"])), first)
+        bw, bc, br = med(base, "wall"), med(base, "cpu"), med(base, "rss_kib")
         w, cp, r = med(c, "wall"), med(c, "cpu"), med(c, "rss_kib")
         walls = [x["wall"] for x in c["runs"]]
         row = {
@@ -186,7 +195,7 @@ def summarize(g):
             "wall_ratio": ratio(w, bw), "cpu_median_s": cp,
             "cpu_ratio": ratio(cp, bc), "maxrss_median_mib":
                 None if r is None else r / 1024, "rss_ratio": ratio(r, br),
-            "overhead_ns_per_call": None,
+            "overhead_ns_per_call": None, "against": base["label"],
         }
         if g["events"] and c is not base and w is not None and \
                 bw is not None and c["label"] not in g["startup"].values():
@@ -204,9 +213,12 @@ def summarize(g):
 
 def table(g, rows):
     has_ev = any(r["overhead_ns_per_call"] is not None for r in rows)
+    has_base = bool(g["base"])
     head = ["configuration", "runs", "median wall s", "min..max s",
             "wall ratio", "median CPU s", "CPU ratio", "peak RSS MiB",
             "RSS ratio"]
+    if has_base:
+        head.insert(1, "ratios against")
     if has_ev:
         head.append("extra ns/call")
     lines = ["| " + " | ".join(head) + " |",
@@ -221,6 +233,8 @@ def table(g, rows):
                  fmt(r["cpu_ratio"], ".3f") + ("x" if r["cpu_ratio"] else ""),
                  fmt(r["maxrss_median_mib"], ".1f"),
                  fmt(r["rss_ratio"], ".2f") + ("x" if r["rss_ratio"] else "")]
+        if has_base:
+            cells.insert(1, "-" if r["against"] == r["label"] else f"`{r['against']}`")
         if has_ev:
             cells.append(fmt(r["overhead_ns_per_call"], ".0f"))
         lines.append("| " + " | ".join(cells) + " |")
@@ -233,6 +247,10 @@ def main():
     spec, scratch, results = sys.argv[1:4]
     header = open(sys.argv[4]).read() if len(sys.argv) == 5 else ""
     groups = parse_spec(spec)
+    # BENCH_ONLY=NAME,...: only these groups (e.g. allocators).
+    only = os.environ.get("BENCH_ONLY")
+    if only:
+        groups = [g for g in groups if g["name"] in only.split(",")]
     logdir = os.path.dirname(os.path.abspath(results))
     os.makedirs(scratch, exist_ok=True)
     t0 = time.time()
@@ -252,7 +270,8 @@ def main():
         md += [f"## {g['name']}: {g['title']}", ""]
         md += table(g, rows)
         md.append("")
-        md.append("Commands (baseline first):")
+        md.append("Commands (baseline first):" if not g["base"] else
+                  "Commands (each allocator's untraced run first):")
         md.append("")
         for r in rows:
             md.append(f"- `{r['label']}`: `{r['cmd']}`")

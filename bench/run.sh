@@ -14,6 +14,8 @@
 #   CHURN_ITERS=8000000  churn iterations (about 0.65 s untraced here)
 #   BPF_ITERS=200000     churn iterations for the bpftrace group
 #   BENCH_QUICK=1        tiny sizes and 2 runs each: checks the harness only
+#   BENCH_ONLY=allocators   only the named groups (comma-separated: churn,
+#                        allocators, churnfill, churn2, bpftrace, perl, python)
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -144,8 +146,21 @@ else
 	BT_ERR="bpftrace not installed"
 fi
 
-JEMALLOC=""
-[ -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] && JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+# Other allocators (Debian's, LD_PRELOAD as a program linked with one gets
+# them), each with its floor: bench/floor-alloc.c built for it.
+LIBDIR=/usr/lib/x86_64-linux-gnu
+ALLOCS=""
+for a in jemalloc:libjemalloc.so.2:JE tcmalloc:libtcmalloc_minimal.so.4:TC mimalloc:libmimalloc.so.2:MI; do
+	name=${a%%:*} rest=${a#*:}
+	lib=$LIBDIR/${rest%%:*}
+	if [ -e "$lib" ]; then
+		$CC -O2 -fPIC -shared -ftls-model=initial-exec -Wall -Wextra -D${rest#*:} \
+			-o "$OUT/floor-$name.so" bench/floor-alloc.c -ldl
+		ALLOCS="$ALLOCS $name:$lib"
+	else
+		echo "bench: $lib not installed: $name left out (sh scripts/deps.sh peers)" >&2
+	fi
+done
 
 # --- the specification for compare.py ---------------------------------------
 q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
@@ -181,15 +196,35 @@ BT_HITS=$((BPF_ITERS * 125 / 64 + 8192))
 
 	echo "note churn memtap-stacks is --stacks at the default sampling (one sample per 512 KiB on average, with its call stack from the stack cache or libunwind); memtap-sample1 records every allocation with its stack (--stacks --sample=1)"
 
-	if [ -n "$JEMALLOC" ]; then
-		echo "group jemalloc churn on jemalloc (LD_PRELOAD=$JEMALLOC): jemalloc's own sampling profiler against memtap --stacks"
-		echo "cfg jemalloc jemalloc $REPS env LD_PRELOAD=$JEMALLOC $CHURN $CHURN_ITERS"
-		echo "cfg jemalloc jemalloc-prof $REPS env LD_PRELOAD=$JEMALLOC MALLOC_CONF=prof:true,prof_prefix:$SCRATCH/je $CHURN $CHURN_ITERS"
-		echo "cfg jemalloc memtap-stacks $REPS env LD_PRELOAD=$JEMALLOC $MEMTAP run -q --stacks -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
-		echo "check jemalloc ^churn: .*checksum"
-		echo "warmup jemalloc jemalloc memtap-stacks"
-		echo "events jemalloc $CALLS"
-		echo "note jemalloc the baseline of this group is churn on jemalloc without profiling; jemalloc-prof is MALLOC_CONF=prof:true (512 KiB mean sampling, its own backtraces)"
+	if [ -n "$ALLOCS" ]; then
+		# One group, every configuration interleaved with every other: each
+		# allocator's ratios are against its own untraced run (base lines).
+		echo "group allocators churn on glibc, jemalloc, tcmalloc and mimalloc (LD_PRELOAD): counting mode and --stacks on each, next to jemalloc's own profiler and each allocator's floor"
+		echo "cfg allocators glibc $REPS $CHURN $CHURN_ITERS"
+		echo "cfg allocators glibc-memtap $REPS $MEMTAP run -q -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+		echo "cfg allocators glibc-floor $REPS $FLOOR_INUSE $CHURN $CHURN_ITERS"
+		echo "cfg allocators glibc-stacks $REPS $MEMTAP run -q --stacks -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+		for a in $ALLOCS; do
+			name=${a%%:*} lib=${a#*:}
+			echo "cfg allocators $name $REPS env LD_PRELOAD=$lib $CHURN $CHURN_ITERS"
+			echo "cfg allocators $name-memtap $REPS env LD_PRELOAD=$lib $MEMTAP run -q -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+			echo "cfg allocators $name-floor $REPS env LD_PRELOAD=$OUT/floor-$name.so:$lib $CHURN $CHURN_ITERS"
+			echo "cfg allocators $name-slowpath $REPS env LD_PRELOAD=$lib MEMTAP_SLOW_PATH=1 $MEMTAP run -q -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+			echo "cfg allocators $name-stacks $REPS env LD_PRELOAD=$lib $MEMTAP run -q --stacks -o $SCRATCH/p -- $CHURN $CHURN_ITERS"
+			[ $name = jemalloc ] &&
+				echo "cfg allocators jemalloc-prof $REPS env LD_PRELOAD=$lib MALLOC_CONF=prof:true,prof_prefix:$SCRATCH/je $CHURN $CHURN_ITERS"
+			for c in memtap floor slowpath stacks prof; do
+				[ $c = prof ] && [ $name != jemalloc ] && continue
+				echo "base allocators $name-$c $name"
+			done
+		done
+		echo "check allocators ^churn: .*checksum"
+		echo "warmup allocators glibc glibc-memtap"
+		echo "events allocators $CALLS"
+		echo "note allocators each allocator's rows are against its own untraced run (column 'ratios against'); glibc's against glibc"
+		echo "note allocators NAME-floor is bench/floor-alloc.c for that allocator (glibc-floor: floor-inuse above): the figures of counting mode (calls, bytes and histograms per function, usable sizes, in-use and peak) kept by an LD_PRELOAD counter from the allocator's cheapest exact sources, with no thread registry, control or output"
+		echo "note allocators NAME-slowpath closes memtap's fast paths (MEMTAP_SLOW_PATH=1): what they save on that allocator"
+		echo "note allocators jemalloc-prof is jemalloc's own sampling heap profiler (MALLOC_CONF=prof:true: prof.active, 512 KiB mean sampling, its own backtraces), which counts no calls"
 	fi
 
 	echo "group churnfill malloc/free churn, 1 thread, $CHURN_ITERS iterations, every new block memset in full (churn FILL=1)"

@@ -17,7 +17,10 @@
  *   its own behalf; calls made then pass straight through, uncounted (this is
  *   the recursion guard, and it keeps operator new's inner malloc from being
  *   counted twice).  malloc's and free's fast paths do without it: they run
- *   only on glibc, whose malloc and free never call back through the PLT.
+ *   only on glibc, whose malloc and free never call back through the PLT, and
+ *   on jemalloc, tcmalloc and mimalloc, whose malloc and free call nothing we
+ *   interpose but mmap, munmap and sbrk, which do not count the allocator's
+ *   own calls (interpose.c, "other allocators").
  */
 #ifndef MEMTAP_AGENT_H
 #define MEMTAP_AGENT_H
@@ -101,7 +104,9 @@ struct mt_global {
 	int enabled;      /* 0: this process is not traced (e.g. --no-follow child) */
 	int active;       /* counting on (ctl activate/deactivate): mt_set_active */
 	int fast;         /* MT_FAST_*: which fast paths malloc/free may take (gate_update) */
+	int fast_alt;     /* MT_FAST_*: the same for jemalloc, tcmalloc or mimalloc (gate_update) */
 	int usable_fast;  /* glibc's chunk headers give usable sizes */
+	int alt_fast;     /* the allocator is jemalloc, tcmalloc or mimalloc and its self-test passed */
 	int lzcnt;        /* the CPU has LZCNT (the fast paths use it) */
 	int follow;       /* trace children and exec'd programs */
 	int finished;     /* the exit dump has been written */
@@ -372,8 +377,11 @@ int mt_resolve(void);
 int mt_hook_wrappers(void);
 /* Allocator identification for `stats`: "glibc", "jemalloc", ... */
 const char *mt_allocator_name(char *path, size_t pathlen);
-/* Enables reading glibc's chunk headers for usable sizes, if it checks out. */
+/* Enables the fast paths' usable sizes: glibc's chunk headers, or the
+ * size queries of jemalloc, tcmalloc or mimalloc, if a self-test agrees. */
 void mt_usable_check(void);
+/* Which fast paths malloc and free have: "glibc", "jemalloc", ... or "none". */
+const char *mt_fast_paths(void);
 
 /* Counting, inlined into every wrapper.  A thread's own block is written
  * with plain loads and stores (relaxed atomics, so concurrent readers see

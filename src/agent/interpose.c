@@ -5,6 +5,10 @@
  *
  * Until the real functions are resolved, allocations (made by dlsym itself)
  * are served from a static bootstrap buffer; frees of those are ignored.
+ *
+ * malloc and free have fast paths without the recursion guard: on glibc
+ * (usable sizes from its chunk headers) and on jemalloc, tcmalloc and
+ * mimalloc (usable sizes from their own queries: "other allocators" below).
  */
 #include <cpuid.h>
 #include <dlfcn.h>
@@ -227,23 +231,27 @@ static inline size_t glibc_usable(const void *p)
 	return (sz & ~(size_t)7) - 8 - ((sz & 2) << 2); /* IS_MMAPPED: 8 more */
 }
 
-#define USABLE(p) (likely(glibc_layout) ? glibc_usable(p) : real.usable(p))
+#define USABLE(p) (likely(glibc_layout) ? glibc_usable(p) : other_usable(p))
+
+static void alt_check(void);
 
 void mt_usable_check(void)
 {
 	char path[512];
-	if (strcmp(mt_allocator_name(path, sizeof(path)), "glibc") != 0 || !real.usable)
-		return;
-	static const size_t sizes[] = {0, 1, 24, 25, 100, 1000, 4000, 70000, 300000, 5 << 20};
-	int ok = 1;
-	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) && ok; i++) {
-		void *p = real.malloc(sizes[i]);
-		void *q = real.memalign(4096, sizes[i] + 1);
-		ok = p && q && glibc_usable(p) == real.usable(p) && glibc_usable(q) == real.usable(q);
-		real.free(p);
-		real.free(q);
+	if (strcmp(mt_allocator_name(path, sizeof(path)), "glibc") == 0 && real.usable) {
+		static const size_t sizes[] = {0, 1, 24, 25, 100, 1000, 4000, 70000, 300000, 5 << 20};
+		int ok = 1;
+		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) && ok; i++) {
+			void *p = real.malloc(sizes[i]);
+			void *q = real.memalign(4096, sizes[i] + 1);
+			ok = p && q && glibc_usable(p) == real.usable(p) && glibc_usable(q) == real.usable(q);
+			real.free(p);
+			real.free(q);
+		}
+		glibc_layout = ok; /* the gate is updated when options are read, just after */
+	} else {
+		alt_check();
 	}
-	glibc_layout = ok; /* the gate is updated when options are read, just after */
 	unsigned a, b, c, d;
 	mt_g.lzcnt = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c & bit_LZCNT);
 	/* MEMTAP_SLOW_PATH=1 keeps the fast paths closed: tests compare the two
@@ -263,6 +271,246 @@ static inline MT_FAST_TARGET unsigned fast_bucket(uint64_t v)
 	return 64 - (unsigned)_lzcnt_u64(v);
 }
 
+/* ---- other allocators: jemalloc, tcmalloc, mimalloc ----
+ *
+ * Their malloc and free get fast paths like glibc's (mt_g.fast_alt), with
+ * the usable sizes from each allocator's cheapest exact source:
+ * - allocating, the usable size of malloc(N) for N <= ALT_SMALL from a
+ *   table that the self-test fills from the allocator's own answers (every
+ *   size: a size class depends on N alone), else the block's size query;
+ * - freeing on jemalloc, what free released: jemalloc adds each freed
+ *   block's usable size to the thread's deallocated counter on every path
+ *   of free (thread_dalloc_event), and thread.deallocatedp gives its
+ *   address, "useful for avoiding the overhead of repeated mallctl*()
+ *   calls" (jemalloc(3)); two loads around the call, where its size query
+ *   (sallocx's code) costs 40 instructions.  (A signal handler that frees
+ *   on the same thread between the two loads -- free is not
+ *   async-signal-safe -- would have its bytes counted twice.)  A thread
+ *   whose counter cannot be had uses the size query, as below;
+ * - freeing on tcmalloc and mimalloc, the block's size query (tcmalloc's
+ *   GetAllocatedSize, mimalloc's mi_usable_size).  Knowing it, free hands
+ *   the block to tcmalloc's tc_free_sized, which skips the lookup free
+ *   would make (the usable size maps to the block's size class; past
+ *   256 KiB it looks the block up as free does; callgrind: 2 instructions
+ *   less a free); mimalloc's mi_free_size is mi_free.
+ *
+ * No recursion guard.  What malloc, free and the size queries of these
+ * builds call through the PLT (readelf -r, and the call sites in objdump -d,
+ * docs/BENCHMARKS.md): of the functions we interpose, only mmap, munmap and
+ * sbrk, from their page allocators, plus malloc/free/aligned_alloc from
+ * jemalloc's C++ operators and operator new from tcmalloc's
+ * MallocExtension::instance() on its first use (the self-test makes that
+ * first call, guarded) -- and our C++ operators set the guard before they
+ * call the allocator's.  The mmap family does not count a call whose return
+ * address lies in the allocator's code (alt_own_call), on every path, so
+ * the allocator's own mappings stay out of the figures as glibc's are.  A
+ * thread's allocator state (jemalloc's tsd, tcmalloc's thread cache) is
+ * made on its first call, which takes the slow path (the thread has no
+ * block yet), so under the guard.  tests/integration/58-allocators.t
+ * compares every figure with the slow path's on each allocator. */
+
+#define ALT_SMALL 4096
+
+enum { ALT_NONE, ALT_JEMALLOC, ALT_TCMALLOC, ALT_MIMALLOC };
+static const char *const alt_names[] = {"none", "jemalloc", "tcmalloc", "mimalloc"};
+
+static struct {
+	int kind;
+	/* The block's usable size, called as usable(p, p): the allocator's
+	 * malloc_usable_size(p) ignores the second argument, and tcmalloc's
+	 * TCMallocImplementation::GetAllocatedSize(this, p) ignores `this'
+	 * (the x86-64 calling convention passes both in registers). */
+	size_t (*usable)(const void *, const void *);
+	/* free of a block of known usable size: tcmalloc's tc_free_sized(p,
+	 * size), else the allocator's free(p), called with arguments they
+	 * ignore (as above). */
+	void (*free_sized)(void *, size_t, int);
+	/* jemalloc's mallctl: free reads the thread's deallocated counter. */
+	int (*mallctl)(const char *, void *, size_t *, void *, size_t);
+	uintptr_t text_lo, text_hi; /* the allocator's code */
+	uint16_t small[ALT_SMALL / 8 + 1]; /* usable size of malloc(N) at (N + 7) / 8 */
+} alt;
+
+struct text_find {
+	uintptr_t addr, lo, hi;
+};
+
+/* The executable segment that holds ADDR. */
+static int text_find_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct text_find *f = arg;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+			continue;
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+		if (f->addr - lo < ph->p_memsz) {
+			f->lo = lo;
+			f->hi = lo + ph->p_memsz;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static inline int in_alt_text(const void *f)
+{
+	return (uintptr_t)f - alt.text_lo < alt.text_hi - alt.text_lo;
+}
+
+/* A call made by the allocator's own code: not the program's. */
+static inline int alt_own_call(const void *ret)
+{
+	return unlikely(in_alt_text(ret));
+}
+
+/* NAME, if the object that provides malloc defines it. */
+static void *alt_sym(const char *name)
+{
+	void *f = real_lookup(mt_g.attached_mode ? RTLD_DEFAULT : RTLD_NEXT, name);
+	return f && in_alt_text(f) ? f : NULL;
+}
+
+/* The calling thread's deallocated counter in jemalloc (thread.deallocatedp),
+ * or NULL until its first free on the fast path asks for it. */
+static __thread uint64_t *je_freed __attribute__((tls_model("initial-exec")));
+
+static __attribute__((noinline)) uint64_t *je_freed_get(void)
+{
+	uint64_t *d = NULL;
+	size_t len = sizeof(d);
+	int busy = mt_tls_busy;
+	mt_tls_busy = 1;
+	if (alt.mallctl("thread.deallocatedp", &d, &len, NULL, 0) != 0 || len != sizeof(d))
+		d = NULL;
+	mt_tls_busy = busy;
+	return je_freed = d;
+}
+
+/* free as the fast path does it: the bytes it released, or 0 when this
+ * thread's jemalloc counter could not be had. */
+static size_t alt_release(void *p, size_t u)
+{
+	if (alt.mallctl) {
+		uint64_t *d = je_freed ? je_freed : je_freed_get();
+		if (!d)
+			return 0;
+		uint64_t before = __atomic_load_n(d, __ATOMIC_RELAXED);
+		real.free(p);
+		return (size_t)(__atomic_load_n(d, __ATOMIC_RELAXED) - before);
+	}
+	alt.free_sized(p, u, 0);
+	return u;
+}
+
+/* Fills alt.small and checks what the fast paths rely on: every size up to
+ * ALT_SMALL, where the size query must agree with the allocator's pure size
+ * computation (NALLOC: jemalloc's and tcmalloc's nallocx, mimalloc's
+ * mi_good_size), and free on each block as the fast path frees it, which on
+ * jemalloc must release what the size query said.  1 when all holds. */
+static int alt_selftest(size_t (*nalloc)(size_t, int))
+{
+	for (size_t n = 0; n <= ALT_SMALL; n++) {
+		void *p = real.malloc(n);
+		if (!p)
+			return 0;
+		size_t u = alt.usable(p, p), k = (n + 7) / 8;
+		if (u < n || u > UINT16_MAX || u != nalloc(n ? n : 1, 0)) {
+			real.free(p);
+			return 0;
+		}
+		/* The first size of each group of eight sets the entry; the
+		 * others must agree (n = 0 has an entry of its own). */
+		int first = n == 0 || (n & 7) == 1;
+		if (first)
+			alt.small[k] = (uint16_t)u;
+		if (alt_release(p, u) != u || (!first && alt.small[k] != u))
+			return 0;
+	}
+	/* A block past the table, and one the allocator maps for itself. */
+	static const size_t big[] = {ALT_SMALL + 1, 70000, 5 << 20};
+	for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+		void *p = real.malloc(big[i]);
+		if (!p)
+			return 0;
+		size_t u = alt.usable(p, p);
+		if (alt_release(p, u) != u || u < big[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* The slow paths' usable size on an allocator other than glibc: the fast
+ * paths' size query once the self-test has passed (tcmalloc's
+ * malloc_usable_size answers 0 before its module initializer has run),
+ * else its malloc_usable_size. */
+static inline size_t other_usable(void *p)
+{
+	return alt.usable ? alt.usable(p, p) : real.usable(p);
+}
+
+/* free's fast path on these allocators (free_alt_je, free_alt_query, with
+ * the wrappers below), chosen by alt_check. */
+static void free_alt_none(struct mt_thread *t, void *p);
+static void free_alt_je(struct mt_thread *t, void *p);
+static void free_alt_query(struct mt_thread *t, void *p);
+static void (*free_alt)(struct mt_thread *t, void *p) = free_alt_none;
+
+/* Which allocator provides malloc, by what its object defines (a renamed
+ * library, or one linked into the program, is still recognised), and
+ * whether its fast paths check out.  Called guarded, from mt_usable_check:
+ * the first calls of the size queries may allocate (tcmalloc's). */
+static void alt_check(void)
+{
+	struct text_find f = {(uintptr_t)real.malloc, 0, 0};
+	if (!real.malloc || !real.usable || !dl_iterate_phdr(text_find_cb, &f))
+		return;
+	alt.text_lo = f.lo;
+	alt.text_hi = f.hi;
+	alt.free_sized = (void (*)(void *, size_t, int))(void *)real.free;
+	void *usable = NULL, *sd, *na;
+	if (alt_sym("sallocx") && (na = alt_sym("nallocx")) && (sd = alt_sym("mallctl"))) {
+		alt.kind = ALT_JEMALLOC;
+		usable = alt_sym("malloc_usable_size");
+		alt.mallctl = (int (*)(const char *, void *, size_t *, void *, size_t))sd;
+	} else if (alt_sym("tc_malloc_size") && (na = alt_sym("tc_nallocx")) && (sd = alt_sym("tc_free_sized"))) {
+		alt.kind = ALT_TCMALLOC;
+		/* tc_malloc_size asks MallocExtension::instance(), which is
+		 * the base class (answering 0) until tcmalloc's module
+		 * initializer has run -- after our first malloc, often -- and
+		 * for ever under valgrind; the implementation's own method is
+		 * also one call instead of three. */
+		usable = alt_sym("_ZN22TCMallocImplementation16GetAllocatedSizeEPKv");
+		alt.free_sized = (void (*)(void *, size_t, int))sd;
+	} else if ((usable = alt_sym("mi_usable_size")) && (na = alt_sym("mi_good_size")) && alt_sym("mi_free")) {
+		alt.kind = ALT_MIMALLOC;
+	} else {
+		alt.kind = ALT_NONE;
+	}
+	alt.usable = (size_t (*)(const void *, const void *))usable;
+	if (alt.kind == ALT_NONE || !alt.usable || !alt_selftest((size_t (*)(size_t, int))na)) {
+		/* The slow paths only; the mmap family still leaves out a
+		 * known allocator's own calls. */
+		if (alt.kind == ALT_NONE)
+			alt.text_lo = alt.text_hi = 0;
+		alt.mallctl = NULL;
+		alt.usable = NULL;
+		return;
+	}
+	free_alt = alt.mallctl ? free_alt_je : free_alt_query;
+	mt_g.alt_fast = 1;
+}
+
+const char *mt_fast_paths(void)
+{
+	if (!mt_g.lzcnt)
+		return "none";
+	if (mt_g.usable_fast)
+		return "glibc";
+	return mt_g.alt_fast ? alt_names[alt.kind] : "none";
+}
+
 /* The allocator's usable size of P, asked with the recursion guard set:
  * tcmalloc's malloc_usable_size calls operator new on first use.  (The
  * hottest paths, malloc and free, ask inside their own guarded window.) */
@@ -271,7 +519,7 @@ static inline size_t usable_size(void *p)
 	if (likely(glibc_layout))
 		return glibc_usable(p);
 	mt_tls_busy = 1;
-	size_t u = real.usable(p);
+	size_t u = other_usable(p);
 	mt_tls_busy = 0;
 	return u;
 }
@@ -303,15 +551,30 @@ static __attribute__((noinline)) void *malloc_slow(size_t n);
 MT_EXPORT MT_FAST_TARGET void *malloc(size_t n)
 {
 	struct mt_thread *t = mt_tls_thread;
-	if (likely(t != NULL) && likely(!mt_tls_busy) && likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED))) {
-		/* No recursion guard: the gate is open only on glibc, whose malloc
-		 * and free never call back through the PLT. */
-		void *p = real.malloc(n);
-		if (likely(p != NULL))
-			mt_alloc_own(t, MT_FN_MALLOC, n, fast_bucket(n), glibc_usable(p), p, MT_CFA);
-		else
-			mt_count(t, MT_FN_MALLOC, n, 1);
-		return p;
+	if (likely(t != NULL) && likely(!mt_tls_busy)) {
+		if (likely(__atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED))) {
+			/* No recursion guard: the gate is open only on glibc, whose
+			 * malloc and free never call back through the PLT. */
+			void *p = real.malloc(n);
+			if (likely(p != NULL))
+				mt_alloc_own(t, MT_FN_MALLOC, n, fast_bucket(n), glibc_usable(p), p, MT_CFA);
+			else
+				mt_count(t, MT_FN_MALLOC, n, 1);
+			return p;
+		}
+		/* jemalloc, tcmalloc, mimalloc: tested only when glibc's gate is
+		 * shut, so glibc's path is what it was.  No guard either (see
+		 * "other allocators"). */
+		if (__atomic_load_n(&mt_g.fast_alt, __ATOMIC_RELAXED)) {
+			void *p = real.malloc(n);
+			if (likely(p != NULL)) {
+				size_t u = likely(n <= ALT_SMALL) ? alt.small[(n + 7) / 8] : alt.usable(p, p);
+				mt_alloc_own(t, MT_FN_MALLOC, n, fast_bucket(n), u, p, MT_CFA);
+			} else {
+				mt_count(t, MT_FN_MALLOC, n, 1);
+			}
+			return p;
+		}
 	}
 	return malloc_slow(n);
 }
@@ -342,15 +605,64 @@ MT_EXPORT MT_FAST_TARGET void free(void *p)
 {
 	struct mt_thread *t = mt_tls_thread;
 	int gate = __atomic_load_n(&mt_g.fast, __ATOMIC_RELAXED);
-	if (likely(t != NULL) && likely(!mt_tls_busy) &&
-	    likely(gate == MT_FAST_PLAIN || (gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
-	    likely(p != NULL) && likely(!is_boot(p))) {
-		size_t u = glibc_usable(p);
-		mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
-		mt_inuse_down(t, (int64_t)u);
-		real.free(p); /* glibc: no recursion guard needed (see malloc) */
+	if (likely(t != NULL) && likely(!mt_tls_busy)) {
+		if (likely(gate == MT_FAST_PLAIN || (gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
+		    likely(p != NULL) && likely(!is_boot(p))) {
+			size_t u = glibc_usable(p);
+			mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
+			mt_inuse_down(t, (int64_t)u);
+			real.free(p); /* glibc: no recursion guard needed (see malloc) */
+			return;
+		}
+		/* jemalloc, tcmalloc, mimalloc: glibc's gate is shut.  The
+		 * same test on their gate, then the path out of line, so that
+		 * free keeps the frame glibc's path needs. */
+		if (gate == MT_FAST_OFF) {
+			int alt_gate = __atomic_load_n(&mt_g.fast_alt, __ATOMIC_RELAXED);
+			if ((alt_gate == MT_FAST_PLAIN || (alt_gate == MT_FAST_FILTER && !mt_live_maybe(p))) &&
+			    likely(p != NULL) && likely(!is_boot(p))) {
+				free_alt(t, p);
+				return;
+			}
+		}
+	}
+	free_slow(p);
+}
+
+/* free on tcmalloc and mimalloc, once free has checked the gate and P:
+ * glibc's fast path with the allocator's size query, then tcmalloc's sized
+ * free (see "other allocators"). */
+static __attribute__((noinline)) MT_FAST_TARGET void free_alt_query(struct mt_thread *t, void *p)
+{
+	size_t u = alt.usable(p, p);
+	mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
+	mt_inuse_down(t, (int64_t)u);
+	alt.free_sized(p, u, 0);
+}
+
+/* free on jemalloc: free, then what it released, from the thread's
+ * deallocated counter.  The thread's block and counter are read again after
+ * the call, from thread-local storage: one load each, where keeping them
+ * would cost a register save and restore each. */
+static __attribute__((noinline)) MT_FAST_TARGET void free_alt_je(struct mt_thread *t, void *p)
+{
+	uint64_t *d = je_freed;
+	if (unlikely(d == NULL) && !(d = je_freed_get())) {
+		free_alt_query(t, p); /* no counter for this thread: the size query */
 		return;
 	}
+	uint64_t before = __atomic_load_n(d, __ATOMIC_RELAXED);
+	real.free(p);
+	d = __atomic_load_n(&je_freed, __ATOMIC_RELAXED);
+	t = __atomic_load_n(&mt_tls_thread, __ATOMIC_RELAXED);
+	size_t u = (size_t)(__atomic_load_n(d, __ATOMIC_RELAXED) - before);
+	mt_count_bucket(t, MT_FN_FREE, u, fast_bucket(u));
+	mt_inuse_down(t, (int64_t)u);
+}
+
+static void free_alt_none(struct mt_thread *t, void *p)
+{
+	(void)t;
 	free_slow(p);
 }
 
@@ -594,9 +906,14 @@ MT_EXPORT void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *p, size_t al, const voi
 
 /* ---- address-space functions (calls made through the PLT) ---- */
 
+/* The allocator's own calls (jemalloc's, tcmalloc's, mimalloc's page
+ * allocators: glibc's malloc maps memory without the PLT) are not counted:
+ * see "other allocators". */
+#define OWN_CALL() alt_own_call(__builtin_return_address(0))
+
 MT_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	struct mt_thread *t = mt_enter();
+	struct mt_thread *t = OWN_CALL() ? NULL : mt_enter();
 	if (unlikely(!real.mmap)) {
 		long r = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
 		if (r < 0 && r > -4096) {
@@ -616,7 +933,7 @@ MT_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_
 
 MT_EXPORT int munmap(void *addr, size_t len)
 {
-	struct mt_thread *t = mt_enter();
+	struct mt_thread *t = OWN_CALL() ? NULL : mt_enter();
 	int r = real.munmap ? real.munmap(addr, len) : (int)syscall(SYS_munmap, addr, len);
 	if (likely(t))
 		mt_count(t, MT_FN_MUNMAP, len, r != 0);
@@ -632,7 +949,7 @@ MT_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
 		newaddr = va_arg(ap, void *);
 		va_end(ap);
 	}
-	struct mt_thread *t = mt_enter();
+	struct mt_thread *t = OWN_CALL() ? NULL : mt_enter();
 	void *p = real.mremap(old, oldlen, newlen, flags, newaddr);
 	if (likely(t))
 		mt_count(t, MT_FN_MREMAP, newlen, p == MAP_FAILED);
@@ -641,7 +958,7 @@ MT_EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)
 
 MT_EXPORT int brk(void *addr)
 {
-	struct mt_thread *t = mt_enter();
+	struct mt_thread *t = OWN_CALL() ? NULL : mt_enter();
 	void *before = t && real.sbrk ? real.sbrk(0) : NULL;
 	int r = real.brk(addr);
 	if (likely(t)) {
@@ -653,7 +970,7 @@ MT_EXPORT int brk(void *addr)
 
 MT_EXPORT void *sbrk(intptr_t incr)
 {
-	struct mt_thread *t = mt_enter();
+	struct mt_thread *t = OWN_CALL() ? NULL : mt_enter();
 	void *p = real.sbrk(incr);
 	if (likely(t))
 		mt_count(t, MT_FN_SBRK, incr > 0 ? (uint64_t)incr : 0, p == (void *)-1);

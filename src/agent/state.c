@@ -131,7 +131,8 @@ void mt_scratch_init(struct mt_buf *b)
 /* ---- the fast-path gate ---- */
 
 /* malloc and free take their fast path when counting is on, usable sizes
- * can be read from glibc's chunk headers and the CPU has LZCNT (the fast
+ * can be read from glibc's chunk headers (or asked cheaply of jemalloc,
+ * tcmalloc or mimalloc: mt_g.fast_alt) and the CPU has LZCNT (the fast
  * paths' histogram bucket).  The gate's value tells free which fast path:
  * MT_FAST_PLAIN (nothing tracked), MT_FAST_FILTER (sampled call sites: ask
  * the live table's filter first), MT_FAST_MALLOC (every allocation tracked,
@@ -139,13 +140,16 @@ void mt_scratch_init(struct mt_buf *b)
 static void gate_update(void)
 {
 	int fast = MT_FAST_OFF;
-	if (__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.usable_fast && mt_g.lzcnt) {
+	if (__atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) && mt_g.lzcnt) {
 		if (!__atomic_load_n(&mt_g.tracking, __ATOMIC_RELAXED))
 			fast = MT_FAST_PLAIN;
 		else
 			fast = mt_g.sample_period > 1 ? MT_FAST_FILTER : MT_FAST_MALLOC;
 	}
-	__atomic_store_n(&mt_g.fast, fast, __ATOMIC_RELEASE);
+	/* Two gates, so that glibc's fast paths test the one they always did
+	 * and the other allocators' are tested only when glibc's is closed. */
+	__atomic_store_n(&mt_g.fast, mt_g.usable_fast ? fast : MT_FAST_OFF, __ATOMIC_RELEASE);
+	__atomic_store_n(&mt_g.fast_alt, mt_g.alt_fast ? fast : MT_FAST_OFF, __ATOMIC_RELEASE);
 }
 
 void mt_set_active(int on)

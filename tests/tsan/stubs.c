@@ -27,6 +27,11 @@ void mt_usable_check(void)
 {
 }
 
+const char *mt_fast_paths(void)
+{
+	return "none";
+}
+
 /* The GOT hooks of the interposed functions: none here (attach mode still
  * hooks dlopen, in custom.c). */
 int mt_hook_wrappers(void)
