@@ -106,7 +106,7 @@ AGENT_OBJ := $(patsubst src/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC) $(CORE_SRC)) \
 	$(patsubst src/%.S,$(BUILD)/agent/%.o,$(AGENT_ASM))
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(RENDER_SRC) $(CORE_SRC) $(INJECT_SRC)) $(PROTO_C:.c=.o)
 CLI_OBJ := $(patsubst src/%.c,$(BUILD)/cli/%.o,$(CLI_SRC)) $(LIB_OBJ)
-CLI_LIBS := $(LIBS) -lelf -ldw -liberty $(if $(PROTO_SRC),-lprotobuf-c) -lbpf -lZydis
+CLI_LIBS := $(LIBS) -lelf -ldw -liberty -lncursesw $(if $(PROTO_SRC),-lprotobuf-c) -lbpf -lZydis
 
 # The export map, from the one list of traced functions.
 $(BUILD)/gen/exports.map: src/agent/exports.map.in include/memtap/funcs.def

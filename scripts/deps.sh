@@ -8,9 +8,9 @@
 # Not root: prints the apt-get command to run.
 set -u
 
-build="gcc g++ make pkg-config libc6-dev zlib1g-dev libelf-dev libdw-dev libiberty-dev libunwind-dev protobuf-c-compiler libprotobuf-c-dev libbpf-dev bpftool clang llvm libzydis-dev"
+build="gcc g++ make pkg-config libc6-dev zlib1g-dev libncurses-dev libelf-dev libdw-dev libiberty-dev libunwind-dev protobuf-c-compiler libprotobuf-c-dev libbpf-dev bpftool clang llvm libzydis-dev"
 test="libcmocka-dev jq procps util-linux libtsan2"
-peers="apache2 curl libjemalloc2 libjemalloc-dev valgrind golang-go libtcmalloc-minimal4 libmimalloc2.0 redis-server redis-tools wrk bpftrace nginx-light postgresql"
+peers="apache2 curl chromium tmux prometheus libjemalloc2 libjemalloc-dev valgrind golang-go libtcmalloc-minimal4 libmimalloc2.0 redis-server redis-tools wrk bpftrace nginx-light postgresql"
 bench="heaptrack valgrind bpftrace hyperfine"
 
 groups=${*:-build test}

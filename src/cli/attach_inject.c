@@ -272,7 +272,7 @@ int mt_attach_inject(const struct mt_attach_req *r)
 	double end = r->seconds > 0 ? now_s() + r->seconds : 0;
 	int ret = 0;
 	while (!stop_requested && (!end || now_s() < end)) {
-		usleep(50000);
+		mt_session_wait(sess, 50, NULL);
 		mt_session_poll(sess);
 		size_t n;
 		const struct mt_member *m = mt_session_members(sess, &n);

@@ -144,8 +144,7 @@ static int wait_attached(struct mt_ebpf *e, struct mt_session *sess, pid_t pid, 
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (!stop_sig) {
-		struct timespec nap = {0, 50 * 1000 * 1000};
-		nanosleep(&nap, NULL);
+		mt_session_wait(sess, 50, NULL);
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		double el = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
 		if (seconds > 0 && el >= seconds)
@@ -256,8 +255,7 @@ static void wait_run_child(struct mt_session *sess, int *status)
 			return;
 		if (r == 0) {
 			mt_session_poll(sess);
-			struct timespec nap = {0, 20 * 1000 * 1000};
-			nanosleep(&nap, NULL);
+			mt_session_wait(sess, 20, NULL);
 		}
 	}
 }

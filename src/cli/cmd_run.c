@@ -211,12 +211,8 @@ int cmd_run(int argc, char **argv)
 		mt_session_poll(sess);
 		/* Woken early by SIGCHLD; otherwise every 20 ms. */
 		sigprocmask(SIG_BLOCK, &chld, &old);
-		if (!got_child) {
-			struct timespec ts = {0, 20 * 1000000};
-			sigset_t none;
-			sigemptyset(&none);
-			ppoll(NULL, 0, &ts, &old);
-		}
+		if (!got_child)
+			mt_session_wait(sess, 20, &old);
 		got_child = 0;
 		sigprocmask(SIG_SETMASK, &old, NULL);
 	}

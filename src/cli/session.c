@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,16 @@ struct mt_session {
 	struct mt_ebpf_proc *procs;
 	int root;                 /* the process the session started (run), or 0 */
 	char root_error[512];     /* why its live file could not be read */
+	struct mt_session_observer obs[MT_SESSION_OBSERVERS];
+	uint64_t obs_next_ns[MT_SESSION_OBSERVERS];
+	size_t nobs;
+	struct pollfd fds[MT_SESSION_FDS];
+	struct {
+		void (*ready)(struct mt_session *s, int fd, short revents, void *arg);
+		void *arg;
+	} fdcb[MT_SESSION_FDS];
+	size_t nfds;
+	size_t nended; /* members told to observers as ended */
 };
 
 static uint64_t mono_ns(void)
@@ -380,6 +391,9 @@ static int write_profile(struct mt_session *s, struct mt_member *m, struct mt_pr
 	if (!ret) {
 		m->seq = seq + 1;
 		remember(s, out);
+		for (size_t i = 0; i < s->nobs; i++)
+			if (s->obs[i].wrote)
+				s->obs[i].wrote(s, m, p, out, s->obs[i].arg);
 	}
 	return ret;
 }
@@ -589,7 +603,95 @@ static size_t poll_ebpf(struct mt_session *s)
 	return running;
 }
 
+/* The observers' share of a poll: ticks that are due, members that ended. */
+static void observe(struct mt_session *s)
+{
+	uint64_t now = mono_ns();
+	for (size_t i = 0; i < s->nobs; i++) {
+		if (!s->obs[i].tick || now < s->obs_next_ns[i])
+			continue;
+		s->obs_next_ns[i] = now + s->obs[i].every_ms * 1000000u;
+		s->obs[i].tick(s, s->obs[i].arg);
+	}
+	for (size_t j = 0; j < s->n; j++) {
+		struct mt_member *m = &s->m[j];
+		if (m->state == MT_MEMBER_RUNNING || m->observed_end)
+			continue;
+		m->observed_end = 1;
+		for (size_t i = 0; i < s->nobs; i++)
+			if (s->obs[i].ended)
+				s->obs[i].ended(s, m, s->obs[i].arg);
+	}
+}
+
+int mt_session_observe(struct mt_session *s, const struct mt_session_observer *o)
+{
+	if (s->nobs >= MT_SESSION_OBSERVERS)
+		return -ENOSPC;
+	s->obs[s->nobs] = *o;
+	s->obs_next_ns[s->nobs++] = 0;
+	return 0;
+}
+
+int mt_session_watch_fd(struct mt_session *s, int fd, short events,
+			void (*ready)(struct mt_session *s, int fd, short revents, void *arg), void *arg)
+{
+	if (s->nfds >= MT_SESSION_FDS)
+		return -ENOSPC;
+	s->fds[s->nfds] = (struct pollfd){.fd = fd, .events = events};
+	s->fdcb[s->nfds].ready = ready;
+	s->fdcb[s->nfds++].arg = arg;
+	return 0;
+}
+
+void mt_session_unwatch_fd(struct mt_session *s, int fd)
+{
+	for (size_t i = 0; i < s->nfds; i++)
+		if (s->fds[i].fd == fd) {
+			s->nfds--;
+			s->fds[i] = s->fds[s->nfds];
+			s->fdcb[i] = s->fdcb[s->nfds];
+			return;
+		}
+}
+
+void mt_session_wait(struct mt_session *s, unsigned ms, const sigset_t *mask)
+{
+	uint64_t end = mono_ns() + (uint64_t)ms * 1000000u;
+	for (;;) {
+		uint64_t now = mono_ns();
+		if (now >= end)
+			return;
+		struct timespec ts = {(time_t)((end - now) / 1000000000u), (long)((end - now) % 1000000000u)};
+		/* A copy: callbacks may watch or unwatch descriptors. */
+		struct pollfd fds[MT_SESSION_FDS];
+		size_t n = s->nfds;
+		memcpy(fds, s->fds, n * sizeof(*fds));
+		int r = ppoll(n ? fds : NULL, n, &ts, mask);
+		if (r <= 0)
+			return; /* the time is up, or a signal (EINTR): the caller looks */
+		for (size_t i = 0; i < n; i++) {
+			if (!fds[i].revents)
+				continue;
+			for (size_t j = 0; j < s->nfds; j++)
+				if (s->fds[j].fd == fds[i].fd) {
+					s->fdcb[j].ready(s, fds[i].fd, fds[i].revents, s->fdcb[j].arg);
+					break;
+				}
+		}
+	}
+}
+
+static size_t poll_members(struct mt_session *s);
+
 size_t mt_session_poll(struct mt_session *s)
+{
+	size_t running = poll_members(s);
+	observe(s);
+	return running;
+}
+
+static size_t poll_members(struct mt_session *s)
 {
 	size_t running = 0;
 	if (s->ebpf)
@@ -733,5 +835,6 @@ int mt_session_finish(struct mt_session *s, int detaching)
 		}
 		failed += m->error[0] != 0;
 	}
+	observe(s);
 	return failed;
 }

@@ -24,6 +24,7 @@
 #ifndef MEMTAP_CLI_SESSION_H
 #define MEMTAP_CLI_SESSION_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,7 @@ struct mt_member {
 	uint32_t nmaps;
 	uint64_t maps_gen, maps_ns;
 	uint64_t cmd_ns;      /* when its command line was read last */
+	int observed_end;     /* observers were told it ended */
 };
 
 struct mt_session;
@@ -99,6 +101,40 @@ int mt_session_dump(struct mt_session *s, int pid, uint32_t reason, char *out, s
  * DETACHING, else they are left to write their own at exit); members that
  * ended get their final one.  Returns how many profiles could not be written. */
 int mt_session_finish(struct mt_session *s, int detaching);
+/*
+ * Observers: the parts of the memtap command that follow the session's
+ * members while they run (timelines, `memtap top`, the metrics endpoint).
+ * TICK runs from mt_session_poll() at most every EVERY_MS (0: every poll);
+ * WROTE runs for every profile the session writes (periodic, final,
+ * detach: P->reason and P->end say which) before it is freed; ENDED runs
+ * once per member when the session is done with it (its final profile, if
+ * any, went through WROTE first).  Any callback may be NULL.  At most
+ * MT_SESSION_OBSERVERS; -ENOSPC beyond.
+ */
+#define MT_SESSION_OBSERVERS 8
+struct mt_session_observer {
+	void (*tick)(struct mt_session *s, void *arg);
+	void (*wrote)(struct mt_session *s, const struct mt_member *m, const struct mt_profile *p,
+		      const char *path, void *arg);
+	void (*ended)(struct mt_session *s, const struct mt_member *m, void *arg);
+	void *arg;
+	uint64_t every_ms;
+};
+int mt_session_observe(struct mt_session *s, const struct mt_session_observer *o);
+
+/* Descriptors the session's wait wakes up for (the endpoint's sockets):
+ * READY runs from mt_session_wait() with the poll revents.  At most
+ * MT_SESSION_FDS; -ENOSPC beyond.  Unwatch before closing FD. */
+#define MT_SESSION_FDS 64
+int mt_session_watch_fd(struct mt_session *s, int fd, short events,
+			void (*ready)(struct mt_session *s, int fd, short revents, void *arg), void *arg);
+void mt_session_unwatch_fd(struct mt_session *s, int fd);
+/* The one wait of every session loop (run, attach by inject or eBPF):
+ * sleeps up to MS milliseconds, less when a watched descriptor is ready
+ * (its callback runs) or a signal arrives.  MASK is the signal mask during
+ * the wait (ppoll's), NULL for the current one.  Returns after at most MS. */
+void mt_session_wait(struct mt_session *s, unsigned ms, const sigset_t *mask);
+
 /* Members, in the order they were found (the root first). */
 const struct mt_member *mt_session_members(const struct mt_session *s, size_t *n);
 /* The profiles this session wrote. */
