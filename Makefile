@@ -54,6 +54,10 @@ UNIT := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 FIXTURE_SRC := $(wildcard tests/fixtures/*.c tests/fixtures/*.cc)
 # tests/fixtures/lib*.c are libraries, not programs: they have rules of their own.
 FIXTURE_SRC := $(filter-out tests/fixtures/lib%.c,$(FIXTURE_SRC))
+# APR's fixture needs Debian's libapr1-dev (scripts/deps.sh test): without
+# it the fixture is left out and the tests that use it skip, saying so.
+APR_FLAGS := $(shell pkg-config --cflags --libs apr-1 2>/dev/null)
+FIXTURE_SRC := $(filter-out tests/fixtures/apr_conn.c,$(FIXTURE_SRC))
 FIXTURES := $(patsubst tests/fixtures/%,$(BUILD)/tests/fixtures/%,$(basename $(FIXTURE_SRC)))
 
 all: $(CLI) $(AGENT) $(DEMO)
@@ -140,6 +144,25 @@ $(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/fixtures/read_line.h
 	$(msg) CC $@
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -Wno-unused-result $< -o $@ -lpthread -ldl
+
+# seeds/002's pools (--pools): linked with libapr, and a program that
+# dlopens a library linked with it.
+ifneq ($(APR_FLAGS),)
+APRFIX := $(BUILD)/tests/fixtures/apr_conn $(BUILD)/tests/fixtures/apr_conn_dl $(BUILD)/tests/fixtures/libapr_conn.so
+FIXTURES += $(APRFIX)
+$(BUILD)/tests/fixtures/apr_conn: tests/fixtures/apr_conn.c
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) $< -o $@ $(APR_FLAGS)
+$(BUILD)/tests/fixtures/apr_conn_dl: tests/fixtures/apr_conn.c
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -DAPR_CONN_DL $< -o $@ -ldl
+$(BUILD)/tests/fixtures/libapr_conn.so: tests/fixtures/apr_conn.c
+	$(msg) CC $@
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(BASE_CFLAGS) -DAPR_CONN_LIB -fPIC -shared $< -o $@ $(APR_FLAGS)
+endif
 
 # --stacks with --via=ebpf walks frame pointers: this fixture keeps them.
 $(BUILD)/tests/fixtures/fp_stacks: CFLAGS += -fno-omit-frame-pointer

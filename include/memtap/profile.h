@@ -174,6 +174,8 @@ struct mt_profile {
 	/* Pools (-f FUNC:pool=argM), in no particular order. */
 	uint32_t npools;
 	struct mt_pool *pools;
+	/* pools part: APR pool lifetimes (--pools), NULL when off (memtap/pools.h). */
+	struct mt_apr *apr;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */

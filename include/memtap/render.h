@@ -30,6 +30,15 @@ int mt_render_text(FILE *out, const struct mt_report_item *items, size_t n);
 /* {"processes":[...]} as documented in docs/FORMAT.md. */
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n);
 
+/* APR pools (--pools, memtap/pools.h): the text section (FULL: with the
+ * tree of live pools and the quantize tables; else the tags and the pools
+ * that only grow), the JSON keys "pools" and "pool_summary" (each with its
+ * leading comma), and the event log in APR's pool-debug line format over
+ * every item.  Nothing for a profile without pools. */
+int mt_render_pools_text(FILE *out, const struct mt_profile *p, int full);
+void mt_render_pools_json(FILE *out, const struct mt_profile *p);
+int mt_render_pools_log(FILE *out, const struct mt_report_item *items, size_t n);
+
 /*
  * Heap-profile exports of the call sites recorded with --stacks.  Site
  * counts are raw samples; exports that carry estimates un-sample them with

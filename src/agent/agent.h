@@ -362,6 +362,18 @@ const char *mt_custom_error(void);
 /* The end of an attach session: -f hooks inert, no -f functions. */
 void mt_custom_stop(void);
 
+/* pools.c: --pools, APR pool lifetimes (memtap/pools.h).  mt_apr_start()
+ * makes the table (once), publishes it and registers the GOT hooks of the
+ * libapr functions found so far (FRESH: a new attach session empties it);
+ * mt_apr_resolve() again after a dlopen; mt_apr_stop() at detach, after the
+ * hooks were made inert. */
+int mt_apr_start(int enable, int fresh);
+int mt_apr_enabled(void);
+void mt_apr_resolve(void);
+void mt_apr_reset(void);
+void mt_apr_fork_child(void);
+void mt_apr_stop(void);
+
 /* control.c */
 int mt_control_start(void);
 void mt_control_stop(void);

@@ -469,6 +469,7 @@ out:
 	mt_sys_unmap(sum, sizeof(*sum));
 	mt_sites_foreach(reset_site, NULL);
 	mt_pools_zero();
+	mt_apr_reset();
 }
 
 /* ---- dumps ----
@@ -559,9 +560,14 @@ static void set_prefix(const char *dir, const char *name)
 
 /* The options every way of starting a session gives the agent (the
  * environment for `memtap run`, the words of `ctl attach`), by name. */
+static int opt_pools; /* --pools: this session's */
 static int set_option(const char *name, const char *v, int *stacks, uint64_t *sample, int *inactive,
 		      const char **funcs)
 {
+	if (!strcmp(name, "pools")) {
+		opt_pools = v[0] == '1';
+		return 0;
+	}
 	if (!strcmp(name, "prefix") && v[0] == '/')
 		set_prefix("", v);
 	else if (!strcmp(name, "stacks"))
@@ -607,6 +613,7 @@ int mt_attach(char *options, char *out, size_t outlen)
 	int stacks = 0, inactive = 0;
 	uint64_t sample = 0;
 	const char *funcs = NULL;
+	opt_pools = 0;
 	for (char *w = strtok(options, " "); w; w = strtok(NULL, " ")) {
 		char *eq = strchr(w, '=');
 		if (!eq || mt_ctl_unescape(eq + 1) < 0) {
@@ -632,6 +639,10 @@ int mt_attach(char *options, char *out, size_t outlen)
 		}
 	}
 	rearm_threads();
+	if (mt_apr_start(opt_pools, 1) < 0) {
+		snprintf(out, outlen, "--pools: no room for the pool table in the live file");
+		return -ENOMEM;
+	}
 	mt_set_active(!inactive);
 	int slots = mt_hooks_start(1);
 	if (slots < 0) {
@@ -803,6 +814,7 @@ static void fork_child(void)
 	/* Each child has its own counters, files and control socket; the
 	 * threads of the parent are gone (with any live-table lock they held). */
 	zero_counters(1);
+	mt_apr_fork_child();
 	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
 		t->claimed = t == mt_tls_thread || t->shared;
 	mt_g.dumps = 0;
@@ -982,6 +994,8 @@ __attribute__((constructor)) static void mt_ctor(void)
 	start_stacks();
 	if (!mt_g.attached_mode) {
 		mt_tls_busy = 1;
+		if (opt_pools && mt_apr_start(1, 0) < 0)
+			mt_log("--pools: no room for the pool table in the live file");
 		int err = mt_hooks_start(0);
 		mt_tls_busy = 0;
 		if (err < 0)
@@ -1019,7 +1033,7 @@ static void finish(uint32_t how, uint32_t code)
 		mt_sh->flags |= MT_LIVE_F_CODE_KNOWN;
 	}
 	int inert = mt_g.attached_mode && !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE);
-	if (MT_OPT(stacks) && !inert)
+	if ((MT_OPT(stacks) || mt_apr_enabled()) && !inert)
 		mt_shared_maps_publish();
 	mt_shared_end(how, code);
 	if (!inert && !mt_session_alive()) {

@@ -17,6 +17,9 @@ static void report_usage(FILE *out)
 		"  --value=V      collapsed, svg: inuse (bytes in use, the default) or alloc\n"
 		"                 (bytes allocated)\n"
 		"  --merge        sum all files into one process entry\n"
+		"  --pools        APR pools (recorded with --pools): the tree of live pools,\n"
+		"                 totals by tag, lifetimes, bytes per pool, the pools that\n"
+		"                 only grow; with --format=pool-log, APR's pool-debug lines\n"
 		"  -o FILE        write to FILE instead of stdout\n");
 }
 
@@ -32,16 +35,17 @@ int cmd_report(int argc, char **argv)
 	static const struct option opts[] = {
 		{"format", required_argument, NULL, 'F'}, {"merge", no_argument, NULL, 'm'},
 		{"output", required_argument, NULL, 'o'}, {"value", required_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'}, {0},
+		{"pools", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'}, {0},
 	};
 	const char *format = "text", *output = NULL;
 	struct mt_render_opts ro = {MT_VALUE_INUSE};
-	int merge = 0, single, c;
+	int merge = 0, pools = 0, single, c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'F': format = optarg; break;
 		case 'm': merge = 1; break;
+		case 'P': pools = 1; break;
 		case 'v':
 			if (!strcmp(optarg, "inuse"))
 				ro.value = MT_VALUE_INUSE;
@@ -56,9 +60,10 @@ int cmd_report(int argc, char **argv)
 		}
 	}
 	int sites = site_format(format, &single);
-	if (strcmp(format, "text") && strcmp(format, "json") && !sites)
-		return mt_error("report: unknown format '%s' (text, json, pprof, jeprof, collapsed or svg)",
-				format), 2;
+	int pool_log = !strcmp(format, "pool-log");
+	if (strcmp(format, "text") && strcmp(format, "json") && !sites && !pool_log)
+		return mt_error("report: unknown format '%s' (text, json, pprof, jeprof, collapsed, svg or "
+				"pool-log)", format), 2;
 	if (optind >= argc) {
 		mt_error("report: no profile files given");
 		report_usage(stderr);
@@ -77,6 +82,17 @@ int cmd_report(int argc, char **argv)
 	if (merge && mt_loaded_merge(&l)) {
 		mt_loaded_free(&l);
 		return mt_error("report: out of memory"), 1;
+	}
+	if (pools || pool_log) {
+		size_t with = 0;
+		for (size_t i = 0; i < l.n; i++)
+			with += l.items[i].profile->apr != NULL;
+		if (!with) {
+			mt_error("report: %s no APR pools: record with `memtap run --pools` or `memtap attach "
+				 "--pools`", l.n > 1 ? "these files have" : "this profile has");
+			mt_loaded_free(&l);
+			return 1;
+		}
 	}
 	if (sites) {
 		size_t with = 0;
@@ -108,7 +124,19 @@ int cmd_report(int argc, char **argv)
 		mt_loaded_free(&l);
 		return mt_error("report: cannot write %s: %s", output, strerror(errno)), 1;
 	}
-	int err = mt_render_with(out, format, &l, &ro);
+	int err = 0;
+	if (pool_log) {
+		err = mt_render_pools_log(out, l.items, l.n);
+	} else if (pools && !strcmp(format, "text")) {
+		for (size_t i = 0; i < l.n && !err; i++) {
+			const struct mt_profile *p = l.items[i].profile;
+			fprintf(out, "%smemtap: pid %u (ppid %u) %s%s%s\n", i ? "\n" : "", p->pid, p->ppid, p->command,
+				l.items[i].path ? ", from " : "", l.items[i].path ? l.items[i].path : "");
+			err = p->apr ? mt_render_pools_text(out, p, 1) : (fprintf(out, "  no APR pools recorded\n"), 0);
+		}
+	} else {
+		err = mt_render_with(out, format, &l, &ro);
+	}
 	if (out != stdout && fclose(out) && !err)
 		err = -errno;
 	mt_loaded_free(&l);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "live_read.h"
+#include "memtap/pools.h"
 #include "memtap/ctl.h"
 
 /* At most this much of a file is read: MT_LIVE_CAP is the agent's reservation. */
@@ -205,6 +206,9 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 		d->bytes = s->bytes;
 		d->by = s->by;
 	}
+	/* APR pools (--pools); a table not where the header says is left out. */
+	if (mt_live_apr_read(&c->view, &p->apr) == -ENOMEM)
+		goto out;
 	*out = p;
 	p = NULL;
 	ret = 0;

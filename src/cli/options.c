@@ -207,6 +207,7 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_NO_FOLLOW: o->follow = 0; break;
 		case MT_O_WITHIN: o->within = v; break;
 		case MT_O_HEAP_EVENTS: o->heap_events = 1; break;
+		case MT_O_POOLS: o->pools = 1; break;
 		case MT_O_FAILURES: o->failures = 1; break;
 		case MT_O_VERBOSE: o->verbose = 1; break;
 		case MT_O_HELP:
@@ -289,6 +290,8 @@ void mt_cli_agent_opts(const struct mt_cli_opts *o, const char *funcs, struct mt
 		mt_agent_opt_set(ao, MT_AO_DUMP_EVERY, "%llu", (unsigned long long)o->dump_every);
 	if (o->dump_on_peak)
 		mt_agent_opt_set(ao, MT_AO_DUMP_ON_PEAK, "1");
+	if (o->pools)
+		mt_agent_opt_set(ao, MT_AO_POOLS, "1");
 	if (funcs && funcs[0])
 		mt_agent_opt_set(ao, MT_AO_FUNCS, "%s", funcs);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "memtap/pools.h"
 #include "memtap/format.h"
 
 void *mt_buf_grow_libc(void *old, size_t len, size_t newcap)
@@ -40,6 +41,11 @@ static void buf_put(struct mt_buf *b, const void *p, size_t n)
 	}
 	memcpy(b->data + b->len, p, n);
 	b->len += n;
+}
+
+void mt_buf_put(struct mt_buf *b, const void *p, size_t n)
+{
+	buf_put(b, p, n);
 }
 
 /* x86-64 is little-endian, which is the file's byte order. */
@@ -163,6 +169,9 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		put_u32(b, pl->by);
 		rec_end(b, r);
 	}
+
+	if (p->apr && mt_apr_encode(p->apr, b))
+		return b->err ? b->err : -ENOMEM;
 
 	if (p->end) {
 		r = rec_begin(b, MT_TAG_ENDING);
@@ -478,6 +487,14 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 		case MT_TAG_POOL:
 			c.what = "pool";
 			ret = decode_pool(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_APR_POOL:
+		case MT_TAG_APR_TAG:
+			c.what = "APR pool";
+			ret = mt_apr_decode(tag, data + off + 8, rlen, p, err, errlen);
 			if (ret)
 				goto out;
 			ret = -EINVAL;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "memtap/pools.h"
 #include "memtap/profile.h"
 
 struct mt_profile *mt_profile_new(void)
@@ -24,6 +25,7 @@ void mt_profile_free(struct mt_profile *p)
 	free(p->sites);
 	free(p->maps);
 	free(p->pools);
+	mt_apr_free(p->apr);
 	free(p);
 }
 
@@ -242,6 +244,8 @@ int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 		mt_func_add(f, &src->funcs[i]);
 	}
 	if (merge_sites(dst, src) || merge_pools(dst, src))
+		return -ENOMEM;
+	if (src->apr && ((!dst->apr && !(dst->apr = mt_apr_new())) || mt_apr_merge(dst->apr, src->apr)))
 		return -ENOMEM;
 	dst->totals.allocated_bytes += src->totals.allocated_bytes;
 	dst->totals.freed_bytes += src->totals.freed_bytes;

@@ -171,6 +171,7 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			json_sites(out, p);
 		if (p->npools && (json_pools(out, p, MT_POOL_BY_ARG) || json_pools(out, p, MT_POOL_BY_THREAD)))
 			return -ENOMEM;
+		mt_render_pools_json(out, p);
 		fputc('}', out);
 	}
 	fputs("]}\n", out);

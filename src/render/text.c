@@ -172,6 +172,11 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 		if (err)
 			return err;
 	}
+	if (p->apr) {
+		int err = mt_render_pools_text(out, p, 0);
+		if (err)
+			return err;
+	}
 	/* Call sites (--stacks) come after the DTrace-layout sections, which
 	 * stay as they are. */
 	if (p->nsites) {
