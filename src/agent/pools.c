@@ -18,7 +18,9 @@
  * Creation, destroy, clear and tag change the tree and the aggregates under
  * one spin lock (a few per request).
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <string.h>
 #include <time.h>
 
@@ -344,6 +346,39 @@ static int tag_entry_hook(void *ctx, const uint64_t *regs, uint64_t *cookie)
 
 /* ---- start, stop ---- */
 
+/* libapr loaded by dlopen with RTLD_LOCAL (a module that links it) is not
+ * in the global scope dlsym(RTLD_DEFAULT) searches: its own handle is. */
+struct apr_find {
+	const char *name;
+	void *found;
+};
+
+static int apr_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct apr_find *f = arg;
+	const char *n = info->dlpi_name;
+	if (f->found || !n || !strstr(n, "libapr-1.so"))
+		return 0;
+	void *h = dlopen(n, RTLD_LAZY | RTLD_NOLOAD);
+	if (h) {
+		f->found = dlsym(h, f->name);
+		dlclose(h);
+	}
+	return f->found != NULL;
+}
+
+static void *apr_sym(const char *name)
+{
+	void *f = mt_global_sym(name);
+	if (!f) {
+		struct apr_find a = {name, NULL};
+		dl_iterate_phdr(apr_cb, &a);
+		f = a.found;
+	}
+	return f;
+}
+
 void mt_apr_resolve(void)
 {
 	static const mt_hook_entry_fn entry[F_N] = {create_entry, create_entry, palloc_entry, palloc_entry,
@@ -354,7 +389,7 @@ void mt_apr_resolve(void)
 	for (int i = 0; i < F_N; i++) {
 		if (hook_ids[i] >= 0)
 			continue;
-		void *real = mt_global_sym(names[i]);
+		void *real = apr_sym(names[i]);
 		if (!real)
 			continue; /* no libapr (yet): a dlopen may bring it */
 		mt_hook_return_fn ret = i == F_CREATE || i == F_CREATE_U ? create_return : NULL;
