@@ -63,7 +63,8 @@ struct mt_live_apr_slot {
 	/* The tree, as slot index + 1 (0: none), for the agent: a destroy or
 	 * clear takes the descendants with it (APR destroys them by calls
 	 * inside libapr that no GOT hook sees). */
-	uint32_t parent_slot, first_child, next_sibling, pad;
+	uint32_t parent_slot, first_child, next_sibling;
+	uint32_t tag_ix; /* its tag's aggregate, index + 1 (0: not looked up yet) */
 	char tag[MT_APR_TAG_MAX];
 };
 

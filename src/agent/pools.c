@@ -1,17 +1,19 @@
 /*
  * --pools: APR pool lifetimes (memtap/pools.h, docs/POOLS.md).
  *
- * GOT hooks (hook.c's mt_hook_got, with a return hook for the two creates)
- * on apr_pool_create_ex, apr_pool_create_unmanaged_ex, apr_palloc,
- * apr_pcalloc, apr_pool_clear, apr_pool_destroy and apr_pool_tag.  GOT
- * hooks, not entry hooks: they need no plan from the CLI (no disassembly,
- * no object named in advance), so a libapr that the process dlopens later
- * is hooked by name like any other (hooked_dlopen calls mt_apr_resolve),
- * and they reach every caller that matters: httpd, its modules, libaprutil
- * and libapr itself call these functions through their PLTs.  The one call
- * they miss is apr_pool_destroy's direct recursion into a pool's children,
- * which is why a destroy (and a clear, which destroys the children too)
- * takes the pool's descendants in the table with it.
+ * GOT hooks on apr_pool_create_ex, apr_pool_create_unmanaged_ex,
+ * apr_palloc, apr_pcalloc, apr_pool_clear, apr_pool_destroy and
+ * apr_pool_tag, pointing at C wrappers (APR's signatures are fixed, so no
+ * trampoline and no return hook are needed: a wrapper sees the create's
+ * result).  GOT hooks, not entry hooks: they need no plan from the CLI (no
+ * disassembly, no object named in advance), so a libapr that the process
+ * dlopens later is hooked like any other (hooked_dlopen calls
+ * mt_apr_resolve), and they reach every caller that matters: httpd, its
+ * modules, libaprutil and libapr itself call these functions through their
+ * PLTs.  The one call they miss is apr_pool_destroy's direct recursion into
+ * a pool's children, which is why a destroy (and a clear, which destroys
+ * the children too) takes the pool's descendants in the table with it.
+ * Calls through pointers a program took with dlsym are not seen.
  *
  * apr_palloc is the hot path: a lock-free lookup of the pool's slot and
  * plain stores (an APR pool is used by one thread at a time; APR says so).
@@ -25,7 +27,6 @@
 #include <time.h>
 
 #include "agent.h"
-#include "hook.h"
 #include "memtap/pools.h"
 
 enum { F_CREATE, F_CREATE_U, F_PALLOC, F_PCALLOC, F_CLEAR, F_DESTROY, F_TAG, F_N };
@@ -36,19 +37,11 @@ static const char *const names[F_N] = {
 
 static struct mt_live_apr *tab;  /* in the live file, made once */
 static int on;                   /* --pools in this session */
-static int hook_ids[F_N] = {-1, -1, -1, -1, -1, -1, -1};
-static const int arg_reg[4] = {MT_REG_RDI, MT_REG_RSI, MT_REG_RDX, MT_REG_RCX};
-#define RET_ADDR 9 /* regs[9]: the return address, above the saved rbp (tramp.S) */
+static int hooked[F_N]; /* its GOT hook is registered */
 
 /* apr_pcalloc's own apr_palloc (through libapr's PLT) is the same call:
  * the next apr_palloc of the thread with that pool and size is skipped. */
 static __thread uint64_t skip_pool, skip_size __attribute__((tls_model("initial-exec")));
-/* Creations between entry and return: the parent and caller, by out-pointer. */
-#define PEND 4
-static __thread struct pend {
-	uint64_t out, parent, caller;
-} pend[PEND] __attribute__((tls_model("initial-exec")));
-static __thread uint32_t npend __attribute__((tls_model("initial-exec")));
 
 static uint64_t coarse_ns(void)
 {
@@ -121,7 +114,6 @@ static struct mt_live_apr_tag *tag_entry(const char *tag)
 		copy_tag(e->tag, "(other tags)");
 		__atomic_store_n(&tab->ntags, MT_APR_TAGS, __ATOMIC_RELEASE);
 	}
-	__atomic_fetch_add(&tab->tags_full, 1, __ATOMIC_RELAXED);
 	return e;
 }
 
@@ -155,7 +147,9 @@ static void retire(struct mt_live_apr_slot *s, uint64_t now, int depth)
 		}
 	}
 	unlink_child(s);
-	struct mt_live_apr_tag *t = tag_entry(s->tag);
+	struct mt_live_apr_tag *t = s->tag_ix && s->tag_ix <= MT_APR_TAGS ? &tab->tags[s->tag_ix - 1] : tag_entry(s->tag);
+	if (t == &tab->tags[MT_APR_TAGS - 1])
+		__atomic_fetch_add(&tab->tags_full, 1, __ATOMIC_RELAXED);
 	uint64_t life_us = now > s->created_ns ? (now - s->created_ns) / 1000 : 0;
 	uint64_t calls = MT_LOAD(s->calls), bytes = MT_LOAD(s->bytes);
 	mt_bump(&t->pools, 1);
@@ -181,7 +175,23 @@ static void retire(struct mt_live_apr_slot *s, uint64_t now, int depth)
 	__atomic_fetch_add(&tab->destroyed, 1, __ATOMIC_RELAXED);
 }
 
-/* ---- the hooks' callbacks ---- */
+/* ---- the wrappers ----
+ *
+ * APR's signatures are known and stable (apr_pools.h), so the GOT slots
+ * point at plain C wrappers that call the real functions: no trampoline,
+ * no saved registers, and the creates see their result without a return
+ * hook. */
+
+typedef void *(*palloc_fn)(void *, size_t);
+typedef int (*create_fn)(void **, void *, void *, void *);
+typedef int (*create_u_fn)(void **, void *, void *);
+typedef void (*pool_fn)(void *);
+typedef void (*tag_fn)(void *, const char *);
+static palloc_fn real_palloc, real_pcalloc;
+static create_fn real_create;
+static create_u_fn real_create_u;
+static pool_fn real_clear, real_destroy;
+static tag_fn real_tag;
 
 static int hooks_live(void)
 {
@@ -212,7 +222,7 @@ static void created(uint64_t pool, uint64_t parent, uint64_t caller, uint32_t fl
 	struct mt_live_apr_slot fresh = {
 		.parent = parent,
 		.created_ns = now,
-		.mark_ns = coarse_ns(),
+		.mark_ns = now, /* the coarse clock of the marks is at most a tick behind */
 		.caller = caller,
 		.flags = flags,
 	};
@@ -227,37 +237,32 @@ static void created(uint64_t pool, uint64_t parent, uint64_t caller, uint32_t fl
 	__atomic_fetch_add(&tab->created, 1, __ATOMIC_RELAXED);
 }
 
-static int create_entry(void *ctx, const uint64_t *regs, uint64_t *cookie)
+/* After a successful create: *OUT is the new pool. */
+static void after_create(int ret, void **out, void *parent, void *caller, uint32_t flags)
 {
-	int unmanaged = (int)(uintptr_t)ctx == F_CREATE_U;
-	if (!hooks_live())
-		return 0;
-	if (npend >= PEND)
-		npend = 0; /* returns never seen (longjmp out of a create): start over */
-	struct pend *e = &pend[npend++];
-	e->out = regs[arg_reg[0]];
-	e->parent = unmanaged ? 0 : regs[arg_reg[1]];
-	e->caller = regs[RET_ADDR];
-	*cookie = e->out;
-	return 1;
+	if (ret != 0 || !out || !hooks_live())
+		return;
+	uint64_t pool = (uint64_t)(uintptr_t)*out;
+	if (pool <= MT_APR_FREED)
+		return;
+	int busy = mt_tls_busy;
+	mt_tls_busy = 1;
+	created(pool, (uint64_t)(uintptr_t)parent, (uint64_t)(uintptr_t)caller, flags);
+	mt_tls_busy = busy;
 }
 
-static void create_return(void *ctx, uint64_t ret, uint64_t cookie)
+static int w_create(void **newpool, void *parent, void *abort_fn, void *allocator)
 {
-	uint32_t flags = (int)(uintptr_t)ctx == F_CREATE_U ? MT_APR_F_UNMANAGED : 0;
-	if (!npend)
-		return;
-	struct pend e = pend[--npend];
-	/* APR_SUCCESS and a pool written through the out-pointer. */
-	if ((uint32_t)ret != 0 || !cookie || e.out != cookie || !tab)
-		return;
-	uint64_t pool = (uint64_t)(uintptr_t)*(void *const *)(uintptr_t)cookie;
-	int busy = mt_tls_busy;
-	if (pool > MT_APR_FREED && __atomic_load_n(&on, __ATOMIC_RELAXED)) {
-		mt_tls_busy = 1;
-		created(pool, e.parent, e.caller, flags);
-		mt_tls_busy = busy;
-	}
+	int ret = real_create(newpool, parent, abort_fn, allocator);
+	after_create(ret, newpool, parent, __builtin_return_address(0), 0);
+	return ret;
+}
+
+static int w_create_u(void **newpool, void *abort_fn, void *allocator)
+{
+	int ret = real_create_u(newpool, abort_fn, allocator);
+	after_create(ret, newpool, NULL, __builtin_return_address(0), MT_APR_F_UNMANAGED);
+	return ret;
 }
 
 static void alloc_on(uint64_t pool, uint64_t size)
@@ -268,9 +273,15 @@ static void alloc_on(uint64_t pool, uint64_t size)
 		__atomic_fetch_add(&tab->untracked_bytes, size, __ATOMIC_RELAXED);
 		return;
 	}
-	mt_bump(&s->calls, 1);
+	uint64_t calls = MT_LOAD(s->calls);
+	MT_STORE(s->calls, calls + 1);
 	mt_bump(&s->bytes, size);
 	mt_bump(&s->cur_bytes, size);
+	/* The age marks need the time, which costs more than the rest of
+	 * this: every 16th allocation of the pool (and its first) is enough
+	 * to see which doubling spans of its life it allocated in. */
+	if (calls & 15)
+		return;
 	uint64_t now = coarse_ns(), mark = MT_LOAD(s->mark_ns);
 	uint32_t bit = 1u << mt_apr_span(now > mark ? (now - mark) / 1000000 : 0);
 	uint32_t m = MT_LOAD(s->marks);
@@ -278,39 +289,42 @@ static void alloc_on(uint64_t pool, uint64_t size)
 		MT_STORE(s->marks, m | bit);
 }
 
-static int palloc_entry(void *ctx, const uint64_t *regs, uint64_t *cookie)
+static void *w_palloc(void *pool, size_t size)
 {
-	(void)cookie;
-	int pcalloc = (int)(uintptr_t)ctx == F_PCALLOC;
-	uint64_t pool = regs[arg_reg[0]], size = regs[arg_reg[1]];
-	if (!pcalloc && skip_pool) {
-		int same = skip_pool == pool && skip_size == size;
+	uint64_t p = (uint64_t)(uintptr_t)pool;
+	if (unlikely(skip_pool)) {
+		int same = skip_pool == p && skip_size == size;
 		skip_pool = 0;
 		if (same)
-			return 0;
+			return real_palloc(pool, size);
 	}
-	if (!hooks_live())
-		return 0;
-	if (pcalloc) {
-		skip_pool = pool;
+	if (likely(hooks_live()))
+		alloc_on(p, size);
+	return real_palloc(pool, size);
+}
+
+static void *w_pcalloc(void *pool, size_t size)
+{
+	if (likely(hooks_live())) {
+		alloc_on((uint64_t)(uintptr_t)pool, size);
+		/* its own apr_palloc, through libapr's PLT, is this call */
+		skip_pool = (uint64_t)(uintptr_t)pool;
 		skip_size = size;
 	}
-	alloc_on(pool, size);
-	return 0;
+	void *r = real_pcalloc(pool, size);
+	skip_pool = 0;
+	return r;
 }
 
 /* Destroy and clear: the pool's descendants end now (APR destroys them);
  * destroy ends the pool, clear empties it. */
-static int end_entry(void *ctx, const uint64_t *regs, uint64_t *cookie)
+static void pool_end(void *pool, int destroy)
 {
-	(void)cookie;
-	int destroy = (int)(uintptr_t)ctx == F_DESTROY;
-	uint64_t pool = regs[arg_reg[0]];
 	if (!hooks_live())
-		return 0;
+		return;
 	uint64_t now = mt_now_ns();
 	lock();
-	struct mt_live_apr_slot *s = find(pool);
+	struct mt_live_apr_slot *s = find((uint64_t)(uintptr_t)pool);
 	if (s && destroy) {
 		retire(s, now, 0);
 	} else if (s) {
@@ -322,26 +336,36 @@ static int end_entry(void *ctx, const uint64_t *regs, uint64_t *cookie)
 		MT_STORE(s->mark_ns, coarse_ns());
 	}
 	unlock();
-	return 0;
 }
 
-static int tag_entry_hook(void *ctx, const uint64_t *regs, uint64_t *cookie)
+static void w_clear(void *pool)
 {
-	(void)ctx, (void)cookie;
-	uint64_t pool = regs[arg_reg[0]];
-	const char *tag = (const char *)(uintptr_t)regs[arg_reg[1]];
+	pool_end(pool, 0);
+	real_clear(pool);
+}
+
+static void w_destroy(void *pool)
+{
+	pool_end(pool, 1);
+	real_destroy(pool);
+}
+
+static void w_tag(void *pool, const char *tag)
+{
+	real_tag(pool, tag);
 	if (!hooks_live())
-		return 0;
+		return;
 	lock();
-	struct mt_live_apr_slot *s = find(pool);
+	struct mt_live_apr_slot *s = find((uint64_t)(uintptr_t)pool);
 	if (s) {
 		char t[MT_APR_TAG_MAX];
 		copy_tag(t, tag);
 		for (size_t i = 0; i < sizeof(t); i++)
 			__atomic_store_n(&s->tag[i], t[i], __ATOMIC_RELAXED);
+		/* Its aggregate now, once, rather than by name at every destroy. */
+		s->tag_ix = (uint32_t)(tag_entry(s->tag) - tab->tags) + 1;
 	}
 	unlock();
-	return 0;
 }
 
 /* ---- start, stop ---- */
@@ -381,24 +405,27 @@ static void *apr_sym(const char *name)
 
 void mt_apr_resolve(void)
 {
-	static const mt_hook_entry_fn entry[F_N] = {create_entry, create_entry, palloc_entry, palloc_entry,
-						    end_entry,    end_entry,    tag_entry_hook};
-	char err[128];
+	void **const real[F_N] = {(void **)&real_create, (void **)&real_create_u, (void **)&real_palloc,
+				  (void **)&real_pcalloc, (void **)&real_clear,    (void **)&real_destroy,
+				  (void **)&real_tag};
+	void *const wrap[F_N] = {(void *)w_create, (void *)w_create_u, (void *)w_palloc, (void *)w_pcalloc,
+				 (void *)w_clear,  (void *)w_destroy,  (void *)w_tag};
 	if (!__atomic_load_n(&on, __ATOMIC_RELAXED) || !tab)
 		return;
 	for (int i = 0; i < F_N; i++) {
-		if (hook_ids[i] >= 0)
+		if (hooked[i])
 			continue;
-		void *real = apr_sym(names[i]);
-		if (!real)
+		void *f = *real[i] ? *real[i] : apr_sym(names[i]);
+		if (!f)
 			continue; /* no libapr (yet): a dlopen may bring it */
-		mt_hook_return_fn ret = i == F_CREATE || i == F_CREATE_U ? create_return : NULL;
-		int id = mt_hook_got(real, entry[i], ret, (void *)(uintptr_t)i, err, sizeof(err));
-		if (id < 0 || mt_got_add(names[i], mt_hook_stub(id)) < 0) {
-			mt_log("--pools: cannot hook %s: %s", names[i], id < 0 ? err : "too many GOT hooks");
+		/* The real function first: a slot patched by another thread's
+		 * dlopen may be called at once. */
+		__atomic_store_n(real[i], f, __ATOMIC_RELEASE);
+		if (mt_got_add(names[i], wrap[i]) < 0) {
+			mt_log("--pools: cannot hook %s: too many GOT hooks", names[i]);
 			continue;
 		}
-		hook_ids[i] = id;
+		hooked[i] = 1;
 		__atomic_store_n(&tab->hooked, 1, __ATOMIC_RELEASE);
 	}
 }
@@ -432,6 +459,7 @@ static void zero_all(int keep_live)
 			MT_STORE(s->calls, 0);
 			MT_STORE(s->bytes, 0);
 			MT_STORE(s->clears, 0);
+			s->tag_ix = 0; /* the aggregates are gone */
 		}
 	}
 	__atomic_store_n(&tab->ntags, 0, __ATOMIC_RELAXED);
@@ -491,8 +519,8 @@ void mt_apr_stop(void)
 	if (!__atomic_exchange_n(&on, 0, __ATOMIC_RELAXED))
 		return;
 	for (int i = 0; i < F_N; i++) {
-		if (hook_ids[i] >= 0)
+		if (hooked[i])
 			mt_got_forget(names[i]);
-		hook_ids[i] = -1;
+		hooked[i] = 0;
 	}
 }
