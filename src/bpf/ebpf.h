@@ -95,6 +95,7 @@ struct mt_ebpf_opts {
 	struct mt_ebpf_fn user[MT_EBPF_MAX_USER]; /* -f */
 	unsigned nuser;
 	int verbose;          /* print where each probe goes */
+	int pools;            /* --pools: APR pool lifetimes (probes on libapr's functions) */
 	const char *command;  /* the root's command line (NULL: read /proc) */
 };
 

@@ -23,6 +23,7 @@
 #include <bpf/libbpf.h>
 
 #include "ebpf.h"
+#include "memtap/pools.h"
 #include "memtap_bpf.h"
 #include "memtap.skel.h"
 #include "uprobes.h"
@@ -139,6 +140,7 @@ struct mt_ebpf {
 	struct placed *placed;
 	size_t nplaced;
 	int stacks, heap_events;
+	int pools, apr_hooked; /* --pools; libapr's functions were found */
 	/* --stacks: the last mappings seen of each traced process */
 	struct proc_maps {
 		uint32_t tgid, n, nx;
@@ -351,6 +353,16 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		found[id] = mt_objlist_find(objs, fixed[id].sym, 0, args_read(id), &si[id]) == 0;
 		any_alloc |= found[id] && id == MTB_MALLOC;
 	}
+	/* --pools: libapr's functions, wherever the process has them. */
+	static const char *const apr_sym[MTB_APR_OPS] = {"apr_pool_create_ex", "apr_pool_create_unmanaged_ex",
+							 "apr_palloc", "apr_pool_clear", "apr_pool_destroy",
+							 "apr_pool_tag"};
+	static const unsigned apr_args[MTB_APR_OPS] = {3, 1, 3, 1, 1, 3};
+	struct mt_site_info apr_si[MTB_APR_OPS];
+	int apr_found[MTB_APR_OPS] = {0};
+	for (int op = 0; opts->pools && op < MTB_APR_OPS; op++)
+		e->apr_hooked |= apr_found[op] = mt_objlist_find(objs, apr_sym[op], 0, apr_args[op], &apr_si[op]) == 0;
+	e->pools = opts->pools;
 	/* Aliases (glibc's memalign is aligned_alloc): one probe, one entry
 	 * named after both, since a uprobe cannot tell them apart. */
 	for (uint32_t id = 0; id < MTB_NFIXED; id++)
@@ -462,6 +474,15 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		bpf_program__set_autoload(e->skel->progs.mt_within_enter, false);
 		bpf_program__set_autoload(e->skel->progs.mt_within_exit, false);
 	}
+	for (int op = 0; op < MTB_APR_OPS; op++)
+		if (apr_found[op])
+			set_arg_regs((struct mtb_cfg *)&e->skel->rodata->apr_cfg[op], &apr_si[op]);
+	if (!e->apr_hooked) {
+		bpf_program__set_autoload(e->skel->progs.mt_apr_enter, false);
+		bpf_program__set_autoload(e->skel->progs.mt_apr_ret, false);
+		bpf_map__set_max_entries(e->skel->maps.apr_pools, 1);
+		bpf_map__set_max_entries(e->skel->maps.apr_tags, 1);
+	}
 	ret = memtap_bpf__load(e->skel);
 	if (ret) {
 		snprintf(err, errlen, "cannot load the BPF programs: %s (MEMTAP_BPF_DEBUG=1 shows the "
@@ -542,6 +563,16 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 		    (ret = add_uprobe(e, e->skel->progs.mt_return, 1, &si[id], id, err, errlen)))
 			goto fail;
 		place(e, sym, &si[id]);
+	}
+	for (uint32_t op = 0; op < MTB_APR_OPS; op++) {
+		if (!apr_found[op])
+			continue;
+		if ((ret = add_uprobe(e, e->skel->progs.mt_apr_enter, 0, &apr_si[op], op, err, errlen)))
+			goto fail;
+		if ((op == MTB_APR_CREATE || op == MTB_APR_CREATE_U) &&
+		    (ret = add_uprobe(e, e->skel->progs.mt_apr_ret, 1, &apr_si[op], op, err, errlen)))
+			goto fail;
+		place(e, apr_sym[op], &apr_si[op]);
 	}
 	if (opts->within) {
 		if ((ret = add_uprobe(e, e->skel->progs.mt_within_enter, 0, &within_si, 0, err, errlen)) ||
@@ -938,6 +969,78 @@ size_t mt_ebpf_procs(struct mt_ebpf *e, struct mt_ebpf_proc *out, size_t max)
 	return n;
 }
 
+/* --pools: process TGID's live pools, destroyed ones by tag, and counters,
+ * into P->apr (times from CLOCK_MONOTONIC to CLOCK_REALTIME). */
+static int collect_apr(struct mt_ebpf *e, uint32_t tgid, struct mt_profile *p)
+{
+	struct mt_apr *a = p->apr = mt_apr_new();
+	if (!a)
+		return -ENOMEM;
+	a->hooked = (uint32_t)e->apr_hooked;
+	if (!e->apr_hooked)
+		return 0;
+	uint64_t off = e->start_real_ns - e->start_mono_ns;
+	struct mtb_apr_count c;
+	if (!bpf_map__lookup_elem(e->skel->maps.apr_counts, &tgid, sizeof(tgid), &c, sizeof(c), 0)) {
+		a->created = c.created;
+		a->destroyed = c.destroyed;
+		a->dropped = c.dropped;
+		a->untracked_calls = c.untracked_calls;
+		a->untracked_bytes = c.untracked_bytes;
+		a->tags_full = c.tags_full;
+	}
+	struct mtb_apr_key k, next, *prev = NULL;
+	while (!bpf_map__get_next_key(e->skel->maps.apr_pools, prev, &next, sizeof(next))) {
+		struct mtb_apr_pool v;
+		k = next;
+		prev = &k;
+		if (k.tgid != tgid ||
+		    bpf_map__lookup_elem(e->skel->maps.apr_pools, &k, sizeof(k), &v, sizeof(v), 0))
+			continue;
+		struct mt_apr_pool *d = mt_apr_add_pool(a);
+		if (!d)
+			return -ENOMEM;
+		d->pool = k.pool;
+		d->parent = v.parent;
+		d->created_ns = v.created_ns + off;
+		d->mark_ns = v.mark_ns + off;
+		d->caller = v.caller;
+		d->calls = v.calls;
+		d->bytes = v.bytes;
+		d->cur_bytes = v.cur_bytes;
+		d->clears = v.clears;
+		d->marks = v.marks;
+		d->flags = v.flags;
+		memcpy(d->tag, v.tag, sizeof(d->tag));
+		d->tag[sizeof(d->tag) - 1] = '\0';
+	}
+	struct mtb_apr_tag_key tk, tnext, *tprev = NULL;
+	while (!bpf_map__get_next_key(e->skel->maps.apr_tags, tprev, &tnext, sizeof(tnext))) {
+		static struct mtb_apr_tag v; /* 1 KiB: not on the stack */
+		tk = tnext;
+		tprev = &tk;
+		if (tk.tgid != tgid ||
+		    bpf_map__lookup_elem(e->skel->maps.apr_tags, &tk, sizeof(tk), &v, sizeof(v), 0))
+			continue;
+		char name[MT_APR_TAG_MAX];
+		memcpy(name, tk.tag, sizeof(name));
+		name[sizeof(name) - 1] = '\0';
+		struct mt_apr_tag *d = mt_apr_tag_of(a, name);
+		if (!d)
+			return -ENOMEM;
+		d->pools += v.pools;
+		d->calls += v.calls;
+		d->bytes += v.bytes;
+		d->clears += v.clears;
+		d->life_us += v.life_us;
+		for (int b = 0; b < MTB_HIST && b < MT_HIST_BUCKETS; b++) {
+			d->life_hist[b] += v.life_hist[b];
+			d->bytes_hist[b] += v.bytes_hist[b];
+		}
+	}
+	return 0;
+}
+
 int mt_ebpf_snapshot(struct mt_ebpf *e, int pid, struct mt_profile **out)
 {
 	uint32_t key = (uint32_t)pid;
@@ -948,7 +1051,8 @@ int mt_ebpf_snapshot(struct mt_ebpf *e, int pid, struct mt_profile **out)
 	struct mt_profile *p;
 	if (profile_of(e, key, &pr, &p))
 		return -ENOMEM;
-	if (collect_pools(e, &p, 1) || (e->stacks && collect_sites(e, &p, 1))) {
+	if (collect_pools(e, &p, 1) || (e->stacks && collect_sites(e, &p, 1)) ||
+	    (e->pools && collect_apr(e, key, p))) {
 		mt_profile_free(p);
 		return -ENOMEM;
 	}

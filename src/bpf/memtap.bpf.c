@@ -804,3 +804,195 @@ int BPF_PROG(mt_sys_exit, struct pt_regs *regs, long ret)
 	bpf_map_delete_elem(&brk_before, &tid);
 	return 0;
 }
+
+/* ---- pools part: --pools, APR pool lifetimes (docs/POOLS.md) ----
+ *
+ * The same model as the agent's (memtap/pools.h), in maps: live pools by
+ * (process, address), destroyed ones summed by (process, tag).  A uprobe
+ * sees every call, apr_pool_destroy's direct recursion into a pool's
+ * children included, so no tree is kept here.  Times are CLOCK_MONOTONIC;
+ * the loader turns them into CLOCK_REALTIME. */
+
+/* 8 entries, a power of two: the op is masked for the verifier */
+const volatile struct mtb_cfg apr_cfg[8] = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_APR_POOLS);
+	__type(key, struct mtb_apr_key);
+	__type(value, struct mtb_apr_pool);
+} apr_pools SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct mtb_apr_pend);
+} apr_pend SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MTB_APR_TAGS);
+	__type(key, struct mtb_apr_tag_key);
+	__type(value, struct mtb_apr_tag);
+} apr_tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct mtb_apr_count);
+} apr_counts SEC(".maps");
+
+static const struct mtb_apr_tag zero_apr_tag;
+static const struct mtb_apr_count zero_apr_count;
+
+static __always_inline struct mtb_apr_count *apr_count_of(__u32 tgid)
+{
+	struct mtb_apr_count *c = bpf_map_lookup_elem(&apr_counts, &tgid);
+	if (!c) {
+		bpf_map_update_elem(&apr_counts, &tgid, &zero_apr_count, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&apr_counts, &tgid);
+	}
+	return c;
+}
+
+/* The doubling span of an age in ms (mt_apr_span). */
+static __always_inline __u32 apr_span(__u64 age_ms)
+{
+	__u32 b = bucket(age_ms | 1) - 1;
+	return b > 31 ? 31 : b;
+}
+
+static __always_inline void apr_destroyed(__u32 tgid, struct mtb_apr_pool *p, __u64 now)
+{
+	struct mtb_apr_tag_key tk = {.tgid = tgid};
+	__builtin_memcpy(tk.tag, p->tag, sizeof(tk.tag));
+	if (!tk.tag[0])
+		tk.tag[0] = '-';
+	struct mtb_apr_tag *t = bpf_map_lookup_elem(&apr_tags, &tk);
+	if (!t) {
+		bpf_map_update_elem(&apr_tags, &tk, &zero_apr_tag, BPF_NOEXIST);
+		t = bpf_map_lookup_elem(&apr_tags, &tk);
+	}
+	struct mtb_apr_count *c = apr_count_of(tgid);
+	if (c)
+		__sync_fetch_and_add(&c->destroyed, 1);
+	if (!t) {
+		if (c)
+			__sync_fetch_and_add(&c->tags_full, 1);
+		return;
+	}
+	__u64 life_us = now > p->created_ns ? (now - p->created_ns) / 1000 : 0;
+	__u32 lb = bucket(life_us), bb = bucket(p->bytes);
+	__sync_fetch_and_add(&t->pools, 1);
+	__sync_fetch_and_add(&t->calls, p->calls);
+	__sync_fetch_and_add(&t->bytes, p->bytes);
+	__sync_fetch_and_add(&t->clears, p->clears);
+	__sync_fetch_and_add(&t->life_us, life_us);
+	if (lb < MTB_HIST)
+		__sync_fetch_and_add(&t->life_hist[lb], 1);
+	if (bb < MTB_HIST)
+		__sync_fetch_and_add(&t->bytes_hist[bb], 1);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(mt_apr_enter)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	__u32 op = (__u32)bpf_get_attach_cookie(ctx);
+	__u64 a[2], r[16], now;
+	static const __u8 entry_reg[2] = {7, 6}; /* rdi rsi */
+
+	if (op >= MTB_APR_OPS || !traced(tgid))
+		return 0;
+	/* the mask in the register the loads use (the compiler would drop a
+	 * plain one after the check above) */
+	asm volatile("%[op] &= 7" : [op] "+r"(op));
+	regs_read(ctx, r);
+	for (int k = 0; k < 2; k++) {
+		__u8 at = apr_cfg[op].arg_reg[k];
+		a[k] = r[(at ? at - 1 : entry_reg[k]) & 15];
+	}
+	asm volatile("" ::: "memory");
+	if (op == MTB_APR_CREATE || op == MTB_APR_CREATE_U) {
+		struct mtb_apr_pend pd = {.out = a[0], .parent = op == MTB_APR_CREATE ? a[1] : 0,
+					  .flags = op == MTB_APR_CREATE_U ? 1 : 0};
+		/* the return address is still at the top of the stack (objects.c) */
+		bpf_probe_read_user(&pd.caller, sizeof(pd.caller), (void *)PT_REGS_SP(ctx));
+		bpf_map_update_elem(&apr_pend, &pid_tgid, &pd, BPF_ANY);
+		return 0;
+	}
+	struct mtb_apr_key k = {.tgid = tgid, .pool = a[0]};
+	struct mtb_apr_pool *p = bpf_map_lookup_elem(&apr_pools, &k);
+	now = bpf_ktime_get_ns();
+	switch (op) {
+	case MTB_APR_PALLOC:
+		if (!p) {
+			struct mtb_apr_count *c = apr_count_of(tgid);
+			if (c) {
+				__sync_fetch_and_add(&c->untracked_calls, 1);
+				__sync_fetch_and_add(&c->untracked_bytes, a[1]);
+			}
+			return 0;
+		}
+		__sync_fetch_and_add(&p->calls, 1);
+		__sync_fetch_and_add(&p->bytes, a[1]);
+		__sync_fetch_and_add(&p->cur_bytes, a[1]);
+		p->marks |= 1u << apr_span(now > p->mark_ns ? (now - p->mark_ns) / 1000000 : 0);
+		break;
+	case MTB_APR_CLEAR:
+		if (!p)
+			return 0;
+		p->clears++;
+		p->cur_bytes = 0;
+		p->marks = 0;
+		p->mark_ns = now;
+		break;
+	case MTB_APR_DESTROY:
+		if (!p)
+			return 0;
+		apr_destroyed(tgid, p, now);
+		bpf_map_delete_elem(&apr_pools, &k);
+		break;
+	case MTB_APR_TAG:
+		if (p)
+			bpf_probe_read_user_str(p->tag, sizeof(p->tag), (void *)a[1]);
+		break;
+	}
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(mt_apr_ret, long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	struct mtb_apr_pend *pd = bpf_map_lookup_elem(&apr_pend, &pid_tgid);
+	struct mtb_apr_pool np = {};
+	__u64 pool = 0;
+
+	if (!pd)
+		return 0;
+	np.parent = pd->parent;
+	np.caller = pd->caller;
+	np.flags = pd->flags;
+	if ((int)ret != 0 || bpf_probe_read_user(&pool, sizeof(pool), (void *)pd->out) || pool <= 1) {
+		bpf_map_delete_elem(&apr_pend, &pid_tgid);
+		return 0;
+	}
+	bpf_map_delete_elem(&apr_pend, &pid_tgid);
+	np.created_ns = np.mark_ns = bpf_ktime_get_ns();
+	struct mtb_apr_key k = {.tgid = tgid, .pool = pool};
+	struct mtb_apr_count *c = apr_count_of(tgid);
+	/* BPF_ANY: a pool at that address whose destroy was missed ends here */
+	if (bpf_map_update_elem(&apr_pools, &k, &np, BPF_ANY)) {
+		if (c)
+			__sync_fetch_and_add(&c->dropped, 1);
+		return 0;
+	}
+	if (c)
+		__sync_fetch_and_add(&c->created, 1);
+	return 0;
+}

@@ -170,4 +170,55 @@ struct mtb_scope {
 	__u64 calls;
 };
 
+/* pools part: --pools, APR pool lifetimes (docs/POOLS.md).  Probes on
+ * libapr's functions, with the op as their cookie; apr_pcalloc is not
+ * probed: its own apr_palloc is (a uprobe sees every call). */
+enum mtb_apr_op {
+	MTB_APR_CREATE,   /* apr_pool_create_ex: entry and return */
+	MTB_APR_CREATE_U, /* apr_pool_create_unmanaged_ex: entry and return */
+	MTB_APR_PALLOC,
+	MTB_APR_CLEAR,
+	MTB_APR_DESTROY,
+	MTB_APR_TAG,
+	MTB_APR_OPS,
+};
+#define MTB_APR_POOLS 65536 /* live pools, all processes */
+#define MTB_APR_TAGS 4096   /* (process, tag) aggregates */
+#define MTB_APR_TAG_MAX 32
+
+struct mtb_apr_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 pool;
+};
+
+struct mtb_apr_pool {
+	__u64 parent, created_ns, mark_ns, caller; /* times: CLOCK_MONOTONIC */
+	__u64 calls, bytes, cur_bytes, clears;
+	__u32 marks, flags; /* as memtap/pools.h */
+	char tag[MTB_APR_TAG_MAX];
+};
+
+/* A create between its entry and its return, per thread. */
+struct mtb_apr_pend {
+	__u64 out, parent, caller;
+	__u32 flags, pad;
+};
+
+struct mtb_apr_tag_key {
+	__u32 tgid;
+	__u32 pad;
+	char tag[MTB_APR_TAG_MAX];
+};
+
+struct mtb_apr_tag {
+	__u64 pools, calls, bytes, clears, life_us;
+	__u64 life_hist[MTB_HIST];
+	__u64 bytes_hist[MTB_HIST];
+};
+
+struct mtb_apr_count {
+	__u64 created, destroyed, dropped, untracked_calls, untracked_bytes, tags_full;
+};
+
 #endif

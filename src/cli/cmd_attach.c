@@ -130,6 +130,7 @@ static int ebpf_args_of(const struct mt_cli_opts *c, struct ebpf_args *a)
 	a->o.follow = c->follow;
 	a->o.within = c->within;
 	a->o.heap_events = c->heap_events;
+	a->o.pools = c->pools;
 	a->o.failures = c->failures;
 	a->o.verbose = c->verbose;
 	a->o.stacks = c->stacks;
