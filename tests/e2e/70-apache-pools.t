@@ -1,7 +1,8 @@
 #!/bin/bash
 # End to end: Debian's Apache (event MPM: threads create and destroy pools
 # at once) with --pools while curl sends requests, traced from its start by
-# `memtap run` and attached to a running child by `memtap attach` (inject):
+# `memtap run`, attached to a running child by `memtap attach` (inject) and
+# by `memtap attach --via=ebpf` (root):
 # httpd's own tags (pconf, pchild, request, transaction) with non-zero
 # bytes and calls, the request pools destroyed, and a server that answers
 # before, during and after.
@@ -16,7 +17,7 @@ command -v setsid >/dev/null || skip_all "setsid is missing (util-linux)"
 for m in mpm_event authz_core dir mime; do
 	[ -f "$MODDIR/mod_$m.so" ] || skip_all "$MODDIR/mod_$m.so is missing"
 done
-plan 16
+plan 20
 REQUESTS=40
 TUNING="StartServers 1
 ServerLimit 1
@@ -87,4 +88,25 @@ ok $? "attach: a request pool per request ($r for $REQUESTS)"
 is "$(requests $PORT 5)" 5 "the child serves on after the detach"
 kill -0 "$CHILD"
 ok $? "and is the same process ($CHILD)"
+
+# 3. memtap attach --via=ebpf --pools -p CHILD, on the same server
+if [ "$(id -u)" != 0 ] || [ ! -r /sys/kernel/btf/vmlinux ]; then
+	for i in 1 2 3 4; do skip "attach --via=ebpf --pools needs root and BTF"; done
+	apache_stop "$D"
+	exit 0
+fi
+$MEMTAP attach --via=ebpf -p "$CHILD" --pools -d 8 -q -o "$D/prof/eb" > "$D/eb.out" 2> "$D/eb.err" &
+EB=$!
+at_exit "kill $EB"
+wait_for "grep -q 'tracing $CHILD' $D/eb.err" 150
+is "$(requests $PORT $REQUESTS)" $REQUESTS "$REQUESTS requests served under eBPF"
+wait $EB
+ok $? "memtap attach --via=ebpf -p $CHILD --pools -d 8 ends cleanly"
+$MEMTAP report --format=json "$D"/prof/eb.*.mtp > "$D/eb.json"
+b=$(tag_sum "$D/eb.json" request bytes)
+[ "$b" -gt 0 ] 2>/dev/null
+ok $? "eBPF: request pools have bytes ($b)"
+r=$(tag_sum "$D/eb.json" request pools)
+[ "$r" -ge $REQUESTS ] 2>/dev/null
+ok $? "eBPF: a request pool per request ($r for $REQUESTS)"
 apache_stop "$D"

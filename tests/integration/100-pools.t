@@ -3,12 +3,13 @@
 # miniature): a long-lived connection pool that allocates on every read is
 # flagged as growing, the per-request pools made and destroyed are not;
 # exact calls and bytes per tag, by run, with libapr arriving by dlopen, and
-# by attach (inject); the report's text, JSON and pool-debug log.
+# by attach (inject) and by attach --via=ebpf (root); the report's text,
+# JSON and pool-debug log.
 . "$(dirname "$0")/../lib.sh"
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 33
+plan 38
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -102,3 +103,28 @@ echo done >&7
 exec 7>&-
 wait $TPID
 ok $? "the fixture ran to its end after the detach"
+
+# 7. memtap attach --via=ebpf --pools (root, BTF): the same figures from uprobes
+if [ "$(id -u)" != 0 ] || [ ! -r /sys/kernel/btf/vmlinux ]; then
+	for i in 1 2 3 4 5; do skip "attach --via=ebpf --pools needs root and BTF"; done
+	exit 0
+fi
+mkfifo "$TMP/in2"
+"$FIX/apr_conn" $READS 8 first < "$TMP/in2" > "$TMP/out2" &
+TPID=$!
+exec 8>"$TMP/in2"
+at_exit "kill $TPID"
+wait_for "grep -q ready $TMP/out2"
+$MEMTAP attach --via=ebpf -p $TPID --pools -d 4 -q -o "$TMP/eb" > "$TMP/eb.out" 2> "$TMP/eb.err" &
+APID=$!
+wait_for "grep -q 'tracing $TPID' $TMP/eb.err" 150
+like "$(cat "$TMP/eb.err")" "apr_pool_create_ex and [0-9]+ more from .*libapr-1.so" "eBPF: the probes are in libapr"
+echo go >&8
+wait $APID
+ok $? "memtap attach --via=ebpf -p PID --pools -d 4"
+$MEMTAP report --format=json "$TMP"/eb.*.mtp > "$TMP/eb.json"
+is "$(tag_field "$TMP/eb.json" request calls)" $REQ_CALLS "eBPF: request pools counted exactly (pcalloc through its palloc)"
+is "$(tag_field "$TMP/eb.json" request bytes)" $REQ_BYTES "eBPF: and their bytes"
+is "$(pool_field "$TMP/eb.json" connection growing)" true "eBPF: the connection pool grows"
+echo done >&8
+exec 8>&-
