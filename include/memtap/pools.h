@@ -112,6 +112,10 @@ struct mt_apr {
 	struct mt_apr_pool *pools; /* live pools, then recently destroyed ones */
 	struct mt_apr_tag *tags;
 	uint64_t created, destroyed, dropped, untracked_calls, untracked_bytes, tags_full;
+	/* Where the arrays come from: NULL realloc; the agent, which never
+	 * calls the allocator it traces, gives an mmap-backed one (as struct
+	 * mt_buf's grow) and releases the arrays itself. */
+	void *(*grow)(void *old, size_t len, size_t newcap);
 };
 
 struct mt_apr *mt_apr_new(void);
@@ -143,6 +147,9 @@ static inline unsigned mt_apr_span(uint64_t age_ms)
  * --pools).  0 or -ENOMEM / -EINVAL (the table is not inside V). */
 struct mt_live_view;
 int mt_live_apr_read(const struct mt_live_view *v, struct mt_apr **out);
+/* The same into A (zeroed, its grow set): 1 when V has pools, 0 when not,
+ * or -ENOMEM / -EINVAL.  For the agent's own dumps. */
+int mt_live_apr_fill(const struct mt_live_view *v, struct mt_apr *a);
 
 /* The file records (format.h: MT_TAG_APR_POOL, MT_TAG_APR_TAG). */
 struct mt_buf;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "memtap/pools.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 
@@ -112,6 +113,13 @@ static void *scratch_grow(void *old, size_t len, size_t newcap)
 		mt_sys_unmap((uint8_t *)old - 64, *(size_t *)((uint8_t *)old - 64));
 	}
 	return m + 64;
+}
+
+/* Memory from scratch_grow (NULL is fine). */
+static void scratch_release(void *p)
+{
+	if (p)
+		mt_sys_unmap((uint8_t *)p - 64, *(size_t *)((uint8_t *)p - 64));
 }
 
 void mt_scratch_free(struct mt_buf *b)
@@ -496,10 +504,20 @@ int mt_dump(const char *path, uint32_t reason, char *out, size_t outlen)
 	p->dump_ns = mt_now_ns();
 	if (reason == MT_REASON_EXIT)
 		mt_live_end_to_profile(mt_sh, p, 0);
+	/* --pools: the pool tables too, in scratch memory. */
+	struct mt_apr apr;
+	memset(&apr, 0, sizeof(apr));
+	apr.grow = scratch_grow;
+	struct mt_live_view v = self_view();
+	if (mt_live_apr_fill(&v, &apr) > 0)
+		p->apr = &apr;
 
 	struct mt_buf b;
 	mt_scratch_init(&b);
 	ret = mt_file_encode(p, &b);
+	p->apr = NULL;
+	scratch_release(apr.pools);
+	scratch_release(apr.tags);
 	mt_snapshot_free(p);
 	if (ret)
 		goto free_buf;

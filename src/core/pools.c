@@ -25,17 +25,19 @@ void mt_apr_free(struct mt_apr *a)
 	free(a);
 }
 
-/* Arrays grow by doubling when their count reaches a power of two. */
-static void *grow(void *v, uint32_t n, size_t size)
+/* Arrays grow by doubling when their count reaches a power of two (8 at
+ * first). */
+static void *grow(const struct mt_apr *a, void *v, uint32_t n, size_t size)
 {
-	if (n & (n - 1))
+	if (n & (n - 1) || (n && n < 8))
 		return v;
-	return realloc(v, (n ? 2 * (size_t)n : 8) * size);
+	size_t cap = (n ? 2 * (size_t)n : 8) * size;
+	return a->grow ? a->grow(v, n * size, cap) : realloc(v, cap);
 }
 
 struct mt_apr_pool *mt_apr_add_pool(struct mt_apr *a)
 {
-	struct mt_apr_pool *v = grow(a->pools, a->npools, sizeof(*v));
+	struct mt_apr_pool *v = grow(a, a->pools, a->npools, sizeof(*v));
 	if (!v)
 		return NULL;
 	a->pools = v;
@@ -45,7 +47,7 @@ struct mt_apr_pool *mt_apr_add_pool(struct mt_apr *a)
 
 struct mt_apr_tag *mt_apr_add_tag(struct mt_apr *a)
 {
-	struct mt_apr_tag *v = grow(a->tags, a->ntags, sizeof(*v));
+	struct mt_apr_tag *v = grow(a, a->tags, a->ntags, sizeof(*v));
 	if (!v)
 		return NULL;
 	a->tags = v;
@@ -160,17 +162,28 @@ static int take_slot(struct mt_apr *a, const struct mt_live_apr_slot *s, int rin
 
 int mt_live_apr_read(const struct mt_live_view *v, struct mt_apr **out)
 {
-	const struct mt_live_hdr *h = (const struct mt_live_hdr *)v->data;
 	*out = NULL;
+	struct mt_apr *a = mt_apr_new();
+	if (!a)
+		return -ENOMEM;
+	int ret = mt_live_apr_fill(v, a);
+	if (ret <= 0) {
+		mt_apr_free(a);
+		return ret;
+	}
+	*out = a;
+	return 0;
+}
+
+int mt_live_apr_fill(const struct mt_live_view *v, struct mt_apr *a)
+{
+	const struct mt_live_hdr *h = (const struct mt_live_hdr *)v->data;
 	uint64_t at = __atomic_load_n(&h->apr, __ATOMIC_ACQUIRE);
 	if (!at)
 		return 0;
 	const struct mt_live_apr *t = mt_live_at(v, at, sizeof(*t));
 	if (!t || t->slots != MT_APR_SLOTS || t->nring != MT_APR_RING)
 		return -EINVAL;
-	struct mt_apr *a = mt_apr_new();
-	if (!a)
-		return -ENOMEM;
 	int ret = 0;
 	a->hooked = __atomic_load_n(&t->hooked, __ATOMIC_RELAXED);
 	a->created = __atomic_load_n(&t->created, __ATOMIC_RELAXED);
@@ -209,12 +222,7 @@ int mt_live_apr_read(const struct mt_live_view *v, struct mt_apr **out)
 		}
 		tag_add(d, &x);
 	}
-	if (ret) {
-		mt_apr_free(a);
-		return ret;
-	}
-	*out = a;
-	return 0;
+	return ret ? ret : 1;
 }
 
 /* ---- file records ----

@@ -316,9 +316,11 @@ void mt_render_pools_json(FILE *out, const struct mt_profile *p)
 		",\"dropped\":%" PRIu64 ",\"untracked_calls\":%" PRIu64 ",\"untracked_bytes\":%" PRIu64
 		",\"tags_full\":%" PRIu64 ",\"destroyed_by_tag\":[", a->hooked ? "true" : "false", a->created,
 		a->destroyed, a->dropped, a->untracked_calls, a->untracked_bytes, a->tags_full);
-	for (uint32_t i = 0; i < a->ntags; i++) {
+	for (uint32_t i = 0, n = 0; i < a->ntags; i++) {
 		const struct mt_apr_tag *t = &a->tags[i];
-		fputs(i ? ",{\"tag\":" : "{\"tag\":", out);
+		if (!t->pools)
+			continue; /* a tag of live pools only */
+		fputs(n++ ? ",{\"tag\":" : "{\"tag\":", out);
 		json_tag(out, t->tag);
 		fprintf(out, ",\"pools\":%" PRIu64 ",\"calls\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"clears\":%" PRIu64
 			",\"life_us\":%" PRIu64 ",\"life_us_hist\":", t->pools, t->calls, t->bytes, t->clears,

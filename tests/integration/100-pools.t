@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 38
+plan 39
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -81,6 +81,12 @@ is "$($MEMTAP report --format=json "$TMP"/np.*.mtp | jq -r '.processes[0].pools 
 err=$($MEMTAP report --pools "$TMP"/np.*.mtp 2>&1)
 is "$?" 1 "report --pools on it fails"
 like "$err" "no APR pools: record with .memtap run --pools" "saying how to record them"
+
+# 5b. a profile the agent writes itself (no session reads its file: a daemon
+# that outlived its memtap run) has the pools too
+LD_PRELOAD="$ROOT/$BUILDDIR/libmemtap.so" MEMTAP_POOLS=1 MEMTAP_PREFIX="$TMP/self" "$FIX/apr_conn" 10 -1 >/dev/null
+is "$($MEMTAP report --format=json "$TMP"/self.*.mtp | jq -r '.processes[0].pool_summary.destroyed_by_tag[] | select(.tag == "request") | .calls')" \
+	210 "the agent's own exit profile has the pools (10 request pools, 210 calls)"
 
 # 6. memtap attach --pools (inject): the fixture waits, memtap attaches, then it works
 mkfifo "$TMP/in"
