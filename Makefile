@@ -319,6 +319,7 @@ bench: deps
 	@sh bench/run.sh
 	@sh bench/callgrind.sh
 	@bash bench/attach.sh
+	@bash bench/pools.sh
 	@bash bench/hooks.sh
 
 install: all

@@ -25,6 +25,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 mkdir -p "$TMP/run" "$TMP/prof" && chmod 1777 "$TMP/run" && chmod 0777 "$TMP/prof"
 export MEMTAP_RUNDIR=$TMP/run
 
+# --- the cost per call: bench/pools_ops.c, untraced and under memtap run --pools
+OPS=""
+if cc -O2 $(pkg-config --cflags apr-1 2>/dev/null) bench/pools_ops.c -o "$TMP/ops" \
+	$(pkg-config --libs apr-1 2>/dev/null) 2>/dev/null; then
+	: > "$TMP/ops.u"; : > "$TMP/ops.p"
+	for r in $(seq 1 "$ROUNDS"); do
+		"$TMP/ops" >> "$TMP/ops.u"
+		$MEMTAP run -q --pools -o "$TMP/prof/ops" -- "$TMP/ops" >> "$TMP/ops.p"
+	done
+	OPS=1
+fi
+
 if ! [ -x /usr/sbin/apache2 ] || ! command -v wrk >/dev/null; then
 	echo "bench/pools.sh: apache2 or wrk missing: skipped" | tee "$OUT"
 	exit 0
@@ -132,6 +144,18 @@ for m in $MODES; do
 done
 [ -z "$EBPF" ] && echo "| attached (eBPF), --pools | not run: needs root and BTF | | | |"
 echo
+if [ -n "$OPS" ]; then
+	echo "Per call (bench/pools_ops.c, 5M apr_palloc of 32 bytes on one pool cleared every 128,"
+	echo "then 50k create + apr_palloc + destroy of a child pool; medians of $ROUNDS, interleaved):"
+	echo
+	echo "| | untraced | memtap run --pools | added |"
+	echo "|---|---|---|---|"
+	a=$(cut -d' ' -f1 "$TMP/ops.u" | median); b=$(cut -d' ' -f1 "$TMP/ops.p" | median)
+	echo "| apr_palloc, ns | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.1f", b - a}') |"
+	a=$(cut -d' ' -f2 "$TMP/ops.u" | median); b=$(cut -d' ' -f2 "$TMP/ops.p" | median)
+	echo "| create + palloc + destroy, ns | $a | $b | $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.1f", b - a}') |"
+	echo
+fi
 echo "Runs (requests/s, CPU us per request): untraced $(tr '\n' ',' < "$TMP/untraced")"
 for m in $MODES; do echo "$m $(tr '\n' ',' < "$TMP/$m")"; done
 echo
