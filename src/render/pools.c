@@ -335,13 +335,33 @@ void mt_render_pools_json(FILE *out, const struct mt_profile *p)
 
 /* APR's pool-debug lines (apr_pools.c, apr_pool_log_event):
  *   POOL DEBUG: [PID/TID] ACTION (SIZE/POOL SIZE/TOTAL SIZE) POOL "TAG" <FILE:LINE> (ALLOCS/TOTAL ALLOCS/CLEARS)
- * A profile holds lifetimes, not every call: each pool gives its CREATE, one
- * PALLOC line with what it allocated, its CLEARs summed into the counts, and
- * its DESTROY, in time order over every profile given; TID is 0 (not
- * recorded) and FILE:LINE the creator's address. */
+ * A profile holds lifetimes, not every call: each pool gives its CREATE,
+ * for each snapshot that saw it one PALLOC line with what it allocated since
+ * the snapshot before (so a series of --interval snapshots draws its
+ * growth), and its DESTROY, in time order over every profile given; TID is
+ * 0 (not recorded) and FILE:LINE the creator's address. */
+struct seen {
+	uint32_t pid;
+	uint64_t at; /* the snapshot's time, or the pool's destroy */
+	const struct mt_apr_pool *p;
+};
+
+static int seen_cmp(const void *x, const void *y)
+{
+	const struct seen *a = x, *b = y;
+	if (a->pid != b->pid)
+		return a->pid < b->pid ? -1 : 1;
+	if (a->p->pool != b->p->pool)
+		return a->p->pool < b->p->pool ? -1 : 1;
+	if (a->p->created_ns != b->p->created_ns)
+		return a->p->created_ns < b->p->created_ns ? -1 : 1;
+	return a->at < b->at ? -1 : a->at > b->at;
+}
+
 struct ev {
 	uint64_t ns;
 	uint32_t pid, kind; /* 0 CREATE, 1 PALLOC, 2 DESTROY */
+	uint64_t size, calls;
 	const struct mt_apr_pool *p;
 };
 
@@ -355,37 +375,62 @@ static int ev_cmp(const void *x, const void *y)
 
 int mt_render_pools_log(FILE *out, const struct mt_report_item *items, size_t n)
 {
-	size_t nev = 0, cap = 0;
+	size_t ns = 0, nev = 0, cap = 0;
 	for (size_t i = 0; i < n; i++)
 		if (items[i].profile->apr)
-			cap += 3 * (size_t)items[i].profile->apr->npools;
-	struct ev *ev = calloc(cap + 1, sizeof(*ev));
-	if (!ev)
+			cap += items[i].profile->apr->npools;
+	struct seen *sv = calloc(cap + 1, sizeof(*sv));
+	struct ev *ev = calloc(3 * cap + 1, sizeof(*ev));
+	if (!sv || !ev) {
+		free(sv);
+		free(ev);
 		return -ENOMEM;
+	}
 	for (size_t i = 0; i < n; i++) {
 		const struct mt_profile *pr = items[i].profile;
-		const struct mt_apr *a = pr->apr;
-		for (uint32_t k = 0; a && k < a->npools; k++) {
-			const struct mt_apr_pool *q = &a->pools[k];
-			ev[nev++] = (struct ev){q->created_ns, pr->pid, 0, q};
-			if (q->calls)
-				ev[nev++] = (struct ev){q->destroyed_ns ? q->destroyed_ns : pr->dump_ns, pr->pid, 1, q};
-			if (q->destroyed_ns)
-				ev[nev++] = (struct ev){q->destroyed_ns, pr->pid, 2, q};
+		for (uint32_t k = 0; pr->apr && k < pr->apr->npools; k++) {
+			const struct mt_apr_pool *q = &pr->apr->pools[k];
+			sv[ns++] = (struct seen){pr->pid, q->destroyed_ns ? q->destroyed_ns : pr->dump_ns, q};
 		}
+	}
+	qsort(sv, ns, sizeof(*sv), seen_cmp);
+	for (size_t i = 0; i < ns;) {
+		/* one lifetime: the same process, address and creation */
+		size_t j = i;
+		while (j < ns && sv[j].pid == sv[i].pid && sv[j].p->pool == sv[i].p->pool &&
+		       sv[j].p->created_ns == sv[i].p->created_ns)
+			j++;
+		const struct mt_apr_pool *q = sv[i].p;
+		ev[nev++] = (struct ev){q->created_ns, sv[i].pid, 0, 0, 0, q};
+		uint64_t bytes = 0, calls = 0;
+		const struct mt_apr_pool *last = q;
+		for (size_t k = i; k < j; k++) {
+			const struct mt_apr_pool *x = sv[k].p;
+			if (x->destroyed_ns && last->destroyed_ns && k > i)
+				continue; /* the same end seen by a later snapshot */
+			if (x->bytes > bytes || x->calls > calls)
+				ev[nev++] = (struct ev){sv[k].at, sv[k].pid, 1, x->bytes > bytes ? x->bytes - bytes : 0,
+							x->calls > calls ? x->calls - calls : 0, x};
+			bytes = x->bytes > bytes ? x->bytes : bytes;
+			calls = x->calls > calls ? x->calls : calls;
+			last = x;
+		}
+		if (last->destroyed_ns)
+			ev[nev++] = (struct ev){last->destroyed_ns, sv[i].pid, 2, 0, 0, last};
+		i = j;
 	}
 	qsort(ev, nev, sizeof(*ev), ev_cmp);
 	static const char *const action[] = {"CREATE", "PALLOC", "DESTROY"};
 	uint64_t total = 0;
 	for (size_t i = 0; i < nev; i++) {
 		const struct mt_apr_pool *q = ev[i].p;
-		uint64_t size = ev[i].kind == 1 ? q->bytes : 0;
-		total += size;
+		total += ev[i].size;
 		fprintf(out, "POOL DEBUG: [%u/0] %7s (%10" PRIu64 "/%10" PRIu64 "/%10" PRIu64 ") 0x%016" PRIx64
 			" \"%s\" <0x%" PRIx64 "> (%" PRIu64 "/%" PRIu64 "/%" PRIu64 ")\n", ev[i].pid,
-			action[ev[i].kind], size, ev[i].kind ? q->cur_bytes : 0, total, q->pool, tag_of(q), q->caller,
-			ev[i].kind ? q->calls : 0, ev[i].kind ? q->calls : 0, q->clears);
+			action[ev[i].kind], ev[i].size, ev[i].kind ? q->cur_bytes : 0, total, q->pool, tag_of(q),
+			q->caller, ev[i].calls, ev[i].kind ? q->calls : 0, q->clears);
 	}
+	free(sv);
 	free(ev);
 	return ferror(out) ? -EIO : 0;
 }

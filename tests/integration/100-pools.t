@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 39
+plan 41
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -67,6 +67,16 @@ n=$(grep -cE '^POOL DEBUG: \[[0-9]+/[0-9]+\] +CREATE \( +[0-9]+/ +[0-9]+/ +[0-9]
 [ "$n" -ge $((READS + 5)) ]
 ok $? "pool-log: a CREATE line in APR's format per pool ($n)"
 is "$(grep -c ' DESTROY .*"request"' "$TMP/r.log")" $READS "and a DESTROY per request pool"
+
+# 3b. snapshots every 0.4 s: the log draws the connection pool's growth,
+# one PALLOC line per snapshot with what it allocated since the one before
+$MEMTAP run --pools -q --interval=0.4 -o "$TMP/iv" -- "$FIX/apr_conn" $READS -8 >/dev/null 2>&1
+$MEMTAP report --format=pool-log "$TMP"/iv.*.mtp | grep ' PALLOC .*"connection"' > "$TMP/iv.log"
+n=$(wc -l < "$TMP/iv.log")
+[ "$n" -ge 3 ]
+ok $? "pool-log over $(ls "$TMP"/iv.*.mtp | wc -l) snapshots: $n PALLOC lines for the connection pool"
+is "$(awk -F'[(/]' '{s += $3 + 0} END {print s}' "$TMP/iv.log")/$(tail -1 "$TMP/iv.log" | awk -F'[(/]' '{print $4 + 0}')" \
+	"$((READS * 96))/$((READS * 96))" "their sizes add up to the pool's bytes, its last POOL SIZE"
 
 # 4. libapr arriving by dlopen (a library that links it, RTLD_LOCAL)
 $MEMTAP run --pools -q -o "$TMP/dl" -- "$FIX/apr_conn_dl" $READS -8 >/dev/null 2>&1
