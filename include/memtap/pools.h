@@ -39,6 +39,7 @@
 #define MT_APR_PROBES 64
 #define MT_APR_TAGS 64      /* tag aggregates; the last one sums the rest */
 #define MT_APR_RING 256     /* destroyed pools kept in full */
+#define MT_APR_UP 3         /* with --stacks: callers kept above a pool's creator */
 
 /* ---- the live file (agent <-> readers) ---- */
 
@@ -55,6 +56,7 @@ struct mt_live_apr_slot {
 	uint64_t destroyed_ns; /* 0: live */
 	uint64_t mark_ns;      /* CLOCK_REALTIME_COARSE at creation or at the last clear */
 	uint64_t caller;       /* return address of the call that created it */
+	uint64_t up[MT_APR_UP]; /* with --stacks: the return addresses above it (0: none) */
 	uint64_t calls, bytes; /* apr_palloc + apr_pcalloc over its life */
 	uint64_t cur_bytes;    /* since its last clear */
 	uint64_t clears;
@@ -93,6 +95,7 @@ struct mt_live_apr {
 /* One pool lifetime (live: destroyed_ns == 0). */
 struct mt_apr_pool {
 	uint64_t pool, parent, created_ns, destroyed_ns, mark_ns, caller;
+	uint64_t up[MT_APR_UP]; /* with --stacks: the callers above CALLER, innermost first */
 	uint64_t calls, bytes, cur_bytes, clears;
 	uint32_t marks, flags;
 	char tag[MT_APR_TAG_MAX];

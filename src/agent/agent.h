@@ -312,6 +312,9 @@ void mt_event_arm(struct mt_thread *t);
 void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const char *cfa);
 #define MT_CFA ((const char *)__builtin_dwarf_cfa())
 int mt_live_forget(void *ptr); /* 1 when PTR was a sampled live allocation */
+/* With --stacks: the calling thread's return addresses outside the agent,
+ * innermost first, at most N into OUT; 0 without stacks. */
+int mt_backtrace_outside(uint64_t *out, int n);
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
 uint32_t mt_sites_count(void);
 void mt_sites_peak(void);

@@ -200,6 +200,9 @@ static int hooks_live(void)
 
 static void created(uint64_t pool, uint64_t parent, uint64_t caller, uint32_t flags)
 {
+	/* --stacks: the creating call site, a few callers deep (libunwind). */
+	uint64_t bt[1 + MT_APR_UP] = {0};
+	int nbt = mt_backtrace_outside(bt, 1 + MT_APR_UP);
 	uint64_t now = mt_now_ns();
 	lock();
 	/* An address still in the table is a pool whose end we missed: it
@@ -226,6 +229,8 @@ static void created(uint64_t pool, uint64_t parent, uint64_t caller, uint32_t fl
 		.caller = caller,
 		.flags = flags,
 	};
+	for (int i = 0; nbt > 0 && bt[0] == caller && i < MT_APR_UP; i++)
+		fresh.up[i] = bt[1 + i];
 	if (ps) {
 		fresh.parent_slot = index_of(ps) + 1;
 		fresh.next_sibling = ps->first_child;

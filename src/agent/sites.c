@@ -146,6 +146,20 @@ int mt_sites_init(void)
 	return 0;
 }
 
+int mt_backtrace_outside(uint64_t *out, int n)
+{
+	void *buf[32];
+	if (!unw_bt || !MT_OPT(stacks))
+		return 0;
+	int k = unw_bt(buf, 32), m = 0;
+	for (int i = 0; i < k && m < n; i++) {
+		uintptr_t a = (uintptr_t)buf[i];
+		if (a < self_start || a >= self_end)
+			out[m++] = a;
+	}
+	return m;
+}
+
 /* ---- sampling ---- */
 
 static uint64_t rng_next(struct mt_thread *t)

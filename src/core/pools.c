@@ -129,6 +129,8 @@ static void slot_to_pool(const struct mt_live_apr_slot *s, uint64_t key, struct 
 	d->destroyed_ns = __atomic_load_n(&s->destroyed_ns, __ATOMIC_RELAXED);
 	d->mark_ns = __atomic_load_n(&s->mark_ns, __ATOMIC_RELAXED);
 	d->caller = __atomic_load_n(&s->caller, __ATOMIC_RELAXED);
+	for (int i = 0; i < MT_APR_UP; i++)
+		d->up[i] = __atomic_load_n(&s->up[i], __ATOMIC_RELAXED);
 	d->calls = __atomic_load_n(&s->calls, __ATOMIC_RELAXED);
 	d->bytes = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
 	d->cur_bytes = __atomic_load_n(&s->cur_bytes, __ATOMIC_RELAXED);
@@ -234,7 +236,7 @@ int mt_live_apr_fill(const struct mt_live_view *v, struct mt_apr *a)
  * non-empty buckets, then u32 bucket + u64 value each).
  * MT_TAG_APR_POOL: u64 pool, parent, created_ns, destroyed_ns, mark_ns,
  * caller, calls, bytes, cur_bytes, clears; u32 marks, flags; u32 length +
- * tag. */
+ * tag; u64 up[MT_APR_UP]. */
 
 static void put32(struct mt_buf *b, uint32_t v) { mt_buf_put(b, &v, 4); }
 static void put64(struct mt_buf *b, uint64_t v) { mt_buf_put(b, &v, 8); }
@@ -317,6 +319,8 @@ int mt_apr_encode(const struct mt_apr *a, struct mt_buf *b)
 		put32(b, p->marks);
 		put32(b, p->flags);
 		put_tag(b, p->tag);
+		for (int k = 0; k < MT_APR_UP; k++)
+			put64(b, p->up[k]);
 		rec_end(b, r);
 	}
 	return b->err;
@@ -427,6 +431,8 @@ int mt_apr_decode(uint32_t tag, const uint8_t *data, size_t len, struct mt_profi
 		q.marks = get32(&c);
 		q.flags = get32(&c);
 		get_tag(&c, q.tag);
+		for (int k = 0; k < MT_APR_UP; k++)
+			q.up[k] = get64(&c);
 		if (!c.bad) {
 			struct mt_apr_pool *d = mt_apr_add_pool(a);
 			if (!d)

@@ -197,9 +197,14 @@ int mt_render_pools_text(FILE *out, const struct mt_profile *p, int full)
 		if (!growing++)
 			fprintf(out, "\nPools that only grow (allocating all their life, never cleared since; "
 				"docs/POOLS.md):\n");
-		char age[32], where[256];
+		char age[32], where[1024];
 		fmt_age(age, sizeof(age), now - q->mark_ns);
 		fmt_caller(sy, q->caller, where, sizeof(where));
+		for (int u = 0; u < MT_APR_UP && q->up[u]; u++) {
+			size_t l = strlen(where);
+			snprintf(where + l, sizeof(where) - l, " < ");
+			fmt_caller(sy, q->up[u], where + l + 3, sizeof(where) - l - 3);
+		}
 		fprintf(out, "  %-20s 0x%" PRIx64 ": %" PRIu64 " bytes in %" PRIu64 " calls over %s, created by %s\n",
 			tag_of(q), q->pool, q->cur_bytes, q->calls, age, where);
 	}
@@ -308,9 +313,16 @@ void mt_render_pools_json(FILE *out, const struct mt_profile *p)
 		else
 			fputs("null", out);
 		fprintf(out, ",\"calls\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"bytes_since_clear\":%" PRIu64
-			",\"clears\":%" PRIu64 ",\"unmanaged\":%s,\"growing\":%s,\"created_by\":\"0x%" PRIx64 "\"}",
+			",\"clears\":%" PRIu64 ",\"unmanaged\":%s,\"growing\":%s,\"created_by\":\"0x%" PRIx64 "\"",
 			q->calls, q->bytes, q->cur_bytes, q->clears, q->flags & MT_APR_F_UNMANAGED ? "true" : "false",
 			mt_apr_growing(q, p->dump_ns) ? "true" : "false", q->caller);
+		if (q->up[0]) {
+			fprintf(out, ",\"created_stack\":[\"0x%" PRIx64 "\"", q->caller);
+			for (int u = 0; u < MT_APR_UP && q->up[u]; u++)
+				fprintf(out, ",\"0x%" PRIx64 "\"", q->up[u]);
+			fputc(']', out);
+		}
+		fputc('}', out);
 	}
 	fprintf(out, "],\"pool_summary\":{\"hooked\":%s,\"created\":%" PRIu64 ",\"destroyed\":%" PRIu64
 		",\"dropped\":%" PRIu64 ",\"untracked_calls\":%" PRIu64 ",\"untracked_bytes\":%" PRIu64

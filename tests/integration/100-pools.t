@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 41
+plan 43
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -77,6 +77,15 @@ n=$(wc -l < "$TMP/iv.log")
 ok $? "pool-log over $(ls "$TMP"/iv.*.mtp | wc -l) snapshots: $n PALLOC lines for the connection pool"
 is "$(awk -F'[(/]' '{s += $3 + 0} END {print s}' "$TMP/iv.log")/$(tail -1 "$TMP/iv.log" | awk -F'[(/]' '{print $4 + 0}')" \
 	"$((READS * 96))/$((READS * 96))" "their sizes add up to the pool's bytes, its last POOL SIZE"
+
+# 3c. with --stacks, the creating call site a few callers deep, symbolized
+$MEMTAP run --pools --stacks -q -o "$TMP/st" -- "$FIX/apr_conn" $READS -8 >/dev/null 2>&1
+$MEMTAP report --format=json "$TMP"/st.*.mtp > "$TMP/st.json"
+n=$(jq -r '[.processes[0].pools[] | select(.tag == "connection")][0].created_stack | length' "$TMP/st.json")
+[ "$n" -ge 2 ]
+ok $? "--stacks: the connection pool's creating stack has $n frames"
+like "$($MEMTAP report --pools "$TMP"/st.*.mtp | grep -A1 'only grow' | tail -1)" \
+	"created by [a-z_]+ \(apr_conn.c:[0-9]+\) < .*libc" "and the report names the fixture's line and its callers"
 
 # 4. libapr arriving by dlopen (a library that links it, RTLD_LOCAL)
 $MEMTAP run --pools -q -o "$TMP/dl" -- "$FIX/apr_conn_dl" $READS -8 >/dev/null 2>&1
