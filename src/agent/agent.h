@@ -376,6 +376,8 @@ void mt_apr_resolve(void);
 void mt_apr_reset(void);
 void mt_apr_fork_child(void);
 void mt_apr_stop(void);
+/* For `ctl status`: "off", or whether libapr is hooked and the counts. */
+void mt_apr_describe(char *out, size_t len);
 
 /* control.c */
 int mt_control_start(void);

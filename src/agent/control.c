@@ -148,6 +148,9 @@ static void cmd_status(struct mt_buf *b)
 	reply(b, "live: %s\n", mt_shared_is_file() ? mt_shared_path() : "(private memory: not readable from outside)");
 	reply(b, "allocator: %s (%s)\n", alloc, alloc_path);
 	reply(b, "fast_paths: %s\n", mt_fast_paths());
+	char pools[160];
+	mt_apr_describe(pools, sizeof(pools));
+	reply(b, "pools: %s\n", pools);
 	reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
 	reply(b, "agent_memory_bytes: %llu\n",
 	      (unsigned long long)__atomic_load_n(&mt_g.arena_bytes, __ATOMIC_RELAXED));

@@ -23,6 +23,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -528,4 +529,21 @@ void mt_apr_stop(void)
 			mt_got_forget(names[i]);
 		hooked[i] = 0;
 	}
+}
+
+void mt_apr_describe(char *out, size_t len)
+{
+	if (!__atomic_load_n(&on, __ATOMIC_RELAXED) || !tab) {
+		snprintf(out, len, "off");
+		return;
+	}
+	if (!__atomic_load_n(&tab->hooked, __ATOMIC_ACQUIRE)) {
+		snprintf(out, len, "on, no libapr in the process yet");
+		return;
+	}
+	uint64_t c = __atomic_load_n(&tab->created, __ATOMIC_RELAXED);
+	uint64_t d = __atomic_load_n(&tab->destroyed, __ATOMIC_RELAXED);
+	snprintf(out, len, "on, libapr hooked: %llu pools created, %llu destroyed, %llu not tracked",
+		 (unsigned long long)c, (unsigned long long)d,
+		 (unsigned long long)__atomic_load_n(&tab->dropped, __ATOMIC_RELAXED));
 }

@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 43
+plan 44
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -118,6 +118,7 @@ $MEMTAP attach -p $TPID --pools -d 3 -q -o "$TMP/at" 2> "$TMP/at.err" &
 APID=$!
 wait_for "grep -q attached $TMP/at.err" 50 || wait_for "ls /tmp/memtap-$(id -u)/$TPID.sock" 50
 sleep 0.3
+like "$($MEMTAP ctl $TPID status)" "pools: on, libapr hooked" "ctl status: pools on, libapr hooked"
 echo go >&7
 wait $APID
 ok $? "memtap attach -p PID --pools -d 3"
