@@ -71,6 +71,8 @@ static size_t hash(uint64_t key)
  * release after the fields. */
 static struct mt_live_apr_slot *find(uint64_t key)
 {
+	if (key <= MT_APR_FREED)
+		return NULL; /* a NULL pool: APR's problem, not a slot */
 	size_t h = hash(key);
 	for (int n = 0; n < MT_APR_PROBES; n++, h = (h + 1) & (MT_APR_SLOTS - 1)) {
 		uint64_t k = __atomic_load_n(&tab->slot[h].key, __ATOMIC_ACQUIRE);
@@ -237,7 +239,10 @@ static void created(uint64_t pool, uint64_t parent, uint64_t caller, uint32_t fl
 		fresh.next_sibling = ps->first_child;
 		ps->first_child = index_of(s) + 1;
 	}
-	*s = fresh; /* key 0 until published */
+	/* Its key stays what it was (freed: lookups probe on past it) until
+	 * the new pool is published. */
+	fresh.key = s->key;
+	*s = fresh;
 	__atomic_store_n(&s->key, pool, __ATOMIC_RELEASE);
 	unlock();
 	__atomic_fetch_add(&tab->created, 1, __ATOMIC_RELAXED);
