@@ -30,10 +30,12 @@
 #include "agent.h"
 #include "memtap/pools.h"
 
-enum { F_CREATE, F_CREATE_U, F_PALLOC, F_PCALLOC, F_CLEAR, F_DESTROY, F_TAG, F_N };
+enum { F_CREATE, F_CREATE_U, F_CREATE_CORE, F_PALLOC, F_PCALLOC, F_CLEAR, F_DESTROY, F_TAG, F_N };
 static const char *const names[F_N] = {
-	"apr_pool_create_ex", "apr_pool_create_unmanaged_ex", "apr_palloc", "apr_pcalloc",
-	"apr_pool_clear",     "apr_pool_destroy",             "apr_pool_tag",
+	"apr_pool_create_ex", "apr_pool_create_unmanaged_ex",
+	"apr_pool_create_core_ex", /* the deprecated name of create_unmanaged_ex, which it calls directly */
+	"apr_palloc",         "apr_pcalloc",                  "apr_pool_clear",
+	"apr_pool_destroy",   "apr_pool_tag",
 };
 
 static struct mt_live_apr *tab;  /* in the live file, made once */
@@ -192,7 +194,7 @@ typedef void (*pool_fn)(void *);
 typedef void (*tag_fn)(void *, const char *);
 static palloc_fn real_palloc, real_pcalloc;
 static create_fn real_create;
-static create_u_fn real_create_u;
+static create_u_fn real_create_u, real_create_core;
 static pool_fn real_clear, real_destroy;
 static tag_fn real_tag;
 
@@ -276,6 +278,13 @@ static int w_create_u(void **newpool, void *abort_fn, void *allocator)
 	return ret;
 }
 
+static int w_create_core(void **newpool, void *abort_fn, void *allocator)
+{
+	int ret = real_create_core(newpool, abort_fn, allocator);
+	after_create(ret, newpool, NULL, __builtin_return_address(0), MT_APR_F_UNMANAGED);
+	return ret;
+}
+
 static void alloc_on(uint64_t pool, uint64_t size)
 {
 	struct mt_live_apr_slot *s = find(pool);
@@ -327,9 +336,13 @@ static void *w_pcalloc(void *pool, size_t size)
 	return r;
 }
 
-/* Destroy and clear: the pool's descendants end now (APR destroys them);
- * destroy ends the pool, clear empties it. */
-static void pool_end(void *pool, int destroy)
+/* After a destroy or a clear: the pool's descendants have ended (APR
+ * destroyed them, some by calls no GOT hook sees); destroy ends the pool,
+ * clear empties it.  After, not before: the pool's cleanups, which run
+ * inside, may still allocate from it.  BORN (destroy): the pool's creation
+ * time when the destroy began, so that a pool another thread made at the
+ * same address meanwhile is not the one ended. */
+static void pool_end(void *pool, int destroy, uint64_t born)
 {
 	if (!hooks_live())
 		return;
@@ -337,7 +350,8 @@ static void pool_end(void *pool, int destroy)
 	lock();
 	struct mt_live_apr_slot *s = find((uint64_t)(uintptr_t)pool);
 	if (s && destroy) {
-		retire(s, now, 0);
+		if (s->created_ns == born)
+			retire(s, now, 0);
 	} else if (s) {
 		while (s->first_child && s->first_child <= MT_APR_SLOTS)
 			retire(&tab->slot[s->first_child - 1], now, 1);
@@ -351,14 +365,17 @@ static void pool_end(void *pool, int destroy)
 
 static void w_clear(void *pool)
 {
-	pool_end(pool, 0);
 	real_clear(pool);
+	pool_end(pool, 0, 0);
 }
 
 static void w_destroy(void *pool)
 {
-	pool_end(pool, 1);
+	struct mt_live_apr_slot *s = __atomic_load_n(&on, __ATOMIC_RELAXED) ? find((uint64_t)(uintptr_t)pool) : NULL;
+	uint64_t born = s ? __atomic_load_n(&s->created_ns, __ATOMIC_RELAXED) : 0;
 	real_destroy(pool);
+	if (s)
+		pool_end(pool, 1, born);
 }
 
 static void w_tag(void *pool, const char *tag)
@@ -416,11 +433,11 @@ static void *apr_sym(const char *name)
 
 void mt_apr_resolve(void)
 {
-	void **const real[F_N] = {(void **)&real_create, (void **)&real_create_u, (void **)&real_palloc,
-				  (void **)&real_pcalloc, (void **)&real_clear,    (void **)&real_destroy,
-				  (void **)&real_tag};
-	void *const wrap[F_N] = {(void *)w_create, (void *)w_create_u, (void *)w_palloc, (void *)w_pcalloc,
-				 (void *)w_clear,  (void *)w_destroy,  (void *)w_tag};
+	void **const real[F_N] = {(void **)&real_create,  (void **)&real_create_u, (void **)&real_create_core,
+				  (void **)&real_palloc,  (void **)&real_pcalloc,  (void **)&real_clear,
+				  (void **)&real_destroy, (void **)&real_tag};
+	void *const wrap[F_N] = {(void *)w_create,  (void *)w_create_u, (void *)w_create_core, (void *)w_palloc,
+				 (void *)w_pcalloc, (void *)w_clear,    (void *)w_destroy,     (void *)w_tag};
 	if (!__atomic_load_n(&on, __ATOMIC_RELAXED) || !tab)
 		return;
 	for (int i = 0; i < F_N; i++) {
