@@ -239,6 +239,19 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		mt_cli_usage(cmd, -1, stderr);
 		return -1;
 	}
+	/* --pools puts its own GOT hooks on libapr's pool functions: a GOT hook
+	 * of -f on one of them would be dropped.  (An entry hook is fine.) */
+	for (int i = 0; o->pools && o->via == MT_VIA_AGENT && i < o->nfuncs; i++) {
+		static const char *const apr[] = {"apr_pool_create_ex", "apr_pool_create_unmanaged_ex",
+						  "apr_pool_create_core_ex", "apr_palloc", "apr_pcalloc",
+						  "apr_pool_clear", "apr_pool_destroy", "apr_pool_tag"};
+		size_t n = strcspn(o->funcs[i], ":");
+		for (size_t k = 0; k < sizeof(apr) / sizeof(apr[0]); k++)
+			if (strlen(apr[k]) == n && !strncmp(o->funcs[i], apr[k], n) && strstr(o->funcs[i] + n, ":got"))
+				return mt_error("%s: -f %s with --pools: --pools hooks %s's GOT slots itself; drop :got "
+						"(an entry hook counts it alongside --pools)", name, o->funcs[i], apr[k]),
+				       -1;
+	}
 	/* Options the chosen collector does not take: all named at once. */
 	unsigned bit = where_bit(cmd, o->via);
 	char bad[512] = "";

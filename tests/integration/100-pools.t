@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 44
+plan 46
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -106,6 +106,13 @@ like "$err" "no APR pools: record with .memtap run --pools" "saying how to recor
 LD_PRELOAD="$ROOT/$BUILDDIR/libmemtap.so" MEMTAP_POOLS=1 MEMTAP_PREFIX="$TMP/self" "$FIX/apr_conn" 10 -1 >/dev/null
 is "$($MEMTAP report --format=json "$TMP"/self.*.mtp | jq -r '.processes[0].pool_summary.destroyed_by_tag[] | select(.tag == "request") | .calls')" \
 	210 "the agent's own exit profile has the pools (10 request pools, 210 calls)"
+
+# 5c. -f on a pool function: an entry hook counts alongside, :got is refused
+$MEMTAP run --pools -q -f apr_palloc:size=arg1 -o "$TMP/fp" -- "$FIX/apr_conn" 20 -1 >/dev/null 2>&1
+is "$($MEMTAP report --format=json "$TMP"/fp.*.mtp | jq -r '.processes[0].functions.apr_palloc.calls')" 512 \
+	"-f apr_palloc with --pools: every apr_palloc counted (20 x 21 + 92 outside request pools)"
+err=$($MEMTAP run --pools -f apr_palloc:got -- true 2>&1)
+like "$err" "with --pools: --pools hooks apr_palloc's GOT slots itself; drop :got" "-f apr_palloc:got with --pools is refused, saying why"
 
 # 6. memtap attach --pools (inject): the fixture waits, memtap attaches, then it works
 mkfifo "$TMP/in"
