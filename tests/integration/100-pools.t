@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 46
+plan 50
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -86,6 +86,18 @@ n=$(jq -r '[.processes[0].pools[] | select(.tag == "connection")][0].created_sta
 ok $? "--stacks: the connection pool's creating stack has $n frames"
 like "$($MEMTAP report --pools "$TMP"/st.*.mtp | grep -A1 'only grow' | tail -1)" \
 	"created by [a-z_]+ \(apr_conn.c:[0-9]+\) < .*libc" "and the report names the fixture's line and its callers"
+
+# 3d. 8 threads making and destroying pools at once: exact counts, and the
+# children APR destroys by its direct recursion (no GOT hook sees those)
+$MEMTAP run --pools -q -o "$TMP/th" -- "$FIX/apr_conn" threads 8 2000 >/dev/null 2>&1
+$MEMTAP report --format=json "$TMP"/th.*.mtp > "$TMP/th.json"
+is "$(tag_field "$TMP/th.json" request pools)/$(tag_field "$TMP/th.json" request calls)" "16000/160000" \
+	"8 threads: 16000 request pools destroyed, 160000 allocations"
+is "$(tag_field "$TMP/th.json" request bytes)" 16000000 "... of 16000000 bytes"
+is "$(tag_field "$TMP/th.json" sub pools)/$(tag_field "$TMP/th.json" sub calls)" "16000/16000" \
+	"their children, destroyed inside apr_pool_destroy, ended with them"
+is "$(jq -r '.processes[0].pool_summary | "\(.dropped) \(.untracked_calls)"' "$TMP/th.json")" "0 0" \
+	"nothing dropped or untracked"
 
 # 4. libapr arriving by dlopen (a library that links it, RTLD_LOCAL)
 $MEMTAP run --pools -q -o "$TMP/dl" -- "$FIX/apr_conn_dl" $READS -8 >/dev/null 2>&1
