@@ -38,7 +38,11 @@ static void fmt_age(char *out, size_t len, uint64_t ns)
 static void fmt_caller(struct mt_symbolizer *sy, uint64_t addr, char *out, size_t len)
 {
 	struct mt_frame f[MT_INLINE_MAX];
-	int n = sy && addr ? mt_symbolize(sy, addr, 1, f, MT_INLINE_MAX) : 0;
+	if (!addr) {
+		snprintf(out, len, "-");
+		return;
+	}
+	int n = sy ? mt_symbolize(sy, addr, 1, f, MT_INLINE_MAX) : 0;
 	if (n <= 0) {
 		snprintf(out, len, "0x%" PRIx64, addr);
 		return;
@@ -164,11 +168,13 @@ int mt_render_pools_text(FILE *out, const struct mt_profile *p, int full)
 	fprintf(out, " %" PRIu32 " live, %" PRIu64 " created and %" PRIu64 " destroyed while traced\n", nlive,
 		a->created, a->destroyed);
 	if (a->untracked_calls)
-		fprintf(out, "  %" PRIu64 " allocations (%" PRIu64 " bytes) on pools made before tracing began (or "
-			"not tracked)\n", a->untracked_calls, a->untracked_bytes);
+		fprintf(out, "  %" PRIu64 " allocation%s (%" PRIu64 " bytes) on pools made before tracing began "
+			"(or not tracked)\n", a->untracked_calls, a->untracked_calls == 1 ? "" : "s",
+			a->untracked_bytes);
 	if (a->dropped)
-		fprintf(out, "  %" PRIu64 " pools not tracked: the table of %d live pools had no free slot near "
-			"theirs\n", a->dropped, MT_APR_SLOTS);
+		fprintf(out, "  %" PRIu64 " pool%s not tracked: the table of %d live pools had no free slot "
+			"near %s\n", a->dropped, a->dropped == 1 ? "" : "s", MT_APR_SLOTS,
+			a->dropped == 1 ? "its" : "theirs");
 	if (a->tags_full)
 		fprintf(out, "  %" PRIu64 " destroyed pools summed under \"(other tags)\": more than %d tags\n",
 			a->tags_full, MT_APR_TAGS - 1);

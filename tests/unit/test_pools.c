@@ -246,12 +246,58 @@ static void renderers(void **state)
 	mt_profile_free(p);
 }
 
+/* The text report and the pool log against tests/golden/pools/ (run from
+ * the repository root; MEMTAP_GOLDEN_UPDATE=1 rewrites them). */
+static void golden(const char *path, const char *got)
+{
+	if (getenv("MEMTAP_GOLDEN_UPDATE")) {
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(got, f);
+		fclose(f);
+	}
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	static char want[65536];
+	size_t n = fread(want, 1, sizeof(want) - 1, f);
+	fclose(f);
+	want[n] = '\0';
+	assert_string_equal(got, want);
+}
+
+static void golden_files(void **state)
+{
+	(void)state;
+	struct mt_profile *p = sample();
+	struct mt_apr_pool *q = mt_apr_add_pool(p->apr); /* a live child of the connection */
+	q->pool = 0x3000;
+	q->parent = 0x1000;
+	q->created_ns = q->mark_ns = 99 * S;
+	q->calls = 2;
+	q->bytes = q->cur_bytes = 64;
+	strcpy(q->tag, "brigade");
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+	assert_int_equal(mt_render_pools_text(f, p, 1), 0);
+	fclose(f);
+	golden("tests/golden/pools/report.txt", buf);
+	free(buf);
+	struct mt_report_item it = {p, NULL, NULL, 0};
+	f = open_memstream(&buf, &n);
+	assert_int_equal(mt_render_pools_log(f, &it, 1), 0);
+	fclose(f);
+	golden("tests/golden/pools/pool-log.txt", buf);
+	free(buf);
+	mt_profile_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(round_trip),   cmocka_unit_test(no_pools_no_records), cmocka_unit_test(damaged_record),
 		cmocka_unit_test(growing_rule), cmocka_unit_test(merge),               cmocka_unit_test(live_reader),
-		cmocka_unit_test(renderers),
+		cmocka_unit_test(renderers),    cmocka_unit_test(golden_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
