@@ -71,7 +71,7 @@ static size_t hash(uint64_t key)
 
 /* The slot of live pool KEY, or NULL.  Lock-free: keys are published with
  * release after the fields. */
-static struct mt_live_apr_slot *find(uint64_t key)
+static inline __attribute__((always_inline)) struct mt_live_apr_slot *find(uint64_t key)
 {
 	if (key <= MT_APR_FREED)
 		return NULL; /* a NULL pool: APR's problem, not a slot */
@@ -198,7 +198,7 @@ static create_u_fn real_create_u, real_create_core;
 static pool_fn real_clear, real_destroy;
 static tag_fn real_tag;
 
-static int hooks_live(void)
+static inline __attribute__((always_inline)) int hooks_live(void)
 {
 	return __atomic_load_n(&on, __ATOMIC_RELAXED) && mt_enter() != NULL;
 }
@@ -285,7 +285,7 @@ static int w_create_core(void **newpool, void *abort_fn, void *allocator)
 	return ret;
 }
 
-static void alloc_on(uint64_t pool, uint64_t size)
+static inline __attribute__((always_inline)) void alloc_on(uint64_t pool, uint64_t size)
 {
 	struct mt_live_apr_slot *s = find(pool);
 	if (!s) {
