@@ -6,6 +6,7 @@
  * per-(tgid, function) aggregates into one struct mt_profile per process.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/types.h>
 #include <inttypes.h>
@@ -141,6 +142,15 @@ struct mt_ebpf {
 	size_t nplaced;
 	int stacks, heap_events;
 	int pools, apr_hooked; /* --pools; libapr's functions were found */
+	/* tag strings the BPF side could not read, read from the processes
+	 * while they run (mt_ebpf_poll_maps) */
+	struct apr_tag_seen {
+		uint32_t tgid;
+		uint64_t at;
+		char tag[MT_APR_TAG_MAX];
+	} *apr_tags;
+	size_t napr_tags;
+	uint64_t apr_polled_ns;
 	/* --stacks: the last mappings seen of each traced process */
 	struct proc_maps {
 		uint32_t tgid, n, nx;
@@ -828,9 +838,65 @@ static void keep_maps(struct mt_ebpf *e, uint32_t tgid)
 	e->pm[i].nx = nx;
 }
 
+static void apr_tag_read(uint32_t tgid, uint64_t at, char *out, size_t len);
+
+static const char *apr_tag_cached(const struct mt_ebpf *e, uint32_t tgid, uint64_t at)
+{
+	for (size_t i = 0; i < e->napr_tags; i++)
+		if (e->apr_tags[i].tgid == tgid && e->apr_tags[i].at == at)
+			return e->apr_tags[i].tag;
+	return NULL;
+}
+
+static void apr_tag_remember(struct mt_ebpf *e, uint32_t tgid, uint64_t at)
+{
+	char t[MT_APR_TAG_MAX];
+	if (apr_tag_cached(e, tgid, at) || e->napr_tags >= 4096)
+		return;
+	apr_tag_read(tgid, at, t, sizeof(t));
+	if (!t[0])
+		return;
+	struct apr_tag_seen *v = realloc(e->apr_tags, (e->napr_tags + 1) * sizeof(*v));
+	if (!v)
+		return;
+	e->apr_tags = v;
+	v[e->napr_tags].tgid = tgid;
+	v[e->napr_tags].at = at;
+	memcpy(v[e->napr_tags].tag, t, sizeof(t));
+	e->napr_tags++;
+}
+
+/* --pools: the tags of live pools and aggregates that the BPF side could
+ * not read, twice a second, while their processes are there to read. */
+static void apr_poll_tags(struct mt_ebpf *e)
+{
+	uint64_t now = now_ns(CLOCK_MONOTONIC);
+	if (now - e->apr_polled_ns < 500000000u)
+		return;
+	e->apr_polled_ns = now;
+	struct mtb_apr_key k, next, *prev = NULL;
+	while (!bpf_map__get_next_key(e->skel->maps.apr_pools, prev, &next, sizeof(next))) {
+		struct mtb_apr_pool v;
+		k = next;
+		prev = &k;
+		if (!bpf_map__lookup_elem(e->skel->maps.apr_pools, &k, sizeof(k), &v, sizeof(v), 0) && !v.tag[0] &&
+		    v.tag_ptr)
+			apr_tag_remember(e, k.tgid, v.tag_ptr);
+	}
+	struct mtb_apr_tag_key tk, tnext, *tprev = NULL;
+	while (!bpf_map__get_next_key(e->skel->maps.apr_tags, tprev, &tnext, sizeof(tnext))) {
+		tk = tnext;
+		tprev = &tk;
+		if (tk.tag_ptr && !tk.tag[0])
+			apr_tag_remember(e, tk.tgid, tk.tag_ptr);
+	}
+}
+
 void mt_ebpf_poll_maps(struct mt_ebpf *e)
 {
 	uint32_t key, next, *prev = NULL;
+	if (e->pools && e->apr_hooked)
+		apr_poll_tags(e);
 	if (!e->stacks)
 		return;
 	while (!bpf_map__get_next_key(e->skel->maps.procs, prev, &next, sizeof(next))) {
@@ -969,6 +1035,22 @@ size_t mt_ebpf_procs(struct mt_ebpf *e, struct mt_ebpf_proc *out, size_t max)
 	return n;
 }
 
+/* A tag string the BPF side could not read (its page was not resident),
+ * from the process's memory, which the kernel pages in for us; "" when the
+ * process is gone. */
+static void apr_tag_read(uint32_t tgid, uint64_t at, char *out, size_t len)
+{
+	char path[64];
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "/proc/%u/mem", tgid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	ssize_t n = pread(fd, out, len - 1, (off_t)at);
+	close(fd);
+	out[n > 0 ? n : 0] = '\0';
+}
+
 /* --pools: process TGID's live pools, destroyed ones by tag, and counters,
  * into P->apr (times from CLOCK_MONOTONIC to CLOCK_REALTIME). */
 static int collect_apr(struct mt_ebpf *e, uint32_t tgid, struct mt_profile *p)
@@ -1013,6 +1095,11 @@ static int collect_apr(struct mt_ebpf *e, uint32_t tgid, struct mt_profile *p)
 		d->flags = v.flags;
 		memcpy(d->tag, v.tag, sizeof(d->tag));
 		d->tag[sizeof(d->tag) - 1] = '\0';
+		const char *seen = !d->tag[0] && v.tag_ptr ? apr_tag_cached(e, tgid, v.tag_ptr) : NULL;
+		if (seen)
+			snprintf(d->tag, sizeof(d->tag), "%s", seen);
+		else if (!d->tag[0] && v.tag_ptr)
+			apr_tag_read(tgid, v.tag_ptr, d->tag, sizeof(d->tag));
 	}
 	struct mtb_apr_tag_key tk, tnext, *tprev = NULL;
 	while (!bpf_map__get_next_key(e->skel->maps.apr_tags, tprev, &tnext, sizeof(tnext))) {
@@ -1025,6 +1112,13 @@ static int collect_apr(struct mt_ebpf *e, uint32_t tgid, struct mt_profile *p)
 		char name[MT_APR_TAG_MAX];
 		memcpy(name, tk.tag, sizeof(name));
 		name[sizeof(name) - 1] = '\0';
+		const char *seen = !name[0] && tk.tag_ptr ? apr_tag_cached(e, tgid, tk.tag_ptr) : NULL;
+		if (seen)
+			snprintf(name, sizeof(name), "%s", seen);
+		else if (!name[0] && tk.tag_ptr)
+			apr_tag_read(tgid, tk.tag_ptr, name, sizeof(name));
+		if (!name[0])
+			snprintf(name, sizeof(name), "(tag at 0x%llx)", (unsigned long long)tk.tag_ptr);
 		struct mt_apr_tag *d = mt_apr_tag_of(a, name);
 		if (!d)
 			return -ENOMEM;
@@ -1071,6 +1165,7 @@ void mt_ebpf_free(struct mt_ebpf *e)
 	free(e->links);
 	memtap_bpf__destroy(e->skel);
 	free(e->placed);
+	free(e->apr_tags);
 	for (size_t i = 0; i < e->npm; i++) {
 		free(e->pm[i].v);
 		free(e->pm[i].x);

@@ -868,7 +868,10 @@ static __always_inline void apr_destroyed(__u32 tgid, struct mtb_apr_pool *p, __
 {
 	struct mtb_apr_tag_key tk = {.tgid = tgid};
 	__builtin_memcpy(tk.tag, p->tag, sizeof(tk.tag));
-	if (!tk.tag[0])
+	if (!tk.tag[0] && p->tag_ptr &&
+	    bpf_probe_read_user_str(tk.tag, sizeof(tk.tag), (void *)p->tag_ptr) <= 1)
+		tk.tag_ptr = p->tag_ptr; /* still not resident: the loader reads it */
+	if (!tk.tag[0] && !tk.tag_ptr)
 		tk.tag[0] = '-';
 	struct mtb_apr_tag *t = bpf_map_lookup_elem(&apr_tags, &tk);
 	if (!t) {
@@ -957,8 +960,11 @@ int BPF_KPROBE(mt_apr_enter)
 		bpf_map_delete_elem(&apr_pools, &k);
 		break;
 	case MTB_APR_TAG:
-		if (p)
-			bpf_probe_read_user_str(p->tag, sizeof(p->tag), (void *)a[1]);
+		if (p) {
+			p->tag_ptr = a[1];
+			if (bpf_probe_read_user_str(p->tag, sizeof(p->tag), (void *)a[1]) < 0)
+				p->tag[0] = '\0';
+		}
 		break;
 	}
 	return 0;

@@ -194,6 +194,8 @@ struct mtb_apr_key {
 
 struct mtb_apr_pool {
 	__u64 parent, created_ns, mark_ns, caller; /* times: CLOCK_MONOTONIC */
+	__u64 tag_ptr; /* apr_pool_tag's string, for the loader when TAG could not be read
+			  (its page was not resident: BPF cannot fault it in) */
 	__u64 calls, bytes, cur_bytes, clears;
 	__u32 marks, flags; /* as memtap/pools.h */
 	char tag[MTB_APR_TAG_MAX];
@@ -208,6 +210,7 @@ struct mtb_apr_pend {
 struct mtb_apr_tag_key {
 	__u32 tgid;
 	__u32 pad;
+	__u64 tag_ptr; /* 0, or the string the loader reads when TAG is empty */
 	char tag[MTB_APR_TAG_MAX];
 };
 

@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 50
+plan 52
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -151,7 +151,7 @@ ok $? "the fixture ran to its end after the detach"
 
 # 7. memtap attach --via=ebpf --pools (root, BTF): the same figures from uprobes
 if [ "$(id -u)" != 0 ] || [ ! -r /sys/kernel/btf/vmlinux ]; then
-	for i in 1 2 3 4 5; do skip "attach --via=ebpf --pools needs root and BTF"; done
+	for i in 1 2 3 4 5 6 7; do skip "attach --via=ebpf --pools needs root and BTF"; done
 	exit 0
 fi
 mkfifo "$TMP/in2"
@@ -173,3 +173,11 @@ is "$(tag_field "$TMP/eb.json" request bytes)" $REQ_BYTES "eBPF: and their bytes
 is "$(pool_field "$TMP/eb.json" connection growing)" true "eBPF: the connection pool grows"
 echo done >&8
 exec 8>&-
+
+# 8. memtap run --via=ebpf --pools: a process traced from its start, whose
+# tag strings are not yet in memory when apr_pool_tag runs (BPF cannot page
+# them in; memtap reads them from the process while it runs)
+$MEMTAP run --via=ebpf --pools -q -o "$TMP/rb" -- "$FIX/apr_conn" $READS -8 >/dev/null 2>&1
+$MEMTAP report --format=json "$TMP"/rb.*.mtp > "$TMP/rb.json"
+is "$(tag_field "$TMP/rb.json" request calls)" $REQ_CALLS "run --via=ebpf: request pools counted exactly, by their tag"
+is "$(pool_field "$TMP/rb.json" connection calls)" $READS "run --via=ebpf: the live connection pool, tagged"
