@@ -38,6 +38,9 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n);
 int mt_render_pools_text(FILE *out, const struct mt_profile *p, int full);
 void mt_render_pools_json(FILE *out, const struct mt_profile *p);
 int mt_render_pools_log(FILE *out, const struct mt_report_item *items, size_t n);
+/* Across the items (snapshots, e.g. --interval): the pool lifetimes seen
+ * live in 3 or more of them whose bytes rose from each to the next. */
+int mt_render_pools_series(FILE *out, const struct mt_report_item *items, size_t n);
 
 /*
  * Heap-profile exports of the call sites recorded with --stacks.  Site

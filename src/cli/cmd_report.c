@@ -135,6 +135,8 @@ int cmd_report(int argc, char **argv)
 				l.items[i].path ? ", from " : "", l.items[i].path ? l.items[i].path : "");
 			err = p->apr ? mt_render_pools_text(out, p, 1) : (fprintf(out, "  no APR pools recorded\n"), 0);
 		}
+		if (!err && l.n > 2)
+			err = mt_render_pools_series(out, l.items, l.n);
 	} else {
 		err = mt_render_with(out, format, &l, &ro);
 	}

@@ -431,7 +431,8 @@ int mt_apr_decode(uint32_t tag, const uint8_t *data, size_t len, struct mt_profi
 		q.marks = get32(&c);
 		q.flags = get32(&c);
 		get_tag(&c, q.tag);
-		for (int k = 0; k < MT_APR_UP; k++)
+		/* up came later: a record without it has none */
+		for (int k = 0; k < MT_APR_UP && c.end - c.p >= 8; k++)
 			q.up[k] = get64(&c);
 		if (!c.bad) {
 			struct mt_apr_pool *d = mt_apr_add_pool(a);

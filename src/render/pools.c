@@ -452,3 +452,63 @@ int mt_render_pools_log(FILE *out, const struct mt_report_item *items, size_t n)
 	free(ev);
 	return ferror(out) ? -EIO : 0;
 }
+
+/* Across snapshots: each lifetime (process, address, creation) seen live in
+ * at least 3 snapshots whose bytes since the last clear rose from each to
+ * the next, with the series. */
+struct snap {
+	uint32_t pid;
+	uint64_t at;
+	const struct mt_apr_pool *p;
+};
+
+static int snap_cmp(const void *x, const void *y)
+{
+	const struct snap *a = x, *b = y;
+	if (a->pid != b->pid)
+		return a->pid < b->pid ? -1 : 1;
+	if (a->p->pool != b->p->pool)
+		return a->p->pool < b->p->pool ? -1 : 1;
+	if (a->p->created_ns != b->p->created_ns)
+		return a->p->created_ns < b->p->created_ns ? -1 : 1;
+	return a->at < b->at ? -1 : a->at > b->at;
+}
+
+int mt_render_pools_series(FILE *out, const struct mt_report_item *items, size_t n)
+{
+	size_t cap = 0, ns = 0;
+	for (size_t i = 0; i < n; i++)
+		if (items[i].profile->apr)
+			cap += items[i].profile->apr->npools;
+	struct snap *v = calloc(cap + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const struct mt_profile *pr = items[i].profile;
+		for (uint32_t k = 0; pr->apr && k < pr->apr->npools; k++)
+			if (!pr->apr->pools[k].destroyed_ns)
+				v[ns++] = (struct snap){pr->pid, pr->dump_ns, &pr->apr->pools[k]};
+	}
+	qsort(v, ns, sizeof(*v), snap_cmp);
+	int shown = 0;
+	for (size_t i = 0; i < ns;) {
+		size_t j = i + 1;
+		int rising = 1;
+		while (j < ns && v[j].pid == v[i].pid && v[j].p->pool == v[i].p->pool &&
+		       v[j].p->created_ns == v[i].p->created_ns) {
+			rising &= v[j].p->cur_bytes > v[j - 1].p->cur_bytes && v[j].at > v[j - 1].at;
+			j++;
+		}
+		if (rising && j - i >= 3) {
+			if (!shown++)
+				fprintf(out, "\nPools whose bytes rose in every snapshot (3 or more, the same lifetime):\n");
+			fprintf(out, "  pid %u %-20s 0x%" PRIx64 ":", v[i].pid, tag_of(v[i].p), v[i].p->pool);
+			for (size_t k = i; k < j; k++)
+				fprintf(out, " %" PRIu64, v[k].p->cur_bytes);
+			fprintf(out, " bytes over %zu snapshots\n", j - i);
+		}
+		i = j;
+	}
+	free(v);
+	return ferror(out) ? -EIO : 0;
+}

@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 52
+plan 53
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -77,6 +77,10 @@ n=$(wc -l < "$TMP/iv.log")
 ok $? "pool-log over $(ls "$TMP"/iv.*.mtp | wc -l) snapshots: $n PALLOC lines for the connection pool"
 is "$(awk -F'[(/]' '{s += $3 + 0} END {print s}' "$TMP/iv.log")/$(tail -1 "$TMP/iv.log" | awk -F'[(/]' '{print $4 + 0}')" \
 	"$((READS * 96))/$((READS * 96))" "their sizes add up to the pool's bytes, its last POOL SIZE"
+
+like "$($MEMTAP report --pools "$TMP"/iv.*.mtp | grep -A1 'rose in every snapshot' | tail -1)" \
+	"pid [0-9]+ connection +0x[0-9a-f]+: [0-9 ]+ bytes over [3-9] snapshots" \
+	"report --pools over the series: the connection pool's bytes rose in every snapshot"
 
 # 3c. with --stacks, the creating call site a few callers deep, symbolized
 $MEMTAP run --pools --stacks -q -o "$TMP/st" -- "$FIX/apr_conn" $READS -8 >/dev/null 2>&1
