@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 53
+plan 56
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -129,6 +129,23 @@ is "$($MEMTAP report --format=json "$TMP"/fp.*.mtp | jq -r '.processes[0].functi
 	"-f apr_palloc with --pools: every apr_palloc counted (20 x 21 + 92 outside request pools)"
 err=$($MEMTAP run --pools -f apr_palloc:got -- true 2>&1)
 like "$err" "with --pools: --pools hooks apr_palloc's GOT slots itself; drop :got" "-f apr_palloc:got with --pools is refused, saying why"
+
+# 5d. killed by SIGKILL while it waits: the final profile, recovered from its
+# live counter file, still has its pools
+mkfifo "$TMP/in9"
+$MEMTAP run --pools -q -o "$TMP/kill" -- "$FIX/apr_conn" 40 2 < "$TMP/in9" > "$TMP/kill.out" 2>&1 &
+RPID=$!
+exec 6>"$TMP/in9"
+at_exit "kill $RPID"
+wait_for "grep -q '^pid ' $TMP/kill.out"
+kill -KILL "$(awk '/^pid / {print $2}' "$TMP/kill.out")"
+wait $RPID
+exec 6>&-
+f=$(ls "$TMP"/kill.*.mtp)
+$MEMTAP report --format=json $f > "$TMP/kill.json"
+is "$(jq -r '.processes[0].ended.how' "$TMP/kill.json")" "signal" "SIGKILL: the final profile says it was killed"
+is "$(tag_field "$TMP/kill.json" request calls)" $((40 * 21)) "and keeps the request pools, exact"
+is "$(pool_field "$TMP/kill.json" connection calls)" 40 "and the live connection pool"
 
 # 6. memtap attach --pools (inject): the fixture waits, memtap attaches, then it works
 mkfifo "$TMP/in"
