@@ -154,14 +154,19 @@ TPID=$!
 exec 7>"$TMP/in"
 at_exit "kill $TPID"
 wait_for "grep -q ready $TMP/out"
-$MEMTAP attach -p $TPID --pools -d 3 -q -o "$TMP/at" 2> "$TMP/at.err" &
+# Stopped by Ctrl-C (SIGINT) once the fixture is done, so the last profile
+# comes while the connection pool's last allocations are recent (-d 30: a
+# limit only).
+$MEMTAP attach -p $TPID --pools -d 30 -q -o "$TMP/at" 2> "$TMP/at.err" &
 APID=$!
 wait_for "grep -q attached $TMP/at.err" 50 || wait_for "ls /tmp/memtap-$(id -u)/$TPID.sock" 50
 sleep 0.3
 like "$($MEMTAP ctl $TPID status)" "pools: on, libapr hooked" "ctl status: pools on, libapr hooked"
 echo go >&7
+wait_for "grep -q '^pid ' $TMP/out" 150
+kill -INT $APID
 wait $APID
-ok $? "memtap attach -p PID --pools -d 3"
+ok $? "memtap attach -p PID --pools, stopped by SIGINT"
 $MEMTAP report --format=json "$TMP"/at.*.mtp > "$TMP/at.json"
 is "$(tag_field "$TMP/at.json" request calls)" $REQ_CALLS "attached: request pools counted exactly"
 is "$(pool_field "$TMP/at.json" connection growing)" true "attached: the connection pool grows"
@@ -181,13 +186,15 @@ TPID=$!
 exec 8>"$TMP/in2"
 at_exit "kill $TPID"
 wait_for "grep -q ready $TMP/out2"
-$MEMTAP attach --via=ebpf -p $TPID --pools -d 4 -q -o "$TMP/eb" > "$TMP/eb.out" 2> "$TMP/eb.err" &
+$MEMTAP attach --via=ebpf -p $TPID --pools -d 30 -q -o "$TMP/eb" > "$TMP/eb.out" 2> "$TMP/eb.err" &
 APID=$!
 wait_for "grep -q 'tracing $TPID' $TMP/eb.err" 150
 like "$(cat "$TMP/eb.err")" "apr_pool_create_ex and [0-9]+ more from .*libapr-1.so" "eBPF: the probes are in libapr"
 echo go >&8
+wait_for "grep -q '^pid ' $TMP/out2" 150
+kill -INT $APID
 wait $APID
-ok $? "memtap attach --via=ebpf -p PID --pools -d 4"
+ok $? "memtap attach --via=ebpf -p PID --pools, stopped by SIGINT"
 $MEMTAP report --format=json "$TMP"/eb.*.mtp > "$TMP/eb.json"
 is "$(tag_field "$TMP/eb.json" request calls)" $REQ_CALLS "eBPF: request pools counted exactly (pcalloc through its palloc)"
 is "$(tag_field "$TMP/eb.json" request bytes)" $REQ_BYTES "eBPF: and their bytes"
