@@ -165,6 +165,10 @@ struct mt_live_hdr {
 	struct mt_live_custom custom[MT_LIVE_CUSTOM_MAX];
 	uint32_t kinds[MT_LIVE_FUNCS_MAX];            /* enum mt_kind per counter */
 	char names[MT_LIVE_FUNCS_MAX][MT_NAME_MAX];   /* the first nbuiltin */
+	/* glibc part (issue 12): agent addresses of the latest allocator
+	 * statistics (struct mt_alloc_stats) and --glibc state (struct
+	 * mt_glibc), include/memtap/glibc.h, each seqlocked; 0: none */
+	uint64_t allocstats, glibc;
 };
 
 /* A readable image of a live file: the agent's own mapping, or a copy the

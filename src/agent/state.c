@@ -230,6 +230,8 @@ struct mt_thread *mt_thread_attach(void)
 	}
 	MT_STORE(t->sample_left, mt_sample_interval(t));
 	mt_event_arm(t);
+	if (mt_glibc_on())
+		mt_glibc_thread_start();
 	mt_tls_thread = t;
 	pthread_setspecific(mt_g.key, t);
 	mt_tls_busy = 0;
@@ -589,7 +591,7 @@ static int set_option(const char *name, const char *v, int *stacks, uint64_t *sa
 		__atomic_store_n(&mt_g.session_pid, (int)pid, __ATOMIC_RELEASE);
 		__atomic_store_n(&mt_sh->session_start, start, __ATOMIC_RELAXED);
 		__atomic_store_n(&mt_sh->session_pid, (int32_t)pid, __ATOMIC_RELEASE);
-	} else
+	} else if (mt_glibc_option(name, v))
 		return -EINVAL;
 	return 0;
 }
@@ -1019,6 +1021,8 @@ static void finish(uint32_t how, uint32_t code)
 		mt_sh->flags |= MT_LIVE_F_CODE_KNOWN;
 	}
 	int inert = mt_g.attached_mode && !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE);
+	if (how == MT_LIVE_EXITED && !inert)
+		mt_allocstats_final(); /* exit handlers ran: the allocator is whole */
 	if (MT_OPT(stacks) && !inert)
 		mt_shared_maps_publish();
 	mt_shared_end(how, code);

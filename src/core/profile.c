@@ -24,6 +24,8 @@ void mt_profile_free(struct mt_profile *p)
 	free(p->sites);
 	free(p->maps);
 	free(p->pools);
+	free(p->stats);
+	free(p->glibc);
 	free(p);
 }
 
