@@ -17,7 +17,10 @@
  * nothing runs on the program's allocation paths except one registration
  * per thread under --glibc.
  */
+#include <dirent.h>
 #include <dlfcn.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <link.h>
 #include <malloc.h>
@@ -294,6 +297,38 @@ int mt_allocstats_take(struct mt_buf *text)
 
 /* ---- the jemalloc bridge ---- */
 
+/* The file prof.dump just wrote: PREFIX.<pid>.<seq>.m<mseq>.heap, the
+ * newest of this process's made since AFTER (jemalloc does not say). */
+static int newest_dump(const char *prefix, uint64_t after, char *out, size_t len)
+{
+	char dir[PATH_MAX], start[PATH_MAX];
+	const char *slash = strrchr(prefix, '/');
+	snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - prefix) : 1, slash ? prefix : ".");
+	if (!dir[0])
+		snprintf(dir, sizeof(dir), "/");
+	snprintf(start, sizeof(start), "%s.%d.", slash ? slash + 1 : prefix, (int)getpid());
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	struct dirent *de;
+	uint64_t best = 0;
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		if (strncmp(de->d_name, start, strlen(start)) || n < 5 || strcmp(de->d_name + n - 5, ".heap"))
+			continue;
+		struct stat st;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		uint64_t t = stat(path, &st) ? 0 : (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+		if (t + 1000000000ull >= after && t >= best) {
+			best = t;
+			snprintf(out, len, "%s", path);
+		}
+	}
+	closedir(d);
+	return best != 0;
+}
+
 void mt_jemalloc_bridge(int what, struct mt_buf *b)
 {
 	char path[512];
@@ -326,10 +361,14 @@ void mt_jemalloc_bridge(int what, struct mt_buf *b)
 	const char *prefix = NULL;
 	sz = sizeof(prefix);
 	mallctl("opt.prof_prefix", &prefix, &sz, NULL, 0);
+	uint64_t before = mt_now_ns();
 	int e = mallctl("prof.dump", NULL, NULL, NULL, 0);
+	char file[PATH_MAX];
 	if (e)
 		mt_reply(b, "jemalloc: prof.dump failed: %s (prof_prefix %s: is its directory writable by the process?)\n",
 			 strerror(e), prefix ? prefix : "?");
+	else if (newest_dump(prefix ? prefix : "jeprof", before, file, sizeof(file)))
+		mt_reply(b, "jemalloc: prof.dump wrote %s (prof.active %s)\n", file, active ? "true" : "false");
 	else
 		mt_reply(b, "jemalloc: prof.dump wrote %s.%d.*.m*.heap (prof.active %s)\n", prefix ? prefix : "jeprof",
 			 (int)getpid(), active ? "true" : "false");
