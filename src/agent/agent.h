@@ -387,6 +387,8 @@ int mt_glibc_on(void);
 void mt_glibc_thread_start(void); /* a thread's first call, under --glibc */
 void mt_glibc_tick(int full);     /* the control thread's tick */
 void mt_glibc_fork_child(void);
+void mt_glibc_stop(void);         /* the end of an attach session */
+void mt_glibc_reset(void);        /* the start of one */
 void mt_allocstats_final(void);   /* at exit */
 
 /* interpose.c */

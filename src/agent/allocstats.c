@@ -496,10 +496,12 @@ void mt_glibc_thread_start(void)
 
 static void publish(void)
 {
-	if (!live_glibc && (live_glibc = mt_shared_alloc(sizeof(*live_glibc))))
-		__atomic_store_n(&mt_sh->glibc, (uint64_t)(uintptr_t)live_glibc, __ATOMIC_RELEASE);
+	if (!live_glibc)
+		live_glibc = mt_shared_alloc(sizeof(*live_glibc));
 	if (!live_glibc)
 		return;
+	if (!__atomic_load_n(&mt_sh->glibc, __ATOMIC_RELAXED))
+		__atomic_store_n(&mt_sh->glibc, (uint64_t)(uintptr_t)live_glibc, __ATOMIC_RELEASE);
 	mt_seq_begin(&live_glibc->seq);
 	uint32_t seq = live_glibc->seq;
 	memcpy((char *)live_glibc + 4, (char *)&work + 4, sizeof(work) - 4);
@@ -539,6 +541,23 @@ void mt_glibc_tick(int full)
 		glibc_read();
 	mt_glibc_sample_waits(getpid(), &work);
 	publish();
+	pthread_mutex_unlock(&glibc_lock);
+}
+
+void mt_glibc_stop(void)
+{
+	/* the last look, for the detach profile the memtap command writes next */
+	mt_glibc_tick(1);
+	__atomic_store_n(&glibc_on, 0, __ATOMIC_RELAXED);
+}
+
+void mt_glibc_reset(void)
+{
+	pthread_mutex_lock(&glibc_lock);
+	/* a new session starts afresh, and one without --glibc has none */
+	__atomic_store_n(&glibc_on, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mt_sh->glibc, 0, __ATOMIC_RELEASE);
+	memset(&work, 0, sizeof(work));
 	pthread_mutex_unlock(&glibc_lock);
 }
 

@@ -609,6 +609,7 @@ int mt_attach(char *options, char *out, size_t outlen)
 	int stacks = 0, inactive = 0;
 	uint64_t sample = 0;
 	const char *funcs = NULL;
+	mt_glibc_reset();
 	for (char *w = strtok(options, " "); w; w = strtok(NULL, " ")) {
 		char *eq = strchr(w, '=');
 		if (!eq || mt_ctl_unescape(eq + 1) < 0) {
@@ -671,6 +672,7 @@ int mt_detach(char *out, size_t outlen)
 	if (!mt_shared_is_file())
 		err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
 	mt_custom_stop(); /* the -f hooks end with the session */
+	mt_glibc_stop();  /* and --glibc */
 	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_sh->stacks, 0, __ATOMIC_RELAXED);
