@@ -217,3 +217,109 @@ int mt_outside_stats(pid_t pid, struct mt_alloc_stats *s, char *why, size_t whyl
 	s->taken_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	return 0;
 }
+
+/* ---- --glibc with the eBPF backend: the process read from outside ---- */
+
+/* Per traced process: the state read so far (thresholds' history, lock
+ * waits carry over between looks) and its libc's symbols. */
+#define OUTSIDE_MAX 256
+static struct outside {
+	pid_t pid;
+	int looked, have_syms, gone;
+	uint64_t first_ns, last_ns;
+	struct mt_glibc_syms syms;
+	struct mt_glibc *g;
+} outside[OUTSIDE_MAX];
+
+static struct outside *outside_of(pid_t pid)
+{
+	struct outside *free_slot = NULL;
+	for (int i = 0; i < OUTSIDE_MAX; i++) {
+		if (outside[i].pid == pid && outside[i].g)
+			return &outside[i];
+		if (!free_slot && (!outside[i].g || outside[i].gone))
+			free_slot = &outside[i];
+	}
+	if (!free_slot)
+		return NULL;
+	struct mt_glibc *g = free_slot->g ? free_slot->g : calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	memset(free_slot, 0, sizeof(*free_slot));
+	memset(g, 0, sizeof(*g));
+	free_slot->pid = pid;
+	free_slot->g = g;
+	return free_slot;
+}
+
+static void outside_read(struct outside *o)
+{
+	if (!o->looked) {
+		char opt[256], why[PATH_MAX + 256];
+		o->have_syms = !mt_glibc_syms_lookup(o->pid, &o->syms, opt, sizeof(opt), why, sizeof(why));
+		o->looked = 1;
+	}
+	mt_glibc_read(o->pid, o->have_syms ? &o->syms : NULL, NULL, NULL, 0, o->g);
+}
+
+void mt_glibc_outside_tick(pid_t pid)
+{
+	struct outside *o = outside_of(pid);
+	if (!o || o->gone)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (!o->first_ns)
+		o->first_ns = now;
+	/* a full look every 10 samples; the arenas must be known to match waits */
+	if (o->g->samples % 10 == 0)
+		outside_read(o);
+	mt_glibc_sample_waits(pid, o->g);
+	o->last_ns = now;
+	if (o->g->samples > 1)
+		o->g->sample_ms = (o->last_ns - o->first_ns) / 1000000 / (o->g->samples - 1);
+}
+
+/* The heap events of the eBPF side, counted from the system calls: the
+ * exact growth and shrinking of the program break. */
+static void from_syscalls(struct mt_glibc *g, const struct mt_profile *p)
+{
+	const struct mt_func *grow = mt_profile_find(p, "heap: brk grow");
+	const struct mt_func *shrink = mt_profile_find(p, "heap: brk shrink");
+	g->sbrk_grow_bytes = grow ? grow->bytes : 0;
+	g->sbrk_grows = grow ? grow->calls : 0;
+	g->sbrk_shrink_bytes = shrink ? shrink->bytes : 0;
+	g->sbrk_shrinks = shrink ? shrink->calls : 0;
+	g->flags |= MT_GLIBC_F_SYSCALLS;
+}
+
+void mt_glibc_outside_fill(pid_t pid, int exited, struct mt_profile *p)
+{
+	struct outside *o = outside_of(pid);
+	if (!o)
+		return;
+	if (!exited && !o->gone) {
+		outside_read(o);
+		struct mt_alloc_stats *st = calloc(1, sizeof(*st));
+		char why[256];
+		if (st && !mt_outside_stats(pid, st, why, sizeof(why))) {
+			free(p->stats);
+			p->stats = st;
+		} else {
+			free(st);
+		}
+	}
+	if (exited)
+		o->gone = 1; /* what was seen last stays: the process's memory is gone */
+	if (!o->g->taken_ns)
+		return;
+	struct mt_glibc *g = malloc(sizeof(*g));
+	if (!g)
+		return;
+	*g = *o->g;
+	from_syscalls(g, p);
+	o->g->flags |= MT_GLIBC_F_SYSCALLS;
+	free(p->glibc);
+	p->glibc = g;
+}

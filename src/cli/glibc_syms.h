@@ -21,4 +21,12 @@ int mt_glibc_syms_lookup(pid_t pid, struct mt_glibc_syms *s, char *opt, size_t o
  * with WHY. */
 int mt_outside_stats(pid_t pid, struct mt_alloc_stats *s, char *why, size_t whylen);
 
+/* --glibc with the eBPF backend (nothing loaded in the process): TICK takes
+ * a lock-wait sample of PID (and every 10th time a full look) from outside;
+ * FILL gives profile P (which has the heap events of the BPF side) its
+ * glibc section and the kernel's statistics.  Root, or the same user. */
+struct mt_profile;
+void mt_glibc_outside_tick(pid_t pid);
+void mt_glibc_outside_fill(pid_t pid, int exited, struct mt_profile *p);
+
 #endif
