@@ -168,6 +168,10 @@ struct mt_live_hdr {
 	/* pools part: agent address of the APR pool tables (struct mt_live_apr,
 	 * memtap/pools.h), 0: --pools is off */
 	uint64_t apr;
+	/* glibc part (issue 12): agent addresses of the latest allocator
+	 * statistics (struct mt_alloc_stats) and --glibc state (struct
+	 * mt_glibc), include/memtap/glibc.h, each seqlocked; 0: none */
+	uint64_t allocstats, glibc;
 };
 
 /* A readable image of a live file: the agent's own mapping, or a copy the

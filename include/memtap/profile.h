@@ -40,6 +40,9 @@
 #define MT_NAME_MAX 128
 #define MT_TEXT_MAX 1024
 
+struct mt_alloc_stats;
+struct mt_glibc;
+
 /* What a function does with memory; decides how renderers label it. */
 enum mt_kind {
 	MT_KIND_ALLOC = 0, /* returns memory: size = bytes requested */
@@ -176,6 +179,11 @@ struct mt_profile {
 	struct mt_pool *pools;
 	/* pools part: APR pool lifetimes (--pools), NULL when off (memtap/pools.h). */
 	struct mt_apr *apr;
+	/* glibc part (issue 12, include/memtap/glibc.h): the allocator's own
+	 * statistics (record tag 12) and glibc's internals (--glibc, tag 11);
+	 * malloc'd, NULL when absent. */
+	struct mt_alloc_stats *stats;
+	struct mt_glibc *glibc;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */

@@ -29,6 +29,13 @@ void mt_render_quantize(FILE *out, const char *title, const uint64_t hist[MT_HIS
 int mt_render_text(FILE *out, const struct mt_report_item *items, size_t n);
 /* {"processes":[...]} as documented in docs/FORMAT.md. */
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n);
+/* A JSON string with escapes. */
+void mt_render_json_str(FILE *out, const char *s);
+/* The glibc part (src/render/glibc.c): the allocator's statistics and
+ * --glibc's internals of P, when it has them; JSON: ,"stats":{...},
+ * "glibc":{...} inside a process object. */
+void mt_render_glibc_text(FILE *out, const struct mt_profile *p);
+void mt_render_glibc_json(FILE *out, const struct mt_profile *p);
 
 /* APR pools (--pools, memtap/pools.h): the text section (FULL: with the
  * tree of live pools and the quantize tables; else the tags and the pools

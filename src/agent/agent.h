@@ -383,6 +383,26 @@ void mt_control_after_fork_child(void);
  * the new effective uid if that changed. */
 void mt_control_uid_change(int after);
 
+/* Replies of the control server, in scratch memory. */
+void mt_reply(struct mt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mt_reply_bytes(struct mt_buf *b, const char *s, size_t n);
+
+/* allocstats.c: the allocator's statistics, the jemalloc bridge, --glibc */
+/* Takes the allocator's statistics into the live file (hdr.allocstats);
+ * with TEXT, also the reply of `ctl stats`.  -ENOTSUP: no interface known. */
+int mt_allocstats_take(struct mt_buf *text);
+/* WHAT: 'a' activate, 'd' deactivate, 'u' dump: jemalloc's prof.active /
+ * prof.dump when jemalloc profiles; what it did goes into B. */
+void mt_jemalloc_bridge(int what, struct mt_buf *b);
+int mt_glibc_option(const char *name, const char *v); /* glibc, glibc_syms; -EINVAL: not ours */
+int mt_glibc_on(void);
+void mt_glibc_thread_start(void); /* a thread's first call, under --glibc */
+void mt_glibc_tick(int full);     /* the control thread's tick */
+void mt_glibc_fork_child(void);
+void mt_glibc_stop(void);         /* the end of an attach session */
+void mt_glibc_reset(void);        /* the start of one */
+void mt_allocstats_final(void);   /* at exit */
+
 /* interpose.c */
 int mt_resolve(void);
 /* Registers GOT hooks for every interposed function (attach mode). */

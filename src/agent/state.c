@@ -230,6 +230,8 @@ struct mt_thread *mt_thread_attach(void)
 	}
 	MT_STORE(t->sample_left, mt_sample_interval(t));
 	mt_event_arm(t);
+	if (mt_glibc_on())
+		mt_glibc_thread_start();
 	mt_tls_thread = t;
 	pthread_setspecific(mt_g.key, t);
 	mt_tls_busy = 0;
@@ -595,7 +597,7 @@ static int set_option(const char *name, const char *v, int *stacks, uint64_t *sa
 		__atomic_store_n(&mt_g.session_pid, (int)pid, __ATOMIC_RELEASE);
 		__atomic_store_n(&mt_sh->session_start, start, __ATOMIC_RELAXED);
 		__atomic_store_n(&mt_sh->session_pid, (int32_t)pid, __ATOMIC_RELEASE);
-	} else
+	} else if (mt_glibc_option(name, v))
 		return -EINVAL;
 	return 0;
 }
@@ -614,6 +616,7 @@ int mt_attach(char *options, char *out, size_t outlen)
 	uint64_t sample = 0;
 	const char *funcs = NULL;
 	opt_pools = 0;
+	mt_glibc_reset();
 	for (char *w = strtok(options, " "); w; w = strtok(NULL, " ")) {
 		char *eq = strchr(w, '=');
 		if (!eq || mt_ctl_unescape(eq + 1) < 0) {
@@ -680,6 +683,7 @@ int mt_detach(char *out, size_t outlen)
 	if (!mt_shared_is_file())
 		err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
 	mt_custom_stop(); /* the -f hooks end with the session */
+	mt_glibc_stop();  /* and --glibc */
 	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_sh->stacks, 0, __ATOMIC_RELAXED);
@@ -1033,6 +1037,8 @@ static void finish(uint32_t how, uint32_t code)
 		mt_sh->flags |= MT_LIVE_F_CODE_KNOWN;
 	}
 	int inert = mt_g.attached_mode && !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE);
+	if (how == MT_LIVE_EXITED && !inert)
+		mt_allocstats_final(); /* exit handlers ran: the allocator is whole */
 	if ((MT_OPT(stacks) || mt_apr_enabled()) && !inert)
 		mt_shared_maps_publish();
 	mt_shared_end(how, code);

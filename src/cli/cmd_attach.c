@@ -26,6 +26,7 @@
 #include "bpf/ebpf.h"
 #include "cli.h"
 #include "options.h"
+#include "glibc_syms.h"
 #include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
@@ -105,7 +106,19 @@ static int summarize(struct mt_session *sess, const struct ebpf_args *a, const c
 
 /* A session on the eBPF collector: profiles written as processes end, and
  * a last one of each at the end. */
-static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, uint64_t interval_ms, int stacks)
+/* --glibc: a lock-wait sample of every running member at each poll. */
+static void glibc_tick(struct mt_session *s, void *arg)
+{
+	(void)arg;
+	size_t n;
+	const struct mt_member *m = mt_session_members(s, &n);
+	for (size_t i = 0; i < n; i++)
+		if (m[i].state == MT_MEMBER_RUNNING)
+			mt_glibc_outside_tick(m[i].pid);
+}
+
+static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, uint64_t interval_ms, int stacks,
+				       int glibc)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -116,6 +129,10 @@ static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, ui
 	if (mt_session_new(&so, &sess))
 		return NULL;
 	mt_session_use_ebpf(sess, e);
+	if (glibc) {
+		struct mt_session_observer o = {.tick = glibc_tick};
+		mt_session_observe(sess, &o);
+	}
 	return sess;
 }
 
@@ -129,7 +146,8 @@ static int ebpf_args_of(const struct mt_cli_opts *c, struct ebpf_args *a)
 	a->quiet = c->quiet;
 	a->o.follow = c->follow;
 	a->o.within = c->within;
-	a->o.heap_events = c->heap_events;
+	a->o.heap_events = c->heap_events || c->glibc; /* --glibc's sbrk figures: the system calls */
+	a->o.glibc = c->glibc || c->heap_events; /* --heap-events: the old name, and its functions */
 	a->o.failures = c->failures;
 	a->o.verbose = c->verbose;
 	a->o.stacks = c->stacks;
@@ -227,7 +245,7 @@ int cmd_attach(int argc, char **argv)
 	fprintf(stderr, "memtap: tracing %d (%s) with eBPF: %s%s; %s\n", (int)pid, comm, where,
 		a.o.follow ? ", children too" : "",
 		seconds > 0 ? "stops after -d, or Ctrl-C" : "Ctrl-C to stop");
-	struct mt_session *sess = ebpf_session(e, prefix, interval_ms, a.o.stacks);
+	struct mt_session *sess = ebpf_session(e, prefix, interval_ms, a.o.stacks, a.o.glibc);
 	if (!sess) {
 		mt_ebpf_free(e);
 		mt_objlist_free(&objs);
@@ -323,7 +341,7 @@ int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
 		mt_error("run: cannot start %s: %s", cmdv[0], strerror(errno));
 	close(go[1]);
 	int status = 0;
-	struct mt_session *sess = ebpf_session(e, prefix, 0, a.o.stacks);
+	struct mt_session *sess = ebpf_session(e, prefix, 0, a.o.stacks, a.o.glibc);
 	if (!sess) {
 		mt_ebpf_free(e);
 		mt_objlist_free(&objs);

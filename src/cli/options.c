@@ -1,11 +1,13 @@
 /* The options of run and attach, from one table (options.def, options.h). */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "options.h"
+#include "glibc_syms.h"
 
 static const struct opt {
 	const char *lng;
@@ -208,6 +210,7 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_WITHIN: o->within = v; break;
 		case MT_O_HEAP_EVENTS: o->heap_events = 1; break;
 		case MT_O_POOLS: o->pools = 1; break;
+		case MT_O_GLIBC: o->glibc = 1; break;
 		case MT_O_FAILURES: o->failures = 1; break;
 		case MT_O_VERBOSE: o->verbose = 1; break;
 		case MT_O_HELP:
@@ -294,4 +297,15 @@ void mt_cli_agent_opts(const struct mt_cli_opts *o, const char *funcs, struct mt
 		mt_agent_opt_set(ao, MT_AO_POOLS, "1");
 	if (funcs && funcs[0])
 		mt_agent_opt_set(ao, MT_AO_FUNCS, "%s", funcs);
+	if (o->glibc) {
+		/* run: the command gets memtap's own libc; attach: the process's */
+		struct mt_glibc_syms syms;
+		char opt[256], why[PATH_MAX + 256];
+		mt_agent_opt_set(ao, MT_AO_GLIBC, "1");
+		if (!mt_glibc_syms_lookup(o->cmd == MT_CMD_ATTACH ? o->pid : 0, &syms, opt, sizeof(opt), why, sizeof(why)))
+			mt_agent_opt_set(ao, MT_AO_GLIBC_SYMS, "%s", opt);
+		else if (!o->quiet)
+			fprintf(stderr, "memtap: --glibc: %s: the mmap and trim thresholds and each thread's arena "
+				"will not be known\n", why);
+	}
 }

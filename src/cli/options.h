@@ -39,6 +39,7 @@ struct mt_cli_opts {
 	double seconds;
 	const char *output, *report_file, *format, *within;
 	int quiet, stacks, leaks, dump_on_peak, inactive, follow, heap_events, failures, verbose, pools;
+	int glibc; /* --glibc */
 	uint64_t sample, dump_every, interval_ms;
 	const char *funcs[MT_CLI_FUNCS_MAX];
 	int nfuncs;

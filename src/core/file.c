@@ -16,6 +16,7 @@
 
 #include "memtap/pools.h"
 #include "memtap/format.h"
+#include "memtap/glibc.h"
 
 void *mt_buf_grow_libc(void *old, size_t len, size_t newcap)
 {
@@ -74,6 +75,72 @@ static void rec_end(struct mt_buf *b, size_t at)
 		return;
 	uint32_t n = (uint32_t)(b->len - at - 4);
 	memcpy(b->data + at, &n, 4);
+}
+
+/* STATS (tag 12) and GLIBC (tag 11): docs/FORMAT.md. */
+static void encode_stats(struct mt_buf *b, const struct mt_alloc_stats *s)
+{
+	size_t r = rec_begin(b, MT_TAG_STATS);
+	put_str(b, s->allocator, sizeof(s->allocator));
+	put_str(b, s->source, sizeof(s->source));
+	put_u64(b, s->taken_ns);
+	uint32_t n = s->n < MT_STATS_MAX ? s->n : MT_STATS_MAX;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_str(b, s->v[i].key, sizeof(s->v[i].key));
+		put_u64(b, s->v[i].value);
+	}
+	rec_end(b, r);
+}
+
+static void encode_glibc(struct mt_buf *b, const struct mt_glibc *g)
+{
+	size_t r = rec_begin(b, MT_TAG_GLIBC);
+	put_u32(b, g->flags);
+	const uint64_t head[] = {g->taken_ns, g->sbrk_base, g->brk, g->sbrk_bytes, g->sbrk_grow_bytes,
+				 g->sbrk_shrink_bytes, g->sbrk_grows, g->sbrk_shrinks, g->mmap_threshold,
+				 g->trim_threshold, g->mmapped_bytes, g->mmapped_chunks, g->arena_max,
+				 g->samples, g->sample_ms};
+	for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
+		put_u64(b, head[i]);
+	put_u32(b, g->changes_dropped);
+	uint32_t n = g->narenas < MT_GLIBC_ARENAS ? g->narenas : MT_GLIBC_ARENAS;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct mt_glibc_arena *a = &g->arenas[i];
+		put_u64(b, a->addr);
+		put_u32(b, a->main);
+		put_u32(b, a->heaps);
+		put_u64(b, a->heap_bytes);
+		put_u64(b, a->system_bytes);
+		put_u64(b, a->attached_threads);
+		put_u64(b, a->lock_waits);
+	}
+	n = g->nheaps < MT_GLIBC_HEAPS ? g->nheaps : MT_GLIBC_HEAPS;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_u64(b, g->heaps[i].addr);
+		put_u64(b, g->heaps[i].arena);
+		put_u64(b, g->heaps[i].size);
+		put_u64(b, g->heaps[i].mprotect_size);
+	}
+	n = g->nthreads < MT_GLIBC_THREADS ? g->nthreads : MT_GLIBC_THREADS;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_u32(b, g->threads[i].tid);
+		put_u32(b, g->threads[i].alive);
+		put_u64(b, g->threads[i].arena);
+		put_u64(b, g->threads[i].arenas_used);
+		put_u64(b, g->threads[i].lock_waits);
+	}
+	n = g->nchanges < MT_GLIBC_CHANGES ? g->nchanges : MT_GLIBC_CHANGES;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_u64(b, g->changes[i].ns);
+		put_u64(b, g->changes[i].mmap_threshold);
+		put_u64(b, g->changes[i].trim_threshold);
+	}
+	rec_end(b, r);
 }
 
 int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
@@ -180,6 +247,10 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		rec_end(b, r);
 	}
 
+	if (p->glibc)
+		encode_glibc(b, p->glibc);
+	if (p->stats)
+		encode_stats(b, p->stats);
 	if (b->err)
 		return b->err;
 	uint32_t crc = (uint32_t)crc32(0L, b->data + start, (uInt)(b->len - start));
@@ -389,6 +460,94 @@ static int decode_mapping(struct cur *c, struct mt_profile *p)
 	return c->bad ? -EINVAL : 0;
 }
 
+/* Counts in a record must fit their tables: a bigger one is refused. */
+static uint32_t get_count(struct cur *c, uint32_t max)
+{
+	size_t at = (size_t)(c->p - c->base);
+	uint32_t n = get_u32(c);
+	if (!c->bad && n > max) {
+		snprintf(c->err, c->errlen, "%s record: count %u at offset %zu exceeds %u", c->what, n, at, max);
+		c->bad = 1;
+	}
+	return c->bad ? 0 : n;
+}
+
+static int decode_stats(struct cur *c, struct mt_profile *p)
+{
+	struct mt_alloc_stats *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	get_str(c, s->allocator, sizeof(s->allocator));
+	get_str(c, s->source, sizeof(s->source));
+	s->taken_ns = get_u64(c);
+	s->n = get_count(c, MT_STATS_MAX);
+	for (uint32_t i = 0; i < s->n && !c->bad; i++) {
+		get_str(c, s->v[i].key, sizeof(s->v[i].key));
+		s->v[i].value = get_u64(c);
+	}
+	if (c->bad) {
+		free(s);
+		return -EINVAL;
+	}
+	free(p->stats);
+	p->stats = s;
+	return 0;
+}
+
+static int decode_glibc(struct cur *c, struct mt_profile *p)
+{
+	struct mt_glibc *g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	g->flags = get_u32(c);
+	uint64_t *head[] = {&g->taken_ns, &g->sbrk_base, &g->brk, &g->sbrk_bytes, &g->sbrk_grow_bytes,
+			    &g->sbrk_shrink_bytes, &g->sbrk_grows, &g->sbrk_shrinks, &g->mmap_threshold,
+			    &g->trim_threshold, &g->mmapped_bytes, &g->mmapped_chunks, &g->arena_max,
+			    &g->samples, &g->sample_ms};
+	for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
+		*head[i] = get_u64(c);
+	g->changes_dropped = get_u32(c);
+	g->narenas = get_count(c, MT_GLIBC_ARENAS);
+	for (uint32_t i = 0; i < g->narenas && !c->bad; i++) {
+		struct mt_glibc_arena *a = &g->arenas[i];
+		a->addr = get_u64(c);
+		a->main = get_u32(c);
+		a->heaps = get_u32(c);
+		a->heap_bytes = get_u64(c);
+		a->system_bytes = get_u64(c);
+		a->attached_threads = get_u64(c);
+		a->lock_waits = get_u64(c);
+	}
+	g->nheaps = get_count(c, MT_GLIBC_HEAPS);
+	for (uint32_t i = 0; i < g->nheaps && !c->bad; i++) {
+		g->heaps[i].addr = get_u64(c);
+		g->heaps[i].arena = get_u64(c);
+		g->heaps[i].size = get_u64(c);
+		g->heaps[i].mprotect_size = get_u64(c);
+	}
+	g->nthreads = get_count(c, MT_GLIBC_THREADS);
+	for (uint32_t i = 0; i < g->nthreads && !c->bad; i++) {
+		g->threads[i].tid = get_u32(c);
+		g->threads[i].alive = get_u32(c);
+		g->threads[i].arena = get_u64(c);
+		g->threads[i].arenas_used = get_u64(c);
+		g->threads[i].lock_waits = get_u64(c);
+	}
+	g->nchanges = get_count(c, MT_GLIBC_CHANGES);
+	for (uint32_t i = 0; i < g->nchanges && !c->bad; i++) {
+		g->changes[i].ns = get_u64(c);
+		g->changes[i].mmap_threshold = get_u64(c);
+		g->changes[i].trim_threshold = get_u64(c);
+	}
+	if (c->bad) {
+		free(g);
+		return -EINVAL;
+	}
+	free(p->glibc);
+	p->glibc = g;
+	return 0;
+}
+
 int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 		   char *err, size_t errlen)
 {
@@ -505,6 +664,14 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 			p->end_code = (int32_t)get_u32(&c);
 			if (p->end > MT_END_EXEC)
 				p->end = MT_END_NONE; /* a newer writer's kind: unknown here */
+			break;
+		case MT_TAG_STATS:
+		case MT_TAG_GLIBC:
+			c.what = tag == MT_TAG_STATS ? "stats" : "glibc";
+			ret = tag == MT_TAG_STATS ? decode_stats(&c, p) : decode_glibc(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
 			break;
 		case MT_TAG_END: {
 			c.what = "end";

@@ -26,6 +26,8 @@ void mt_profile_free(struct mt_profile *p)
 	free(p->maps);
 	free(p->pools);
 	mt_apr_free(p->apr);
+	free(p->stats);
+	free(p->glibc);
 	free(p);
 }
 

@@ -28,6 +28,11 @@ static void json_str(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+void mt_render_json_str(FILE *out, const char *s)
+{
+	json_str(out, s);
+}
+
 static void json_func(FILE *out, const struct mt_func *f)
 {
 	json_str(out, f->name);
@@ -172,6 +177,7 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 		if (p->npools && (json_pools(out, p, MT_POOL_BY_ARG) || json_pools(out, p, MT_POOL_BY_THREAD)))
 			return -ENOMEM;
 		mt_render_pools_json(out, p);
+		mt_render_glibc_json(out, p);
 		fputc('}', out);
 	}
 	fputs("]}\n", out);

@@ -177,6 +177,7 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 		if (err)
 			return err;
 	}
+	mt_render_glibc_text(out, p);
 	/* Call sites (--stacks) come after the DTrace-layout sections, which
 	 * stay as they are. */
 	if (p->nsites) {
