@@ -165,6 +165,9 @@ struct mt_live_hdr {
 	struct mt_live_custom custom[MT_LIVE_CUSTOM_MAX];
 	uint32_t kinds[MT_LIVE_FUNCS_MAX];            /* enum mt_kind per counter */
 	char names[MT_LIVE_FUNCS_MAX][MT_NAME_MAX];   /* the first nbuiltin */
+	/* leaks: agent address of the last leak check's result (struct
+	 * mt_live_leaks, include/memtap/leaks.h), 0: none yet */
+	uint64_t leaks;
 };
 
 /* A readable image of a live file: the agent's own mapping, or a copy the

@@ -174,6 +174,9 @@ struct mt_profile {
 	/* Pools (-f FUNC:pool=argM), in no particular order. */
 	uint32_t npools;
 	struct mt_pool *pools;
+	/* leaks: the last leak check by reachability (include/memtap/leaks.h),
+	 * NULL when none was made.  Freed by mt_profile_free. */
+	struct mt_leaks *leaks;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "memtap/leaks.h"
 #include "memtap/profile.h"
 
 struct mt_profile *mt_profile_new(void)
@@ -24,6 +25,7 @@ void mt_profile_free(struct mt_profile *p)
 	free(p->sites);
 	free(p->maps);
 	free(p->pools);
+	mt_leaks_free(p->leaks);
 	free(p);
 }
 

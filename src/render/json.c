@@ -171,6 +171,8 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			json_sites(out, p);
 		if (p->npools && (json_pools(out, p, MT_POOL_BY_ARG) || json_pools(out, p, MT_POOL_BY_THREAD)))
 			return -ENOMEM;
+		if (p->leaks && mt_render_leaks_json(out, p)) /* leaks */
+			return -EIO;
 		fputc('}', out);
 	}
 	fputs("]}\n", out);
