@@ -47,8 +47,8 @@ struct mt_reach {
 	size_t n;
 	uint32_t *stack;          /* n entries: blocks reached, not yet scanned */
 	size_t depth;
-	uint8_t *buf;             /* where reads land */
-	size_t buflen;            /* a multiple of 4096, at least 4096 */
+	uint8_t *buf;             /* the read cache (zeroed): windows of 32 KiB and their tags */
+	size_t buflen;            /* at least 32 KiB + 12 bytes; a few MiB or more for speed */
 	/* Reads the ranges IO[0..N) back to back into BUF: the bytes read, fewer
 	 * than their sum when one range could not be read (the reading stops
 	 * inside or at the start of that range), -1 when nothing could. */
@@ -69,8 +69,9 @@ void mt_reach_sort(struct mt_reach_block *b, size_t n, struct mt_reach_block *tm
 long mt_reach_find(const struct mt_reach *r, uint64_t addr);
 /* Marks the blocks the N aligned words at W point into. */
 void mt_reach_words(struct mt_reach *r, const uint64_t *w, size_t n);
-/* Reads [ADDR, ADDR + LEN) through r->readv and marks what its aligned
- * words reach; pages that cannot be read are skipped (and counted). */
+/* Reads [ADDR, ADDR + LEN) through r->readv (in cached 32 KiB windows)
+ * and marks what its aligned words reach; pages that cannot be read are
+ * skipped (and counted). */
 void mt_reach_range(struct mt_reach *r, uint64_t addr, uint64_t len);
 /* Scans every marked block not yet scanned, until none is left. */
 void mt_reach_drain(struct mt_reach *r);

@@ -444,7 +444,7 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	uint8_t *buf = NULL;
 	struct acc *acc = NULL;
 	size_t cap = 0, nacc = 0, acap = 0;
-	const size_t maps_cap = 65536, mapsbuf_len = 16u << 20, buflen = 1u << 20;
+	const size_t maps_cap = 65536, mapsbuf_len = 16u << 20, buflen = 2048u * (32768 + 12);
 
 	/* 1: what takes the loader's lock, while everything runs. */
 	if (!lk_tab && !(lk_tab = mt_sys_map(LK_THREADS * sizeof(*lk_tab)))) {
@@ -507,6 +507,7 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	struct collect col = {blocks, 0, cap};
 	mt_live_each(collect_cb, &col);
 	mt_reach_sort(blocks, col.n, tmp);
+	uint64_t t_sorted = mt_now_ns();
 	struct mt_reach r = {.b = blocks, .n = col.n, .stack = stack, .buf = buf, .buflen = buflen,
 			     .readv = self_readv, .glibc_headers = mt_g.usable_fast};
 
@@ -623,6 +624,7 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	}
 
 	/* 5: everything the roots reach. */
+	uint64_t t_roots = mt_now_ns();
 	mt_reach_drain(&r);
 
 	/* Per site, into the live file, before the threads run again (the
@@ -695,11 +697,13 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	__atomic_fetch_add(&l->seq, 1, __ATOMIC_RELEASE);
 	snprintf(msg, msglen,
 		 "definitely lost: %llu bytes in %llu blocks\nstill reachable: %llu bytes in %llu blocks\n"
-		 "threads stopped: %u%s%s\npause: %.3f ms (stop %.3f ms, scan %.3f ms), %llu bytes of roots\n",
+		 "threads stopped: %u%s%s\npause: %.3f ms (stop %.3f, blocks %.3f, roots %.3f, blocks reached %.3f ms), "
+		 "%llu bytes of roots, %llu bytes scanned\n",
 		 (unsigned long long)ub, (unsigned long long)un, (unsigned long long)rb, (unsigned long long)rn,
 		 stopped + (self != mt_ctl_tid), skipped ? ", not stopped (signal blocked): " : "", skipped ? "some" : "",
-		 (double)pause / 1e6, (double)(t_stopped - t0) / 1e6, (double)(t_scanned - t_stopped) / 1e6,
-		 (unsigned long long)roots);
+		 (double)pause / 1e6, (double)(t_stopped - t0) / 1e6, (double)(t_sorted - t_stopped) / 1e6,
+		 (double)(t_roots - t_sorted) / 1e6, (double)(t_scanned - t_roots) / 1e6, (unsigned long long)roots,
+		 (unsigned long long)r.scanned_bytes);
 	if (skipped) {
 		char *e = msg + strlen(msg);
 		snprintf(e, msglen - (size_t)(e - msg), "warning: %u threads could not be stopped: their registers "
