@@ -76,6 +76,7 @@ static uint32_t lk_stopped;  /* futex: threads stopped so far */
 static int lk_lock;          /* one check at a time */
 static size_t lk_tls_size;   /* glibc's static TLS block, TCB included */
 static uint64_t lk_self_lo, lk_self_hi; /* the agent's module (its segments are not roots) */
+static uint64_t lk_ld_lo, lk_ld_hi;     /* the dynamic linker's text */
 
 struct range {
 	uint64_t lo, hi;
@@ -335,8 +336,13 @@ static int module_cb(struct dl_phdr_info *info, size_t size, void *arg)
 {
 	(void)size;
 	struct modules *ms = arg;
+	int is_ld = info->dlpi_name && strstr(info->dlpi_name, "/ld-linux");
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (is_ld && ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+			lk_ld_lo = info->dlpi_addr + ph->p_vaddr;
+			lk_ld_hi = lk_ld_lo + ph->p_memsz;
+		}
 		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W) || ms->n >= LK_MODULE_RANGES)
 			continue;
 		uint64_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
@@ -511,7 +517,17 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	struct mt_reach r = {.b = blocks, .n = col.n, .stack = stack, .buf = buf, .buflen = buflen,
 			     .readv = self_readv, .glibc_headers = mt_g.usable_fast};
 
-	/* 4: the roots. */
+	/* 4: the roots.  First the dynamic linker's own blocks (thread vectors
+	 * of TLS, dlopen's bookkeeping): it holds them from memory no scan
+	 * sees (the descriptors of exited threads in glibc's stack cache), so
+	 * they count as reachable, as LeakSanitizer counts them. */
+	for (size_t i = 0; i < col.n; i++) {
+		const struct mt_sitex *st = (const struct mt_sitex *)(uintptr_t)blocks[i].site;
+		if (lk_ld_hi && st->nframes && st->frames[0] >= lk_ld_lo && st->frames[0] < lk_ld_hi) {
+			blocks[i].reached = 1;
+			stack[r.depth++] = (uint32_t)i;
+		}
+	}
 	uint64_t roots = 0;
 	for (uint32_t i = 0; i < lk_n; i++) {
 		const struct lk_thread *t = &lk_tab[i];
