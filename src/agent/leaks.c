@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <ucontext.h>
@@ -63,6 +64,7 @@ enum {
 struct lk_thread {
 	int tid;
 	int state;
+	uint64_t sp; /* as found by the check (0: unknown) */
 	uint64_t gregs[NGREG];
 	uint64_t fs; /* the thread pointer */
 };
@@ -377,6 +379,96 @@ static int self_cb(struct dl_phdr_info *info, size_t size, void *arg)
 	return mine;
 }
 
+/* ---- anonymous memory ---- */
+
+#define ARENA_SCAN_MAX 4096
+
+static int is_stack(uint64_t lo, uint64_t hi, uint64_t own_sp)
+{
+	if (own_sp >= lo && own_sp < hi)
+		return 1;
+	for (uint32_t i = 0; i < lk_n; i++)
+		if (lk_tab[i].sp >= lo && lk_tab[i].sp < hi)
+			return 1;
+	return 0;
+}
+
+/* The resident pages of [LO, HI), scanned. */
+static uint64_t scan_resident(struct mt_reach *r, uint64_t lo, uint64_t hi)
+{
+	unsigned char vec[16384];
+	uint64_t done = 0;
+	lo &= ~(uint64_t)4095;
+	while (lo < hi) {
+		uint64_t end = hi - lo > sizeof(vec) * 4096 ? lo + sizeof(vec) * 4096 : hi;
+		size_t pages = (size_t)((end - lo + 4095) / 4096);
+		if (mincore((void *)(uintptr_t)lo, end - lo, vec)) {
+			lo = end;
+			continue;
+		}
+		for (size_t i = 0; i < pages;) {
+			if (!(vec[i] & 1)) {
+				i++;
+				continue;
+			}
+			size_t j = i;
+			while (j < pages && (vec[j] & 1))
+				j++;
+			uint64_t a = lo + i * 4096, b = lo + j * 4096 < end ? lo + j * 4096 : end;
+			mt_reach_range(r, a, b - a);
+			done += b - a;
+			i = j;
+		}
+		lo = end;
+	}
+	return done;
+}
+
+static uint64_t scan_anon(struct mt_reach *r, const struct mapping *maps, uint32_t nmaps, const struct range *own,
+			  uint32_t nown, uint64_t own_sp)
+{
+	uint64_t done = 0;
+	for (uint32_t i = 0; i < nmaps; i++) {
+		const struct mapping *m = &maps[i];
+		if (!m->rw || !m->heapish || is_stack(m->lo, m->hi, own_sp))
+			continue;
+		/* A tracked block inside: the allocator's mapping, not a root. */
+		size_t lo = 0, hi = r->n;
+		while (lo < hi) {
+			size_t mid = (lo + hi) / 2;
+			if (r->b[mid].start < m->lo)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < r->n && r->b[lo].start < m->hi)
+			continue;
+		/* The mapping less the agent's own ranges (the kernel merges
+		 * neighbouring anonymous mappings into one line of maps). */
+		uint64_t at = m->lo;
+		while (at < m->hi) {
+			uint64_t next = m->hi, skip_to = 0;
+			for (uint32_t k = 0; k < nown; k++) {
+				if (own[k].hi <= at || own[k].lo >= m->hi)
+					continue;
+				if (own[k].lo <= at) {
+					if (own[k].hi > skip_to)
+						skip_to = own[k].hi;
+				} else if (own[k].lo < next) {
+					next = own[k].lo;
+				}
+			}
+			if (skip_to) {
+				at = skip_to;
+				continue;
+			}
+			done += scan_resident(r, at, next);
+			at = next;
+		}
+	}
+	return done;
+}
+
 /* ---- the check ---- */
 
 struct collect {
@@ -562,6 +654,7 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 					sp = strtoull(w[nw - 2], NULL, 16);
 			}
 		}
+		lk_tab[i].sp = sp;
 		const struct mapping *m = sp ? mapping_of(maps, nmaps, sp) : NULL;
 		if (m) {
 			uint64_t lo = sp - 128 >= m->lo ? sp - 128 : m->lo;
@@ -601,6 +694,30 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 		mt_reach_range(&r, mods.r[i].lo, mods.r[i].hi - mods.r[i].lo);
 		roots += mods.r[i].hi - mods.r[i].lo;
 	}
+	/* Anonymous memory the program mapped itself (the arenas of runtimes:
+	 * CPython's obmalloc, a JIT's heap) may hold the only pointer to a
+	 * block: valgrind scans it, and so does this check.  Not the agent's
+	 * own (its arena, this check's tables), not thread stacks (scanned from
+	 * their stack pointer above), not the allocator's mappings (those that
+	 * hold tracked blocks), and only resident pages (mincore): a sparse
+	 * reservation of gigabytes costs nothing. */
+	struct range own[8 + ARENA_SCAN_MAX];
+	uint32_t nown = 0;
+	own[nown++] = (struct range){(uint64_t)(uintptr_t)mods.r, (uint64_t)(uintptr_t)mods.r + LK_MODULE_RANGES * sizeof(*mods.r)};
+	own[nown++] = (struct range){(uint64_t)(uintptr_t)maps, (uint64_t)(uintptr_t)maps + maps_cap * sizeof(*maps)};
+	own[nown++] = (struct range){(uint64_t)(uintptr_t)mapsbuf, (uint64_t)(uintptr_t)mapsbuf + mapsbuf_len};
+	own[nown++] = (struct range){(uint64_t)(uintptr_t)buf, (uint64_t)(uintptr_t)buf + buflen};
+	own[nown++] = (struct range){(uint64_t)(uintptr_t)blocks, (uint64_t)(uintptr_t)blocks + cap * sizeof(*blocks)};
+	own[nown++] = (struct range){(uint64_t)(uintptr_t)tmp, (uint64_t)(uintptr_t)tmp + cap * sizeof(*tmp)};
+	own[nown++] = (struct range){(uint64_t)(uintptr_t)stack, (uint64_t)(uintptr_t)stack + cap * sizeof(*stack)};
+	own[nown++] = (struct range){(uint64_t)(uintptr_t)lk_tab, (uint64_t)(uintptr_t)lk_tab + LK_THREADS * sizeof(*lk_tab)};
+	const uint64_t(*chunks)[2];
+	uint32_t nchunks = mt_arena_chunks(&chunks);
+	int arena_unknown = nchunks > ARENA_SCAN_MAX;
+	for (uint32_t i = 0; i < nchunks && i < ARENA_SCAN_MAX; i++)
+		own[nown++] = (struct range){chunks[i][0], chunks[i][1]};
+	if (!arena_unknown)
+		roots += scan_anon(&r, maps, nmaps, own, nown, own_regs[6]);
 	/* Attached to a running process: blocks allocated before the attach are
 	 * not in the table, and may hold the only pointer to tracked ones.  The
 	 * allocator's memory between tracked blocks is scanned as roots

@@ -68,6 +68,17 @@ void mt_log(const char *fmt, ...)
 
 static int arena_lock;
 static uint8_t *arena_cur, *arena_end;
+/* leaks: where the arena's chunks are (its live table points at every
+ * block: the leak check must not take it for the program's memory). */
+#define ARENA_CHUNKS 4096
+static uint64_t arena_chunks[ARENA_CHUNKS][2];
+static uint32_t arena_nchunks;
+
+uint32_t mt_arena_chunks(const uint64_t (**out)[2])
+{
+	*out = arena_chunks;
+	return __atomic_load_n(&arena_nchunks, __ATOMIC_ACQUIRE);
+}
 
 static void spin_lock(int *l)
 {
@@ -93,6 +104,11 @@ void *mt_arena_alloc(size_t size)
 		}
 		arena_cur = m;
 		arena_end = m + chunk;
+		if (arena_nchunks < ARENA_CHUNKS) {
+			arena_chunks[arena_nchunks][0] = (uint64_t)(uintptr_t)m;
+			arena_chunks[arena_nchunks][1] = (uint64_t)(uintptr_t)m + chunk;
+			__atomic_store_n(&arena_nchunks, arena_nchunks + 1, __ATOMIC_RELEASE);
+		}
 		__atomic_fetch_add(&mt_g.arena_bytes, chunk, __ATOMIC_RELAXED);
 	}
 	void *p = arena_cur;
