@@ -39,6 +39,7 @@ enum mt_tag {
 	MT_TAG_APR_TAG = 10, /* destroyed APR pools of one tag, and the pool counters */
 	MT_TAG_GLIBC = 11,   /* glibc's internals (--glibc): include/memtap/glibc.h */
 	MT_TAG_STATS = 12,   /* the allocator's own statistics */
+	MT_TAG_LEAKS = 14,   /* leaks: the last leak check by reachability, its sites */
 	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
 };
 

@@ -172,6 +172,9 @@ struct mt_live_hdr {
 	 * statistics (struct mt_alloc_stats) and --glibc state (struct
 	 * mt_glibc), include/memtap/glibc.h, each seqlocked; 0: none */
 	uint64_t allocstats, glibc;
+	/* leaks: agent address of the last leak check's result (struct
+	 * mt_live_leaks, include/memtap/leaks.h), 0: none yet */
+	uint64_t leaks;
 };
 
 /* A readable image of a live file: the agent's own mapping, or a copy the

@@ -184,6 +184,9 @@ struct mt_profile {
 	 * malloc'd, NULL when absent. */
 	struct mt_alloc_stats *stats;
 	struct mt_glibc *glibc;
+	/* leaks: the last leak check by reachability (include/memtap/leaks.h),
+	 * NULL when none was made.  Freed by mt_profile_free. */
+	struct mt_leaks *leaks;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */

@@ -27,6 +27,11 @@ void mt_render_quantize(FILE *out, const char *title, const uint64_t hist[MT_HIS
 /* The default report: per profile, a count() table of calls, a sum table of
  * bytes, one quantize() table per function, and the totals. */
 int mt_render_text(FILE *out, const struct mt_report_item *items, size_t n);
+/* leaks: the leak check's text section ("definitely lost" / "still
+ * reachable" per site, NTOP lost sites) and its JSON member (",\"leaks\":{..}");
+ * nothing when P has no check.  0 or -errno. */
+int mt_render_leaks_text(FILE *out, const struct mt_profile *p, unsigned ntop);
+int mt_render_leaks_json(FILE *out, const struct mt_profile *p);
 /* {"processes":[...]} as documented in docs/FORMAT.md. */
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n);
 /* A JSON string with escapes. */

@@ -596,3 +596,34 @@ void mt_sites_peak(void)
 	mt_sites_foreach(copy_live_to_peak, NULL);
 	__atomic_store_n(&busy_copying, 0, __ATOMIC_RELEASE);
 }
+
+/* ---- for the leak check (leaks.c) ---- */
+
+void mt_live_each(int (*fn)(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void *arg), void *arg)
+{
+	if (!live_buckets)
+		return;
+	for (uint32_t b = 0; b < LIVE_BUCKETS; b++) {
+		/* A stopped thread may be mid-insert or mid-remove: each chain is
+		 * still whole at every instruction of those.  Bounded anyway. */
+		uint32_t walk = 0;
+		for (struct mt_live *e = __atomic_load_n(&live_buckets[b], __ATOMIC_ACQUIRE); e && walk < (1u << 24);
+		     e = e->next, walk++)
+			if (fn(e->ptr, e->size, e->site, arg))
+				return;
+	}
+}
+
+static void count_live(struct mt_sitex *s, void *arg)
+{
+	uint64_t o, b;
+	mt_site_live(s, &o, &b);
+	*(size_t *)arg += o;
+}
+
+size_t mt_live_count(void)
+{
+	size_t n = 0;
+	mt_sites_foreach(count_live, &n);
+	return n;
+}

@@ -10,6 +10,7 @@
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 #include "glibc_syms.h"
+#include "memtap/render.h"
 #include "session.h"
 
 static void ctl_usage(FILE *out)
@@ -21,7 +22,10 @@ static void ctl_usage(FILE *out)
 		"  dump [PATH]   write a profile now and print its path\n"
 		"  stats         memtap's counters and the allocator's own statistics\n"
 		"  reset         zero the counters (in-use carries on, the peak restarts)\n"
-		"  status        active or not, options and totals\n");
+		"  status        active or not, options and totals\n"
+		"  leaks         a leak check by reachability now: what no pointer reaches\n"
+		"                (definitely lost) and what is still reachable, per call site\n"
+		"                (needs memtap run --leaks or --sample=1; docs/LEAKS.md)\n");
 }
 
 static int ctl_dump(int pid, const struct mt_live_hdr *h, const char *path)
@@ -93,6 +97,35 @@ static int ctl_stats_outside(pid_t pid, const char *why)
 		printf("\nglibc's malloc: nothing readable (not glibc's, or no permission to read the process's memory)\n");
 	}
 	free(g);
+	return 0;
+}
+
+/* leaks: the agent has checked and left the result in its live file; the
+ * sites, symbolized, from a snapshot taken as `ctl dump` takes one. */
+static int ctl_leaks_sites(int pid)
+{
+	char lpath[PATH_MAX], err[1024];
+	struct mt_live_hdr h;
+	if (mt_live_find(pid, lpath, sizeof(lpath), err, sizeof(err)) ||
+	    mt_live_read_header(lpath, &h, err, sizeof(err)))
+		return mt_error("ctl %d leaks: the per-site figures are in the live counter file, which "
+				"cannot be read: %s", pid, err), 1;
+	char prefix[PATH_MAX];
+	snprintf(prefix, sizeof(prefix), "%.*s", (int)sizeof(h.prefix), h.prefix);
+	struct mt_session *sess;
+	struct mt_session_opts so = {.prefix = prefix, .run_id = h.run_id, .stacks = h.stacks != 0};
+	if (mt_session_new(&so, &sess))
+		return mt_error("ctl: out of memory"), 1;
+	struct mt_profile *p = NULL;
+	int ret = mt_session_adopt(sess, pid, err, sizeof(err));
+	if (!ret)
+		ret = mt_session_snapshot(sess, pid, &p, err, sizeof(err));
+	if (!ret && p && p->leaks)
+		ret = mt_render_leaks_text(stdout, p, 10);
+	mt_profile_free(p);
+	mt_session_free(sess);
+	if (ret)
+		return mt_error("ctl %d leaks: %s", pid, err), 1;
 	return 0;
 }
 
@@ -174,5 +207,7 @@ int cmd_ctl(int argc, char **argv)
 	}
 	fputs(resp, stdout);
 	free(resp);
+	if (parsed.cmd == MT_CTL_LEAKS)
+		return ctl_leaks_sites((int)pid);
 	return 0;
 }

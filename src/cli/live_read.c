@@ -19,6 +19,7 @@
 #include "live_read.h"
 #include "memtap/pools.h"
 #include "memtap/glibc.h"
+#include "memtap/leaks.h"
 #include "memtap/ctl.h"
 
 /* At most this much of a file is read: MT_LIVE_CAP is the agent's reservation. */
@@ -239,6 +240,18 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 		goto out;
 	if (mt_live_copy_glibc(c, p))
 		goto out;
+	/* leaks: the last leak check, if any */
+	if (c->hdr->leaks) {
+		uint32_t nl = mt_live_leak_count(&c->view);
+		struct mt_leaks l = {.sites = calloc(nl ? nl : 1, sizeof(*l.sites))};
+		if (!l.sites)
+			goto out;
+		if (mt_live_leaks_read(&c->view, p, &l, nl) > 0 && !(p->leaks = mt_leaks_dup(&l))) {
+			free(l.sites);
+			goto out;
+		}
+		free(l.sites);
+	}
 	*out = p;
 	p = NULL;
 	ret = 0;

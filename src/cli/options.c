@@ -289,6 +289,8 @@ void mt_cli_agent_opts(const struct mt_cli_opts *o, const char *funcs, struct mt
 	/* --leaks wants every allocation unless told otherwise. */
 	if (o->sample || o->leaks)
 		mt_agent_opt_set(ao, MT_AO_SAMPLE, "%llu", (unsigned long long)(o->sample ? o->sample : 1));
+	if (o->leaks)
+		mt_agent_opt_set(ao, MT_AO_LEAKS, "1");
 	if (o->dump_every)
 		mt_agent_opt_set(ao, MT_AO_DUMP_EVERY, "%llu", (unsigned long long)o->dump_every);
 	if (o->dump_on_peak)

@@ -17,6 +17,7 @@
 #include "memtap/pools.h"
 #include "memtap/format.h"
 #include "memtap/glibc.h"
+#include "memtap/leaks.h"
 
 void *mt_buf_grow_libc(void *old, size_t len, size_t newcap)
 {
@@ -239,6 +240,34 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 
 	if (p->apr && mt_apr_encode(p->apr, b))
 		return b->err ? b->err : -ENOMEM;
+	if (p->leaks) {
+		/* leaks: one record, the check's figures then its sites */
+		const struct mt_leaks *l = p->leaks;
+		r = rec_begin(b, MT_TAG_LEAKS);
+		put_u64(b, l->check_ns);
+		put_u64(b, l->pause_ns);
+		put_u64(b, l->roots_bytes);
+		put_u32(b, l->threads);
+		put_u32(b, l->unstopped);
+		put_u32(b, l->flags);
+		put_u64(b, l->unreachable_bytes);
+		put_u64(b, l->unreachable_blocks);
+		put_u64(b, l->reachable_bytes);
+		put_u64(b, l->reachable_blocks);
+		put_u32(b, l->nsites);
+		for (uint32_t i = 0; i < l->nsites; i++) {
+			const struct mt_leak_site *ls = &l->sites[i];
+			put_u32(b, ls->fn);
+			put_u32(b, ls->nframes);
+			put_u64(b, ls->lost_objects);
+			put_u64(b, ls->lost_bytes);
+			put_u64(b, ls->reach_objects);
+			put_u64(b, ls->reach_bytes);
+			for (uint32_t k = 0; k < ls->nframes && k < MT_STACK_MAX; k++)
+				put_u64(b, ls->frames[k]);
+		}
+		rec_end(b, r);
+	}
 
 	if (p->end) {
 		r = rec_begin(b, MT_TAG_ENDING);
@@ -402,6 +431,64 @@ static int decode_site(struct cur *c, struct mt_profile *p)
 	*d = s;
 	d->frames = keep;
 	d->nframes = n;
+	return 0;
+}
+
+/* leaks: the sites refer to functions by index, like site records. */
+static int decode_leaks(struct cur *c, struct mt_profile *p)
+{
+	size_t start = (size_t)(c->p - c->base);
+	struct mt_leaks l = {0};
+	l.check_ns = get_u64(c);
+	l.pause_ns = get_u64(c);
+	l.roots_bytes = get_u64(c);
+	l.threads = get_u32(c);
+	l.unstopped = get_u32(c);
+	l.flags = get_u32(c);
+	l.unreachable_bytes = get_u64(c);
+	l.unreachable_blocks = get_u64(c);
+	l.reachable_bytes = get_u64(c);
+	l.reachable_blocks = get_u64(c);
+	uint32_t n = get_u32(c);
+	if (c->bad)
+		return -EINVAL;
+	/* Each site takes at least 40 bytes: N is bounded by the record. */
+	if ((uint64_t)n * 40 > (uint64_t)(c->end - c->p)) {
+		snprintf(c->err, c->errlen, "leaks record at offset %zu: %u sites do not fit in %zu bytes", start, n,
+			 (size_t)(c->end - c->p));
+		return -EINVAL;
+	}
+	struct mt_leaks *d = mt_leaks_dup(&l);
+	if (!d || (n && !(d->sites = calloc(n, sizeof(*d->sites))))) {
+		mt_leaks_free(d);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct mt_leak_site *s = &d->sites[i];
+		s->fn = get_u32(c);
+		s->nframes = get_u32(c);
+		s->lost_objects = get_u64(c);
+		s->lost_bytes = get_u64(c);
+		s->reach_objects = get_u64(c);
+		s->reach_bytes = get_u64(c);
+		if (c->bad || s->nframes > MT_STACK_MAX || (s->fn != UINT32_MAX && s->fn >= p->nfuncs)) {
+			if (!c->bad)
+				snprintf(c->err, c->errlen, "leaks record at offset %zu: site %u has %u frames "
+					 "(at most %d) or function %u of %u", start, i, s->nframes, MT_STACK_MAX, s->fn,
+					 p->nfuncs);
+			mt_leaks_free(d);
+			return -EINVAL;
+		}
+		for (uint32_t k = 0; k < s->nframes; k++)
+			s->frames[k] = get_u64(c);
+		d->nsites = i + 1;
+	}
+	if (c->bad) {
+		mt_leaks_free(d);
+		return -EINVAL;
+	}
+	mt_leaks_free(p->leaks);
+	p->leaks = d;
 	return 0;
 }
 
@@ -654,6 +741,13 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 		case MT_TAG_APR_TAG:
 			c.what = "APR pool";
 			ret = mt_apr_decode(tag, data + off + 8, rlen, p, err, errlen);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_LEAKS:
+			c.what = "leaks";
+			ret = decode_leaks(&c, p);
 			if (ret)
 				goto out;
 			ret = -EINVAL;

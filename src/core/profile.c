@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include "memtap/pools.h"
+#include "memtap/leaks.h"
 #include "memtap/profile.h"
 
 struct mt_profile *mt_profile_new(void)
@@ -28,6 +29,7 @@ void mt_profile_free(struct mt_profile *p)
 	mt_apr_free(p->apr);
 	free(p->stats);
 	free(p->glibc);
+	mt_leaks_free(p->leaks);
 	free(p);
 }
 

@@ -178,6 +178,8 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			return -ENOMEM;
 		mt_render_pools_json(out, p);
 		mt_render_glibc_json(out, p);
+		if (p->leaks && mt_render_leaks_json(out, p)) /* leaks */
+			return -EIO;
 		fputc('}', out);
 	}
 	fputs("]}\n", out);

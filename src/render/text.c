@@ -185,6 +185,11 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 		if (err)
 			return err;
 	}
+	if (p->leaks) { /* leaks */
+		int err = mt_render_leaks_text(out, p, 10);
+		if (err)
+			return err;
+	}
 	return ferror(out) ? -EIO : 0;
 }
 
