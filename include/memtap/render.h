@@ -19,6 +19,12 @@ struct mt_report_item {
 	size_t npids;
 };
 
+/* Call-site stacks are shown from the allocation up to main (or a thread's
+ * start routine); 1 keeps the C runtime's frames below it too (_start,
+ * __libc_start_main, start_thread, clone3): --full-stacks.  A setting of
+ * every renderer, made once by the CLI. */
+extern int mt_render_full_stacks;
+
 /* DTrace's count() table: two spaces, key in 50 columns, count in 16. */
 void mt_render_count_row(FILE *out, const char *key, uint64_t value);
 /* DTrace's quantize() table for one function (nothing when it has no calls). */

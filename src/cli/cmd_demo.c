@@ -9,14 +9,16 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 
 int cmd_demo(int argc, char **argv)
 {
-	(void)argv;
-	if (argc > 1) {
-		fprintf(stderr, "usage: memtap demo\n");
-		return 2;
-	}
+	int c;
+	optind = 1;
+	if ((c = mt_cmd_getopt(MT_C_DEMO, argc, argv)) != MT_CMD_DONE)
+		return c == MT_CMD_HELPED ? 0 : 2;
+	if (optind < argc)
+		return mt_error("demo: takes no arguments ('%s' given)", argv[optind]), mt_cli_try_help("demo");
 	char workload[PATH_MAX], err[PATH_MAX * 3];
 	if (mt_find_companion("memtap-demo-workload", workload, sizeof(workload), err, sizeof(err)))
 		return mt_error("demo: %s", err), 2;

@@ -3,21 +3,17 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "options.h"
 
-static const struct opt {
-	const char *lng;
-	int shrt;
-	const char *arg;
-	unsigned where;
-	const char *help;
-} table[MT_O_COUNT] = {
+const struct mt_cli_optdesc mt_cli_optdescs[MT_O_COUNT] = {
 #define MT_OPT(id, lng, shrt, arg, where, help) [MT_O_##id] = {lng, shrt, arg, where, help},
 #include "options.def"
 #undef MT_OPT
 };
+#define table mt_cli_optdescs
 
 static const char *const cmd_name[] = {"run", "attach"};
 
@@ -81,19 +77,21 @@ void mt_cli_usage(enum mt_cli_cmd cmd, int via, FILE *out)
 	unsigned mine = cmd_bits(cmd);
 	unsigned ag = where_bit(cmd, MT_VIA_AGENT), bpf = where_bit(cmd, MT_VIA_EBPF);
 	for (int i = 0; i < MT_O_COUNT; i++) {
-		const struct opt *o = &table[i];
+		const struct mt_cli_optdesc *o = &table[i];
 		if (!(o->where & mine))
 			continue;
 		if (via >= 0 && !(o->where & where_bit(cmd, (enum mt_via)via)))
 			continue;
 		char head[96];
+		int an = o->arg ? (int)strcspn(o->arg, "|") : 0;
 		if (i == MT_O_FUNC)
-			snprintf(head, sizeof(head), "  -f %s", o->arg);
+			snprintf(head, sizeof(head), "  -f %.*s", an, o->arg);
 		else if (o->shrt)
-			snprintf(head, sizeof(head), "  -%c, --%s%s%s", o->shrt, o->lng, o->arg ? " " : "",
+			snprintf(head, sizeof(head), "  -%c, --%s%s%.*s", o->shrt, o->lng, o->arg ? " " : "", an,
 				 o->arg ? o->arg : "");
 		else
-			snprintf(head, sizeof(head), "      --%s%s%s", o->lng, o->arg ? "=" : "", o->arg ? o->arg : "");
+			snprintf(head, sizeof(head), "      --%s%s%.*s", o->lng, o->arg ? "=" : "", an,
+				 o->arg ? o->arg : "");
 		/* Which collector, when not both. */
 		const char *only = (o->where & mine) == (ag & mine) && !(o->where & bpf)
 					   ? (cmd == MT_CMD_RUN ? " [agent only]" : " [--via=inject only]")
@@ -129,6 +127,9 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 	/* run stops at the command: its options are the command's. */
 	if (cmd == MT_CMD_RUN)
 		shorts[ns++] = '+';
+	/* ':' first: a missing argument is told apart from an unknown option,
+	 * and both are reported here (opterr = 0), with the memtap: prefix. */
+	shorts[ns++] = ':';
 	for (int i = 0; i < MT_O_COUNT; i++) {
 		if (!(table[i].where & mine))
 			continue;
@@ -145,17 +146,19 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 	const char *via = NULL;
 	int c;
 	optind = 1;
-	opterr = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
-		int id = -1;
-		if (c >= 256)
-			id = c - 256;
-		for (int i = 0; i < MT_O_COUNT && id < 0; i++)
-			if (table[i].shrt == c && (table[i].where & mine))
+		int id = -1, key = c == '?' || c == ':' ? optopt : c;
+		if (key >= 256)
+			id = key - 256;
+		for (int i = 0; i < MT_O_COUNT && id < 0 && key; i++)
+			if (table[i].shrt == key && (table[i].where & mine))
 				id = i;
-		if (id < 0) {
-			mt_cli_usage(cmd, -1, stderr);
-			return -1;
+		if (c == '?' || c == ':') {
+			char n[64] = "";
+			if (id >= 0)
+				snprintf(n, sizeof(n), "--%s", table[id].lng);
+			return mt_cli_optfail(name, argv, c, id >= 0 ? n : NULL), -1;
 		}
 		o->given |= 1ull << id;
 		const char *v = optarg;
@@ -165,6 +168,11 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 			o->pid = (pid_t)strtol(v, &end, 10);
 			if (*end || o->pid <= 0)
 				return mt_error("%s: -p %s: expected a process id", name, v), -1;
+			/* ptrace refuses it with EPERM, which reads like a permission
+			 * problem. */
+			if (o->pid == getpid())
+				return mt_error("%s: -p %s is this memtap process itself; give the process id of the "
+						"program to trace (pgrep NAME finds it)", name, v), -1;
 			break;
 		case MT_O_DURATION:
 			if (parse_seconds(name, "-d", v, 0, &o->seconds))
@@ -184,15 +192,21 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 			break;
 		case MT_O_STACKS: o->stacks = 1; break;
 		case MT_O_SAMPLE:
-			if (mt_parse_size(v, &o->sample) || !o->sample)
+			if (mt_parse_size(v, &o->sample))
 				return mt_error("%s: --sample=%s: expected a size in bytes (e.g. 1, 65536, 512k)", name,
 						v), -1;
+			if (!o->sample)
+				return mt_error("%s: --sample=%s: must be at least 1 (1 records every allocation; the "
+						"default is 512k)", name, v), -1;
 			o->stacks = 1;
 			break;
 		case MT_O_LEAKS: o->leaks = o->stacks = 1; break;
 		case MT_O_DUMP_EVERY:
-			if (mt_parse_size(v, &o->dump_every) || !o->dump_every)
+			if (mt_parse_size(v, &o->dump_every))
 				return mt_error("%s: --dump-every=%s: expected a size in bytes (e.g. 1g, 64m)", name, v),
+				       -1;
+			if (!o->dump_every)
+				return mt_error("%s: --dump-every=%s: must be at least 1 byte (e.g. 1g, 64m)", name, v),
 				       -1;
 			break;
 		case MT_O_INTERVAL: {
@@ -209,6 +223,7 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_HEAP_EVENTS: o->heap_events = 1; break;
 		case MT_O_FAILURES: o->failures = 1; break;
 		case MT_O_VERBOSE: o->verbose = 1; break;
+		case MT_O_FULL_STACKS: o->full_stacks = mt_render_full_stacks = 1; break;
 		case MT_O_HELP:
 			/* After --via: `memtap run --via=ebpf --help` lists eBPF's. */
 			mt_cli_usage(cmd, via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
@@ -227,17 +242,13 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 	if (strcmp(o->format, "text") && strcmp(o->format, "json"))
 		return mt_error("%s: unknown --format '%s' (text or json)", name, o->format), -1;
 	if (cmd == MT_CMD_ATTACH && optind < argc)
-		return mt_error("attach: unexpected argument '%s'", argv[optind]), -1;
-	if (cmd == MT_CMD_ATTACH && !o->pid) {
-		mt_error("attach: which process? pass -p PID");
-		mt_cli_usage(cmd, -1, stderr);
-		return -1;
-	}
-	if (cmd == MT_CMD_RUN && optind >= argc) {
-		mt_error("run: no command given");
-		mt_cli_usage(cmd, -1, stderr);
-		return -1;
-	}
+		return mt_error("attach: unexpected argument '%s' (the process is -p PID)", argv[optind]),
+		       mt_cli_try_help(name), -1;
+	if (cmd == MT_CMD_ATTACH && !o->pid)
+		return mt_error("attach: which process? pass -p PID"), mt_cli_try_help(name), -1;
+	if (cmd == MT_CMD_RUN && optind >= argc)
+		return mt_error("run: no command given: memtap run [OPTIONS] -- CMD [ARGS...]"),
+		       mt_cli_try_help(name), -1;
 	/* Options the chosen collector does not take: all named at once. */
 	unsigned bit = where_bit(cmd, o->via);
 	char bad[512] = "";

@@ -29,6 +29,17 @@ enum mt_opt_id {
 	MT_O_COUNT
 };
 
+/* One row of options.def (help.c makes the man pages and the completion
+ * from them). */
+struct mt_cli_optdesc {
+	const char *lng;
+	int shrt;
+	const char *arg; /* "NAME" or "NAME|value|value", or NULL */
+	unsigned where;  /* MT_W_* */
+	const char *help;
+};
+extern const struct mt_cli_optdesc mt_cli_optdescs[MT_O_COUNT];
+
 #define MT_CLI_FUNCS_MAX 64
 
 struct mt_cli_opts {
@@ -38,7 +49,7 @@ struct mt_cli_opts {
 	pid_t pid;
 	double seconds;
 	const char *output, *report_file, *format, *within;
-	int quiet, stacks, leaks, dump_on_peak, inactive, follow, heap_events, failures, verbose;
+	int quiet, stacks, leaks, dump_on_peak, inactive, follow, heap_events, failures, verbose, full_stacks;
 	uint64_t sample, dump_every, interval_ms;
 	const char *funcs[MT_CLI_FUNCS_MAX];
 	int nfuncs;
