@@ -47,8 +47,10 @@ extern const struct mt_cmd mt_cmds[MT_C_COUNT];
  * optarg), or one of the MT_CMD_* above.  Options and operands may mix
  * (getopt's permutation).  --help is handled here. */
 int mt_cmd_getopt(enum mt_cmd_id cmd, int argc, char **argv);
-/* CMD's usage: its forms, its description and its options. */
+/* CMD's usage: its forms, its description and its options; _via: run's or
+ * attach's options for collector VIA only (enum mt_via; -1: all). */
 void mt_cmd_usage(enum mt_cmd_id cmd, FILE *out);
+void mt_cmd_usage_via(enum mt_cmd_id cmd, int via, FILE *out);
 /* The command named NAME, or -1. */
 int mt_cmd_find(const char *name);
 /* memtap's own usage: every form of every command. */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "options.h"
 
 const struct mt_cli_optdesc mt_cli_optdescs[MT_O_COUNT] = {
@@ -65,15 +66,6 @@ static void wrap(FILE *out, const char *head, const char *text)
 
 void mt_cli_usage(enum mt_cli_cmd cmd, int via, FILE *out)
 {
-	if (cmd == MT_CMD_RUN)
-		fprintf(out, "usage: memtap run [OPTIONS] [--] CMD [ARGS...]\n"
-			     "Runs CMD traced, and when it exits prints calls and size distributions per\n"
-			     "allocation function (DTrace count/quantize layout), per process and merged.\n\n");
-	else
-		fprintf(out, "usage: memtap attach -p PID [--via=inject|ebpf] [-d SECONDS] [OPTIONS]\n"
-			     "Counts the allocation calls of a running process, per function, with size\n"
-			     "distributions (DTrace count/quantize layout), until -d SECONDS pass, the\n"
-			     "process exits, or Ctrl-C.\n\n");
 	unsigned mine = cmd_bits(cmd);
 	unsigned ag = where_bit(cmd, MT_VIA_AGENT), bpf = where_bit(cmd, MT_VIA_EBPF);
 	for (int i = 0; i < MT_O_COUNT; i++) {
@@ -156,8 +148,10 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 				id = i;
 		if (c == '?' || c == ':') {
 			char n[64] = "";
-			if (id >= 0)
+			if (id >= 0 && key >= 256)
 				snprintf(n, sizeof(n), "--%s", table[id].lng);
+			else if (id >= 0)
+				snprintf(n, sizeof(n), "-%c", key);
 			return mt_cli_optfail(name, argv, c, id >= 0 ? n : NULL), -1;
 		}
 		o->given |= 1ull << id;
@@ -226,7 +220,8 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_FULL_STACKS: o->full_stacks = mt_render_full_stacks = 1; break;
 		case MT_O_HELP:
 			/* After --via: `memtap run --via=ebpf --help` lists eBPF's. */
-			mt_cli_usage(cmd, via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
+			mt_cmd_usage_via(cmd == MT_CMD_RUN ? MT_C_RUN : MT_C_ATTACH,
+					 via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
 			return 1;
 		}
 	}

@@ -59,8 +59,8 @@ struct mt_cli_opts {
 /* Parses ARGV for CMD into O; 0, 1 when --help was printed, -1 after
  * printing what was wrong (exit 2). */
 int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts *o);
-/* CMD's usage text, generated from the table; VIA: the collector's options
- * only (-1: all, marked by collector). */
+/* CMD's options in its usage text, generated from the table; VIA: the
+ * collector's options only (-1: all, marked by collector). */
 void mt_cli_usage(enum mt_cli_cmd cmd, int via, FILE *out);
 /* -f FUNC,... joined into LIST (LEN bytes): 0, or -1 after saying why. */
 int mt_cli_funcs_list(const struct mt_cli_opts *o, char *list, size_t len);
