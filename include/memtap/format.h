@@ -35,6 +35,8 @@ enum mt_tag {
 	MT_TAG_MAPPING = 6,  /* one file-backed mapping */
 	MT_TAG_POOL = 7,     /* one pool of a -f FUNC:pool=argM function */
 	MT_TAG_ENDING = 8,   /* how the process ended (final profiles) */
+	MT_TAG_RUSAGE = 15,  /* analyses: peak RSS (docs/FORMAT.md, "Analyses") */
+	MT_TAG_SITE_TEMP = 16, /* analyses: temporary allocations of every site, in site order */
 	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
 };
 

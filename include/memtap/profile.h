@@ -114,6 +114,11 @@ struct mt_site {
 	uint64_t inuse_bytes;
 	uint64_t peak_objects;   /* still allocated when in-use last peaked */
 	uint64_t peak_bytes;
+	/* analyses: of the sampled allocations, those freed by the thread that
+	 * made them with no other allocation of that thread in between
+	 * (heaptrack's temporary allocations, per thread; docs/ANALYSES.md). */
+	uint64_t temp_objects;
+	uint64_t temp_bytes;
 };
 
 /* One file-backed mapping of the process (a line of /proc/PID/maps). */
@@ -174,6 +179,10 @@ struct mt_profile {
 	/* Pools (-f FUNC:pool=argM), in no particular order. */
 	uint32_t npools;
 	struct mt_pool *pools;
+	/* analyses (docs/ANALYSES.md): the process's peak resident set size
+	 * (VmHWM, ru_maxrss) in bytes, 0 when unknown; in a merged profile the
+	 * sum of the peaks. */
+	uint64_t peak_rss_bytes;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */

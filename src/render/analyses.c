@@ -4,6 +4,8 @@
  * docs/ANALYSES.md (temporary allocations, run time, allocation rate, peak
  * RSS).  Renderers call these; the model keeps everything it was given.
  */
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "export.h"
@@ -45,4 +47,96 @@ uint32_t mt_site_depth(struct mt_symbolizer *sym, const struct mt_site *s)
 		}
 	}
 	return s->nframes;
+}
+
+void mt_analyses_of(const struct mt_profile *p, struct mt_analyses *a)
+{
+	memset(a, 0, sizeof(*a));
+	for (uint32_t i = 0; i < p->nfuncs; i++)
+		if (p->funcs[i].kind == MT_KIND_ALLOC)
+			a->allocations += p->funcs[i].calls;
+	if (p->start_ns && p->dump_ns > p->start_ns)
+		a->run_ns = p->dump_ns - p->start_ns;
+	if (a->run_ns)
+		a->per_second = (double)a->allocations * 1e9 / (double)a->run_ns;
+	/* Frame-pointer sites (eBPF) see no frees: no temporaries to tell. */
+	a->have_temp = p->nsites && !(p->flags & MT_PROFILE_FP_STACKS);
+	for (uint32_t i = 0; i < p->nsites && a->have_temp; i++) {
+		struct mt_site_est e;
+		mt_site_estimate(p, &p->sites[i], &e);
+		a->temp_objects += e.temp_objects;
+		a->temp_bytes += e.temp_bytes;
+	}
+	a->peak_rss_bytes = p->peak_rss_bytes;
+}
+
+/* N bytes as "14.50 MiB (15204352 bytes)": the unit named, the exact count kept. */
+static void human_bytes(char *out, size_t len, uint64_t n)
+{
+	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+	double v = (double)n;
+	int u = -1;
+	while (v >= 1024 && u < 3) {
+		v /= 1024;
+		u++;
+	}
+	if (u < 0)
+		snprintf(out, len, "%" PRIu64 " byte%s", n, n == 1 ? "" : "s");
+	else
+		snprintf(out, len, "%.2f %s (%" PRIu64 " bytes)", v, units[u], n);
+}
+
+static void row(FILE *out, const char *key, const char *value)
+{
+	fprintf(out, "  %-26s %s\n", key, value);
+}
+
+void mt_render_analyses_text(FILE *out, const struct mt_profile *p, int merged)
+{
+	struct mt_analyses a;
+	char v[160], b[96];
+	mt_analyses_of(p, &a);
+	fprintf(out, "\nRun time, allocation rate, peak RSS%s:\n", a.have_temp ? " and temporary allocations" : "");
+	if (a.run_ns && !merged)
+		snprintf(v, sizeof(v), "%.3f s%s", (double)a.run_ns / 1e9,
+			 p->end ? "" : " (traced so far: the process was running)");
+	else
+		snprintf(v, sizeof(v), "unknown%s", merged ? " (several processes)" : "");
+	row(out, "run time", v);
+	if (a.run_ns && !merged)
+		snprintf(v, sizeof(v), "%" PRIu64 " call%s, %.0f per second", a.allocations, a.allocations == 1 ? "" : "s",
+			 a.per_second);
+	else
+		snprintf(v, sizeof(v), "%" PRIu64 " call%s", a.allocations, a.allocations == 1 ? "" : "s");
+	row(out, "allocations", v);
+	if (a.peak_rss_bytes) {
+		human_bytes(b, sizeof(b), a.peak_rss_bytes);
+		snprintf(v, sizeof(v), "%s%s", b, merged ? ", sum of the processes' peaks" : "");
+	} else {
+		snprintf(v, sizeof(v), "unknown (the process ended before memtap could read it)");
+	}
+	row(out, "peak RSS", v);
+	if (a.have_temp) {
+		human_bytes(b, sizeof(b), a.temp_bytes);
+		snprintf(v, sizeof(v), "%s%" PRIu64 " (%.1f%% of allocations), %s requested",
+			 p->sample_period > 1 ? "~" : "", a.temp_objects,
+			 a.allocations ? 100.0 * (double)a.temp_objects / (double)a.allocations : 0.0, b);
+		row(out, "temporary allocations", v);
+		fprintf(out, "  (freed by the thread that made them with no other allocation of that thread in "
+			"between%s)\n", p->sample_period > 1 ? "; estimated from the sampled ones" : "");
+	}
+}
+
+void mt_render_analyses_json(FILE *out, const struct mt_profile *p)
+{
+	struct mt_analyses a;
+	mt_analyses_of(p, &a);
+	fprintf(out, ",\"analyses\":{\"run_time_ns\":%" PRIu64 ",\"allocations\":%" PRIu64
+		",\"allocations_per_second\":%.1f,\"peak_rss_bytes\":%" PRIu64, a.run_ns, a.allocations,
+		a.per_second, a.peak_rss_bytes);
+	if (a.have_temp)
+		fprintf(out, ",\"temporary_allocations\":%" PRIu64 ",\"temporary_bytes\":%" PRIu64
+			",\"temporary_estimated\":%s", a.temp_objects, a.temp_bytes,
+			p->sample_period > 1 ? "true" : "false");
+	fputc('}', out);
 }

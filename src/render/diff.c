@@ -58,7 +58,7 @@ static int diff_cmp(const void *a, const void *b)
 
 static void set_delta(struct mt_diff_site *d, const struct mt_diff *diff)
 {
-	struct mt_site_est b = {0, 0, 0, 0}, n = {0, 0, 0, 0};
+	struct mt_site_est b = {0}, n = {0};
 	if (d->base)
 		mt_site_estimate(diff->base, d->base, &b);
 	if (d->newer)

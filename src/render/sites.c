@@ -23,6 +23,12 @@ void mt_site_estimate(const struct mt_profile *p, const struct mt_site *s, struc
 	e->alloc_bytes = scaled(s->alloc_bytes, sa);
 	e->inuse_objects = scaled(s->inuse_objects, si);
 	e->inuse_bytes = scaled(s->inuse_bytes, si);
+	double sp = mt_site_scale(p->sample_period, s->peak_objects, s->peak_bytes);
+	double st = mt_site_scale(p->sample_period, s->temp_objects, s->temp_bytes);
+	e->peak_objects = scaled(s->peak_objects, sp);
+	e->peak_bytes = scaled(s->peak_bytes, sp);
+	e->temp_objects = scaled(s->temp_objects, st);
+	e->temp_bytes = scaled(s->temp_bytes, st);
 }
 
 int mt_frame_unknown(const struct mt_frame *f)
