@@ -78,6 +78,10 @@ int mt_render_flamegraph(FILE *out, const struct mt_report_item *items, size_t n
  * sites. */
 int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop);
 
+/* One of those tables: the NTOP sites by BY, NFRAMES frames each. */
+enum mt_top_by { MT_TOP_INUSE, MT_TOP_ALLOC, MT_TOP_CALLS, MT_TOP_PEAK, MT_TOP_TEMP };
+int mt_render_top_by(FILE *out, const struct mt_profile *p, enum mt_top_by by, unsigned ntop, unsigned nframes);
+
 /* analyses (src/render/analyses.c, docs/ANALYSES.md): the figures
  * heaptrack_print gives, per profile. */
 struct mt_analyses {
@@ -93,6 +97,8 @@ void mt_analyses_of(const struct mt_profile *p, struct mt_analyses *a);
 /* The text section ("Run time, rate, peak RSS and temporary allocations"),
  * after the totals; MERGED: the item sums several processes. */
 void mt_render_analyses_text(FILE *out, const struct mt_profile *p, int merged);
+/* The same without the heading line. */
+void mt_render_analyses_rows(FILE *out, const struct mt_profile *p, int merged);
 /* ,"analyses":{...} inside a process object. */
 void mt_render_analyses_json(FILE *out, const struct mt_profile *p);
 

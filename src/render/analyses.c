@@ -93,10 +93,16 @@ static void row(FILE *out, const char *key, const char *value)
 
 void mt_render_analyses_text(FILE *out, const struct mt_profile *p, int merged)
 {
+	fprintf(out, "\nRun time, allocation rate, peak RSS%s:\n",
+		p->nsites && !(p->flags & MT_PROFILE_FP_STACKS) ? " and temporary allocations" : "");
+	mt_render_analyses_rows(out, p, merged);
+}
+
+void mt_render_analyses_rows(FILE *out, const struct mt_profile *p, int merged)
+{
 	struct mt_analyses a;
 	char v[160], b[96];
 	mt_analyses_of(p, &a);
-	fprintf(out, "\nRun time, allocation rate, peak RSS%s:\n", a.have_temp ? " and temporary allocations" : "");
 	if (a.run_ns && !merged)
 		snprintf(v, sizeof(v), "%.3f s%s", (double)a.run_ns / 1e9,
 			 p->end ? "" : " (traced so far: the process was running)");
@@ -122,8 +128,8 @@ void mt_render_analyses_text(FILE *out, const struct mt_profile *p, int merged)
 			 p->sample_period > 1 ? "~" : "", a.temp_objects,
 			 a.allocations ? 100.0 * (double)a.temp_objects / (double)a.allocations : 0.0, b);
 		row(out, "temporary allocations", v);
-		fprintf(out, "  (freed by the thread that made them with no other allocation of that thread in "
-			"between%s)\n", p->sample_period > 1 ? "; estimated from the sampled ones" : "");
+		fprintf(out, "  (freed by the thread that made them, no other allocation of that thread in\n"
+			"  between%s)\n", p->sample_period > 1 ? "; estimated from the sampled ones" : "");
 	}
 }
 

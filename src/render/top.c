@@ -10,7 +10,8 @@
 #define TOP_FRAMES 8
 #define PL(n) ((n) == 1 ? "" : "s")
 
-enum top_key { TOP_INUSE, TOP_ALLOC, TOP_CALLS, TOP_PEAK, TOP_TEMP };
+enum top_key { TOP_INUSE = MT_TOP_INUSE, TOP_ALLOC = MT_TOP_ALLOC, TOP_CALLS = MT_TOP_CALLS,
+	       TOP_PEAK = MT_TOP_PEAK, TOP_TEMP = MT_TOP_TEMP };
 
 struct top_ctx {
 	const struct mt_site_est *est;
@@ -41,7 +42,8 @@ static int top_cmp(const void *a, const void *b, void *arg)
 }
 
 static void top_table(FILE *out, const struct mt_profile *p, struct mt_symbolizer *sym,
-		      const struct mt_site_est *est, uint32_t *order, enum top_key key, unsigned ntop)
+		      const struct mt_site_est *est, uint32_t *order, enum top_key key, unsigned ntop,
+		      unsigned nframes)
 {
 	static const char *const titles[] = {"bytes in use", "bytes allocated", "calls",
 					     "bytes in use at the peak", "temporary allocations"};
@@ -87,7 +89,7 @@ static void top_table(FILE *out, const struct mt_profile *p, struct mt_symbolize
 				PL(e->alloc_objects), e->temp_bytes, PL(e->temp_bytes), mt_site_func(p, s));
 			break;
 		}
-		mt_render_stack(out, sym, s, "        ", TOP_FRAMES);
+		mt_render_stack(out, sym, s, "        ", nframes);
 	}
 	if (!shown)
 		fprintf(out, "  (none)\n");
@@ -119,21 +121,41 @@ int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop)
 	if (p->unknown_frees)
 		fprintf(out, "  %" PRIu64 " frees of blocks allocated before recording began (before an attach or "
 			"activate): counted, kept out of the sites and of in-use\n", p->unknown_frees);
-	top_table(out, p, sym, est, order, TOP_INUSE, ntop);
-	top_table(out, p, sym, est, order, TOP_ALLOC, ntop);
-	top_table(out, p, sym, est, order, TOP_CALLS, ntop);
+	top_table(out, p, sym, est, order, TOP_INUSE, ntop, TOP_FRAMES);
+	top_table(out, p, sym, est, order, TOP_ALLOC, ntop, TOP_FRAMES);
+	top_table(out, p, sym, est, order, TOP_CALLS, ntop, TOP_FRAMES);
 	/* analyses: eBPF's frame-pointer sites have no frees, so neither a
 	 * peak nor temporaries. */
 	if (!(p->flags & MT_PROFILE_FP_STACKS)) {
-		top_table(out, p, sym, est, order, TOP_PEAK, ntop);
+		top_table(out, p, sym, est, order, TOP_PEAK, ntop, TOP_FRAMES);
 		uint64_t temp = 0;
 		for (uint32_t i = 0; i < p->nsites; i++)
 			temp += est[i].temp_objects;
 		if (temp)
-			top_table(out, p, sym, est, order, TOP_TEMP, ntop);
+			top_table(out, p, sym, est, order, TOP_TEMP, ntop, TOP_FRAMES);
 	}
 	err = ferror(out) ? -EIO : 0;
 out:
+	mt_symbolizer_free(sym);
+	free(order);
+	free(est);
+	return err;
+}
+
+int mt_render_top_by(FILE *out, const struct mt_profile *p, enum mt_top_by by, unsigned ntop, unsigned nframes)
+{
+	if (!p->nsites)
+		return 0;
+	struct mt_site_est *est = calloc(p->nsites, sizeof(*est));
+	uint32_t *order = calloc(p->nsites, sizeof(*order));
+	struct mt_symbolizer *sym = mt_symbolizer_new(p);
+	int err = -ENOMEM;
+	if (est && order && sym) {
+		for (uint32_t i = 0; i < p->nsites; i++)
+			mt_site_estimate(p, &p->sites[i], &est[i]);
+		top_table(out, p, sym, est, order, (enum top_key)by, ntop, nframes);
+		err = ferror(out) ? -EIO : 0;
+	}
 	mt_symbolizer_free(sym);
 	free(order);
 	free(est);
