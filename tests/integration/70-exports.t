@@ -146,7 +146,7 @@ ok $? "two dumps of the live process"
 dt=$($MEMTAP diff "$d0" "$d1")
 ok $? "memtap diff"
 first=$(printf '%s\n' "$dt" | grep -A1 -m1 '^  #1 ')
-like "$first" "#1  \+216050 bytes in use, \+50 blocks" "diff: the growth leads, exactly 50 x 4321 bytes"
+like "$first" "#1  \+216050 requested bytes in use, \+50 blocks" "diff: the growth leads, exactly 50 x 4321 bytes"
 like "$first" "leaky_site" "diff names the growing site"
 if [ $have_go = 1 ]; then
 	$MEMTAP diff --format=pprof -o "$TMP/d.pb.gz" "$d0" "$d1"

@@ -527,9 +527,9 @@ static void diff_order(void **state)
 	FILE *out = open_memstream(&buf, &len);
 	assert_int_equal(mt_render_diff_text(out, d, 2), 0);
 	fclose(out);
-	const char *one = strstr(buf, "  #1  +1000 bytes in use, +10 blocks (allocated +1000 bytes in +10 calls), "
+	const char *one = strstr(buf, "  #1  +1000 requested bytes in use, +10 blocks (allocated +1000 bytes in +10 calls), "
 				      "from malloc\n        export_leaf  ");
-	const char *two = strstr(buf, "  #2  +300 bytes in use, +3 blocks (allocated +300 bytes in +3 calls), "
+	const char *two = strstr(buf, "  #2  +300 requested bytes in use, +3 blocks (allocated +300 bytes in +3 calls), "
 				      "from malloc [new site]\n");
 	assert_non_null(one);
 	assert_true(two > one);
