@@ -117,6 +117,11 @@ struct mt_site {
 	uint64_t inuse_bytes;
 	uint64_t peak_objects;   /* still allocated when in-use last peaked */
 	uint64_t peak_bytes;
+	/* analyses: of the sampled allocations, those freed by the thread that
+	 * made them with no other allocation of that thread in between
+	 * (heaptrack's temporary allocations, per thread; docs/ANALYSES.md). */
+	uint64_t temp_objects;
+	uint64_t temp_bytes;
 };
 
 /* One file-backed mapping of the process (a line of /proc/PID/maps). */
@@ -187,6 +192,10 @@ struct mt_profile {
 	/* leaks: the last leak check by reachability (include/memtap/leaks.h),
 	 * NULL when none was made.  Freed by mt_profile_free. */
 	struct mt_leaks *leaks;
+	/* analyses (docs/ANALYSES.md): the process's peak resident set size
+	 * (VmHWM, ru_maxrss) in bytes, 0 when unknown; in a merged profile the
+	 * sum of the peaks. */
+	uint64_t peak_rss_bytes;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */

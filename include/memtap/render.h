@@ -19,6 +19,12 @@ struct mt_report_item {
 	size_t npids;
 };
 
+/* Call-site stacks are shown from the allocation up to main (or a thread's
+ * start routine); 1 keeps the C runtime's frames below it too (_start,
+ * __libc_start_main, start_thread, clone3): --full-stacks.  A setting of
+ * every renderer, made once by the CLI. */
+extern int mt_render_full_stacks;
+
 /* DTrace's count() table: two spaces, key in 50 columns, count in 16. */
 void mt_render_count_row(FILE *out, const char *key, uint64_t value);
 /* DTrace's quantize() table for one function (nothing when it has no calls). */
@@ -67,6 +73,8 @@ enum mt_value {
 /* A site's estimated counts (all allocations, not just the sampled ones). */
 struct mt_site_est {
 	uint64_t alloc_objects, alloc_bytes, inuse_objects, inuse_bytes;
+	/* analyses: at the peak in use, and the temporary allocations */
+	uint64_t peak_objects, peak_bytes, temp_objects, temp_bytes;
 };
 void mt_site_estimate(const struct mt_profile *p, const struct mt_site *s, struct mt_site_est *e);
 
@@ -86,9 +94,34 @@ int mt_render_collapsed(FILE *out, const struct mt_report_item *items, size_t n,
  * stacks. */
 int mt_render_flamegraph(FILE *out, const struct mt_report_item *items, size_t n, enum mt_value v);
 /* The text report's call-site tables: the NTOP sites with the most bytes in
- * use, bytes allocated and calls, with symbolized frames.  Nothing when P has
- * no sites. */
+ * use, bytes allocated and calls, with symbolized frames; with them the
+ * sites at the peak and by temporary allocations.  Nothing when P has no
+ * sites. */
 int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop);
+
+/* One of those tables: the NTOP sites by BY, NFRAMES frames each. */
+enum mt_top_by { MT_TOP_INUSE, MT_TOP_ALLOC, MT_TOP_CALLS, MT_TOP_PEAK, MT_TOP_TEMP };
+int mt_render_top_by(FILE *out, const struct mt_profile *p, enum mt_top_by by, unsigned ntop, unsigned nframes);
+
+/* analyses (src/render/analyses.c, docs/ANALYSES.md): the figures
+ * heaptrack_print gives, per profile. */
+struct mt_analyses {
+	uint64_t run_ns;            /* traced for (start to snapshot or end), 0: unknown */
+	uint64_t allocations;       /* calls of the allocation functions (exact) */
+	double per_second;          /* allocations / run time (0: unknown) */
+	uint64_t temp_objects;      /* temporary allocations (estimated when sampled) */
+	uint64_t temp_bytes;        /* their requested bytes */
+	int have_temp;              /* call sites were recorded: temp_* mean something */
+	uint64_t peak_rss_bytes;    /* 0: unknown */
+};
+void mt_analyses_of(const struct mt_profile *p, struct mt_analyses *a);
+/* The text section ("Run time, rate, peak RSS and temporary allocations"),
+ * after the totals; MERGED: the item sums several processes. */
+void mt_render_analyses_text(FILE *out, const struct mt_profile *p, int merged);
+/* The same without the heading line. */
+void mt_render_analyses_rows(FILE *out, const struct mt_profile *p, int merged);
+/* ,"analyses":{...} inside a process object. */
+void mt_render_analyses_json(FILE *out, const struct mt_profile *p);
 
 /* Growth between two snapshots of one process: sites matched by function
  * and frames, values NEWER minus BASE (estimates, negative when shrinking),

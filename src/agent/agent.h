@@ -273,12 +273,14 @@ struct mt_sitex { /* in the live file: struct mt_live_site is this layout */
 	uint64_t freed_objects, freed_bytes; /* of those, freed (live = alloc - freed) */
 	uint64_t reset_objects, reset_bytes; /* alloc_* at the last `reset` */
 	uint64_t peak_objects, peak_bytes;   /* live when in-use last peaked */
+	uint64_t temp_objects, temp_bytes;   /* temporary allocations (sites.c) */
 	uint64_t frames[];
 };
 _Static_assert(sizeof(struct mt_sitex) == sizeof(struct mt_live_site) &&
 	       offsetof(struct mt_sitex, all) == offsetof(struct mt_live_site, all) &&
 	       offsetof(struct mt_sitex, alloc_objects) == offsetof(struct mt_live_site, alloc_objects) &&
-	       offsetof(struct mt_sitex, peak_bytes) == offsetof(struct mt_live_site, peak_bytes),
+	       offsetof(struct mt_sitex, peak_bytes) == offsetof(struct mt_live_site, peak_bytes) &&
+	       offsetof(struct mt_sitex, temp_bytes) == offsetof(struct mt_live_site, temp_bytes),
 	       "live.h: site layout");
 int mt_sites_init(void);
 /* A site's sampled allocations not yet freed.  Two counters, not four: a
@@ -311,7 +313,10 @@ void mt_event_arm(struct mt_thread *t);
  * the exported wrapper or in a function it tail-calls): the caller's stack
  * pointer at the call, where the stack cache starts (sites.c).  A wrong CFA
  * costs speed, never correctness: it is checked against the unwinder. */
-void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const char *cfa);
+/* USABLE: the allocation's in-use bytes, added after its sample is
+ * recorded, so that the sites copied at a new peak include the allocation
+ * that made it. */
+void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, int64_t usable, void *ptr, const char *cfa);
 #define MT_CFA ((const char *)__builtin_dwarf_cfa())
 int mt_live_forget(void *ptr); /* 1 when PTR was a sampled live allocation */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
@@ -486,11 +491,14 @@ static inline void mt_alloc_own(struct mt_thread *t, int fn, uint64_t size, unsi
 				void *p, const char *cfa)
 {
 	mt_count_bucket(t, fn, size, bucket);
-	mt_inuse_up(t, (int64_t)usable);
 	int64_t left = MT_LOAD(t->event_left) - (int64_t)size;
 	MT_STORE(t->event_left, left);
+	/* A sample is recorded before in-use grows: a new peak then copies the
+	 * sites with this allocation among them (mt_sites_peak). */
 	if (unlikely(left < 0))
-		mt_alloc_event(t, fn, size, p, cfa);
+		mt_alloc_event(t, fn, size, (int64_t)usable, p, cfa);
+	else
+		mt_inuse_up(t, (int64_t)usable);
 }
 
 /* A call that changed no in-use memory (mmap, munmap, brk, sbrk, -f

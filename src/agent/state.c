@@ -465,6 +465,9 @@ static void reset_site(struct mt_sitex *s, void *arg)
 	/* Allocations count from here; what is in use stays in use. */
 	__atomic_store_n(&s->reset_objects, __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
 	__atomic_store_n(&s->reset_bytes, __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	/* Temporaries count from here too (one racing free may be lost). */
+	__atomic_store_n(&s->temp_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->temp_bytes, 0, __ATOMIC_RELAXED);
 	mt_site_peak_now(s);
 }
 

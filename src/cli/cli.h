@@ -24,6 +24,7 @@ int cmd_attach(int argc, char **argv);
 struct mt_cli_opts;
 int mt_run_ebpf(const struct mt_cli_opts *o, char **cmdv);
 int cmd_diff(int argc, char **argv);
+int cmd_help(int argc, char **argv);
 
 /* Parses a byte count with an optional k/m/g suffix (powers of 1024, an
  * optional "iB" or "B" after it); 0 or -EINVAL. */
@@ -88,6 +89,14 @@ int mt_detach_pid(pid_t pid, const char *output, const char *format, const char 
 
 /* Prints "memtap: <message>" to stderr; returns -1. */
 int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The line after a usage error: "Try 'memtap CMD --help' for more
+ * information." on stderr; returns 2 (the exit status of a usage error). */
+int mt_cli_try_help(const char *cmd);
+/* A getopt failure of command CMD (C is getopt's '?' or ':', with opterr 0
+ * and ':' leading the short options): "memtap: CMD: unknown option '--x'"
+ * or "... needs an argument", then mt_cli_try_help().  NAME: the option's
+ * name when the caller knows it (from optopt), else NULL.  Returns 2. */
+int mt_cli_optfail(const char *cmd, char **argv, int c, const char *name);
 
 /* A file that ships beside the CLI: build/NAME when run from the build tree,
  * PREFIX/lib/memtap/NAME when installed.  0, or -ENOENT with the places

@@ -6,27 +6,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "live_read.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 #include "glibc_syms.h"
 #include "memtap/render.h"
 #include "session.h"
-
-static void ctl_usage(FILE *out)
-{
-	fprintf(out,
-		"usage: memtap ctl PID COMMAND\n"
-		"  activate      start counting (after run --inactive or deactivate)\n"
-		"  deactivate    stop counting; the program runs on at full speed\n"
-		"  dump [PATH]   write a profile now and print its path\n"
-		"  stats         memtap's counters and the allocator's own statistics\n"
-		"  reset         zero the counters (in-use carries on, the peak restarts)\n"
-		"  status        active or not, options and totals\n"
-		"  leaks         a leak check by reachability now: what no pointer reaches\n"
-		"                (definitely lost) and what is still reachable, per call site\n"
-		"                (needs memtap run --leaks or --sample=1; docs/LEAKS.md)\n");
-}
 
 static int ctl_dump(int pid, const struct mt_live_hdr *h, const char *path)
 {
@@ -131,18 +117,22 @@ static int ctl_leaks_sites(int pid)
 
 int cmd_ctl(int argc, char **argv)
 {
-	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		ctl_usage(stdout);
-		return 0;
+	int c;
+	optind = 1;
+	/* No option but --help; a word starting with '-' after PID is left to
+	 * the request's check. */
+	if (argc >= 2 && argv[1][0] == '-') {
+		if ((c = mt_cmd_getopt(MT_C_CTL, 2, argv)) != MT_CMD_DONE)
+			return c == MT_CMD_HELPED ? 0 : 2;
 	}
 	if (argc < 3 || argc > 4) {
-		ctl_usage(stderr);
-		return 2;
+		mt_error("ctl: %s: memtap ctl PID COMMAND [ARG]", argc < 3 ? "too few arguments" : "too many arguments");
+		return mt_cli_try_help("ctl");
 	}
 	char *end;
 	long pid = strtol(argv[1], &end, 10);
 	if (*end || pid <= 0 || pid > INT32_MAX)
-		return mt_error("ctl: '%s' is not a process id", argv[1]), 2;
+		return mt_error("ctl: '%s' is not a process id (memtap ctl PID COMMAND)", argv[1]), 2;
 
 	/* Build and check the request here, so a typo is reported without
 	 * touching the process. */

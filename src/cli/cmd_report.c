@@ -6,22 +6,7 @@
 
 #include "cli.h"
 
-static void report_usage(FILE *out)
-{
-	fprintf(out,
-		"usage: memtap report [OPTIONS] FILE...\n"
-		"  --format=FMT   text (DTrace layout, the default), json, or for profiles\n"
-		"                 recorded with --stacks: pprof (go tool pprof), jeprof\n"
-		"                 (gperftools heap text), collapsed (flamegraph.pl) or svg\n"
-		"                 (a flame graph)\n"
-		"  --value=V      collapsed, svg: inuse (bytes in use, the default) or alloc\n"
-		"                 (bytes allocated)\n"
-		"  --merge        sum all files into one process entry\n"
-		"  --pools        APR pools (recorded with --pools): the tree of live pools,\n"
-		"                 totals by tag, lifetimes, bytes per pool, the pools that\n"
-		"                 only grow; with --format=pool-log, APR's pool-debug lines\n"
-		"  -o FILE        write to FILE instead of stdout\n");
-}
+#include "help.h"
 
 /* Formats made of call sites, and whether they take a single profile. */
 static int site_format(const char *format, int *single)
@@ -32,21 +17,17 @@ static int site_format(const char *format, int *single)
 
 int cmd_report(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"format", required_argument, NULL, 'F'}, {"merge", no_argument, NULL, 'm'},
-		{"output", required_argument, NULL, 'o'}, {"value", required_argument, NULL, 'v'},
-		{"pools", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'}, {0},
-	};
 	const char *format = "text", *output = NULL;
 	struct mt_render_opts ro = {MT_VALUE_INUSE};
 	int merge = 0, pools = 0, single, c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+	while ((c = mt_cmd_getopt(MT_C_REPORT, argc, argv)) >= 0) {
 		switch (c) {
-		case 'F': format = optarg; break;
-		case 'm': merge = 1; break;
-		case 'P': pools = 1; break;
-		case 'v':
+		case MT_CO_REPORT_FORMAT: format = optarg; break;
+		case MT_CO_REPORT_MERGE: merge = 1; break;
+		case MT_CO_REPORT_POOLS: pools = 1; break;
+		case MT_CO_REPORT_FULL_STACKS: mt_render_full_stacks = 1; break;
+		case MT_CO_REPORT_VALUE:
 			if (!strcmp(optarg, "inuse"))
 				ro.value = MT_VALUE_INUSE;
 			else if (!strcmp(optarg, "alloc"))
@@ -54,20 +35,19 @@ int cmd_report(int argc, char **argv)
 			else
 				return mt_error("report: unknown --value '%s' (inuse or alloc)", optarg), 2;
 			break;
-		case 'o': output = optarg; break;
-		case 'h': report_usage(stdout); return 0;
-		default: report_usage(stderr); return 2;
+		case MT_CO_REPORT_OUTPUT: output = optarg; break;
 		}
 	}
+	if (c != MT_CMD_DONE)
+		return c == MT_CMD_HELPED ? 0 : 2;
 	int sites = site_format(format, &single);
 	int pool_log = !strcmp(format, "pool-log");
 	if (strcmp(format, "text") && strcmp(format, "json") && !sites && !pool_log)
 		return mt_error("report: unknown format '%s' (text, json, pprof, jeprof, collapsed, svg or "
 				"pool-log)", format), 2;
 	if (optind >= argc) {
-		mt_error("report: no profile files given");
-		report_usage(stderr);
-		return 2;
+		mt_error("report: no profile files given (the .mtp files of run, attach or ctl dump)");
+		return mt_cli_try_help("report");
 	}
 	struct mt_loaded l;
 	int failed = mt_load_profiles(argv + optind, (size_t)(argc - optind), &l);

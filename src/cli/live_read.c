@@ -193,6 +193,7 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 	p->uid = tmp.uid;
 	p->run_id = tmp.run_id;
 	p->start_ns = tmp.start_ns;
+	p->peak_rss_bytes = tmp.peak_rss_bytes;
 	p->flags = tmp.flags | (*flags ? MT_PROFILE_SUSPECT : 0);
 	p->totals = tmp.totals;
 	p->sample_period = tmp.sample_period;
@@ -222,6 +223,8 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 		d->inuse_bytes = s->inuse_bytes;
 		d->peak_objects = s->peak_objects;
 		d->peak_bytes = s->peak_bytes;
+		d->temp_objects = s->temp_objects;
+		d->temp_bytes = s->temp_bytes;
 	}
 	for (uint32_t i = 0; i < tmp.npools; i++) {
 		const struct mt_pool *s = &tmp.pools[i];

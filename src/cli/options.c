@@ -4,22 +4,19 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "options.h"
 #include "glibc_syms.h"
 
-static const struct opt {
-	const char *lng;
-	int shrt;
-	const char *arg;
-	unsigned where;
-	const char *help;
-} table[MT_O_COUNT] = {
+const struct mt_cli_optdesc mt_cli_optdescs[MT_O_COUNT] = {
 #define MT_OPT(id, lng, shrt, arg, where, help) [MT_O_##id] = {lng, shrt, arg, where, help},
 #include "options.def"
 #undef MT_OPT
 };
+#define table mt_cli_optdescs
 
 static const char *const cmd_name[] = {"run", "attach"};
 
@@ -71,31 +68,24 @@ static void wrap(FILE *out, const char *head, const char *text)
 
 void mt_cli_usage(enum mt_cli_cmd cmd, int via, FILE *out)
 {
-	if (cmd == MT_CMD_RUN)
-		fprintf(out, "usage: memtap run [OPTIONS] [--] CMD [ARGS...]\n"
-			     "Runs CMD traced, and when it exits prints calls and size distributions per\n"
-			     "allocation function (DTrace count/quantize layout), per process and merged.\n\n");
-	else
-		fprintf(out, "usage: memtap attach -p PID [--via=inject|ebpf] [-d SECONDS] [OPTIONS]\n"
-			     "Counts the allocation calls of a running process, per function, with size\n"
-			     "distributions (DTrace count/quantize layout), until -d SECONDS pass, the\n"
-			     "process exits, or Ctrl-C.\n\n");
 	unsigned mine = cmd_bits(cmd);
 	unsigned ag = where_bit(cmd, MT_VIA_AGENT), bpf = where_bit(cmd, MT_VIA_EBPF);
 	for (int i = 0; i < MT_O_COUNT; i++) {
-		const struct opt *o = &table[i];
+		const struct mt_cli_optdesc *o = &table[i];
 		if (!(o->where & mine))
 			continue;
 		if (via >= 0 && !(o->where & where_bit(cmd, (enum mt_via)via)))
 			continue;
 		char head[96];
+		int an = o->arg ? (int)strcspn(o->arg, "|") : 0;
 		if (i == MT_O_FUNC)
-			snprintf(head, sizeof(head), "  -f %s", o->arg);
+			snprintf(head, sizeof(head), "  -f %.*s", an, o->arg);
 		else if (o->shrt)
-			snprintf(head, sizeof(head), "  -%c, --%s%s%s", o->shrt, o->lng, o->arg ? " " : "",
+			snprintf(head, sizeof(head), "  -%c, --%s%s%.*s", o->shrt, o->lng, o->arg ? " " : "", an,
 				 o->arg ? o->arg : "");
 		else
-			snprintf(head, sizeof(head), "      --%s%s%s", o->lng, o->arg ? "=" : "", o->arg ? o->arg : "");
+			snprintf(head, sizeof(head), "      --%s%s%.*s", o->lng, o->arg ? "=" : "", an,
+				 o->arg ? o->arg : "");
 		/* Which collector, when not both. */
 		const char *only = (o->where & mine) == (ag & mine) && !(o->where & bpf)
 					   ? (cmd == MT_CMD_RUN ? " [agent only]" : " [--via=inject only]")
@@ -131,6 +121,9 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 	/* run stops at the command: its options are the command's. */
 	if (cmd == MT_CMD_RUN)
 		shorts[ns++] = '+';
+	/* ':' first: a missing argument is told apart from an unknown option,
+	 * and both are reported here (opterr = 0), with the memtap: prefix. */
+	shorts[ns++] = ':';
 	for (int i = 0; i < MT_O_COUNT; i++) {
 		if (!(table[i].where & mine))
 			continue;
@@ -147,17 +140,21 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 	const char *via = NULL;
 	int c;
 	optind = 1;
-	opterr = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
-		int id = -1;
-		if (c >= 256)
-			id = c - 256;
-		for (int i = 0; i < MT_O_COUNT && id < 0; i++)
-			if (table[i].shrt == c && (table[i].where & mine))
+		int id = -1, key = c == '?' || c == ':' ? optopt : c;
+		if (key >= 256)
+			id = key - 256;
+		for (int i = 0; i < MT_O_COUNT && id < 0 && key; i++)
+			if (table[i].shrt == key && (table[i].where & mine))
 				id = i;
-		if (id < 0) {
-			mt_cli_usage(cmd, -1, stderr);
-			return -1;
+		if (c == '?' || c == ':') {
+			char n[64] = "";
+			if (id >= 0 && key >= 256)
+				snprintf(n, sizeof(n), "--%s", table[id].lng);
+			else if (id >= 0)
+				snprintf(n, sizeof(n), "-%c", key);
+			return mt_cli_optfail(name, argv, c, id >= 0 ? n : NULL), -1;
 		}
 		o->given |= 1ull << id;
 		const char *v = optarg;
@@ -167,6 +164,11 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 			o->pid = (pid_t)strtol(v, &end, 10);
 			if (*end || o->pid <= 0)
 				return mt_error("%s: -p %s: expected a process id", name, v), -1;
+			/* ptrace refuses it with EPERM, which reads like a permission
+			 * problem. */
+			if (o->pid == getpid())
+				return mt_error("%s: -p %s is this memtap process itself; give the process id of the "
+						"program to trace (pgrep NAME finds it)", name, v), -1;
 			break;
 		case MT_O_DURATION:
 			if (parse_seconds(name, "-d", v, 0, &o->seconds))
@@ -186,15 +188,21 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 			break;
 		case MT_O_STACKS: o->stacks = 1; break;
 		case MT_O_SAMPLE:
-			if (mt_parse_size(v, &o->sample) || !o->sample)
+			if (mt_parse_size(v, &o->sample))
 				return mt_error("%s: --sample=%s: expected a size in bytes (e.g. 1, 65536, 512k)", name,
 						v), -1;
+			if (!o->sample)
+				return mt_error("%s: --sample=%s: must be at least 1 (1 records every allocation; the "
+						"default is 512k)", name, v), -1;
 			o->stacks = 1;
 			break;
 		case MT_O_LEAKS: o->leaks = o->stacks = 1; break;
 		case MT_O_DUMP_EVERY:
-			if (mt_parse_size(v, &o->dump_every) || !o->dump_every)
+			if (mt_parse_size(v, &o->dump_every))
 				return mt_error("%s: --dump-every=%s: expected a size in bytes (e.g. 1g, 64m)", name, v),
+				       -1;
+			if (!o->dump_every)
+				return mt_error("%s: --dump-every=%s: must be at least 1 byte (e.g. 1g, 64m)", name, v),
 				       -1;
 			break;
 		case MT_O_INTERVAL: {
@@ -213,9 +221,11 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_GLIBC: o->glibc = 1; break;
 		case MT_O_FAILURES: o->failures = 1; break;
 		case MT_O_VERBOSE: o->verbose = 1; break;
+		case MT_O_FULL_STACKS: o->full_stacks = mt_render_full_stacks = 1; break;
 		case MT_O_HELP:
 			/* After --via: `memtap run --via=ebpf --help` lists eBPF's. */
-			mt_cli_usage(cmd, via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
+			mt_cmd_usage_via(cmd == MT_CMD_RUN ? MT_C_RUN : MT_C_ATTACH,
+					 via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
 			return 1;
 		}
 	}
@@ -231,17 +241,13 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 	if (strcmp(o->format, "text") && strcmp(o->format, "json"))
 		return mt_error("%s: unknown --format '%s' (text or json)", name, o->format), -1;
 	if (cmd == MT_CMD_ATTACH && optind < argc)
-		return mt_error("attach: unexpected argument '%s'", argv[optind]), -1;
-	if (cmd == MT_CMD_ATTACH && !o->pid) {
-		mt_error("attach: which process? pass -p PID");
-		mt_cli_usage(cmd, -1, stderr);
-		return -1;
-	}
-	if (cmd == MT_CMD_RUN && optind >= argc) {
-		mt_error("run: no command given");
-		mt_cli_usage(cmd, -1, stderr);
-		return -1;
-	}
+		return mt_error("attach: unexpected argument '%s' (the process is -p PID)", argv[optind]),
+		       mt_cli_try_help(name), -1;
+	if (cmd == MT_CMD_ATTACH && !o->pid)
+		return mt_error("attach: which process? pass -p PID"), mt_cli_try_help(name), -1;
+	if (cmd == MT_CMD_RUN && optind >= argc)
+		return mt_error("run: no command given: memtap run [OPTIONS] -- CMD [ARGS...]"),
+		       mt_cli_try_help(name), -1;
 	/* Options the chosen collector does not take: all named at once. */
 	unsigned bit = where_bit(cmd, o->via);
 	char bad[512] = "";

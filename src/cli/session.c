@@ -420,6 +420,10 @@ static int profile_of(struct mt_session *s, struct mt_member *m, int final, stru
 	if (!final && alive(m)) {
 		mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
 		refresh_maps(s, m, c.hdr, 0);
+		/* analyses: the agent records ru_maxrss when the process ends; a
+		 * running one has it in /proc. */
+		if (!p->peak_rss_bytes)
+			p->peak_rss_bytes = mt_proc_hwm(m->pid);
 	}
 	if (m->command[0])
 		snprintf(p->command, sizeof(p->command), "%s", m->command);

@@ -227,6 +227,24 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		rec_end(b, r);
 	}
 
+	uint32_t ntemp = 0;
+	for (uint32_t i = 0; i < p->nsites; i++)
+		ntemp += p->sites[i].temp_objects != 0;
+	if (ntemp) {
+		r = rec_begin(b, MT_TAG_SITE_TEMP);
+		put_u32(b, p->nsites);
+		for (uint32_t i = 0; i < p->nsites; i++) {
+			put_u64(b, p->sites[i].temp_objects);
+			put_u64(b, p->sites[i].temp_bytes);
+		}
+		rec_end(b, r);
+	}
+	if (p->peak_rss_bytes) {
+		r = rec_begin(b, MT_TAG_RUSAGE);
+		put_u64(b, p->peak_rss_bytes);
+		rec_end(b, r);
+	}
+
 	for (uint32_t i = 0; i < p->npools; i++) {
 		const struct mt_pool *pl = &p->pools[i];
 		r = rec_begin(b, MT_TAG_POOL);
@@ -751,6 +769,24 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 			if (ret)
 				goto out;
 			ret = -EINVAL;
+			break;
+		case MT_TAG_SITE_TEMP: {
+			c.what = "site temporaries";
+			uint32_t n = get_u32(&c);
+			if (!c.bad && n != p->nsites) {
+				snprintf(err, errlen, "site temporaries record at offset %zu: %u sites, %u before it",
+					 off, n, p->nsites);
+				goto out;
+			}
+			for (uint32_t i = 0; i < n && !c.bad; i++) {
+				p->sites[i].temp_objects = get_u64(&c);
+				p->sites[i].temp_bytes = get_u64(&c);
+			}
+			break;
+		}
+		case MT_TAG_RUSAGE:
+			c.what = "rusage";
+			p->peak_rss_bytes = get_u64(&c);
 			break;
 		case MT_TAG_ENDING:
 			c.what = "ending";

@@ -257,6 +257,7 @@ int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 	/* Peaks of different processes need not coincide: the sum bounds the
 	 * combined peak from above. */
 	dst->totals.peak_in_use_bytes += src->totals.peak_in_use_bytes;
+	dst->peak_rss_bytes += src->peak_rss_bytes;
 	return 0;
 }
 
@@ -320,6 +321,8 @@ static int merge_sites(struct mt_profile *dst, const struct mt_profile *src)
 		d->inuse_bytes += s->inuse_bytes;
 		d->peak_objects += s->peak_objects;
 		d->peak_bytes += s->peak_bytes;
+		d->temp_objects += s->temp_objects;
+		d->temp_bytes += s->temp_bytes;
 	}
 	for (uint32_t i = 0; i < src->nmaps; i++) {
 		const struct mt_mapping *m = &src->maps[i];

@@ -159,6 +159,7 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 		fprintf(out, "  %-50s %16" PRId64 "\n", "in use", p->totals.in_use_bytes);
 	mt_render_count_row(out, it->npids > 1 ? "peak in use (sum of peaks)" : "peak in use",
 			    p->totals.peak_in_use_bytes);
+	mt_render_analyses_text(out, p, it->npids > 1);
 	if (p->flags & MT_PROFILE_HEAP_EVENTS) {
 		int any = 0;
 		for (uint32_t i = 0; i < p->nfuncs; i++)
