@@ -35,6 +35,7 @@ enum mt_tag {
 	MT_TAG_MAPPING = 6,  /* one file-backed mapping */
 	MT_TAG_POOL = 7,     /* one pool of a -f FUNC:pool=argM function */
 	MT_TAG_ENDING = 8,   /* how the process ended (final profiles) */
+	MT_TAG_TIMELINE = 13, /* the points of --interval (part timeline) */
 	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
 };
 

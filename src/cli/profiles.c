@@ -157,6 +157,7 @@ int mt_loaded_merge(struct mt_loaded *l)
 	m->nmaps = 0;
 	m->pools = NULL;
 	m->npools = 0;
+	memset(&m->timeline, 0, sizeof(m->timeline)); /* one process's series: not summed */
 	m->sample_period = 0;
 	m->unknown_frees = 0;
 	memset(&m->totals, 0, sizeof(m->totals));

@@ -24,6 +24,7 @@ void mt_profile_free(struct mt_profile *p)
 	free(p->sites);
 	free(p->maps);
 	free(p->pools);
+	mt_timeline_clear(&p->timeline);
 	free(p);
 }
 
