@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -10,10 +11,13 @@ static void report_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: memtap report [OPTIONS] FILE...\n"
-		"  --format=FMT   text (DTrace layout, the default), json, or for profiles\n"
-		"                 recorded with --stacks: pprof (go tool pprof), jeprof\n"
-		"                 (gperftools heap text), collapsed (flamegraph.pl) or svg\n"
-		"                 (a flame graph)\n"
+		"  --format=FMT   text (DTrace layout, the default), json, html (one file\n"
+		"                 for a browser, offline: timelines, flame graphs, tables),\n"
+		"                 svg (bytes in use over time per process when the files\n"
+		"                 have timelines, from --interval; else a flame graph),\n"
+		"                 timeline (that SVG always), or for profiles recorded with\n"
+		"                 --stacks: pprof (go tool pprof), jeprof (gperftools heap\n"
+		"                 text), collapsed (flamegraph.pl) or flamegraph (SVG)\n"
 		"  --value=V      collapsed, svg: inuse (bytes in use, the default) or alloc\n"
 		"                 (bytes allocated)\n"
 		"  --merge        sum all files into one process entry\n"
@@ -24,7 +28,54 @@ static void report_usage(FILE *out)
 static int site_format(const char *format, int *single)
 {
 	*single = !strcmp(format, "pprof") || !strcmp(format, "jeprof");
-	return *single || !strcmp(format, "collapsed") || !strcmp(format, "svg");
+	return *single || !strcmp(format, "collapsed") || !strcmp(format, "flamegraph");
+}
+
+/* The progress bar on stderr (a terminal only): shown once a report has
+ * taken half a second, redrawn at most ten times a second, with an estimate
+ * of the time left from the rate so far. */
+struct bar {
+	double start, last;
+	int shown;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void bar_update(double done, void *arg)
+{
+	struct bar *b = arg;
+	double t = now_s(), el = t - b->start;
+	if (done < 1 && (el < 0.5 || t - b->last < 0.1))
+		return;
+	if (done >= 1 && !b->shown)
+		return;
+	b->last = t;
+	b->shown = 1;
+	int w = 30, fill = (int)(done * w + 0.5);
+	char left[32] = "";
+	if (done > 0.02 && done < 1)
+		snprintf(left, sizeof(left), ", about %.0f s left", el / done * (1 - done) + 0.5);
+	fprintf(stderr, "\rmemtap: report: [%.*s%*s] %3.0f%%%s\033[K", fill, "##############################",
+		w - fill, "", done * 100, left);
+	if (done >= 1)
+		fputc('\n', stderr);
+}
+
+/* svg: the timeline when any file has one (recorded with --interval), else
+ * the flame graph, as before timelines. */
+static const char *resolve_svg(const char *format, const struct mt_loaded *l)
+{
+	if (strcmp(format, "svg"))
+		return format;
+	for (size_t i = 0; i < l->n; i++)
+		if (l->items[i].profile->timeline.n)
+			return "timeline";
+	return "flamegraph";
 }
 
 int cmd_report(int argc, char **argv)
@@ -55,10 +106,14 @@ int cmd_report(int argc, char **argv)
 		default: report_usage(stderr); return 2;
 		}
 	}
-	int sites = site_format(format, &single);
-	if (strcmp(format, "text") && strcmp(format, "json") && !sites)
-		return mt_error("report: unknown format '%s' (text, json, pprof, jeprof, collapsed or svg)",
-				format), 2;
+	static const char *const known[] = {"text", "json", "html", "svg", "timeline", "pprof", "jeprof",
+					    "collapsed", "flamegraph"};
+	int is_known = 0;
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		is_known |= !strcmp(format, known[i]);
+	if (!is_known)
+		return mt_error("report: unknown format '%s' (text, json, html, svg, timeline, pprof, jeprof, "
+				"collapsed or flamegraph)", format), 2;
 	if (optind >= argc) {
 		mt_error("report: no profile files given");
 		report_usage(stderr);
@@ -78,6 +133,8 @@ int cmd_report(int argc, char **argv)
 		mt_loaded_free(&l);
 		return mt_error("report: out of memory"), 1;
 	}
+	format = resolve_svg(format, &l);
+	int sites = site_format(format, &single);
 	if (sites) {
 		size_t with = 0;
 		for (size_t i = 0; i < l.n; i++)
@@ -108,7 +165,19 @@ int cmd_report(int argc, char **argv)
 		mt_loaded_free(&l);
 		return mt_error("report: cannot write %s: %s", output, strerror(errno)), 1;
 	}
+	struct bar bar = {now_s(), 0, 0};
+	if (isatty(STDERR_FILENO)) {
+		ro.progress = bar_update;
+		ro.progress_arg = &bar;
+	}
 	int err = mt_render_with(out, format, &l, &ro);
+	if (err == -ENODATA) {
+		if (out != stdout)
+			fclose(out);
+		mt_loaded_free(&l);
+		return mt_error("report: --format=%s draws timelines, and these files have no points: record "
+				"with `memtap run --interval=SECONDS`", format), 1;
+	}
 	if (out != stdout && fclose(out) && !err)
 		err = -errno;
 	mt_loaded_free(&l);
