@@ -73,12 +73,24 @@ static uint64_t since(uint64_t now, uint64_t before)
 
 static void add_point(struct series *se, const struct mt_profile *p, int final)
 {
-	uint64_t ac = 0, fc = 0;
+	uint64_t ac = 0, fc = 0, ab = 0, fb = 0;
 	for (uint32_t i = 0; i < p->nfuncs; i++) {
-		if (p->funcs[i].kind == MT_KIND_ALLOC)
+		if (p->funcs[i].kind == MT_KIND_ALLOC) {
 			ac += p->funcs[i].calls;
-		else if (p->funcs[i].kind == MT_KIND_FREE)
+			ab += p->funcs[i].bytes;
+		} else if (p->funcs[i].kind == MT_KIND_FREE) {
 			fc += p->funcs[i].calls;
+			fb += p->funcs[i].bytes;
+		}
+	}
+	/* The eBPF collector keeps no usable-size totals: its bytes are the
+	 * functions' (requested by allocations, released by frees), and in
+	 * use is their difference (off by the allocator's rounding). */
+	struct mt_totals tot = p->totals;
+	if (!tot.allocated_bytes && !tot.freed_bytes && !tot.in_use_bytes && (ab || fb)) {
+		tot.allocated_bytes = ab;
+		tot.freed_bytes = fb;
+		tot.in_use_bytes = (int64_t)(ab - fb);
 	}
 	uint64_t t = p->dump_ns;
 	/* A dump the agent spooled may be older than the last point. */
@@ -89,9 +101,9 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 	struct mt_tl_point pt = {
 		.t_ns = t,
 		.span_ns = se->have_last ? t - se->last_ns : (p->start_ns && p->start_ns < t ? t - p->start_ns : 0),
-		.in_use_bytes = p->totals.in_use_bytes,
-		.alloc_bytes = since(p->totals.allocated_bytes, se->last.allocated_bytes),
-		.free_bytes = since(p->totals.freed_bytes, se->last.freed_bytes),
+		.in_use_bytes = tot.in_use_bytes,
+		.alloc_bytes = since(tot.allocated_bytes, se->last.allocated_bytes),
+		.free_bytes = since(tot.freed_bytes, se->last.freed_bytes),
 		.alloc_calls = since(ac, se->last_alloc_calls),
 		.free_calls = since(fc, se->last_free_calls),
 	};
@@ -102,7 +114,7 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 	}
 	if (mt_timeline_append(&se->tl, &pt))
 		return;
-	se->last = p->totals;
+	se->last = tot;
 	se->last_alloc_calls = ac;
 	se->last_free_calls = fc;
 	se->last_ns = t;
