@@ -1,6 +1,7 @@
 /* memtap report FILE...: render profiles. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +37,7 @@ static int site_format(const char *format, int *single)
  * of the time left from the rate so far. */
 struct bar {
 	double start, last;
+	double delay; /* MEMTAP_PROGRESS_DELAY, seconds (0.5) */
 	int shown;
 };
 
@@ -50,7 +52,7 @@ static void bar_update(double done, void *arg)
 {
 	struct bar *b = arg;
 	double t = now_s(), el = t - b->start;
-	if (done < 1 && (el < 0.5 || t - b->last < 0.1))
+	if (done < 1 && (el < b->delay || t - b->last < 0.1))
 		return;
 	if (done >= 1 && !b->shown)
 		return;
@@ -165,7 +167,8 @@ int cmd_report(int argc, char **argv)
 		mt_loaded_free(&l);
 		return mt_error("report: cannot write %s: %s", output, strerror(errno)), 1;
 	}
-	struct bar bar = {now_s(), 0, 0};
+	const char *delay = getenv("MEMTAP_PROGRESS_DELAY");
+	struct bar bar = {now_s(), 0, delay ? atof(delay) : 0.5, 0};
 	if (isatty(STDERR_FILENO)) {
 		ro.progress = bar_update;
 		ro.progress_arg = &bar;

@@ -3,7 +3,11 @@
 docs/FORMAT.md by a second writer (not memtap's), so the goldens also check
 that the reader follows the documented format.
 
-usage: mkprofiles.py DIR   writes DIR/golden.<pid>.<seq>.mtp
+usage: mkprofiles.py DIR          writes DIR/golden.<pid>.<seq>.mtp
+       mkprofiles.py DIR large    DIR/large.mtp: 10,000 call sites (20 frames
+                                  each, 1000 distinct functions) and 2048 points
+       mkprofiles.py DIR evil     DIR/evil.mtp: a command and frames with
+                                  markup in them ("</script>", quotes, &)
 
 A prefork-like server: parent 100 (flat), child 101 whose in-use grows on
 every point (the streaming leak of seeds/002, with call sites), child 102
@@ -113,5 +117,36 @@ def main(d):
             f.write(data)
 
 
+def large(d):
+    """A large profile: what a busy server's --stacks --interval gives."""
+    step = 100 * 10**6
+    # One real ELF file as the mapping would make every frame symbolize to
+    # the same few names; a missing one keeps frames distinct.
+    maps = [(0x7f0000000000 + m * 0x100000, 0x7f0000100000 + m * 0x100000, 0, "/nonexistent/golden/lib%d.so" % m)
+            for m in range(10)]
+    sites = []
+    for k in range(10000):
+        frames = [0x7f0000000000 + ((k * 7919 + j * 104729) % 1000) * 0x1000 + j * 16 for j in range(19)]
+        frames.append(0x7f0000000000 + 0x123)
+        sites.append((0, 10 + k % 50, (10 + k % 50) * 64, k % 5, (k % 5) * 64, k % 3, (k % 3) * 64, frames))
+    pts = points(2048, T0, step, lambda k: 1000000 + 1000 * (k % 100), 64000, lambda k: 63000)
+    with open("%s/large.mtp" % d, "wb") as f:
+        f.write(profile(300, 1, 0, 0, T0, T0 + 2049 * step, "bigserver --threads 8",
+                        [("malloc", 0, 350000, 22400000, [(7, 350000)]), ("free", 1, 340000, 21760000, [(7, 340000)])],
+                        (22400000, 21760000, 640000, 2000000), sites=sites, maps=maps, timeline=(step, pts),
+                        end=(1, 0)))
+
+
+def evil(d):
+    cs = T0
+    with open("%s/evil.mtp" % d, "wb") as f:
+        f.write(profile(400, 1, 0, 0, cs, cs + 3 * 10**9, "</script><script>alert(1)</script> \"q\" & <!-- x",
+                        [("malloc", 0, 3, 300, [(7, 3)])], (300, 0, 300, 300),
+                        sites=[(0, 3, 300, 3, 300, 3, 300, [0x7f0000001234])],
+                        maps=[(0x7f0000000000, 0x7f0000100000, 0, "/nonexistent/</script>&\"'.so")],
+                        timeline=(10**9, points(3, cs, 10**9, lambda k: 100 * (k + 1), 100, lambda k: 0)),
+                        end=(1, 0)))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    {"large": large, "evil": evil}.get(sys.argv[2] if len(sys.argv) > 2 else "", main)(sys.argv[1])
