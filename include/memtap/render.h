@@ -91,6 +91,9 @@ void mt_fmt_bytes(char *out, size_t outlen, double bytes);
  * with units, a legend naming each process and its parent.  -ENODATA when
  * no item has a point. */
 int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t n);
+/* The text report's timeline lines: points, span, in use first, last and
+ * highest (when), RSS first and last. */
+void mt_render_timeline_text(FILE *out, const struct mt_profile *p);
 /* One HTML file that works offline: every section the profiles support
  * (timelines, flame graphs, top sites, histograms, pools, ...).  PROGRESS,
  * when not NULL, is told the share done (0..1) as the report is built. */

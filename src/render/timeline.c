@@ -156,6 +156,33 @@ void mt_fmt_bytes(char *out, size_t outlen, double b)
 		snprintf(out, outlen, "%.*f %s", a >= 100 ? 0 : a >= 10 ? 1 : 2, b, unit[u]);
 }
 
+void mt_render_timeline_text(FILE *out, const struct mt_profile *p)
+{
+	const struct mt_timeline *tl = &p->timeline;
+	const struct mt_tl_point *a = &tl->pts[0], *z = &tl->pts[tl->n - 1];
+	uint32_t hi = 0;
+	for (uint32_t k = 1; k < tl->n; k++)
+		if (tl->pts[k].in_use_max > tl->pts[hi].in_use_max)
+			hi = k;
+	char first[32], last[32], top[32];
+	mt_fmt_bytes(first, sizeof(first), (double)a->in_use_bytes);
+	mt_fmt_bytes(last, sizeof(last), (double)z->in_use_bytes);
+	mt_fmt_bytes(top, sizeof(top), (double)tl->pts[hi].in_use_max);
+	fprintf(out, "\nTimeline (--interval=%g): %u points over %.1f s%s; in use %s first, %s last, "
+		"highest %s at +%.1f s", (double)tl->interval_ns / 1e9, tl->n, (double)(z->t_ns - a->t_ns) / 1e9,
+		tl->decimations ? " (older ones merged)" : "", first, last, top,
+		(double)(tl->pts[hi].t_ns - a->t_ns) / 1e9);
+	if ((a->have & MT_TL_HAVE_RSS)) {
+		const struct mt_tl_point *r = z;
+		while (r > a && !(r->have & MT_TL_HAVE_RSS))
+			r--;
+		mt_fmt_bytes(first, sizeof(first), (double)a->rss_bytes);
+		mt_fmt_bytes(last, sizeof(last), (double)r->rss_bytes);
+		fprintf(out, "; RSS %s first, %s last", first, last);
+	}
+	fputs("\n  (memtap report --format=svg or --format=html draws it)\n", out);
+}
+
 /* A step of 1, 2 or 5 times a power of ten giving about TARGET ticks over
  * RANGE. */
 static double nice_step(double range, int target)
