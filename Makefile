@@ -119,6 +119,14 @@ $(BUILD)/gen/memtap.skel.h: $(BUILD)/gen/memtap.bpf.o
 	$(msg) SKEL $@
 	$(Q)$(BPFTOOL) gen skeleton $< name memtap_bpf > $@
 
+# The HTML report's page (markup, CSS, script) as a C string.
+$(BUILD)/gen/report_html.h: src/render/report.html
+	$(msg) GEN $@
+	@mkdir -p $(BUILD)/gen
+	$(Q){ echo 'static const char mt_report_html[] ='; \
+		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
+$(BUILD)/cli/render/html.o: $(BUILD)/gen/report_html.h
+
 $(BUILD)/cli/bpf/loader.o: $(BUILD)/gen/memtap.skel.h
 $(filter $(BUILD)/cli/bpf/%,$(CLI_SRC:src/%.c=$(BUILD)/cli/%.o)) $(BUILD)/cli/cli/cmd_attach.o: \
 	$(wildcard src/bpf/*.h)
@@ -342,6 +350,7 @@ bench: deps
 	@bash bench/attach.sh
 	@bash bench/hooks.sh
 	@bash bench/leaks.sh
+	@bash bench/timeline.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/memtap $(DESTDIR)$(PREFIX)/share/man/man1 \

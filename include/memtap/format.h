@@ -42,6 +42,7 @@ enum mt_tag {
 	MT_TAG_LEAKS = 14,   /* leaks: the last leak check by reachability, its sites */
 	MT_TAG_RUSAGE = 15,  /* analyses: peak RSS (docs/FORMAT.md, "Analyses") */
 	MT_TAG_SITE_TEMP = 16, /* analyses: temporary allocations of every site, in site order */
+	MT_TAG_TIMELINE = 13, /* the points of --interval (part timeline) */
 	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
 };
 

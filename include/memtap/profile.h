@@ -36,6 +36,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memtap/timeline.h"
+
 #define MT_HIST_BUCKETS 65
 #define MT_NAME_MAX 128
 #define MT_TEXT_MAX 1024
@@ -196,6 +198,12 @@ struct mt_profile {
 	 * (VmHWM, ru_maxrss) in bytes, 0 when unknown; in a merged profile the
 	 * sum of the peaks. */
 	uint64_t peak_rss_bytes;
+	/* Part timeline (include/memtap/timeline.h): the points the memtap
+	 * command sampled (--interval), in the final profile; TIMELINE.n == 0
+	 * without.  parent_start_ns: the start_ns of the parent's profiles (0:
+	 * unknown), so a child names its parent even after a pid is reused. */
+	struct mt_timeline timeline;
+	uint64_t parent_start_ns;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */

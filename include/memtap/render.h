@@ -122,6 +122,36 @@ void mt_render_analyses_text(FILE *out, const struct mt_profile *p, int merged);
 void mt_render_analyses_rows(FILE *out, const struct mt_profile *p, int merged);
 /* ,"analyses":{...} inside a process object. */
 void mt_render_analyses_json(FILE *out, const struct mt_profile *p);
+/*
+ * Timelines (part timeline, include/memtap/timeline.h).  A report's series
+ * are its processes (pid and start), each from the profile of that process
+ * with the most timeline points (its final profile, with --interval); a
+ * process whose profiles carry no timeline gets one point per snapshot
+ * (its --interval dumps), so older files still draw.  PARENT is the index
+ * of the series of the process's parent (ppid and parent_start_ns), or -1.
+ */
+struct mt_tl_series {
+	const struct mt_profile *p;
+	struct mt_timeline tl; /* the series' own copy */
+	int parent;
+};
+/* Series in pid order, a parent before its children; 0 or -ENOMEM. */
+int mt_tl_series_of(const struct mt_report_item *items, size_t n, struct mt_tl_series **out, size_t *nout);
+void mt_tl_series_free(struct mt_tl_series *s, size_t n);
+/* "1.5 MiB": BYTES in binary units, at most 4 significant digits. */
+void mt_fmt_bytes(char *out, size_t outlen, double bytes);
+/* A self-contained SVG: bytes in use over time, one line per process, axes
+ * with units, a legend naming each process and its parent.  -ENODATA when
+ * no item has a point. */
+int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t n);
+/* The text report's timeline lines: points, span, in use first, last and
+ * highest (when), RSS first and last. */
+void mt_render_timeline_text(FILE *out, const struct mt_profile *p);
+/* One HTML file that works offline: every section the profiles support
+ * (timelines, flame graphs, top sites, histograms, pools, ...).  PROGRESS,
+ * when not NULL, is told the share done (0..1) as the report is built. */
+int mt_render_html(FILE *out, const struct mt_report_item *items, size_t n,
+		   void (*progress)(double done, void *arg), void *arg);
 
 /* Growth between two snapshots of one process: sites matched by function
  * and frames, values NEWER minus BASE (estimates, negative when shrinking),

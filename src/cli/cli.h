@@ -136,8 +136,12 @@ int mt_render(FILE *out, const char *format, const struct mt_loaded *l);
 /* What the renderers take besides the format. */
 struct mt_render_opts {
 	enum mt_value value; /* collapsed, svg: bytes in use or allocated */
+	/* html: told the share done as the report is built (NULL: nothing) */
+	void (*progress)(double done, void *arg);
+	void *progress_arg;
 };
-/* Renders in FORMAT: text, json, collapsed, svg (all items), pprof or
+/* Renders in FORMAT: text, json, collapsed, flamegraph (svg), timeline (an
+ * SVG of bytes in use over time), html (all items), pprof or
  * jeprof (exactly one item, else -E2BIG); -EINVAL for an unknown format. */
 int mt_render_with(FILE *out, const char *format, const struct mt_loaded *l,
 		   const struct mt_render_opts *o);

@@ -341,7 +341,7 @@ int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
 		mt_error("run: cannot start %s: %s", cmdv[0], strerror(errno));
 	close(go[1]);
 	int status = 0;
-	struct mt_session *sess = ebpf_session(e, prefix, 0, a.o.stacks, a.o.glibc);
+	struct mt_session *sess = ebpf_session(e, prefix, c->interval_ms, a.o.stacks, a.o.glibc);
 	if (!sess) {
 		mt_ebpf_free(e);
 		mt_objlist_free(&objs);

@@ -27,7 +27,7 @@ static int export_to(const char *path, const char *format, const struct mt_loade
 	FILE *f = fopen(path, "w");
 	if (!f)
 		return mt_error("demo: cannot write %s: %s", path, strerror(errno));
-	struct mt_render_opts ro = {MT_VALUE_ALLOC};
+	struct mt_render_opts ro = {.value = MT_VALUE_ALLOC};
 	int err = mt_render_with(f, format, l, &ro);
 	if (fclose(f) && !err)
 		err = -errno;

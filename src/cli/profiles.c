@@ -157,6 +157,7 @@ int mt_loaded_merge(struct mt_loaded *l)
 	m->nmaps = 0;
 	m->pools = NULL;
 	m->npools = 0;
+	memset(&m->timeline, 0, sizeof(m->timeline)); /* one process's series: not summed */
 	m->sample_period = 0;
 	m->unknown_frees = 0;
 	memset(&m->totals, 0, sizeof(m->totals));
@@ -209,8 +210,12 @@ int mt_render_with(FILE *out, const char *format, const struct mt_loaded *l,
 		return mt_render_json(out, l->items, l->n);
 	if (strcmp(format, "collapsed") == 0)
 		return mt_render_collapsed(out, l->items, l->n, o->value);
-	if (strcmp(format, "svg") == 0)
+	if (strcmp(format, "svg") == 0 || strcmp(format, "flamegraph") == 0)
 		return mt_render_flamegraph(out, l->items, l->n, o->value);
+	if (strcmp(format, "timeline") == 0)
+		return mt_render_timeline_svg(out, l->items, l->n);
+	if (strcmp(format, "html") == 0)
+		return mt_render_html(out, l->items, l->n, o->progress, o->progress_arg);
 	if (strcmp(format, "pprof") && strcmp(format, "jeprof"))
 		return -EINVAL;
 	/* One profile per file: its addresses only mean something with its

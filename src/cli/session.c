@@ -20,6 +20,7 @@
 #include "memtap/format.h"
 #include "memtap/symbolize.h"
 #include "session.h"
+#include "timeline_rec.h"
 
 struct mt_session {
 	struct mt_session_opts o;
@@ -48,6 +49,7 @@ struct mt_session {
 	} fdcb[MT_SESSION_FDS];
 	size_t nfds;
 	size_t nended; /* members told to observers as ended */
+	struct mt_tl_rec *tl; /* --interval: the members' timelines */
 };
 
 static uint64_t mono_ns(void)
@@ -79,6 +81,12 @@ int mt_session_new(const struct mt_session_opts *o, struct mt_session **out)
 	s->o.prefix = s->prefix;
 	if (o->interval_ms)
 		s->next_interval_ns = mono_ns() + o->interval_ms * 1000000u;
+	/* Every session with --interval keeps its members' timelines (run,
+	 * attach by inject or eBPF alike). */
+	if (o->interval_ms && mt_tl_rec_new(s, o->interval_ms, &s->tl)) {
+		free(s);
+		return -ENOMEM;
+	}
 	*out = s;
 	return 0;
 }
@@ -94,6 +102,7 @@ void mt_session_free(struct mt_session *s)
 		free(s->written[i]);
 	free(s->written);
 	free(s->procs);
+	mt_tl_rec_free(s->tl);
 	free(s);
 }
 
@@ -384,6 +393,9 @@ static int write_profile(struct mt_session *s, struct mt_member *m, struct mt_pr
 	struct mt_buf b = {.grow = mt_buf_grow_libc};
 	uint32_t seq = next_seq(s, m);
 	p->seq = seq;
+	for (size_t i = 0; i < s->nobs; i++)
+		if (s->obs[i].annotate)
+			s->obs[i].annotate(s, m, p, s->obs[i].arg);
 	int ret = mt_file_encode(p, &b);
 	if (!ret)
 		ret = mt_file_write_next(s->o.prefix, (uint32_t)m->pid, &seq, b.data, b.len, 0600, out, outlen);

@@ -119,6 +119,9 @@ struct mt_session_observer {
 	void (*ended)(struct mt_session *s, const struct mt_member *m, void *arg);
 	void *arg;
 	uint64_t every_ms;
+	/* Runs before every profile the session writes is encoded: may add
+	 * to P what the observer keeps (the timeline of a final profile). */
+	void (*annotate)(struct mt_session *s, const struct mt_member *m, struct mt_profile *p, void *arg);
 };
 int mt_session_observe(struct mt_session *s, const struct mt_session_observer *o);
 

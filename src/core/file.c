@@ -19,6 +19,10 @@
 #include "memtap/glibc.h"
 #include "memtap/leaks.h"
 
+/* The bytes of one timeline point as this writer encodes it; a reader takes
+ * the fields it knows from the front of longer ones (a newer writer's). */
+#define TL_POINT_LEN (11 * 8 + 2 * 4)
+
 void *mt_buf_grow_libc(void *old, size_t len, size_t newcap)
 {
 	(void)len;
@@ -298,6 +302,32 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		encode_glibc(b, p->glibc);
 	if (p->stats)
 		encode_stats(b, p->stats);
+	if (p->timeline.n) {
+		r = rec_begin(b, MT_TAG_TIMELINE);
+		put_u64(b, p->timeline.interval_ns);
+		put_u64(b, p->parent_start_ns);
+		put_u32(b, p->timeline.decimations);
+		put_u32(b, p->timeline.n);
+		put_u32(b, TL_POINT_LEN);
+		for (uint32_t i = 0; i < p->timeline.n; i++) {
+			const struct mt_tl_point *t = &p->timeline.pts[i];
+			put_u64(b, t->t_ns);
+			put_u64(b, t->span_ns);
+			put_u64(b, (uint64_t)t->in_use_bytes);
+			put_u64(b, (uint64_t)t->in_use_max);
+			put_u64(b, t->alloc_bytes);
+			put_u64(b, t->alloc_calls);
+			put_u64(b, t->free_bytes);
+			put_u64(b, t->free_calls);
+			put_u64(b, t->rss_bytes);
+			put_u64(b, t->pool_bytes);
+			put_u64(b, t->heap_bytes);
+			put_u32(b, t->have);
+			put_u32(b, t->merged);
+		}
+		rec_end(b, r);
+	}
+
 	if (b->err)
 		return b->err;
 	uint32_t crc = (uint32_t)crc32(0L, b->data + start, (uInt)(b->len - start));
@@ -535,6 +565,49 @@ static int decode_pool(struct cur *c, struct mt_profile *p)
 	d->bytes = bytes;
 	d->by = by;
 	return 0;
+}
+
+static int decode_timeline(struct cur *c, struct mt_profile *p)
+{
+	size_t start = (size_t)(c->p - c->base);
+	uint64_t interval = get_u64(c), parent = get_u64(c);
+	uint32_t decim = get_u32(c), n = get_u32(c), len = get_u32(c);
+	if (c->bad)
+		return -EINVAL;
+	if (p->timeline.n) {
+		snprintf(c->err, c->errlen, "timeline record at offset %zu: a second one", start);
+		return -EINVAL;
+	}
+	if (len < TL_POINT_LEN || (uint64_t)n * len != (uint64_t)(c->end - c->p)) {
+		snprintf(c->err, c->errlen, "timeline record at offset %zu: %u points of %u bytes (at least %d) "
+			 "do not fill its %zu bytes", start, n, len, TL_POINT_LEN, (size_t)(c->end - c->p));
+		return -EINVAL;
+	}
+	if (n && !(p->timeline.pts = calloc(n, sizeof(*p->timeline.pts))))
+		return -ENOMEM;
+	p->timeline.n = p->timeline.cap = n;
+	p->timeline.interval_ns = interval;
+	p->timeline.decimations = decim;
+	p->parent_start_ns = parent;
+	for (uint32_t i = 0; i < n; i++) {
+		struct mt_tl_point *t = &p->timeline.pts[i];
+		const uint8_t *next = c->p + len;
+		t->t_ns = get_u64(c);
+		t->span_ns = get_u64(c);
+		t->in_use_bytes = (int64_t)get_u64(c);
+		t->in_use_max = (int64_t)get_u64(c);
+		t->alloc_bytes = get_u64(c);
+		t->alloc_calls = get_u64(c);
+		t->free_bytes = get_u64(c);
+		t->free_calls = get_u64(c);
+		t->rss_bytes = get_u64(c);
+		t->pool_bytes = get_u64(c);
+		t->heap_bytes = get_u64(c);
+		t->have = get_u32(c);
+		t->merged = get_u32(c);
+		c->p = next;
+	}
+	return c->bad ? -EINVAL : 0;
 }
 
 static int decode_mapping(struct cur *c, struct mt_profile *p)
@@ -799,6 +872,13 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 		case MT_TAG_GLIBC:
 			c.what = tag == MT_TAG_STATS ? "stats" : "glibc";
 			ret = tag == MT_TAG_STATS ? decode_stats(&c, p) : decode_glibc(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_TIMELINE:
+			c.what = "timeline";
+			ret = decode_timeline(&c, p);
 			if (ret)
 				goto out;
 			ret = -EINVAL;

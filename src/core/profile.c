@@ -30,6 +30,7 @@ void mt_profile_free(struct mt_profile *p)
 	free(p->stats);
 	free(p->glibc);
 	mt_leaks_free(p->leaks);
+	mt_timeline_clear(&p->timeline);
 	free(p);
 }
 

@@ -168,6 +168,8 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 			fprintf(out, "\nHeap events (--heap-events): none: no brk, mmap, munmap, mremap, mprotect "
 				"or madvise while traced\n");
 	}
+	if (p->timeline.n)
+		mt_render_timeline_text(out, p);
 	if (p->npools) {
 		int err = render_pools(out, p);
 		if (err)
