@@ -67,7 +67,7 @@ int mt_render_flamegraph(FILE *out, const struct mt_report_item *items, size_t n
 /* The text report's call-site tables: the NTOP sites with the most bytes in
  * use, bytes allocated and calls, with symbolized frames.  Nothing when P has
  * no sites. */
-int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop);
+int mt_render_sites_table(FILE *out, const struct mt_profile *p, unsigned ntop);
 
 /* Growth between two snapshots of one process: sites matched by function
  * and frames, values NEWER minus BASE (estimates, negative when shrinking),
