@@ -14,6 +14,7 @@ static const struct {
 	{"report", cmd_report, "report [--format=text|json|collapsed|svg|pprof|jeprof] [--value=inuse|alloc] [--merge] [-o OUT] FILE..."},
 	{"diff", cmd_diff, "diff [--format=text|pprof] [--top=N] [--force] [-o OUT] BASE NEW"},
 	{"attach", cmd_attach, "attach -p PID --via=ebpf [-d SECONDS] [-f FUNC[:size=argN][:pool=argM]] [--within FUNC] [--heap-events] [--stacks] [-o PREFIX]"},
+	{"top", cmd_top, "top [-p PID]... [--via=inject|ebpf] [--stacks] [--interval=S] [-n COUNT] [-b] [-- CMD [ARGS...]]"},
 	{"detach", cmd_detach, "detach -p PID [--report-file F] [--format text|json] [-q]"},
 	{"demo", cmd_demo, "demo"},
 };

@@ -48,6 +48,7 @@ struct mt_session {
 	} fdcb[MT_SESSION_FDS];
 	size_t nfds;
 	size_t nended; /* members told to observers as ended */
+	int stop;      /* mt_session_stop() */
 };
 
 static uint64_t mono_ns(void)
@@ -345,6 +346,9 @@ static void scan(struct mt_session *s)
 		if (sp[i].m < s->n)
 			sp[keep++] = sp[i];
 	}
+	/* A watching session leaves them to the session they belong to. */
+	if (s->o.watch)
+		keep = 0;
 	if (keep)
 		qsort(sp, keep, sizeof(*sp), spool_cmp);
 	for (size_t i = 0; i < keep; i++)
@@ -710,7 +714,10 @@ static size_t poll_members(struct mt_session *s)
 		char err[512];
 		int readable = mt_live_read_header(m->path, &h, err, sizeof(err)) == 0;
 		if (m->end == MT_END_EXEC || !alive(m)) {
-			finish_member(s, m);
+			if (s->o.watch)
+				m->state = MT_MEMBER_ENDED; /* its own session writes its profile */
+			else
+				finish_member(s, m);
 			continue;
 		}
 		if (readable && !m->detaching && m->pid != s->root &&
@@ -733,6 +740,16 @@ static size_t poll_members(struct mt_session *s)
 			refresh_maps(s, m, &h, 0);
 	}
 	return running;
+}
+
+void mt_session_stop(struct mt_session *s)
+{
+	s->stop = 1;
+}
+
+int mt_session_stopping(const struct mt_session *s)
+{
+	return s->stop;
 }
 
 void mt_session_set_root(struct mt_session *s, int pid)

@@ -1,5 +1,5 @@
 /* The text report's call-site tables (not `memtap top`, whose live view is
- * live_view.c): top sites by bytes in use, by bytes allocated and by calls,
+ * top_view.c): top sites by bytes in use, by bytes allocated and by calls,
  * each with its symbolized stack. */
 #include <errno.h>
 #include <inttypes.h>
