@@ -12,7 +12,8 @@ struct out {
 	void (*emit)(void *arg, enum mt_ts_line kind, const char *text);
 	void *arg;
 	unsigned width;
-	unsigned lines; /* emitted so far */
+	unsigned height; /* 0: no limit */
+	unsigned lines;  /* emitted so far */
 	int exact;      /* numbers in full (a pipe's readers are programs too) */
 	int w;          /* the width of a number column */
 };
@@ -37,6 +38,9 @@ static void line(struct out *o, enum mt_ts_line kind, const char *fmt, ...) __at
 static void line(struct out *o, enum mt_ts_line kind, const char *fmt, ...)
 {
 	char buf[1024];
+	/* The keys line is always the last one of the screen. */
+	if (o->height && o->lines + 1 >= o->height && kind != MT_TS_KEYS)
+		return;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -165,7 +169,7 @@ static const char *const help[] = {
 void mt_top_screen(const struct mt_top_view *v, const struct mt_screen_opts *so,
 		    void (*emit)(void *arg, enum mt_ts_line kind, const char *text), void *arg)
 {
-	struct out o = {emit, arg, so->width, 0, so->exact, so->exact ? 11 : 8};
+	struct out o = {emit, arg, so->width, so->height, 0, so->exact, so->exact ? 11 : 8};
 	int w = o.w;
 	unsigned h = so->height;
 	title(&o, v, so);
@@ -179,31 +183,25 @@ void mt_top_screen(const struct mt_top_view *v, const struct mt_screen_opts *so,
 		size_t np = v->nprocs, nf = v->nfuncs, ns = v->stacks ? (v->nsites ? v->nsites : 1) : 0;
 		int show_procs = 1, show_sites = v->stacks;
 		if (h) {
-			long avail = (long)h - 2 - 1; /* the title's two lines, the keys line */
-			long fixed = 3 + 1;           /* blank + heading before each table... */
-			long p_rows = (long)np < avail / 4 ? (long)np : avail / 4;
-			long s_rows = (long)ns < avail / 4 ? (long)ns : avail / 4;
-			if (p_rows < 1)
-				p_rows = 1;
-			if (s_rows < 1)
-				s_rows = 1;
-			if (avail - fixed - p_rows - s_rows - 1 < 1 || !show_sites) {
-				if (show_sites)
-					show_sites = 0;
-				fixed = 2 + 1;
+			/* Under the title's two lines and above the keys line:
+			 * each table is a blank line, a heading and its rows. */
+			long avail = (long)h - 3, quarter = avail / 4 > 1 ? avail / 4 : 1;
+			long p_rows = (long)np < quarter ? (long)np : quarter;
+			long s_rows = (long)ns < quarter ? (long)ns : quarter;
+			if (show_sites && (2 + p_rows) + 3 + (2 + s_rows) > avail)
+				show_sites = 0;
+			if (!show_sites)
 				s_rows = 0;
-			}
-			if (avail - fixed - p_rows - 1 < 1) {
+			if ((2 + p_rows) + 3 + (show_sites ? 2 + s_rows : 0) > avail) {
 				show_procs = 0;
-				fixed = 1;
 				p_rows = 0;
 			}
-			long f_rows = avail - fixed - p_rows - s_rows + 1;
+			long f_rows = avail - (show_procs ? 2 + p_rows : 0) - (show_sites ? 2 + s_rows : 0) - 2;
 			if (f_rows < 0)
 				f_rows = 0;
 			np = (size_t)p_rows;
 			nf = (size_t)f_rows < nf ? (size_t)f_rows : nf;
-			ns = (size_t)s_rows < ns ? (size_t)s_rows : ns;
+			ns = (size_t)s_rows;
 		}
 		if (show_procs) {
 			line(&o, MT_TS_TEXT, "%s", "");
@@ -237,12 +235,10 @@ void mt_top_screen(const struct mt_top_view *v, const struct mt_screen_opts *so,
 			if (!v->nsites)
 				line(&o, MT_TS_DIM, "(no call sites sampled yet)");
 		}
-		if (h) {
-			while (o.lines + 1 < h)
-				line(&o, MT_TS_TEXT, "%s", "");
-		}
 	}
 	if (h) {
+		while (o.lines + 1 < h)
+			line(&o, MT_TS_TEXT, "%s", "");
 		if (so->status)
 			line(&o, MT_TS_KEYS, "%s", so->status);
 		else
