@@ -26,11 +26,14 @@
 #include "session.h"
 
 static pid_t child;
+static int child_group; /* the child leads a process group of its own */
 
+/* TERM and HUP go to the program (to its whole group when it has its own:
+ * a terminal's hangup would have reached them all). */
 static void forward(int sig)
 {
 	if (child > 0)
-		kill(child, sig);
+		kill(child_group ? -child : child, sig);
 }
 
 
@@ -207,6 +210,7 @@ int mt_run_start(const struct mt_cli_opts *o, char **cmdv, const char *log, stru
 		close(logfd);
 	}
 	run->child = child;
+	child_group = run->own_group;
 	mt_agent_opts_free(&ao);
 	mt_session_set_root(run->sess, child);
 	/* Like a shell: keyboard signals reach the child through the terminal,

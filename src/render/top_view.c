@@ -143,7 +143,16 @@ int mt_top_view_update(struct mt_top_view *v, int pid, int ppid, const char *com
 			return -ENOMEM;
 		}
 		v->procs = n;
-		r = &n[v->nprocs++];
+		/* Rows by when the processes started: a parent before the
+		 * children it forked, whichever the session found first. */
+		size_t at = v->nprocs;
+		while (at > 0 && v->procs[at - 1].cur &&
+		       (v->procs[at - 1].cur->start_ns > p->start_ns ||
+			(v->procs[at - 1].cur->start_ns == p->start_ns && v->procs[at - 1].pid > pid)))
+			at--;
+		memmove(&v->procs[at + 1], &v->procs[at], (v->nprocs - at) * sizeof(*v->procs));
+		v->nprocs++;
+		r = &v->procs[at];
 		memset(r, 0, sizeof(*r));
 		r->pid = pid;
 	}
