@@ -232,14 +232,21 @@ void mt_run_wait(struct mt_run *run)
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	struct timespec t0 = {0, 0};
-	int sent = 0;
+	int sent = 0, reaped = 0;
 	for (;;) {
-		pid_t w = waitpid(run->child, &run->status, WNOHANG);
-		if (w == run->child) {
-			mt_session_set_status(run->sess, run->child, run->status);
-			break;
+		if (!reaped) {
+			pid_t w = waitpid(run->child, &run->status, WNOHANG);
+			if (w == run->child) {
+				mt_session_set_status(run->sess, run->child, run->status);
+				reaped = 1;
+			} else if (w < 0 && errno != EINTR) {
+				break;
+			}
 		}
-		if (w < 0 && errno != EINTR)
+		/* The program is gone.  When this command stopped it, the rest
+		 * of its group got the signal too: their final profiles are
+		 * this session's to write, so it waits for them (a while). */
+		if (reaped && (!sent || !run->own_group))
 			break;
 		if (mt_session_stopping(run->sess)) {
 			struct timespec t;
@@ -252,8 +259,12 @@ void mt_run_wait(struct mt_run *run)
 				kill(run->own_group ? -run->child : run->child, sig);
 				sent++;
 			}
+			if (el >= 12)
+				break;
 		}
-		mt_session_poll(run->sess);
+		size_t running = mt_session_poll(run->sess);
+		if (reaped && !running)
+			break;
 		/* Woken early by SIGCHLD; otherwise every 20 ms. */
 		sigprocmask(SIG_BLOCK, &chld, &old);
 		if (!got_child)

@@ -329,6 +329,14 @@ static void scan(struct mt_session *s)
 			}
 			if (!root && (h.run_id != s->o.run_id || !s->o.run_id))
 				continue;
+			/* A fork child's file holds its parent's header until the
+			 * child has copied the arena and written its own identity
+			 * (mt_shared_fork_child): taken now, the member would look
+			 * gone at once and get its parent's figures as its final
+			 * profile.  Looked at again next time. */
+			uint64_t start = mt_proc_start(pid, NULL);
+			if (!root && (h.pid != (uint32_t)pid || (start && h.proc_start != start)))
+				continue;
 			add_member(s, path, pid, image, &h);
 		}
 		if (d)

@@ -143,12 +143,11 @@ int mt_top_view_update(struct mt_top_view *v, int pid, int ppid, const char *com
 			return -ENOMEM;
 		}
 		v->procs = n;
-		/* Rows by when the processes started: a parent before the
-		 * children it forked, whichever the session found first. */
+		/* Rows by pid, as ps and top list them (a parent before the
+		 * children it forks, whichever the session found first), a
+		 * pid seen again after its row. */
 		size_t at = v->nprocs;
-		while (at > 0 && v->procs[at - 1].cur &&
-		       (v->procs[at - 1].cur->start_ns > p->start_ns ||
-			(v->procs[at - 1].cur->start_ns == p->start_ns && v->procs[at - 1].pid > pid)))
+		while (at > 0 && v->procs[at - 1].pid > pid)
 			at--;
 		memmove(&v->procs[at + 1], &v->procs[at], (v->nprocs - at) * sizeof(*v->procs));
 		v->nprocs++;

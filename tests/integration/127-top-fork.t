@@ -22,7 +22,9 @@ near() { [ "$1" -ge $(($2 * 6 / 10)) ] && [ "$1" -le $(($2 * 14 / 10)) ]; }
 
 # The parent churns 300 pairs a second, child 1 600, child 2 900.
 $TM new-session -d -s top -x 80 -y 24 "cd $TMP && $MEMTAP top -o $TMP/f -- $CHURN -k 2 -r 300 2> $TMP/err; echo EXIT=\$? > $TMP/exit; sleep 60"
-wait_for "[ \$(cap | grep -c 'top_churn -k 2') -ge 3 ] && cap | grep -Eq '^malloc +[0-9]'" 80
+# Until every row has a rate (a process seen once has "-").
+wait_for "[ \$(cap | grep 'top_churn -k 2' | awk '\$5 ~ /^[0-9]/' | wc -l) -ge 3 ]" 80
+sleep 1.1
 rows=$(cap | grep 'top_churn -k 2')
 is "$(printf '%s\n' "$rows" | wc -l)" 3 "three process rows: the program and its two children"
 PARENT=$(printf '%s\n' "$rows" | awk 'NR == 1 {print $1}')
