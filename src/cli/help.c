@@ -160,6 +160,18 @@ static int arg_len(const char *arg)
 	return arg ? (int)strcspn(arg, "|") : 0;
 }
 
+/* The commands whose options are in options.def (run, attach, top): 1 and
+ * their parser's command and WHERE bits (every collector, the agent's, eBPF's). */
+static int cli_table(int cmd, enum mt_cli_cmd *cc, unsigned *mine, unsigned *ag, unsigned *bpf)
+{
+	switch (cmd) {
+	case MT_C_RUN: *cc = MT_CMD_RUN, *mine = MT_W_RUN, *ag = MT_W_RUN_AG, *bpf = MT_W_RUN_BPF; return 1;
+	case MT_C_ATTACH: *cc = MT_CMD_ATTACH, *mine = MT_W_ATT, *ag = MT_W_ATT_AG, *bpf = MT_W_ATT_BPF; return 1;
+	case MT_C_TOP: *cc = MT_CMD_TOP, *mine = MT_W_TOP, *ag = MT_W_TOP_AG, *bpf = MT_W_TOP_BPF; return 1;
+	default: return 0;
+	}
+}
+
 void mt_cmd_usage(enum mt_cmd_id cmd, FILE *out)
 {
 	mt_cmd_usage_via(cmd, -1, out);
@@ -171,9 +183,11 @@ void mt_cmd_usage_via(enum mt_cmd_id cmd, int via, FILE *out)
 	print_forms(out, "usage: ", c->forms);
 	fputc('\n', out);
 	wrap(out, 0, "", c->desc);
-	if (cmd == MT_C_RUN || cmd == MT_C_ATTACH) {
+	enum mt_cli_cmd cc;
+	unsigned mine, ag, bpf;
+	if (cli_table(cmd, &cc, &mine, &ag, &bpf)) {
 		fprintf(out, "\nOptions:\n");
-		mt_cli_usage(cmd == MT_C_RUN ? MT_CMD_RUN : MT_CMD_ATTACH, via, out);
+		mt_cli_usage(cc, via, out);
 		fprintf(out, "\nSee also: man memtap-%s\n", c->name);
 		return;
 	}
@@ -413,15 +427,14 @@ static void man_cmd(int cmd, FILE *out)
 		fputc('\n', out);
 	}
 	fputs(".SH OPTIONS\n", out);
-	if (cmd == MT_C_RUN || cmd == MT_C_ATTACH) {
-		unsigned mine = cmd == MT_C_RUN ? MT_W_RUN : MT_W_ATT;
-		unsigned ag = cmd == MT_C_RUN ? MT_W_RUN_AG : MT_W_ATT_AG;
-		unsigned bpf = cmd == MT_C_RUN ? MT_W_RUN_BPF : MT_W_ATT_BPF;
+	enum mt_cli_cmd cc;
+	unsigned mine, ag, bpf;
+	if (cli_table(cmd, &cc, &mine, &ag, &bpf)) {
 		for (int i = 0; i < MT_O_COUNT; i++) {
 			const struct mt_cli_optdesc *o = &mt_cli_optdescs[i];
 			if (!(o->where & mine))
 				continue;
-			const char *only = !(o->where & bpf) ? (cmd == MT_C_RUN ? " (agent only)" : " (--via=inject only)")
+			const char *only = !(o->where & bpf) ? (cmd != MT_C_ATTACH ? " (agent only)" : " (--via=inject only)")
 					   : !(o->where & ag) ? " (--via=ebpf only)" : NULL;
 			man_opt(out, o->shrt, o->lng, o->arg, o->help, only);
 		}
@@ -506,8 +519,10 @@ void mt_completion_bash(FILE *out)
 		char names[96];
 		/* Option arguments. */
 		fputs("\t\tcase $prev in\n", out);
-		if (c == MT_C_RUN || c == MT_C_ATTACH) {
-			unsigned mine = c == MT_C_RUN ? MT_W_RUN : MT_W_ATT;
+		enum mt_cli_cmd cc;
+		unsigned mine, ag, bpf;
+		int in_table = cli_table(c, &cc, &mine, &ag, &bpf);
+		if (in_table) {
 			if (c == MT_C_RUN)
 				fputs("\t\t*) [[ $dashdash == 1 || $pos -gt 0 ]] && { "
 				      "if [[ $prev == -- || $pos == 0 ]]; then COMPREPLY=($(compgen -c -- \"$cur\")); "
@@ -531,8 +546,7 @@ void mt_completion_bash(FILE *out)
 		fputs("\t\tesac\n", out);
 		/* Options. */
 		fputs("\t\tif [[ $cur == -* ]]; then\n\t\t\tCOMPREPLY=($(compgen -W \"", out);
-		if (c == MT_C_RUN || c == MT_C_ATTACH) {
-			unsigned mine = c == MT_C_RUN ? MT_W_RUN : MT_W_ATT;
+		if (in_table) {
 			for (int i = 0; i < MT_O_COUNT; i++) {
 				const struct mt_cli_optdesc *o = &mt_cli_optdescs[i];
 				if (!(o->where & mine))

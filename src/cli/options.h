@@ -19,7 +19,7 @@
 
 #include "agent_opts.h"
 
-enum mt_cli_cmd { MT_CMD_RUN, MT_CMD_ATTACH };
+enum mt_cli_cmd { MT_CMD_RUN, MT_CMD_ATTACH, MT_CMD_TOP };
 enum mt_via { MT_VIA_AGENT, MT_VIA_EBPF };
 
 enum mt_opt_id {
@@ -41,6 +41,7 @@ struct mt_cli_optdesc {
 extern const struct mt_cli_optdesc mt_cli_optdescs[MT_O_COUNT];
 
 #define MT_CLI_FUNCS_MAX 64
+#define MT_CLI_PIDS_MAX 64
 
 struct mt_cli_opts {
 	enum mt_cli_cmd cmd;
@@ -56,6 +57,13 @@ struct mt_cli_opts {
 	const char *funcs[MT_CLI_FUNCS_MAX];
 	int nfuncs;
 	int argi; /* run: where CMD starts in argv */
+	/* top: every -p (pid is the first), the refresh interval, -n, --sort */
+	pid_t pids[MT_CLI_PIDS_MAX];
+	int npids;
+	uint64_t refresh_ms;
+	long count;
+	const char *sort, *program_output;
+	int batch;
 };
 
 /* Parses ARGV for CMD into O; 0, 1 when --help was printed, -1 after

@@ -35,6 +35,9 @@ struct mt_session_opts {
 	uint64_t run_id;      /* identifies the session's processes (their files carry it) */
 	uint64_t interval_ms; /* --interval: a profile of every member that often (0: never) */
 	int stacks;           /* members record call sites: keep their mappings */
+	int watch;            /* only watches another session's members (memtap top -p
+			         on a process traced already): writes no profile, takes
+			         no spool, finds the members of run RUN_ID */
 };
 
 enum mt_member_state {
@@ -137,6 +140,12 @@ void mt_session_unwatch_fd(struct mt_session *s, int fd);
  * (its callback runs) or a signal arrives.  MASK is the signal mask during
  * the wait (ppoll's), NULL for the current one.  Returns after at most MS. */
 void mt_session_wait(struct mt_session *s, unsigned ms, const sigset_t *mask);
+
+/* Asks the loop that runs the session to end it the way a signal would
+ * (run: the program gets SIGINT; attach: detach); for `memtap top`'s q.
+ * mt_session_stopping() says whether it was asked. */
+void mt_session_stop(struct mt_session *s);
+int mt_session_stopping(const struct mt_session *s);
 
 /* Members, in the order they were found (the root first). */
 const struct mt_member *mt_session_members(const struct mt_session *s, size_t *n);

@@ -1,6 +1,6 @@
 /*
  * Internals shared by the heap-profile exports (pprof.c, jeprof.c,
- * collapsed.c, flamegraph.c, top.c, diff.c); the public entry points are in
+ * collapsed.c, flamegraph.c, sites_table.c, diff.c); the public entry points are in
  * include/memtap/render.h.
  *
  * Sites' frames are return addresses, leaf first: frames[0] returns into the

@@ -1,5 +1,6 @@
-/* The text report's call-site tables: top sites by bytes in use, by bytes
- * allocated and by calls, each with its symbolized stack. */
+/* The text report's call-site tables (not `memtap top`, whose live view is
+ * top_view.c): top sites by bytes in use, by bytes allocated, by calls, at
+ * the peak and by temporary allocations, each with its symbolized stack. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -10,8 +11,8 @@
 #define TOP_FRAMES 8
 #define PL(n) ((n) == 1 ? "" : "s")
 
-enum top_key { TOP_INUSE = MT_TOP_INUSE, TOP_ALLOC = MT_TOP_ALLOC, TOP_CALLS = MT_TOP_CALLS,
-	       TOP_PEAK = MT_TOP_PEAK, TOP_TEMP = MT_TOP_TEMP };
+enum top_key { TOP_INUSE = MT_TABLE_INUSE, TOP_ALLOC = MT_TABLE_ALLOC, TOP_CALLS = MT_TABLE_CALLS,
+	       TOP_PEAK = MT_TABLE_PEAK, TOP_TEMP = MT_TABLE_TEMP };
 
 struct top_ctx {
 	const struct mt_site_est *est;
@@ -95,7 +96,7 @@ static void top_table(FILE *out, const struct mt_profile *p, struct mt_symbolize
 		fprintf(out, "  (none)\n");
 }
 
-int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop)
+int mt_render_sites_table(FILE *out, const struct mt_profile *p, unsigned ntop)
 {
 	if (!p->nsites)
 		return 0;
@@ -142,7 +143,7 @@ out:
 	return err;
 }
 
-int mt_render_top_by(FILE *out, const struct mt_profile *p, enum mt_top_by by, unsigned ntop, unsigned nframes)
+int mt_render_sites_table_by(FILE *out, const struct mt_profile *p, enum mt_table_by by, unsigned ntop, unsigned nframes)
 {
 	if (!p->nsites)
 		return 0;
