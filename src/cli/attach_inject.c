@@ -16,6 +16,7 @@
 #include "agent_opts.h"
 #include "cli.h"
 #include "live_read.h"
+#include "fleet.h"
 #include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
@@ -221,6 +222,7 @@ int mt_attach_inject(const struct mt_attach_req *r)
 				     .stacks = r->stacks};
 	if (mt_session_new(&so, &sess))
 		return mt_error("attach: out of memory"), 1;
+	mt_fleet_attach(r->fleet, sess);
 	struct mt_agent_opts ao = r->ao;
 	char self[64], words[MT_CTL_MAX_REQUEST], req[MT_CTL_MAX_REQUEST + 16];
 	mt_session_self(self, sizeof(self));

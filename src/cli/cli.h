@@ -22,7 +22,8 @@ int cmd_attach(int argc, char **argv);
 /* memtap run --via=ebpf (cmd_attach.c): the parsed options, and the
  * command (NULL-terminated). */
 struct mt_cli_opts;
-int mt_run_ebpf(const struct mt_cli_opts *o, char **cmdv);
+struct mt_fleet;
+int mt_run_ebpf(const struct mt_cli_opts *o, char **cmdv, struct mt_fleet *fleet);
 int cmd_diff(int argc, char **argv);
 
 /* Parses a byte count with an optional k/m/g suffix (powers of 1024, an
@@ -75,6 +76,7 @@ struct mt_attach_req {
 	struct mt_agent_opts ao; /* for `ctl attach`: stacks, sample, funcs, ... */
 	uint64_t interval_ms;    /* --interval: the session's periodic profiles */
 	int stacks;
+	struct mt_fleet *fleet;  /* --prometheus, --pprof-dir (fleet.h), or NULL */
 };
 /* Injects the agent (once), attaches it with the options, waits, detaches
  * and prints the summary; returns the exit status. */

@@ -162,13 +162,16 @@ int cmd_attach(int argc, char **argv)
 	int r = mt_cli_parse(MT_CMD_ATTACH, argc, argv, &c);
 	if (r)
 		return r > 0 ? 0 : 2;
+	struct mt_fleet *fleet;
+	if (mt_fleet_open(&c, &fleet))
+		return 2;
 	pid_t pid = c.pid;
 	double seconds = c.seconds;
 	uint64_t interval_ms = c.interval_ms;
 	if (c.via == MT_VIA_AGENT) {
 		struct mt_attach_req req = {.pid = pid, .seconds = seconds, .output = c.output,
 					    .report_file = c.report_file, .format = c.format, .quiet = c.quiet,
-					    .interval_ms = c.interval_ms, .stacks = c.stacks};
+					    .interval_ms = c.interval_ms, .stacks = c.stacks, .fleet = fleet};
 		char err[2048], list[4096];
 		if (mt_cli_funcs_list(&c, list, sizeof(list)))
 			return 2;
@@ -177,6 +180,7 @@ int cmd_attach(int argc, char **argv)
 		mt_cli_agent_opts(&c, list, &req.ao);
 		int ret = mt_attach_inject(&req);
 		mt_agent_opts_free(&req.ao);
+		mt_fleet_free(fleet);
 		return ret;
 	}
 	struct ebpf_args a;
@@ -233,10 +237,12 @@ int cmd_attach(int argc, char **argv)
 		mt_objlist_free(&objs);
 		return mt_error("attach: out of memory"), 1;
 	}
+	mt_fleet_attach(fleet, sess);
 	int exited = wait_attached(e, sess, pid, seconds);
 	if (exited)
 		fprintf(stderr, "memtap: process %d exited\n", (int)pid);
 	mt_session_finish(sess, 1);
+	mt_fleet_free(fleet);
 	mt_ebpf_free(e);
 	mt_objlist_free(&objs);
 	r = summarize(sess, &a, prefix, stdout);
@@ -260,7 +266,7 @@ static void wait_run_child(struct mt_session *sess, int *status)
 	}
 }
 
-int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
+int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv, struct mt_fleet *fleet)
 {
 	struct ebpf_args a;
 	if (ebpf_args_of(c, &a))
@@ -323,12 +329,13 @@ int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
 		mt_error("run: cannot start %s: %s", cmdv[0], strerror(errno));
 	close(go[1]);
 	int status = 0;
-	struct mt_session *sess = ebpf_session(e, prefix, 0, a.o.stacks);
+	struct mt_session *sess = ebpf_session(e, prefix, c->interval_ms, a.o.stacks);
 	if (!sess) {
 		mt_ebpf_free(e);
 		mt_objlist_free(&objs);
 		return mt_error("run: out of memory"), 2;
 	}
+	mt_fleet_attach(fleet, sess);
 	wait_run_child(sess, &status);
 	mt_session_finish(sess, 1);
 	mt_ebpf_free(e);

@@ -129,8 +129,14 @@ int cmd_run(int argc, char **argv)
 	int r = mt_cli_parse(MT_CMD_RUN, argc, argv, &o);
 	if (r)
 		return r > 0 ? 0 : 2;
-	if (o.via == MT_VIA_EBPF)
-		return mt_run_ebpf(&o, argv + o.argi);
+	struct mt_fleet *fleet;
+	if (mt_fleet_open(&o, &fleet))
+		return 2;
+	if (o.via == MT_VIA_EBPF) {
+		r = mt_run_ebpf(&o, argv + o.argi, fleet);
+		mt_fleet_free(fleet);
+		return r;
+	}
 	optind = o.argi;
 	const char *output = o.output, *report_file = o.report_file, *format = o.format;
 	int quiet = o.quiet, stacks = o.stacks;
@@ -169,6 +175,7 @@ int cmd_run(int argc, char **argv)
 				     .stacks = stacks};
 	if (mt_session_new(&so, &sess))
 		return mt_error("run: out of memory"), 2;
+	mt_fleet_attach(fleet, sess);
 
 	sigset_t chld, old;
 	sigemptyset(&chld);
@@ -217,6 +224,7 @@ int cmd_run(int argc, char **argv)
 		sigprocmask(SIG_SETMASK, &old, NULL);
 	}
 	mt_session_finish(sess, 0);
+	mt_fleet_free(fleet);
 	if (WIFEXITED(status) && WEXITSTATUS(status) >= 126 && !quiet) {
 		/* exec failed: there is nothing to summarize beyond the error. */
 		size_t nw;

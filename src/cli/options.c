@@ -209,6 +209,14 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_HEAP_EVENTS: o->heap_events = 1; break;
 		case MT_O_FAILURES: o->failures = 1; break;
 		case MT_O_VERBOSE: o->verbose = 1; break;
+		case MT_O_PROMETHEUS:
+		case MT_O_PROMETHEUS_ALLOW_REMOTE:
+		case MT_O_PROMETHEUS_PER_PID:
+		case MT_O_PPROF_DIR:
+		case MT_O_PPROF_KEEP:
+			if (mt_fleet_opt(&o->fleet, id, v, name))
+				return -1;
+			break;
 		case MT_O_HELP:
 			/* After --via: `memtap run --via=ebpf --help` lists eBPF's. */
 			mt_cli_usage(cmd, via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
@@ -255,7 +263,7 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		return mt_error("%s: %s: only with --via=ebpf (these need --via=ebpf: --within, --heap-events, "
 				"--failures, -v%s)", name, bad, cmd == MT_CMD_ATTACH ? ", --no-follow" : ""), -1;
 	}
-	return 0;
+	return mt_fleet_check(o);
 }
 
 int mt_cli_funcs_list(const struct mt_cli_opts *o, char *list, size_t len)

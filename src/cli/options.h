@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "agent_opts.h"
+#include "fleet.h"
 
 enum mt_cli_cmd { MT_CMD_RUN, MT_CMD_ATTACH };
 enum mt_via { MT_VIA_AGENT, MT_VIA_EBPF };
@@ -43,6 +44,7 @@ struct mt_cli_opts {
 	const char *funcs[MT_CLI_FUNCS_MAX];
 	int nfuncs;
 	int argi; /* run: where CMD starts in argv */
+	struct mt_fleet_opts fleet; /* --prometheus, --pprof-dir (fleet.h) */
 };
 
 /* Parses ARGV for CMD into O; 0, 1 when --help was printed, -1 after
