@@ -26,6 +26,7 @@ struct conn {
 	char *out;
 	size_t outlen, outoff;
 	int close_after;   /* once OUT is written */
+	int draining;      /* answered and shut down: reading what the client still sends */
 	uint64_t since_ns; /* accepted, or idle since */
 	uint64_t deadline_ns;
 	short events;      /* what the session watches for */
@@ -321,6 +322,16 @@ static int flush_out(struct mt_http *h, struct conn *c)
 	c->out = NULL;
 	c->outlen = c->outoff = 0;
 	if (c->close_after) {
+		/* Closing with unread input would reset the connection and
+		 * the client could lose the answer: shut down our side, read
+		 * what it still sends for a moment, then close. */
+		if (c->inlen) {
+			shutdown(c->fd, SHUT_WR);
+			c->draining = 1;
+			c->inlen = 0;
+			c->deadline_ns = mono_ns() + 1000000000u;
+			return 0;
+		}
 		conn_close(h, c);
 		return 0;
 	}
@@ -334,7 +345,7 @@ static int flush_out(struct mt_http *h, struct conn *c)
  * waits for the client to read or more input is needed. */
 static void serve(struct mt_http *h, struct conn *c)
 {
-	while (c->fd >= 0 && !c->out) {
+	while (c->fd >= 0 && !c->out && !c->draining) {
 		char *end = NULL;
 		size_t hlen = 0;
 		for (size_t i = 0; i + 1 < c->inlen; i++) {
@@ -349,8 +360,8 @@ static void serve(struct mt_http *h, struct conn *c)
 		}
 		if (!end) {
 			if (c->inlen >= sizeof(c->in) - 1) {
+				/* The rest of it is drained once this is sent. */
 				respond_text(c, 413, "request too large (at most 8 KiB of request line and headers)\n", 0, 1);
-				c->inlen = 0;
 			} else {
 				conn_watch(h, c, POLLIN);
 				return;
@@ -364,6 +375,10 @@ static void serve(struct mt_http *h, struct conn *c)
 		c->deadline_ns = mono_ns() + (uint64_t)MT_HTTP_WRITE_MS * 1000000u;
 		if (flush_out(h, c)) {
 			conn_watch(h, c, POLLOUT);
+			return;
+		}
+		if (c->draining) {
+			conn_watch(h, c, POLLIN);
 			return;
 		}
 		/* A request under way in what is left gets its own deadline. */
@@ -392,8 +407,21 @@ static void conn_ready(struct mt_session *s, int fd, short revents, void *arg)
 			conn_close(h, c);
 			return;
 		}
-		if (flush_out(h, c) == 0 && c->fd >= 0)
-			serve(h, c);
+		if (flush_out(h, c) == 0 && c->fd >= 0) {
+			if (c->draining)
+				conn_watch(h, c, POLLIN);
+			else
+				serve(h, c);
+		}
+		return;
+	}
+	if (c->draining) {
+		char junk[4096];
+		ssize_t n;
+		while ((n = recv(c->fd, junk, sizeof(junk), MSG_DONTWAIT)) > 0)
+			;
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			conn_close(h, c);
 		return;
 	}
 	/* Read what is there, up to the buffer's end. */
