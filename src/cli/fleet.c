@@ -626,6 +626,15 @@ static void pprof_endpoint(struct mt_fleet *f, const struct mt_http_request *req
 static void handler(const struct mt_http_request *req, struct mt_http_response *r, void *arg)
 {
 	struct mt_fleet *f = arg;
+	if (!strcmp(req->path, "/debug/pprof/symbol")) {
+		/* pprof asks here for the addresses it could not symbolize
+		 * (net/http/pprof's protocol).  memtap's profiles carry every
+		 * name its symbolizer found: answer "none" so that pprof goes
+		 * on with its local symbolization instead of failing. */
+		return text(r, 200, "%s", !strcmp(req->method, "POST") ? "" : "num_symbols: 0\n");
+	}
+	if (!strcmp(req->method, "POST"))
+		return text(r, 405, "only GET and HEAD are served here\n");
 	if (!strcmp(req->path, "/metrics")) {
 		enum mt_prom_format fmt = mt_prom_wants_openmetrics(req->accept);
 		FILE *out = open_memstream(&r->body, &r->len);

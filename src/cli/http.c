@@ -27,6 +27,7 @@ struct conn {
 	size_t outlen, outoff;
 	int close_after;   /* once OUT is written */
 	int draining;      /* answered and shut down: reading what the client still sends */
+	int body;          /* the request announced a body (not read: drained) */
 	uint64_t since_ns; /* accepted, or idle since */
 	uint64_t deadline_ns;
 	short events;      /* what the session watches for */
@@ -280,7 +281,10 @@ static void handle(struct mt_http *h, struct conn *c, char *req)
 		   (header(hdrs, "Content-Length", cl, sizeof(cl)) && strcmp(cl, "0"));
 	int close_after = body || (version[7] == '0' ? strcasecmp(conn, "keep-alive") != 0
 						     : strcasestr(conn, "close") != NULL);
-	if (strcmp(method, "GET") && !head)
+	c->body = body;
+	/* POST reaches the handler (pprof's symbol lookup posts), its body
+	 * unread; anything else is refused here. */
+	if (strcmp(method, "GET") && strcmp(method, "POST") && !head)
 		return respond_text(c, 405, "only GET and HEAD are served here\n", 0, 1);
 	if (target[0] != '/')
 		return respond_text(c, 400, "the request target must be a path (/metrics)\n", head, 1);
@@ -325,7 +329,7 @@ static int flush_out(struct mt_http *h, struct conn *c)
 		/* Closing with unread input would reset the connection and
 		 * the client could lose the answer: shut down our side, read
 		 * what it still sends for a moment, then close. */
-		if (c->inlen) {
+		if (c->inlen || c->body) {
 			shutdown(c->fd, SHUT_WR);
 			c->draining = 1;
 			c->inlen = 0;

@@ -11,7 +11,8 @@
  *   ...
  *   mt_http_free(h);                         after the session's last wait
  *
- * GET and HEAD only (405 otherwise), requests up to MT_HTTP_REQUEST_MAX
+ * GET and HEAD (POST reaches the handler, its body unread and drained;
+ * other methods get 405), requests up to MT_HTTP_REQUEST_MAX
  * bytes (413 beyond), at most MT_HTTP_CONNS connections (a new one evicts
  * the oldest that has not finished sending its request, or gets 503),
  * MT_HTTP_REQUEST_MS to send a whole request, MT_HTTP_IDLE_MS idle between
@@ -34,7 +35,7 @@ struct mt_http;
 struct mt_session;
 
 struct mt_http_request {
-	const char *method; /* "GET" or "HEAD" */
+	const char *method; /* "GET", "HEAD" or "POST" */
 	const char *path;   /* without the query */
 	const char *query;  /* after '?', or "" */
 	const char *accept; /* the Accept header, or "" */

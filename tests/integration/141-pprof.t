@@ -5,7 +5,7 @@
 # --pprof-keep, read by go tool pprof).
 . "$(dirname "$0")/../lib.sh"
 command -v go >/dev/null || skip_all "go is not installed (golang-go: sh scripts/deps.sh peers)"
-plan 17
+plan 19
 export HOME="$TMP/home" GOCACHE="$TMP/gocache" GOFLAGS= GOPROXY=off
 mkdir -p "$HOME"
 # The first row of go tool pprof -top's table.
@@ -38,6 +38,12 @@ like "$(cat "$TMP/pid.top")" "memtap: pid $TPID" "?pid=$TPID: that process's pro
 code=$(curl -s -o "$TMP/nopid.txt" -w '%{http_code}' "http://127.0.0.1:$MP/debug/pprof/heap?pid=1")
 is "$code" 404 "?pid= of a process outside the session: 404"
 like "$(cat "$TMP/nopid.txt")" "process 1 is not a running process of this session" "saying so"
+
+# pprof posts addresses it could not symbolize to /debug/pprof/symbol
+# (net/http/pprof's protocol) and fails on an error: "none" lets it go on.
+code=$(curl -s -o "$TMP/sym.txt" -w '%{http_code}' --data-binary '0x401000+0x401010' "http://127.0.0.1:$MP/debug/pprof/symbol")
+is "$code:$(cat "$TMP/sym.txt")" "200:" "POST /debug/pprof/symbol: 200, no symbols (pprof symbolizes locally)"
+is "$(curl -s "http://127.0.0.1:$MP/debug/pprof/symbol")" "num_symbols: 0" "GET /debug/pprof/symbol: num_symbols: 0"
 
 # --pprof-dir: periodic files, atomically renamed, the newest 3 kept.
 sleep 2.5
