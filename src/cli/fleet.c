@@ -235,7 +235,8 @@ static void on_ended(struct mt_session *s, const struct mt_member *m, void *arg)
 	(void)s;
 	if (a) {
 		acc_retire(f, a);
-	} else {
+	} else if (m->end != MT_END_EXEC) {
+		/* (an image replaced by exec before any call is no process) */
 		/* Never seen and no final profile: only counted as ended. */
 		char label[128];
 		command_label(m->command, label, sizeof(label));
