@@ -37,7 +37,8 @@
 struct acc {
 	int pid;
 	uint64_t image_ns;
-	char command[128];     /* the label, fixed at first sight */
+	char command[128];     /* the label, fixed once the process has counted calls */
+	int fixed;
 	struct mt_profile *prev; /* the last counts seen */
 	struct mt_profile *base; /* counts from before a reset */
 	struct mt_totals totals;
@@ -130,8 +131,13 @@ static void command_label(const char *cmdline, char *out, size_t outlen)
 static struct acc *acc_of(struct mt_fleet *f, const struct mt_member *m, int add)
 {
 	for (size_t i = 0; i < f->na; i++)
-		if (f->a[i].pid == m->pid && f->a[i].image_ns == m->image_ns)
+		if (f->a[i].pid == m->pid && f->a[i].image_ns == m->image_ns) {
+			/* Until it counts anything its command may still change
+			 * (a child seen before its exec). */
+			if (!f->a[i].fixed)
+				command_label(m->command, f->a[i].command, sizeof(f->a[i].command));
 			return &f->a[i];
+		}
 	if (!add)
 		return NULL;
 	struct acc *v = realloc(f->a, (f->na + 1) * sizeof(*v));
@@ -174,6 +180,7 @@ static void acc_update(struct acc *a, const struct mt_profile *p)
 				mt_func_add(b, d);
 		}
 		func_set(d, s);
+		a->fixed |= s->calls != 0;
 	}
 	a->totals = p->totals;
 	a->have_totals = 1;

@@ -5,7 +5,7 @@
 # --pprof-keep, read by go tool pprof).
 . "$(dirname "$0")/../lib.sh"
 command -v go >/dev/null || skip_all "go is not installed (golang-go: sh scripts/deps.sh peers)"
-plan 19
+plan 22
 export HOME="$TMP/home" GOCACHE="$TMP/gocache" GOFLAGS= GOPROXY=off
 mkdir -p "$HOME"
 # The first row of go tool pprof -top's table.
@@ -72,3 +72,24 @@ is "$code" 404 "without --stacks, /debug/pprof/heap is 404"
 like "$(cat "$TMP/nostacks.txt")" "without --stacks; start it again with --stacks" "saying to add --stacks"
 touch "$TMP/stop"
 wait $M2
+
+# run --via=ebpf: the same endpoint and directory, the command named as
+# it is after its exec.
+if [ "$(id -u)" != 0 ] || [ ! -r /sys/kernel/btf/vmlinux ]; then
+	for i in 1 2 3; do skip "--via=ebpf needs root and BTF"; done
+	exit 0
+fi
+MP3=$(free_port)
+rm -f "$TMP/stop"
+"$MEMTAP" run --via=ebpf --stacks --interval=0.5 --pprof-dir="$TMP/epp" --prometheus=127.0.0.1:$MP3 -o "$TMP/e" -q \
+	-- "$FIX/fleet_target" "$TMP/stop" > /dev/null 2> "$TMP/ebpf.err" &
+M3=$!
+at_exit "touch $TMP/stop; kill $M3"
+wait_for "curl -s http://127.0.0.1:$MP3/metrics | grep -q '^memtap_allocations_total{command=\"fleet_target\",function=\"malloc\"}'" 300
+ok $? "run --via=ebpf --prometheus: the malloc series of fleet_target (named after its exec)"
+sleep 1.5
+like "$(ls "$TMP/epp" | head -1)" "^memtap-fleet_target-[0-9]+-" "run --via=ebpf --interval --pprof-dir: its files"
+timeout 120 go tool pprof -top "http://127.0.0.1:$MP3/debug/pprof/allocs" > "$TMP/eallocs.top" 2>/dev/null
+like "$(top1 "$TMP/eallocs.top")" "fleet_churn$" "the eBPF backend's allocs profile, read by go tool pprof"
+touch "$TMP/stop"
+wait $M3
