@@ -351,6 +351,7 @@ bench: deps
 	@bash bench/hooks.sh
 	@bash bench/leaks.sh
 	@bash bench/timeline.sh
+	@bash bench/fleet.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/memtap $(DESTDIR)$(PREFIX)/share/man/man1 \

@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "help.h"
 #include "live_read.h"
+#include "fleet.h"
 #include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
@@ -205,6 +206,7 @@ int mt_attach_add(const struct mt_attach_req *r, struct mt_attach *A)
 					     .stacks = r->stacks};
 		if (mt_session_new(&so, &A->sess))
 			return mt_error("attach: out of memory"), 1;
+		mt_fleet_attach(r->fleet, A->sess);
 	}
 
 	/* Load the agent unless an earlier attach already did. */

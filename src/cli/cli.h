@@ -22,6 +22,7 @@ int cmd_attach(int argc, char **argv);
 /* memtap run --via=ebpf (cmd_attach.c): the parsed options, and the
  * command (NULL-terminated). */
 struct mt_cli_opts;
+struct mt_fleet;
 int mt_run_ebpf(const struct mt_cli_opts *o, char **cmdv);
 int cmd_diff(int argc, char **argv);
 int cmd_help(int argc, char **argv);
@@ -95,6 +96,7 @@ struct mt_attach_req {
 	uint64_t interval_ms;    /* --interval: the session's periodic profiles */
 	int stacks;
 	int quiet_start;         /* no "tracing until Ctrl-C" line (memtap top) */
+	struct mt_fleet *fleet;  /* --prometheus, --pprof-dir (fleet.h), or NULL */
 };
 /* Injects the agent (once), attaches it with the options, waits, detaches
  * and prints the summary; returns the exit status. */

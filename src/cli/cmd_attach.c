@@ -25,6 +25,7 @@
 
 #include "bpf/ebpf.h"
 #include "cli.h"
+#include "fleet.h"
 #include "options.h"
 #include "glibc_syms.h"
 #include "session.h"
@@ -256,6 +257,7 @@ int mt_ebpf_attach_start(const struct mt_cli_opts *c, int quiet_start, struct mt
 		ebpf_attach_free(x);
 		return mt_error("attach: out of memory"), 1;
 	}
+	mt_fleet_attach(c->endpoint, x->sess);
 	*out = x;
 	return 0;
 }
@@ -290,10 +292,12 @@ int cmd_attach(int argc, char **argv)
 	int r = mt_cli_parse(MT_CMD_ATTACH, argc, argv, &c);
 	if (r)
 		return r > 0 ? 0 : 2;
+	if (mt_fleet_open(&c, &c.endpoint))
+		return 2;
 	if (c.via == MT_VIA_AGENT) {
 		struct mt_attach_req req = {.pid = c.pid, .seconds = c.seconds, .output = c.output,
 					    .report_file = c.report_file, .format = c.format, .quiet = c.quiet,
-					    .interval_ms = c.interval_ms, .stacks = c.stacks};
+					    .interval_ms = c.interval_ms, .stacks = c.stacks, .fleet = c.endpoint};
 		char err[2048], list[4096];
 		if (mt_cli_funcs_list(&c, list, sizeof(list)))
 			return 2;
@@ -396,6 +400,7 @@ int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
 		mt_objlist_free(&objs);
 		return mt_error("run: out of memory"), 2;
 	}
+	mt_fleet_attach(c->endpoint, sess);
 	wait_run_child(sess, &status);
 	mt_session_finish(sess, 1);
 	mt_ebpf_free(e);

@@ -244,6 +244,14 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_SORT: o->sort = v; break;
 		case MT_O_BATCH: o->batch = 1; break;
 		case MT_O_PROGRAM_OUTPUT: o->program_output = v; break;
+		case MT_O_PROMETHEUS:
+		case MT_O_PROMETHEUS_ALLOW_REMOTE:
+		case MT_O_PROMETHEUS_PER_PID:
+		case MT_O_PPROF_DIR:
+		case MT_O_PPROF_KEEP:
+			if (mt_fleet_opt(&o->fleet, id, v, name))
+				return -1;
+			break;
 		case MT_O_HELP:
 			/* After --via: `memtap run --via=ebpf --help` lists eBPF's. */
 			mt_cmd_usage_via(cmd == MT_CMD_RUN ? MT_C_RUN : cmd == MT_CMD_TOP ? MT_C_TOP : MT_C_ATTACH,
@@ -297,7 +305,7 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		return mt_error("%s: %s: only with --via=ebpf (these need --via=ebpf: --within, --heap-events, "
 				"--failures, -v%s)", name, bad, cmd == MT_CMD_ATTACH ? ", --no-follow" : ""), -1;
 	}
-	return 0;
+	return mt_fleet_check(o);
 }
 
 int mt_cli_funcs_list(const struct mt_cli_opts *o, char *list, size_t len)

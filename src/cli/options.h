@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "agent_opts.h"
+#include "fleet.h"
 
 enum mt_cli_cmd { MT_CMD_RUN, MT_CMD_ATTACH, MT_CMD_TOP };
 enum mt_via { MT_VIA_AGENT, MT_VIA_EBPF };
@@ -64,6 +65,9 @@ struct mt_cli_opts {
 	long count;
 	const char *sort, *program_output;
 	int batch;
+	struct mt_fleet_opts fleet; /* --prometheus, --pprof-dir (fleet.h) */
+	struct mt_fleet *endpoint;  /* what the command opened from them (mt_fleet_open), or NULL;
+				       the session it is attached to owns it */
 };
 
 /* Parses ARGV for CMD into O; 0, 1 when --help was printed, -1 after

@@ -96,6 +96,9 @@ void mt_session_free(struct mt_session *s)
 {
 	if (!s)
 		return;
+	for (size_t i = 0; i < s->nobs; i++)
+		if (s->obs[i].done)
+			s->obs[i].done(s, s->obs[i].arg);
 	for (size_t i = 0; i < s->n; i++)
 		free(s->m[i].maps);
 	free(s->m);
@@ -625,6 +628,12 @@ static size_t poll_ebpf(struct mt_session *s)
 			continue;
 		}
 		running++;
+		/* Its command as it is now (run --via=ebpf finds it before its
+		 * exec; servers rename their workers), once a second. */
+		if (now - m->cmd_ns >= 1000000000u) {
+			mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
+			m->cmd_ns = now;
+		}
 		if (interval_due && ebpf_profile(s, m, MT_REASON_INTERVAL, path, sizeof(path)))
 			mt_error("cannot write a profile of process %d: %s", m->pid, path);
 	}
