@@ -220,6 +220,10 @@ static inline uint64_t mt_hist_lower(unsigned bucket)
 /* malloc-backed profiles, for the CLI and the tests. */
 struct mt_profile *mt_profile_new(void);
 void mt_profile_free(struct mt_profile *p);
+/* Forgets what P owns (its arrays and sections: what mt_profile_free frees)
+ * without freeing it: for a profile that starts as a copy of another's
+ * identity.  Keep it next to mt_profile_free when a section is added. */
+void mt_profile_forget(struct mt_profile *p);
 /* Returns the function named NAME, adding an empty one of KIND when absent;
  * NULL on allocation failure. */
 struct mt_func *mt_profile_func(struct mt_profile *p, const char *name, uint32_t kind);

@@ -249,14 +249,15 @@ uint32_t mt_sites_count(void)
  * unseen is a malloc(0) left unsampled.  Nothing is added to the fast
  * paths: both ends of the check are on slow paths (a sample, the free of a
  * sampled block). */
-static __thread uintptr_t tmp_ptr;
+static __thread uintptr_t tmp_ptr; /* complemented: the leak check, which scans every
+				      thread's TLS, must not see it as a pointer */
 static __thread int64_t tmp_left;
 static __thread struct mt_sitex *tmp_site;
 
 static void temp_check(uintptr_t p, struct mt_sitex *site, uint64_t size)
 {
 	struct mt_thread *t = mt_tls_thread;
-	if (p != tmp_ptr || site != tmp_site || !t || MT_LOAD(t->event_left) != tmp_left)
+	if (~p != tmp_ptr || site != tmp_site || !t || MT_LOAD(t->event_left) != tmp_left)
 		return;
 	tmp_ptr = 0;
 	__atomic_fetch_add(&site->temp_objects, 1, __ATOMIC_RELAXED);
@@ -564,7 +565,7 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, int64_t usable, 
 	 * after it: any later allocation of the thread moves the countdown
 	 * (or, with every allocation sampled, comes here). */
 	tmp_site = sampled;
-	tmp_ptr = sampled ? (uintptr_t)ptr : 0;
+	tmp_ptr = sampled ? ~(uintptr_t)ptr : 0;
 	tmp_left = MT_LOAD(t->event_left);
 }
 

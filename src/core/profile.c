@@ -34,6 +34,23 @@ void mt_profile_free(struct mt_profile *p)
 	free(p);
 }
 
+void mt_profile_forget(struct mt_profile *p)
+{
+	p->funcs = NULL;
+	p->nfuncs = 0;
+	p->sites = NULL;
+	p->nsites = 0;
+	p->maps = NULL;
+	p->nmaps = 0;
+	p->pools = NULL;
+	p->npools = 0;
+	p->apr = NULL;
+	p->stats = NULL;
+	p->glibc = NULL;
+	p->leaks = NULL;
+	memset(&p->timeline, 0, sizeof(p->timeline));
+}
+
 double mt_site_scale(uint64_t period, uint64_t objects, uint64_t bytes)
 {
 	if (period <= 1 || objects == 0)
