@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "memtap/pools.h"
 #include "session.h"
 #include "timeline_rec.h"
 
@@ -111,6 +112,14 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 		pt.rss_bytes = rss_of((int)p->pid);
 		if (pt.rss_bytes)
 			pt.have |= MT_TL_HAVE_RSS;
+	}
+	/* --pools: what the live APR pools hold (allocated since their last
+	 * clear), the seed's plot of a leaking connection. */
+	if (p->apr && p->apr->hooked) {
+		for (uint32_t i = 0; i < p->apr->npools; i++)
+			if (!p->apr->pools[i].destroyed_ns)
+				pt.pool_bytes += p->apr->pools[i].cur_bytes;
+		pt.have |= MT_TL_HAVE_POOLS;
 	}
 	if (mt_timeline_append(&se->tl, &pt))
 		return;

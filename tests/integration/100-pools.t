@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 56
+plan 58
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -81,6 +81,14 @@ is "$(awk -F'[(/]' '{s += $3 + 0} END {print s}' "$TMP/iv.log")/$(tail -1 "$TMP/
 like "$($MEMTAP report --pools "$TMP"/iv.*.mtp | grep -A1 'rose in every snapshot' | tail -1)" \
 	"pid [0-9]+ connection +0x[0-9a-f]+: [0-9 ]+ bytes over [3-9] snapshots" \
 	"report --pools over the series: the connection pool's bytes rose in every snapshot"
+
+last=$(ls "$TMP"/iv.*.mtp | sort -t. -k3 -n | tail -1)
+$MEMTAP report --format=json "$last" > "$TMP/iv.json"
+is "$(jq -r '[.processes[0].timeline.points[].pool_bytes] | . == sort and length >= 3' "$TMP/iv.json")" true \
+	"the timeline's pool bytes rise point by point"
+is "$(jq -r '.processes[0].timeline.points[-1].pool_bytes' "$TMP/iv.json")" \
+	"$(jq -r '[.processes[0].pools[] | select(.destroyed_ns == null) | .bytes_since_clear] | add' "$TMP/iv.json")" \
+	"its last point is what the live pools hold"
 
 # 3c. with --stacks, the creating call site a few callers deep, symbolized
 $MEMTAP run --pools --stacks -q -o "$TMP/st" -- "$FIX/apr_conn" $READS -8 >/dev/null 2>&1
