@@ -23,6 +23,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -53,10 +54,16 @@ static uint64_t coarse_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Held for a slot's update (well under a microsecond); a holder that was
+ * preempted is waited for with sched_yield rather than spun on. */
 static void lock(void)
 {
-	while (__atomic_exchange_n(&tab->lock, 1, __ATOMIC_ACQUIRE))
-		__builtin_ia32_pause();
+	for (unsigned n = 0; __atomic_exchange_n(&tab->lock, 1, __ATOMIC_ACQUIRE); n++) {
+		if (n < 100)
+			__builtin_ia32_pause();
+		else
+			sched_yield();
+	}
 }
 
 static void unlock(void)
