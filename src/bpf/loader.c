@@ -493,6 +493,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	if (!e->apr_hooked) {
 		bpf_program__set_autoload(e->skel->progs.mt_apr_enter, false);
 		bpf_program__set_autoload(e->skel->progs.mt_apr_ret, false);
+		bpf_program__set_autoload(e->skel->progs.mt_apr_destroy_ret, false);
 		bpf_map__set_max_entries(e->skel->maps.apr_pools, 1);
 		bpf_map__set_max_entries(e->skel->maps.apr_tags, 1);
 	}
@@ -584,6 +585,9 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 			goto fail;
 		if ((op == MTB_APR_CREATE || op == MTB_APR_CREATE_U) &&
 		    (ret = add_uprobe(e, e->skel->progs.mt_apr_ret, 1, &apr_si[op], op, err, errlen)))
+			goto fail;
+		if (op == MTB_APR_DESTROY &&
+		    (ret = add_uprobe(e, e->skel->progs.mt_apr_destroy_ret, 1, &apr_si[op], op, err, errlen)))
 			goto fail;
 		place(e, apr_sym[op], &apr_si[op]);
 	}
@@ -1082,8 +1086,8 @@ static int collect_apr(struct mt_ebpf *e, uint32_t tgid, struct mt_profile *p)
 		k = next;
 		prev = &k;
 		if (k.tgid != tgid ||
-		    bpf_map__lookup_elem(e->skel->maps.apr_pools, &k, sizeof(k), &v, sizeof(v), 0))
-			continue;
+		    bpf_map__lookup_elem(e->skel->maps.apr_pools, &k, sizeof(k), &v, sizeof(v), 0) || v.booked)
+			continue; /* booked: it has ended */
 		struct mt_apr_pool *d = mt_apr_add_pool(a);
 		if (!d)
 			return -ENOMEM;

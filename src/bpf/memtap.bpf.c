@@ -844,6 +844,14 @@ struct {
 	__type(value, struct mtb_apr_count);
 } apr_counts SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct mtb_apr_dstack);
+} apr_dstack SEC(".maps");
+
+static const struct mtb_apr_dstack zero_apr_dstack;
 static const struct mtb_apr_tag zero_apr_tag;
 static const struct mtb_apr_count zero_apr_count;
 
@@ -866,6 +874,8 @@ static __always_inline __u32 apr_span(__u64 age_ms)
 
 static __always_inline void apr_destroyed(__u32 tgid, struct mtb_apr_pool *p, __u64 now)
 {
+	if (__sync_val_compare_and_swap(&p->booked, 0, 1) != 0)
+		return; /* booked by the other side of a race */
 	struct mtb_apr_tag_key tk = {.tgid = tgid};
 	__builtin_memcpy(tk.tag, p->tag, sizeof(tk.tag));
 	if (!tk.tag[0] && p->tag_ptr &&
@@ -929,6 +939,8 @@ int BPF_KPROBE(mt_apr_enter)
 	}
 	struct mtb_apr_key k = {.tgid = tgid, .pool = a[0]};
 	struct mtb_apr_pool *p = bpf_map_lookup_elem(&apr_pools, &k);
+	if (p && p->booked)
+		p = NULL; /* a pool that has ended */
 	now = bpf_ktime_get_ns();
 	switch (op) {
 	case MTB_APR_PALLOC:
@@ -953,12 +965,24 @@ int BPF_KPROBE(mt_apr_enter)
 		p->marks = 0;
 		p->mark_ns = now;
 		break;
-	case MTB_APR_DESTROY:
-		if (!p)
-			return 0;
-		apr_destroyed(tgid, p, now);
-		bpf_map_delete_elem(&apr_pools, &k);
+	case MTB_APR_DESTROY: {
+		/* booked at the return (mt_apr_destroy_ret), which every call has */
+		struct mtb_apr_dstack *ds = bpf_map_lookup_elem(&apr_dstack, &pid_tgid);
+		if (!ds) {
+			bpf_map_update_elem(&apr_dstack, &pid_tgid, &zero_apr_dstack, BPF_NOEXIST);
+			ds = bpf_map_lookup_elem(&apr_dstack, &pid_tgid);
+		}
+		if (ds && ds->depth < MTB_APR_DEPTH) {
+			ds->pool[ds->depth & (MTB_APR_DEPTH - 1)] = p ? a[0] : 0;
+			ds->born[ds->depth & (MTB_APR_DEPTH - 1)] = p ? p->created_ns : 0;
+			ds->depth++;
+		} else if (ds) {
+			ds->over++;
+			if (p) /* no room to wait for its return: now */
+				apr_destroyed(tgid, p, now);
+		}
 		break;
+	}
 	case MTB_APR_TAG:
 		if (p) {
 			p->tag_ptr = a[1];
@@ -992,7 +1016,13 @@ int BPF_KRETPROBE(mt_apr_ret, long ret)
 	np.created_ns = np.mark_ns = bpf_ktime_get_ns();
 	struct mtb_apr_key k = {.tgid = tgid, .pool = pool};
 	struct mtb_apr_count *c = apr_count_of(tgid);
-	/* BPF_ANY: a pool at that address whose destroy was missed ends here */
+	/* A pool still at that address ended meanwhile: its destroy has freed
+	 * the memory but not returned yet (on another thread), or was missed.
+	 * It is booked now; its destroy's return then finds another pool
+	 * there (another creation time) and leaves it. */
+	struct mtb_apr_pool *old = bpf_map_lookup_elem(&apr_pools, &k);
+	if (old)
+		apr_destroyed(tgid, old, np.created_ns);
 	if (bpf_map_update_elem(&apr_pools, &k, &np, BPF_ANY)) {
 		if (c)
 			__sync_fetch_and_add(&c->dropped, 1);
@@ -1000,5 +1030,31 @@ int BPF_KRETPROBE(mt_apr_ret, long ret)
 	}
 	if (c)
 		__sync_fetch_and_add(&c->created, 1);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(mt_apr_destroy_ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	struct mtb_apr_dstack *ds = bpf_map_lookup_elem(&apr_dstack, &pid_tgid);
+
+	if (!ds)
+		return 0;
+	if (ds->over) {
+		ds->over--;
+		return 0;
+	}
+	if (!ds->depth)
+		return 0;
+	ds->depth--;
+	struct mtb_apr_key k = {.tgid = tgid, .pool = ds->pool[ds->depth & (MTB_APR_DEPTH - 1)]};
+	if (!k.pool)
+		return 0;
+	struct mtb_apr_pool *p = bpf_map_lookup_elem(&apr_pools, &k);
+	if (!p || p->created_ns != ds->born[ds->depth & (MTB_APR_DEPTH - 1)])
+		return 0;
+	apr_destroyed(tgid, p, bpf_ktime_get_ns());
 	return 0;
 }

@@ -199,6 +199,11 @@ struct mtb_apr_pool {
 	__u64 calls, bytes, cur_bytes, clears;
 	__u32 marks, flags; /* as memtap/pools.h */
 	char tag[MTB_APR_TAG_MAX];
+	/* 1 once its end is booked (claimed by compare-and-swap: its destroy's
+	 * return and a new pool's creation at the address may race).  Booked
+	 * entries stay until a pool made at the address replaces them: a
+	 * delete by key could take that new pool instead. */
+	__u64 booked;
 };
 
 /* A create between its entry and its return, per thread. */
@@ -218,6 +223,18 @@ struct mtb_apr_tag {
 	__u64 pools, calls, bytes, clears, life_us;
 	__u64 life_hist[MTB_HIST];
 	__u64 bytes_hist[MTB_HIST];
+};
+
+/* apr_pool_destroy calls open on a thread, innermost last (a destroy
+ * recurses into the pool's children): each is booked at its return, after
+ * the pool's cleanups, which may allocate from it.  POOL 0: an untracked
+ * pool; past MTB_APR_DEPTH, OVER counts the calls not kept. */
+#define MTB_APR_DEPTH 8
+struct mtb_apr_dstack {
+	__u32 depth, over;
+	__u64 pool[MTB_APR_DEPTH];
+	__u64 born[MTB_APR_DEPTH]; /* its created_ns: another thread may make a pool at the
+				      address before the destroy returns */
 };
 
 struct mtb_apr_count {

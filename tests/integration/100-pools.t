@@ -9,7 +9,7 @@
 
 [ -x "$FIX/apr_conn" ] || skip_all "the APR fixture is not built: libapr1-dev is missing (sh scripts/deps.sh test)"
 command -v jq >/dev/null || skip_all "jq is missing (apt-get install jq)"
-plan 58
+plan 59
 
 READS=150
 # Expected from the fixture's own arithmetic: a request pool gets 20
@@ -185,7 +185,7 @@ ok $? "the fixture ran to its end after the detach"
 
 # 7. memtap attach --via=ebpf --pools (root, BTF): the same figures from uprobes
 if [ "$(id -u)" != 0 ] || [ ! -r /sys/kernel/btf/vmlinux ]; then
-	for i in 1 2 3 4 5 6 7; do skip "attach --via=ebpf --pools needs root and BTF"; done
+	for i in 1 2 3 4 5 6 7 8; do skip "attach --via=ebpf --pools needs root and BTF"; done
 	exit 0
 fi
 mkfifo "$TMP/in2"
@@ -217,3 +217,10 @@ $MEMTAP run --via=ebpf --pools -q -o "$TMP/rb" -- "$FIX/apr_conn" $READS -8 >/de
 $MEMTAP report --format=json "$TMP"/rb.*.mtp > "$TMP/rb.json"
 is "$(tag_field "$TMP/rb.json" request calls)" $REQ_CALLS "run --via=ebpf: request pools counted exactly, by their tag"
 is "$(pool_field "$TMP/rb.json" connection calls)" $READS "run --via=ebpf: the live connection pool, tagged"
+
+# 9. eBPF with 4 threads making and destroying pools at once (addresses
+# reused by one thread while another's destroy has not returned): exact
+$MEMTAP run --via=ebpf --pools -q -o "$TMP/rt" -- "$FIX/apr_conn" threads 4 500 >/dev/null 2>&1
+$MEMTAP report --format=json "$TMP"/rt.*.mtp > "$TMP/rt.json"
+is "$(tag_field "$TMP/rt.json" request pools)/$(tag_field "$TMP/rt.json" request calls)/$(tag_field "$TMP/rt.json" sub pools)" \
+	"2000/20000/2000" "run --via=ebpf, 4 threads: every request pool and child booked once"
