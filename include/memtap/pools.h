@@ -20,7 +20,7 @@
  *   counts them), with a quantize of lifetimes (µs) and of bytes per pool;
  * - the last MT_APR_RING destroyed pools in full, so that reports can list
  *   individual finished lifetimes too.
- * Its memory is fixed (about 1.1 MiB of the live file, pages made as used).
+ * Its memory is fixed (about 1.4 MiB of the live file, pages made as used).
  *
  * Profiles carry the same as struct mt_apr (mt_profile.apr, NULL when
  * --pools was off); files carry it as records MT_TAG_APR_POOL (one pool)
