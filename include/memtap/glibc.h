@@ -113,7 +113,8 @@ struct mt_glibc {
 	uint64_t samples;         /* lock-wait samples taken */
 	uint64_t sample_ms;       /* their period */
 	uint32_t narenas, nheaps, nthreads, nchanges;
-	uint32_t changes_dropped, pad;
+	uint32_t changes_dropped;
+	uint32_t agent_tid;       /* memtap's own control thread (it has an arena too), 0: none */
 	struct mt_glibc_arena arenas[MT_GLIBC_ARENAS];
 	struct mt_glibc_heap heaps[MT_GLIBC_HEAPS];
 	struct mt_glibc_thread threads[MT_GLIBC_THREADS];

@@ -544,9 +544,15 @@ unsigned mt_glibc_period_ms(void)
 void mt_glibc_tick(int full)
 {
 	static unsigned ticks;
+	static __thread int registered; /* this control thread (a fork child has a new one) */
 	if (!mt_glibc_on())
 		return;
+	if (!registered) {
+		registered = 1;
+		mt_glibc_thread_start(); /* its arena is memtap's: the report says so */
+	}
 	pthread_mutex_lock(&glibc_lock);
+	work.agent_tid = (uint32_t)syscall(SYS_gettid);
 	if (full || ticks++ % 10 == 0 || !work.taken_ns)
 		glibc_read();
 	uint64_t t1 = mt_now_ns();

@@ -48,6 +48,7 @@ static struct mt_profile *sample(void)
 					       .system_bytes = 139264, .lock_waits = 4};
 	g->nheaps = 1;
 	g->heaps[0] = (struct mt_glibc_heap){0x7f8a80000000, 0x7f8a80000030, 139264, 139264};
+	g->agent_tid = 17400;
 	g->nthreads = 1;
 	g->threads[0] = (struct mt_glibc_thread){.tid = 17326, .alive = 1, .arena = 0x7f8a80000030,
 						 .arenas_used = 1, .lock_waits = 4};
@@ -122,7 +123,7 @@ static void test_bad_count(void **state)
 	}
 	assert_non_null(rec);
 	uint32_t huge = 100000;
-	memcpy(rec + 4 + 15 * 8 + 4, &huge, 4); /* flags, 15 u64, changes_dropped, then narenas */
+	memcpy(rec + 4 + 15 * 8 + 8, &huge, 4); /* flags, 15 u64, changes_dropped, agent_tid, then narenas */
 	/* fix the checksum so only the count is wrong */
 	size_t end = b.len - 12;
 	uint32_t crc = (uint32_t)crc32(0L, b.data, (unsigned)end);
