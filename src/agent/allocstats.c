@@ -256,12 +256,14 @@ static void mimalloc_stats(struct mt_alloc_stats *s, struct mt_buf *text, mi_inf
 	}
 }
 
-int mt_allocstats_take(struct mt_buf *text)
+/* TRY: at exit, where waiting for the control thread is not an option. */
+static int take(struct mt_buf *text, int try)
 {
 	static struct mt_alloc_stats s; /* under stats_lock */
 	char path[512];
 	const char *alloc = mt_allocator_name(path, sizeof(path));
-	pthread_mutex_lock(&stats_lock);
+	if (try ? pthread_mutex_trylock(&stats_lock) : pthread_mutex_lock(&stats_lock))
+		return -EBUSY;
 	memset(&s, 0, sizeof(s));
 	snprintf(s.allocator, sizeof(s.allocator), "%s", alloc);
 	mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mallctl");
@@ -293,6 +295,11 @@ int mt_allocstats_take(struct mt_buf *text)
 	}
 	pthread_mutex_unlock(&stats_lock);
 	return known ? 0 : -ENOTSUP;
+}
+
+int mt_allocstats_take(struct mt_buf *text)
+{
+	return take(text, 0);
 }
 
 /* ---- the jemalloc bridge ---- */
@@ -386,7 +393,7 @@ static int tls_known;
 #define GLIBC_THREADS 1024
 static struct {
 	uint32_t tid;
-	uint64_t arena_at; /* &thread_arena of that thread */
+	uint64_t tp; /* its thread pointer: &thread_arena is tp + tls_delta + syms.thread_arena */
 } reg[GLIBC_THREADS];
 static uint32_t nreg; /* (atomic) slots handed out */
 
@@ -463,34 +470,54 @@ static void parse_syms(const char *v)
 		dlclose(h);
 }
 
+/* Options arrive early (the constructor, maybe inside the first malloc):
+ * they are only kept here; the control thread acts on them at its first
+ * tick (dladdr, dl_iterate_phdr and dlinfo take the loader's lock). */
+static char syms_opt[256];
+static int checked; /* the control thread has looked at the options */
+
 int mt_glibc_option(const char *name, const char *v)
 {
 	if (!strcmp(name, "glibc")) {
-		char path[512];
-		int on = v[0] == '1';
-		if (on && strcmp(mt_allocator_name(path, sizeof(path)), "glibc")) {
-			mt_log("--glibc: malloc here is %s's (%s), not glibc's: nothing to observe", 
-			       mt_allocator_name(path, sizeof(path)), path);
-			on = 0;
-		}
-		__atomic_store_n(&glibc_on, on, __ATOMIC_RELAXED);
+		__atomic_store_n(&checked, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&glibc_on, v[0] == '1', __ATOMIC_RELAXED);
 		return 0;
 	}
 	if (!strcmp(name, "glibc_syms")) {
-		parse_syms(v);
+		snprintf(syms_opt, sizeof(syms_opt), "%s", v);
+		__atomic_store_n(&checked, 0, __ATOMIC_RELAXED);
 		return 0;
 	}
 	return -EINVAL;
 }
 
+/* The first tick of a session: is malloc glibc's, and where are glibc's
+ * variables.  0: nothing to observe. */
+static int check_options(void)
+{
+	if (__atomic_load_n(&checked, __ATOMIC_RELAXED))
+		return 1;
+	char path[512];
+	const char *alloc = mt_allocator_name(path, sizeof(path));
+	if (strcmp(alloc, "glibc")) {
+		mt_log("--glibc: malloc here is %s's (%s), not glibc's: nothing to observe", alloc, path);
+		__atomic_store_n(&glibc_on, 0, __ATOMIC_RELAXED);
+		return 0;
+	}
+	memset(&syms, 0, sizeof(syms));
+	tls_known = 0;
+	if (syms_opt[0])
+		parse_syms(syms_opt);
+	__atomic_store_n(&checked, 1, __ATOMIC_RELAXED);
+	return 1;
+}
+
 void mt_glibc_thread_start(void)
 {
-	if (!tls_known)
-		return;
 	uint32_t i = __atomic_fetch_add(&nreg, 1, __ATOMIC_RELAXED);
 	if (i >= GLIBC_THREADS)
 		return; /* past the table: its arena is not followed (the arena's figures still are) */
-	reg[i].arena_at = (uint64_t)((uintptr_t)__builtin_thread_pointer() + tls_delta + syms.thread_arena);
+	reg[i].tp = (uint64_t)(uintptr_t)__builtin_thread_pointer();
 	__atomic_store_n(&reg[i].tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
 }
 
@@ -522,7 +549,7 @@ static void glibc_read(void)
 		uint32_t tid = __atomic_load_n(&reg[i].tid, __ATOMIC_ACQUIRE);
 		if (!tid)
 			continue;
-		at[k] = reg[i].arena_at;
+		at[k] = tls_known ? reg[i].tp + (uint64_t)tls_delta + syms.thread_arena : 0;
 		tids[k++] = tid;
 	}
 	mt_glibc_read(getpid(), &syms, at, tids, k, &work);
@@ -545,7 +572,7 @@ void mt_glibc_tick(int full)
 {
 	static unsigned ticks;
 	static __thread int registered; /* this control thread (a fork child has a new one) */
-	if (!mt_glibc_on())
+	if (!mt_glibc_on() || !check_options())
 		return;
 	if (!registered) {
 		registered = 1;
@@ -606,12 +633,14 @@ void mt_glibc_fork_child(void)
  * final profile. */
 void mt_allocstats_final(void)
 {
-	if (mt_glibc_on()) {
-		/* not under glibc_lock: the control thread may hold it forever if
-		 * exit came while it was reading; a torn copy is what seq is for */
+	/* Only if the control thread is not at it: exit must not wait for it
+	 * (its last look is in the file already). */
+	if (mt_glibc_on() && __atomic_load_n(&checked, __ATOMIC_RELAXED) &&
+	    pthread_mutex_trylock(&glibc_lock) == 0) {
 		glibc_read();
 		publish();
+		pthread_mutex_unlock(&glibc_lock);
 	}
 	if (live_stats || mt_glibc_on())
-		mt_allocstats_take(NULL);
+		take(NULL, 1);
 }
