@@ -154,8 +154,8 @@ struct mt_glibc_arena *mt_glibc_arena_of(struct mt_glibc *g, uint64_t addr);
  * changing.  For the live file, whose writer is the traced process. */
 int mt_glibc_copy(struct mt_glibc *dst, const struct mt_glibc *src);
 int mt_stats_copy(struct mt_alloc_stats *dst, const struct mt_alloc_stats *src);
-/* Seqlocked rewrite: begin makes seq odd, end even again. */
-void mt_seq_begin(uint32_t *seq);
-void mt_seq_end(uint32_t *seq);
+/* Seqlocked rewrite of N bytes (a multiple of 8) at DST from SRC: SEQ odd
+ * while it runs, even again after. */
+void mt_seq_write(uint32_t *seq, void *dst, const void *src, size_t n);
 
 #endif

@@ -287,11 +287,10 @@ static int take(struct mt_buf *text, int try)
 	if (!live_stats && (live_stats = mt_shared_alloc(sizeof(*live_stats))))
 		__atomic_store_n(&mt_sh->allocstats, (uint64_t)(uintptr_t)live_stats, __ATOMIC_RELEASE);
 	if (live_stats) {
-		mt_seq_begin(&live_stats->seq);
-		uint32_t seq = live_stats->seq;
-		memcpy((char *)live_stats + 4, (char *)&s + 4, sizeof(s) - 4); /* all but seq */
-		live_stats->seq = seq;
-		mt_seq_end(&live_stats->seq);
+		/* from the second word on: the first holds seq (and n, rewritten
+		 * just after under the same odd sequence) */
+		s.seq = __atomic_load_n(&live_stats->seq, __ATOMIC_RELAXED) | 1;
+		mt_seq_write(&live_stats->seq, live_stats, &s, sizeof(s));
 	}
 	pthread_mutex_unlock(&stats_lock);
 	return known ? 0 : -ENOTSUP;
@@ -529,11 +528,8 @@ static void publish(void)
 		return;
 	if (!__atomic_load_n(&mt_sh->glibc, __ATOMIC_RELAXED))
 		__atomic_store_n(&mt_sh->glibc, (uint64_t)(uintptr_t)live_glibc, __ATOMIC_RELEASE);
-	mt_seq_begin(&live_glibc->seq);
-	uint32_t seq = live_glibc->seq;
-	memcpy((char *)live_glibc + 4, (char *)&work + 4, sizeof(work) - 4);
-	live_glibc->seq = seq;
-	mt_seq_end(&live_glibc->seq);
+	work.seq = __atomic_load_n(&live_glibc->seq, __ATOMIC_RELAXED) | 1;
+	mt_seq_write(&live_glibc->seq, live_glibc, &work, sizeof(work));
 }
 
 static pthread_mutex_t glibc_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -37,15 +37,19 @@ int mt_stats_get(const struct mt_alloc_stats *s, const char *key, uint64_t *valu
 	return -1;
 }
 
-void mt_seq_begin(uint32_t *seq)
+/* Fence-free, as the reset baseline's seqlock (src/agent/state.c): the
+ * writer's data stores are releases, so none is seen before the odd
+ * sequence, and the even one is a release after them all; the reader's data
+ * loads are acquires, so its second look at the sequence comes after them. */
+void mt_seq_write(uint32_t *seq, void *dst, const void *src, size_t n)
 {
-	__atomic_store_n(seq, __atomic_load_n(seq, __ATOMIC_RELAXED) | 1, __ATOMIC_RELAXED);
-	__atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-void mt_seq_end(uint32_t *seq)
-{
-	__atomic_store_n(seq, (__atomic_load_n(seq, __ATOMIC_RELAXED) | 1) + 1, __ATOMIC_RELEASE);
+	uint32_t s = __atomic_load_n(seq, __ATOMIC_RELAXED) | 1;
+	__atomic_store_n(seq, s, __ATOMIC_RELAXED);
+	uint64_t *d = dst;
+	const uint64_t *from = src;
+	for (size_t i = 0; i < n / 8; i++)
+		__atomic_store_n(&d[i], from[i], __ATOMIC_RELEASE);
+	__atomic_store_n(seq, s + 1, __ATOMIC_RELEASE);
 }
 
 /* Word by word, so the copy of a struct another process may be rewriting is
@@ -62,8 +66,7 @@ static int seq_copy(void *dst, const void *src, size_t n, const uint32_t *seq)
 		const uint64_t *s = src;
 		uint64_t *d = dst;
 		for (size_t i = 0; i < n / 8; i++)
-			d[i] = __atomic_load_n(&s[i], __ATOMIC_RELAXED);
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+			d[i] = __atomic_load_n(&s[i], __ATOMIC_ACQUIRE);
 		if (__atomic_load_n(seq, __ATOMIC_RELAXED) == s0)
 			return 0;
 	}
