@@ -19,9 +19,13 @@ static void ctl_usage(FILE *out)
 		"  activate      start counting (after run --inactive or deactivate)\n"
 		"  deactivate    stop counting; the program runs on at full speed\n"
 		"  dump [PATH]   write a profile now and print its path\n"
-		"  stats         memtap's counters and the allocator's own statistics\n"
+		"  stats         memtap's counters and the allocator's own statistics (glibc,\n"
+		"                jemalloc, tcmalloc, mimalloc); without an agent, what can be\n"
+		"                read from outside\n"
 		"  reset         zero the counters (in-use carries on, the peak restarts)\n"
-		"  status        active or not, options and totals\n");
+		"  status        active or not, options and totals\n"
+		"Under jemalloc with MALLOC_CONF=prof:true, activate, deactivate and dump also\n"
+		"drive jemalloc's prof.active and prof.dump, and say what jemalloc did.\n");
 }
 
 static int ctl_dump(int pid, const struct mt_live_hdr *h, const char *path)
