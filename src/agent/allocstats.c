@@ -576,8 +576,13 @@ void mt_glibc_tick(int full)
 	}
 	pthread_mutex_lock(&glibc_lock);
 	work.agent_tid = (uint32_t)syscall(SYS_gettid);
-	if (full || ticks++ % 10 == 0 || !work.taken_ns)
+	if (full || ticks++ % 10 == 0 || !work.taken_ns) {
+		int first = !work.taken_ns;
 		glibc_read();
+		/* attach: the break's growth before it was not seen */
+		if (first && mt_g.attached_mode)
+			work.sbrk_grow_bytes = work.sbrk_grows = 0;
+	}
 	uint64_t t1 = mt_now_ns();
 	mt_glibc_sample_waits(getpid(), &work);
 	uint64_t us = (mt_now_ns() - t1) / 1000;

@@ -9,7 +9,7 @@
 # its history.  Each worker thread is seen on an arena of its own.
 . "$(dirname "$0")/../lib.sh"
 DBG=/usr/lib/debug/.build-id
-plan 15
+plan 16
 
 send() { echo "$1" >&"${TGT[1]}"; local l; read -r -t 20 -u "${TGT[0]}" l; [ "$l" = done ]; }
 coproc TGT { exec $MEMTAP run -q --glibc -o "$TMP/g" -- "$FIX/glibc_arenas" 2>"$TMP/err"; }
@@ -68,5 +68,18 @@ is "$(jq "$G.threshold_changes[0].mmap_threshold" "$TMP/g.json")" 131072 "which 
 workers=$(jq "[$G.threads[] | select(.alive and .arena != null)] | map(.arena) | unique | length" "$TMP/g.json")
 [ "$workers" -ge 4 ]
 ok $? "the main thread and the three workers are each seen on their own arena ($workers distinct)"
+# The break shrinks when grown blocks are freed and the heap trimmed: 3 MB
+# more on top (above the stdio buffer malloc_info's output made), then
+# everything grown freed.
+send "grow 3000000"
+sleep 0.3
+before=$($MEMTAP report --format=json "$($MEMTAP ctl $TPID dump | head -1)" | jq "$G.sbrk_bytes")
+send "ungrow"
+sleep 0.3
+$MEMTAP report --format=json "$($MEMTAP ctl $TPID dump | head -1)" > "$TMP/s.json"
+shrunk=$(jq "$G.sbrk_shrink_bytes" "$TMP/s.json")
+after=$(jq "$G.sbrk_bytes" "$TMP/s.json")
+[ "$shrunk" -ge 2900000 ] && [ $((before - after)) -ge 2900000 ]
+ok $? "freeing them shrinks the break by the 3 MB: $shrunk bytes given back ($before -> $after)"
 echo quit >&"${TGT[1]}"
 wait $RUNPID
