@@ -10,12 +10,16 @@
 [ "$(id -u)" = 0 ] || skip_all "the eBPF backend needs root"
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 11
+plan 12
 
 send() { echo "$1" >&"${TGT[1]}"; local l; read -r -t 20 -u "${TGT[0]}" l; [ "$l" = done ]; }
 coproc TGT { exec "$FIX/glibc_arenas"; }
 TPID=$TGT_PID
 at_exit "kill $TPID 2>/dev/null"
+# malloc_info into stdout once first: its stdio buffer is allocated now,
+# not between the profile and the malloc_info it is compared with
+info() { echo info >&"${TGT[1]}"; : > "$1"; while read -r -t 20 -u "${TGT[0]}" l && [ "$l" != done ]; do echo "$l" >> "$1"; done; }
+info "$TMP/first.xml"
 send "threads 2"
 $MEMTAP attach --via=ebpf --glibc -p $TPID -d 3 -q -o "$TMP/e" 2> "$TMP/err" &
 APID=$!
@@ -24,14 +28,13 @@ sleep 0.5
 send "heap 2000000"
 send "grow 3000000"  # the main arena grows the program break: brk calls
 send "big 204800"
+send "ungrow"        # and gives it back: brk shrinks
 wait $APID
 ok $? "attach --via=ebpf --glibc"
 f=$(ls "$TMP"/e.$TPID.*.mtp | tail -1)
 $MEMTAP report --format=json "$f" > "$TMP/e.json"
 G='.processes[0].glibc'
-echo info >&"${TGT[1]}"
-: > "$TMP/info.xml"
-while read -r -t 20 -u "${TGT[0]}" l && [ "$l" != done ]; do echo "$l" >> "$TMP/info.xml"; done
+info "$TMP/info.xml"
 mi_arenas=$(grep -c '<heap nr=' "$TMP/info.xml")
 mi_subheaps=$(awk '/<aspace type="subheaps"/ { match($0, /size="[0-9]+"/); s += substr($0, RSTART+6, RLENGTH-7) } END { print s+0 }' "$TMP/info.xml")
 mi_main=$(awk '/<heap nr="0"/{h=1} /<\/heap>/{h=0} h && /<system type="current"/ { match($0, /size="[0-9]+"/); print substr($0, RSTART+6, RLENGTH-7); exit }' "$TMP/info.xml")
@@ -43,6 +46,10 @@ grow=$(jq "$G.sbrk_grow_bytes" "$TMP/e.json")
 calls=$(jq '.processes[0].functions["heap: brk grow"].bytes // 0' "$TMP/e.json")
 [ "$grow" -ge 2900000 ] && [ "$grow" = "$calls" ]
 ok $? "sbrk growth while traced ($grow bytes) is the brk calls' (the 3 MB grown)"
+shrink=$(jq "$G.sbrk_shrink_bytes" "$TMP/e.json")
+calls=$(jq '.processes[0].functions["heap: brk shrink"].bytes // 0' "$TMP/e.json")
+[ "$shrink" -ge 2900000 ] && [ "$shrink" = "$calls" ]
+ok $? "and its shrinking ($shrink bytes) is the brk calls' too"
 thr=$(jq "$G.mmap_threshold // 0" "$TMP/e.json")
 if [ -z "$(ls /usr/lib/debug/.build-id 2>/dev/null)" ]; then
 	skip "libc6-dbg is not installed: no threshold from outside"
