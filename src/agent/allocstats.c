@@ -511,6 +511,8 @@ static int check_options(void)
 	return 1;
 }
 
+/* Every thread, once, at its first counted call (whether or not --glibc is
+ * on: an attach with --glibc later follows threads that started before). */
 void mt_glibc_thread_start(void)
 {
 	uint32_t i = __atomic_fetch_add(&nreg, 1, __ATOMIC_RELAXED);
