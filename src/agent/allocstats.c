@@ -513,11 +513,22 @@ static int check_options(void)
 
 /* Every thread, once, at its first counted call (whether or not --glibc is
  * on: an attach with --glibc later follows threads that started before). */
+#define REG_GONE UINT32_MAX /* a slot whose thread is gone (the control thread saw it) */
 void mt_glibc_thread_start(void)
 {
 	uint32_t i = __atomic_fetch_add(&nreg, 1, __ATOMIC_RELAXED);
-	if (i >= GLIBC_THREADS)
-		return; /* past the table: its arena is not followed (the arena's figures still are) */
+	if (i >= GLIBC_THREADS) {
+		/* full: the slot of a thread that is gone, if a look found one */
+		__atomic_store_n(&nreg, GLIBC_THREADS, __ATOMIC_RELAXED);
+		for (i = 0; i < GLIBC_THREADS; i++) {
+			uint32_t gone = REG_GONE;
+			if (__atomic_load_n(&reg[i].tid, __ATOMIC_RELAXED) == REG_GONE &&
+			    __atomic_compare_exchange_n(&reg[i].tid, &gone, 0, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+				break;
+		}
+		if (i >= GLIBC_THREADS)
+			return; /* its arena is not followed (the arena's figures still are) */
+	}
 	reg[i].tp = (uint64_t)(uintptr_t)__builtin_thread_pointer();
 	__atomic_store_n(&reg[i].tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
 }
@@ -545,8 +556,14 @@ static void glibc_read(void)
 		n = GLIBC_THREADS;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t tid = __atomic_load_n(&reg[i].tid, __ATOMIC_ACQUIRE);
-		if (!tid)
+		if (!tid || tid == REG_GONE)
 			continue;
+		char path[48];
+		snprintf(path, sizeof(path), "/proc/self/task/%u", tid);
+		if (access(path, F_OK)) { /* gone: its slot may serve another thread */
+			__atomic_compare_exchange_n(&reg[i].tid, &tid, REG_GONE, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+			continue;
+		}
 		at[k] = tls_known ? reg[i].tp + (uint64_t)tls_delta + syms.thread_arena : 0;
 		tids[k++] = tid;
 	}
