@@ -277,6 +277,14 @@ static void serve(int fd)
 		mt_reply(&b, e ? "error: %s\n" : "ok\n%s\n", msg);
 		break;
 	}
+	case MT_CTL_LEAKS: {
+		/* leaks: the check runs here, on the control thread; the result
+		 * is in the live file, for `memtap ctl` to render. */
+		char msg[2048] = "";
+		int e = mt_leaks_check(0, msg, sizeof(msg));
+		mt_reply(&b, e ? "error: %s\n" : "ok\n%s", msg);
+		break;
+	}
 	case MT_CTL_DETACH: {
 		char path[PATH_MAX];
 		int e = mt_detach(path, sizeof(path));
@@ -301,10 +309,13 @@ send:
 	mt_scratch_free(&b);
 }
 
+int mt_ctl_tid;
+
 static void *control_main(void *arg)
 {
 	(void)arg;
 	mt_tls_busy = 1; /* nothing this thread does is counted */
+	__atomic_store_n(&mt_ctl_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 	/* The thread wakes twice a second to check that its socket is still its
 	 * own.  (Periodic dumps are the session's: it reads the live file.) */
 	int tick = 500;

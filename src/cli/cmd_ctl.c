@@ -6,27 +6,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "live_read.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 #include "glibc_syms.h"
+#include "memtap/render.h"
 #include "session.h"
-
-static void ctl_usage(FILE *out)
-{
-	fprintf(out,
-		"usage: memtap ctl PID COMMAND\n"
-		"  activate      start counting (after run --inactive or deactivate)\n"
-		"  deactivate    stop counting; the program runs on at full speed\n"
-		"  dump [PATH]   write a profile now and print its path\n"
-		"  stats         memtap's counters and the allocator's own statistics (glibc,\n"
-		"                jemalloc, tcmalloc, mimalloc); without an agent, what can be\n"
-		"                read from outside\n"
-		"  reset         zero the counters (in-use carries on, the peak restarts)\n"
-		"  status        active or not, options and totals\n"
-		"Under jemalloc with MALLOC_CONF=prof:true, activate, deactivate and dump also\n"
-		"drive jemalloc's prof.active and prof.dump, and say what jemalloc did.\n");
-}
 
 static int ctl_dump(int pid, const struct mt_live_hdr *h, const char *path)
 {
@@ -115,20 +101,53 @@ static int ctl_stats_outside(pid_t pid, const char *why)
 	return 0;
 }
 
+/* leaks: the agent has checked and left the result in its live file; the
+ * sites, symbolized, from a snapshot taken as `ctl dump` takes one. */
+static int ctl_leaks_sites(int pid)
+{
+	char lpath[PATH_MAX], err[1024];
+	struct mt_live_hdr h;
+	if (mt_live_find(pid, lpath, sizeof(lpath), err, sizeof(err)) ||
+	    mt_live_read_header(lpath, &h, err, sizeof(err)))
+		return mt_error("ctl %d leaks: the per-site figures are in the live counter file, which "
+				"cannot be read: %s", pid, err), 1;
+	char prefix[PATH_MAX];
+	snprintf(prefix, sizeof(prefix), "%.*s", (int)sizeof(h.prefix), h.prefix);
+	struct mt_session *sess;
+	struct mt_session_opts so = {.prefix = prefix, .run_id = h.run_id, .stacks = h.stacks != 0};
+	if (mt_session_new(&so, &sess))
+		return mt_error("ctl: out of memory"), 1;
+	struct mt_profile *p = NULL;
+	int ret = mt_session_adopt(sess, pid, err, sizeof(err));
+	if (!ret)
+		ret = mt_session_snapshot(sess, pid, &p, err, sizeof(err));
+	if (!ret && p && p->leaks)
+		ret = mt_render_leaks_text(stdout, p, 10);
+	mt_profile_free(p);
+	mt_session_free(sess);
+	if (ret)
+		return mt_error("ctl %d leaks: %s", pid, err), 1;
+	return 0;
+}
+
 int cmd_ctl(int argc, char **argv)
 {
-	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		ctl_usage(stdout);
-		return 0;
+	int c;
+	optind = 1;
+	/* No option but --help; a word starting with '-' after PID is left to
+	 * the request's check. */
+	if (argc >= 2 && argv[1][0] == '-') {
+		if ((c = mt_cmd_getopt(MT_C_CTL, 2, argv)) != MT_CMD_DONE)
+			return c == MT_CMD_HELPED ? 0 : 2;
 	}
 	if (argc < 3 || argc > 4) {
-		ctl_usage(stderr);
-		return 2;
+		mt_error("ctl: %s: memtap ctl PID COMMAND [ARG]", argc < 3 ? "too few arguments" : "too many arguments");
+		return mt_cli_try_help("ctl");
 	}
 	char *end;
 	long pid = strtol(argv[1], &end, 10);
 	if (*end || pid <= 0 || pid > INT32_MAX)
-		return mt_error("ctl: '%s' is not a process id", argv[1]), 2;
+		return mt_error("ctl: '%s' is not a process id (memtap ctl PID COMMAND)", argv[1]), 2;
 
 	/* Build and check the request here, so a typo is reported without
 	 * touching the process. */
@@ -196,5 +215,7 @@ int cmd_ctl(int argc, char **argv)
 	}
 	fputs(resp, stdout);
 	free(resp);
+	if (parsed.cmd == MT_CTL_LEAKS)
+		return ctl_leaks_sites((int)pid);
 	return 0;
 }

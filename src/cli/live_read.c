@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include "live_read.h"
+#include "memtap/pools.h"
 #include "memtap/glibc.h"
+#include "memtap/leaks.h"
 #include "memtap/ctl.h"
 
 /* At most this much of a file is read: MT_LIVE_CAP is the agent's reservation. */
@@ -191,6 +193,7 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 	p->uid = tmp.uid;
 	p->run_id = tmp.run_id;
 	p->start_ns = tmp.start_ns;
+	p->peak_rss_bytes = tmp.peak_rss_bytes;
 	p->flags = tmp.flags | (*flags ? MT_PROFILE_SUSPECT : 0);
 	p->totals = tmp.totals;
 	p->sample_period = tmp.sample_period;
@@ -220,6 +223,8 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 		d->inuse_bytes = s->inuse_bytes;
 		d->peak_objects = s->peak_objects;
 		d->peak_bytes = s->peak_bytes;
+		d->temp_objects = s->temp_objects;
+		d->temp_bytes = s->temp_bytes;
 	}
 	for (uint32_t i = 0; i < tmp.npools; i++) {
 		const struct mt_pool *s = &tmp.pools[i];
@@ -233,8 +238,23 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 		d->bytes = s->bytes;
 		d->by = s->by;
 	}
+	/* APR pools (--pools); a table not where the header says is left out. */
+	if (mt_live_apr_read(&c->view, &p->apr) == -ENOMEM)
+		goto out;
 	if (mt_live_copy_glibc(c, p))
 		goto out;
+	/* leaks: the last leak check, if any */
+	if (c->hdr->leaks) {
+		uint32_t nl = mt_live_leak_count(&c->view);
+		struct mt_leaks l = {.sites = calloc(nl ? nl : 1, sizeof(*l.sites))};
+		if (!l.sites)
+			goto out;
+		if (mt_live_leaks_read(&c->view, p, &l, nl) > 0 && !(p->leaks = mt_leaks_dup(&l))) {
+			free(l.sites);
+			goto out;
+		}
+		free(l.sites);
+	}
 	*out = p;
 	p = NULL;
 	ret = 0;
