@@ -575,6 +575,7 @@ static void glibc_read(void)
  * 0.5 ms), so the sampler stays near 1 % of a core. */
 static unsigned period_ms = 10;
 static uint64_t since_ns; /* the first sample of the session */
+static uint32_t control_tid; /* registered as the control thread (a fork child has a new one) */
 
 unsigned mt_glibc_period_ms(void)
 {
@@ -586,15 +587,14 @@ unsigned mt_glibc_period_ms(void)
 void mt_glibc_tick(int full)
 {
 	static unsigned ticks;
-	static __thread int registered; /* this control thread (a fork child has a new one) */
 	if (!mt_glibc_on() || !check_options())
 		return;
-	if (!registered) {
-		registered = 1;
+	/* the control thread registers once (a fork child's is a new one) */
+	uint32_t tid = (uint32_t)syscall(SYS_gettid);
+	if (__atomic_exchange_n(&control_tid, tid, __ATOMIC_RELAXED) != tid)
 		mt_glibc_thread_start(); /* its arena is memtap's: the report says so */
-	}
 	pthread_mutex_lock(&glibc_lock);
-	work.agent_tid = (uint32_t)syscall(SYS_gettid);
+	work.agent_tid = tid;
 	if (full || ticks++ % 10 == 0 || !work.taken_ns) {
 		int first = !work.taken_ns;
 		glibc_read();
