@@ -31,8 +31,18 @@ static void text_stats(FILE *out, const struct mt_profile *p)
 	fprintf(out, "):\n");
 	if (!s->n)
 		fprintf(out, "  none: no statistics interface known to memtap for this allocator\n");
-	for (uint32_t i = 0; i < s->n; i++)
+	/* Per-arena figures (malloc_info's heaps, jemalloc's arenas) only in
+	 * JSON: the text keeps to the process's totals. */
+	uint32_t per_arena = 0;
+	for (uint32_t i = 0; i < s->n; i++) {
+		if (!strncmp(s->v[i].key, "malloc_info.heap.", 17) || !strncmp(s->v[i].key, "arena.", 6)) {
+			per_arena++;
+			continue;
+		}
 		mt_render_count_row(out, s->v[i].key, s->v[i].value);
+	}
+	if (per_arena)
+		fprintf(out, "  (%u per-arena figures: memtap report --format=json, processes[].stats)\n", per_arena);
 }
 
 static void text_glibc(FILE *out, const struct mt_glibc *g)
