@@ -149,6 +149,14 @@ void mt_glibc_sample_waits(pid_t pid, struct mt_glibc *g);
 /* The arena of G at ADDR, or NULL. */
 struct mt_glibc_arena *mt_glibc_arena_of(struct mt_glibc *g, uint64_t addr);
 
+/* The allocator's heap size in profile P, for timelines: glibc's bytes from
+ * the system (every arena, plus mmapped chunks) from --glibc's section, or
+ * from statistics taken within a second of P (glibc mallinfo2 arena +
+ * hblkhd, jemalloc stats.mapped, tcmalloc generic.heap_size, mimalloc
+ * process.current_commit).  0 and *OUT set, or -1: not known. */
+struct mt_profile;
+int mt_alloc_heap_bytes(const struct mt_profile *p, uint64_t *out);
+
 /* Copies the seqlocked SRC into DST (retrying while it is rewritten, at
  * most a few times) and clamps its counts; 0, or -EAGAIN when it kept
  * changing.  For the live file, whose writer is the traced process. */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "memtap/glibc.h"
 #include "session.h"
 #include "timeline_rec.h"
 
@@ -112,6 +113,8 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 		if (pt.rss_bytes)
 			pt.have |= MT_TL_HAVE_RSS;
 	}
+	if (!mt_alloc_heap_bytes(p, &pt.heap_bytes)) /* --glibc, or fresh statistics */
+		pt.have |= MT_TL_HAVE_HEAP;
 	if (mt_timeline_append(&se->tl, &pt))
 		return;
 	se->last = tot;

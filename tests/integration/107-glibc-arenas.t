@@ -9,7 +9,7 @@
 # its history.  Each worker thread is seen on an arena of its own.
 . "$(dirname "$0")/../lib.sh"
 DBG=/usr/lib/debug/.build-id
-plan 16
+plan 17
 
 send() { echo "$1" >&"${TGT[1]}"; local l; read -r -t 20 -u "${TGT[0]}" l; [ "$l" = done ]; }
 coproc TGT { exec $MEMTAP run -q --glibc -o "$TMP/g" -- "$FIX/glibc_arenas" 2>"$TMP/err"; }
@@ -83,3 +83,11 @@ after=$(jq "$G.sbrk_bytes" "$TMP/s.json")
 ok $? "freeing them shrinks the break by the 3 MB: $shrunk bytes given back ($before -> $after)"
 echo quit >&"${TGT[1]}"
 wait $RUNPID
+
+# The timeline (--interval) carries glibc's heap size at each point.
+(echo "grow 100000"; sleep 1; echo "grow 5000000"; sleep 1; echo quit) |
+	$MEMTAP run -q --glibc --interval=0.3 -o "$TMP/tl" -- "$FIX/glibc_arenas" > /dev/null
+heaps=$($MEMTAP report --format=json "$TMP"/tl.*.mtp | jq -c '[.processes[] | select(.timeline) | .timeline.points[] | .heap_bytes // empty]')
+diag "timeline heap bytes: $heaps"
+[ "$(jq 'length' <<<"$heaps")" -ge 4 ] && [ "$(jq '.[-1] - .[0]' <<<"$heaps")" -ge 4900000 ]
+ok $? "timeline points have the heap's size, which grew by the 5 MB"
