@@ -350,6 +350,7 @@ bench: deps
 	@bash bench/attach.sh
 	@bash bench/pools.sh
 	@bash bench/hooks.sh
+	@bash bench/glibc.sh
 	@bash bench/leaks.sh
 	@bash bench/timeline.sh
 	@bash bench/fleet.sh

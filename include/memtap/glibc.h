@@ -113,7 +113,8 @@ struct mt_glibc {
 	uint64_t samples;         /* lock-wait samples taken */
 	uint64_t sample_ms;       /* their period */
 	uint32_t narenas, nheaps, nthreads, nchanges;
-	uint32_t changes_dropped, pad;
+	uint32_t changes_dropped;
+	uint32_t agent_tid;       /* memtap's own control thread (it has an arena too), 0: none */
 	struct mt_glibc_arena arenas[MT_GLIBC_ARENAS];
 	struct mt_glibc_heap heaps[MT_GLIBC_HEAPS];
 	struct mt_glibc_thread threads[MT_GLIBC_THREADS];
@@ -148,13 +149,21 @@ void mt_glibc_sample_waits(pid_t pid, struct mt_glibc *g);
 /* The arena of G at ADDR, or NULL. */
 struct mt_glibc_arena *mt_glibc_arena_of(struct mt_glibc *g, uint64_t addr);
 
+/* The allocator's heap size in profile P, for timelines: glibc's bytes from
+ * the system (every arena, plus mmapped chunks) from --glibc's section, or
+ * from statistics taken within a second of P (glibc mallinfo2 arena +
+ * hblkhd, jemalloc stats.mapped, tcmalloc generic.heap_size, mimalloc
+ * process.current_commit).  0 and *OUT set, or -1: not known. */
+struct mt_profile;
+int mt_alloc_heap_bytes(const struct mt_profile *p, uint64_t *out);
+
 /* Copies the seqlocked SRC into DST (retrying while it is rewritten, at
  * most a few times) and clamps its counts; 0, or -EAGAIN when it kept
  * changing.  For the live file, whose writer is the traced process. */
 int mt_glibc_copy(struct mt_glibc *dst, const struct mt_glibc *src);
 int mt_stats_copy(struct mt_alloc_stats *dst, const struct mt_alloc_stats *src);
-/* Seqlocked rewrite: begin makes seq odd, end even again. */
-void mt_seq_begin(uint32_t *seq);
-void mt_seq_end(uint32_t *seq);
+/* Seqlocked rewrite of N bytes (a multiple of 8) at DST from SRC: SEQ odd
+ * while it runs, even again after. */
+void mt_seq_write(uint32_t *seq, void *dst, const void *src, size_t n);
 
 #endif

@@ -419,8 +419,9 @@ int mt_allocstats_take(struct mt_buf *text);
 void mt_jemalloc_bridge(int what, struct mt_buf *b);
 int mt_glibc_option(const char *name, const char *v); /* glibc, glibc_syms; -EINVAL: not ours */
 int mt_glibc_on(void);
-void mt_glibc_thread_start(void); /* a thread's first call, under --glibc */
+void mt_glibc_thread_start(void); /* a thread's first call */
 void mt_glibc_tick(int full);     /* the control thread's tick */
+unsigned mt_glibc_period_ms(void); /* how often it should come */
 void mt_glibc_fork_child(void);
 void mt_glibc_stop(void);         /* the end of an attach session */
 void mt_glibc_reset(void);        /* the start of one */

@@ -256,12 +256,14 @@ static void mimalloc_stats(struct mt_alloc_stats *s, struct mt_buf *text, mi_inf
 	}
 }
 
-int mt_allocstats_take(struct mt_buf *text)
+/* TRY: at exit, where waiting for the control thread is not an option. */
+static int take(struct mt_buf *text, int try)
 {
 	static struct mt_alloc_stats s; /* under stats_lock */
 	char path[512];
 	const char *alloc = mt_allocator_name(path, sizeof(path));
-	pthread_mutex_lock(&stats_lock);
+	if (try ? pthread_mutex_trylock(&stats_lock) : pthread_mutex_lock(&stats_lock))
+		return -EBUSY;
 	memset(&s, 0, sizeof(s));
 	snprintf(s.allocator, sizeof(s.allocator), "%s", alloc);
 	mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mallctl");
@@ -285,14 +287,18 @@ int mt_allocstats_take(struct mt_buf *text)
 	if (!live_stats && (live_stats = mt_shared_alloc(sizeof(*live_stats))))
 		__atomic_store_n(&mt_sh->allocstats, (uint64_t)(uintptr_t)live_stats, __ATOMIC_RELEASE);
 	if (live_stats) {
-		mt_seq_begin(&live_stats->seq);
-		uint32_t seq = live_stats->seq;
-		memcpy((char *)live_stats + 4, (char *)&s + 4, sizeof(s) - 4); /* all but seq */
-		live_stats->seq = seq;
-		mt_seq_end(&live_stats->seq);
+		/* from the second word on: the first holds seq (and n, rewritten
+		 * just after under the same odd sequence) */
+		s.seq = __atomic_load_n(&live_stats->seq, __ATOMIC_RELAXED) | 1;
+		mt_seq_write(&live_stats->seq, live_stats, &s, sizeof(s));
 	}
 	pthread_mutex_unlock(&stats_lock);
 	return known ? 0 : -ENOTSUP;
+}
+
+int mt_allocstats_take(struct mt_buf *text)
+{
+	return take(text, 0);
 }
 
 /* ---- the jemalloc bridge ---- */
@@ -386,7 +392,7 @@ static int tls_known;
 #define GLIBC_THREADS 1024
 static struct {
 	uint32_t tid;
-	uint64_t arena_at; /* &thread_arena of that thread */
+	uint64_t tp; /* its thread pointer: &thread_arena is tp + tls_delta + syms.thread_arena */
 } reg[GLIBC_THREADS];
 static uint32_t nreg; /* (atomic) slots handed out */
 
@@ -463,34 +469,67 @@ static void parse_syms(const char *v)
 		dlclose(h);
 }
 
+/* Options arrive early (the constructor, maybe inside the first malloc):
+ * they are only kept here; the control thread acts on them at its first
+ * tick (dladdr, dl_iterate_phdr and dlinfo take the loader's lock). */
+static char syms_opt[256];
+static int checked; /* the control thread has looked at the options */
+
 int mt_glibc_option(const char *name, const char *v)
 {
 	if (!strcmp(name, "glibc")) {
-		char path[512];
-		int on = v[0] == '1';
-		if (on && strcmp(mt_allocator_name(path, sizeof(path)), "glibc")) {
-			mt_log("--glibc: malloc here is %s's (%s), not glibc's: nothing to observe", 
-			       mt_allocator_name(path, sizeof(path)), path);
-			on = 0;
-		}
-		__atomic_store_n(&glibc_on, on, __ATOMIC_RELAXED);
+		__atomic_store_n(&checked, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&glibc_on, v[0] == '1', __ATOMIC_RELAXED);
 		return 0;
 	}
 	if (!strcmp(name, "glibc_syms")) {
-		parse_syms(v);
+		snprintf(syms_opt, sizeof(syms_opt), "%s", v);
+		__atomic_store_n(&checked, 0, __ATOMIC_RELAXED);
 		return 0;
 	}
 	return -EINVAL;
 }
 
+/* The first tick of a session: is malloc glibc's, and where are glibc's
+ * variables.  0: nothing to observe. */
+static int check_options(void)
+{
+	if (__atomic_load_n(&checked, __ATOMIC_RELAXED))
+		return 1;
+	char path[512];
+	const char *alloc = mt_allocator_name(path, sizeof(path));
+	if (strcmp(alloc, "glibc")) {
+		mt_log("--glibc: malloc here is %s's (%s), not glibc's: nothing to observe", alloc, path);
+		__atomic_store_n(&glibc_on, 0, __ATOMIC_RELAXED);
+		return 0;
+	}
+	memset(&syms, 0, sizeof(syms));
+	tls_known = 0;
+	if (syms_opt[0])
+		parse_syms(syms_opt);
+	__atomic_store_n(&checked, 1, __ATOMIC_RELAXED);
+	return 1;
+}
+
+/* Every thread, once, at its first counted call (whether or not --glibc is
+ * on: an attach with --glibc later follows threads that started before). */
+#define REG_GONE UINT32_MAX /* a slot whose thread is gone (the control thread saw it) */
 void mt_glibc_thread_start(void)
 {
-	if (!tls_known)
-		return;
 	uint32_t i = __atomic_fetch_add(&nreg, 1, __ATOMIC_RELAXED);
-	if (i >= GLIBC_THREADS)
-		return; /* past the table: its arena is not followed (the arena's figures still are) */
-	reg[i].arena_at = (uint64_t)((uintptr_t)__builtin_thread_pointer() + tls_delta + syms.thread_arena);
+	if (i >= GLIBC_THREADS) {
+		/* full: the slot of a thread that is gone, if a look found one */
+		__atomic_store_n(&nreg, GLIBC_THREADS, __ATOMIC_RELAXED);
+		for (i = 0; i < GLIBC_THREADS; i++) {
+			uint32_t gone = REG_GONE;
+			if (__atomic_load_n(&reg[i].tid, __ATOMIC_RELAXED) == REG_GONE &&
+			    __atomic_compare_exchange_n(&reg[i].tid, &gone, 0, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+				break;
+		}
+		if (i >= GLIBC_THREADS)
+			return; /* its arena is not followed (the arena's figures still are) */
+	}
+	reg[i].tp = (uint64_t)(uintptr_t)__builtin_thread_pointer();
 	__atomic_store_n(&reg[i].tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
 }
 
@@ -502,11 +541,8 @@ static void publish(void)
 		return;
 	if (!__atomic_load_n(&mt_sh->glibc, __ATOMIC_RELAXED))
 		__atomic_store_n(&mt_sh->glibc, (uint64_t)(uintptr_t)live_glibc, __ATOMIC_RELEASE);
-	mt_seq_begin(&live_glibc->seq);
-	uint32_t seq = live_glibc->seq;
-	memcpy((char *)live_glibc + 4, (char *)&work + 4, sizeof(work) - 4);
-	live_glibc->seq = seq;
-	mt_seq_end(&live_glibc->seq);
+	work.seq = __atomic_load_n(&live_glibc->seq, __ATOMIC_RELAXED) | 1;
+	mt_seq_write(&live_glibc->seq, live_glibc, &work, sizeof(work));
 }
 
 static pthread_mutex_t glibc_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -520,26 +556,64 @@ static void glibc_read(void)
 		n = GLIBC_THREADS;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t tid = __atomic_load_n(&reg[i].tid, __ATOMIC_ACQUIRE);
-		if (!tid)
+		if (!tid || tid == REG_GONE)
 			continue;
-		at[k] = reg[i].arena_at;
+		char path[48];
+		snprintf(path, sizeof(path), "/proc/self/task/%u", tid);
+		if (access(path, F_OK)) { /* gone: its slot may serve another thread */
+			__atomic_compare_exchange_n(&reg[i].tid, &tid, REG_GONE, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+			continue;
+		}
+		at[k] = tls_known ? reg[i].tp + (uint64_t)tls_delta + syms.thread_arena : 0;
 		tids[k++] = tid;
 	}
 	mt_glibc_read(getpid(), &syms, at, tids, k, &work);
 }
 
-/* Every tick of the control thread (10 ms under --glibc): a lock-wait
- * sample; every 10th, a full read, then into the live file. */
+/* The control thread's period under --glibc: 10 ms, longer when a sample
+ * takes more than 1 % of it (one read per thread: 64 threads take about
+ * 0.5 ms), so the sampler stays near 1 % of a core. */
+static unsigned period_ms = 10;
+static uint64_t since_ns; /* the first sample of the session */
+static uint32_t control_tid; /* registered as the control thread (a fork child has a new one) */
+
+unsigned mt_glibc_period_ms(void)
+{
+	return __atomic_load_n(&period_ms, __ATOMIC_RELAXED);
+}
+
+/* Every tick of the control thread: a lock-wait sample; every 10th, a full
+ * look; then into the live file. */
 void mt_glibc_tick(int full)
 {
 	static unsigned ticks;
-	if (!mt_glibc_on())
+	if (!mt_glibc_on() || !check_options())
 		return;
+	/* the control thread registers once (a fork child's is a new one) */
+	uint32_t tid = (uint32_t)syscall(SYS_gettid);
+	if (__atomic_exchange_n(&control_tid, tid, __ATOMIC_RELAXED) != tid)
+		mt_glibc_thread_start(); /* its arena is memtap's: the report says so */
 	pthread_mutex_lock(&glibc_lock);
-	work.sample_ms = 10;
-	if (full || ticks++ % 10 == 0 || !work.taken_ns)
+	work.agent_tid = tid;
+	if (full || ticks++ % 10 == 0 || !work.taken_ns) {
+		int first = !work.taken_ns;
 		glibc_read();
+		/* attach: the break's growth before it was not seen */
+		if (first && mt_g.attached_mode)
+			work.sbrk_grow_bytes = work.sbrk_grows = 0;
+	}
+	uint64_t t1 = mt_now_ns();
 	mt_glibc_sample_waits(getpid(), &work);
+	uint64_t us = (mt_now_ns() - t1) / 1000;
+	unsigned p = us / 10 > 10 ? (unsigned)(us / 10) : 10;
+	__atomic_store_n(&period_ms, p > 1000 ? 1000 : p, __ATOMIC_RELAXED);
+	/* the average period the samples were taken at */
+	if (!since_ns)
+		since_ns = t1;
+	else if (work.samples > 1)
+		work.sample_ms = (t1 - since_ns) / 1000000 / (work.samples - 1);
+	if (!work.sample_ms)
+		work.sample_ms = p;
 	publish();
 	pthread_mutex_unlock(&glibc_lock);
 }
@@ -558,6 +632,7 @@ void mt_glibc_reset(void)
 	__atomic_store_n(&glibc_on, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&mt_sh->glibc, 0, __ATOMIC_RELEASE);
 	memset(&work, 0, sizeof(work));
+	since_ns = 0;
 	pthread_mutex_unlock(&glibc_lock);
 }
 
@@ -578,12 +653,14 @@ void mt_glibc_fork_child(void)
  * final profile. */
 void mt_allocstats_final(void)
 {
-	if (mt_glibc_on()) {
-		/* not under glibc_lock: the control thread may hold it forever if
-		 * exit came while it was reading; a torn copy is what seq is for */
+	/* Only if the control thread is not at it: exit must not wait for it
+	 * (its last look is in the file already). */
+	if (mt_glibc_on() && __atomic_load_n(&checked, __ATOMIC_RELAXED) &&
+	    pthread_mutex_trylock(&glibc_lock) == 0) {
 		glibc_read();
 		publish();
+		pthread_mutex_unlock(&glibc_lock);
 	}
 	if (live_stats || mt_glibc_on())
-		mt_allocstats_take(NULL);
+		take(NULL, 1);
 }

@@ -324,12 +324,14 @@ static void *control_main(void *arg)
 	int tick = 500;
 	uint64_t stats_at = 0;
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
-		/* --glibc: a lock-wait sample every 10 ms, the allocator's
-		 * statistics every second (src/agent/allocstats.c) */
-		tick = mt_glibc_on() ? 10 : 500;
+		/* --glibc: a lock-wait sample every 10 ms or so
+		 * (src/agent/allocstats.c); the allocator's statistics once at
+		 * the start (then on demand: they walk every arena's free lists
+		 * under its lock, milliseconds on a big heap) */
+		tick = mt_glibc_on() ? (int)mt_glibc_period_ms() : 500;
 		if (mt_glibc_on()) {
 			mt_glibc_tick(0);
-			if (mt_now_ns() - stats_at > 1000000000ull) {
+			if (!stats_at) {
 				mt_allocstats_take(NULL);
 				stats_at = mt_now_ns();
 			}

@@ -255,8 +255,7 @@ struct mt_thread *mt_thread_attach(void)
 	}
 	MT_STORE(t->sample_left, mt_sample_interval(t));
 	mt_event_arm(t);
-	if (mt_glibc_on())
-		mt_glibc_thread_start();
+	mt_glibc_thread_start(); /* once per thread: a later --glibc session can follow it */
 	mt_tls_thread = t;
 	pthread_setspecific(mt_g.key, t);
 	mt_tls_busy = 0;

@@ -46,6 +46,21 @@ static int ctl_dump(int pid, const struct mt_live_hdr *h, const char *path)
 	return 0;
 }
 
+/* Whether PID is stopped or traced (state T or t in /proc/PID/stat). */
+static int proc_stopped(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')');
+	return p && (p[2] == 'T' || p[2] == 't');
+}
+
 /* ctl PID stats for a process with no agent: what the kernel and glibc's
  * memory tell from outside (src/cli/glibc_syms.c). */
 static int ctl_stats_outside(pid_t pid, const char *why)
@@ -164,8 +179,11 @@ int cmd_ctl(int argc, char **argv)
 			/* First the agent refreshes the allocator's figures in the
 			 * file (and runs jemalloc's prof.dump when it profiles); an
 			 * agent that does not answer leaves the last ones. */
+			/* A stopped process (SIGSTOP, a debugger) cannot answer:
+			 * its profile comes from the file at once, as before. */
 			char *sync = NULL;
-			if (mt_ctl_send((pid_t)pid, "sync dump\n", &sync, err, sizeof(err))) {
+			if (proc_stopped((pid_t)pid) ||
+			    mt_ctl_send_timeout((pid_t)pid, "sync dump\n", &sync, err, sizeof(err), 3)) {
 				free(sync);
 				sync = NULL;
 			}

@@ -78,7 +78,19 @@ int mt_ctl_socket_path(pid_t pid, char *path, size_t pathlen, char *err, size_t 
 	return -ENOENT;
 }
 
+static int ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen, int seconds);
+
 int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen)
+{
+	return ctl_send(pid, request, response, err, errlen, 30);
+}
+
+int mt_ctl_send_timeout(pid_t pid, const char *request, char **response, char *err, size_t errlen, int seconds)
+{
+	return ctl_send(pid, request, response, err, errlen, seconds);
+}
+
+static int ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen, int seconds)
 {
 	char path[PATH_MAX];
 	*response = NULL;
@@ -100,7 +112,7 @@ int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size
 				 e == EACCES ? "; run memtap as the process's user or as root" : "");
 		return -e;
 	}
-	struct timeval tv = {.tv_sec = 30};
+	struct timeval tv = {.tv_sec = seconds};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	size_t len = strlen(request);
 	if (write(fd, request, len) != (ssize_t)len) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "memtap/pools.h"
+#include "memtap/glibc.h"
 #include "session.h"
 #include "timeline_rec.h"
 
@@ -121,6 +122,8 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 				pt.pool_bytes += p->apr->pools[i].cur_bytes;
 		pt.have |= MT_TL_HAVE_POOLS;
 	}
+	if (!mt_alloc_heap_bytes(p, &pt.heap_bytes)) /* --glibc, or fresh statistics */
+		pt.have |= MT_TL_HAVE_HEAP;
 	if (mt_timeline_append(&se->tl, &pt))
 		return;
 	se->last = tot;

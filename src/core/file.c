@@ -109,6 +109,7 @@ static void encode_glibc(struct mt_buf *b, const struct mt_glibc *g)
 	for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
 		put_u64(b, head[i]);
 	put_u32(b, g->changes_dropped);
+	put_u32(b, g->agent_tid);
 	uint32_t n = g->narenas < MT_GLIBC_ARENAS ? g->narenas : MT_GLIBC_ARENAS;
 	put_u32(b, n);
 	for (uint32_t i = 0; i < n; i++) {
@@ -685,6 +686,7 @@ static int decode_glibc(struct cur *c, struct mt_profile *p)
 	for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
 		*head[i] = get_u64(c);
 	g->changes_dropped = get_u32(c);
+	g->agent_tid = get_u32(c);
 	g->narenas = get_count(c, MT_GLIBC_ARENAS);
 	for (uint32_t i = 0; i < g->narenas && !c->bad; i++) {
 		struct mt_glibc_arena *a = &g->arenas[i];

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "memtap/glibc.h"
+#include "memtap/profile.h"
 
 void mt_stats_add(struct mt_alloc_stats *s, const char *key, uint64_t value)
 {
@@ -37,16 +38,43 @@ int mt_stats_get(const struct mt_alloc_stats *s, const char *key, uint64_t *valu
 	return -1;
 }
 
-void mt_seq_begin(uint32_t *seq)
+/* Fence-free, as the reset baseline's seqlock (src/agent/state.c): the
+ * writer's data stores are releases, so none is seen before the odd
+ * sequence, and the even one is a release after them all; the reader's data
+ * loads are acquires, so its second look at the sequence comes after them. */
+int mt_alloc_heap_bytes(const struct mt_profile *p, uint64_t *out)
 {
-	/* An acquire-release read-modify-write: the writes that follow stay
-	 * after it (no fence: ThreadSanitizer does not model fences). */
-	__atomic_fetch_or(seq, 1, __ATOMIC_ACQ_REL);
+	if (p->glibc && p->glibc->narenas) {
+		uint64_t sum = p->glibc->mmapped_bytes;
+		for (uint32_t i = 0; i < p->glibc->narenas && i < MT_GLIBC_ARENAS; i++)
+			sum += p->glibc->arenas[i].system_bytes;
+		*out = sum;
+		return 0;
+	}
+	const struct mt_alloc_stats *s = p->stats;
+	if (!s || !s->taken_ns || !p->dump_ns || p->dump_ns - s->taken_ns > 1000000000ull)
+		return -1;
+	uint64_t a, b;
+	if (!mt_stats_get(s, "mallinfo2.arena", &a) && !mt_stats_get(s, "mallinfo2.hblkhd", &b)) {
+		*out = a + b;
+		return 0;
+	}
+	static const char *const keys[] = {"stats.mapped", "generic.heap_size", "process.current_commit"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (!mt_stats_get(s, keys[i], out))
+			return 0;
+	return -1;
 }
 
-void mt_seq_end(uint32_t *seq)
+void mt_seq_write(uint32_t *seq, void *dst, const void *src, size_t n)
 {
-	__atomic_store_n(seq, (__atomic_load_n(seq, __ATOMIC_RELAXED) | 1) + 1, __ATOMIC_RELEASE);
+	uint32_t s = __atomic_load_n(seq, __ATOMIC_RELAXED) | 1;
+	__atomic_store_n(seq, s, __ATOMIC_RELAXED);
+	uint64_t *d = dst;
+	const uint64_t *from = src;
+	for (size_t i = 0; i < n / 8; i++)
+		__atomic_store_n(&d[i], from[i], __ATOMIC_RELEASE);
+	__atomic_store_n(seq, s + 1, __ATOMIC_RELEASE);
 }
 
 /* Word by word, so the copy of a struct another process may be rewriting is
@@ -63,7 +91,7 @@ static int seq_copy(void *dst, const void *src, size_t n, const uint32_t *seq)
 		const uint64_t *s = src;
 		uint64_t *d = dst;
 		for (size_t i = 0; i < n / 8; i++)
-			d[i] = __atomic_load_n(&s[i], __ATOMIC_ACQUIRE); /* the check below stays after */
+			d[i] = __atomic_load_n(&s[i], __ATOMIC_ACQUIRE);
 		if (__atomic_load_n(seq, __ATOMIC_RELAXED) == s0)
 			return 0;
 	}

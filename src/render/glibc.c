@@ -31,8 +31,18 @@ static void text_stats(FILE *out, const struct mt_profile *p)
 	fprintf(out, "):\n");
 	if (!s->n)
 		fprintf(out, "  none: no statistics interface known to memtap for this allocator\n");
-	for (uint32_t i = 0; i < s->n; i++)
+	/* Per-arena figures (malloc_info's heaps, jemalloc's arenas) only in
+	 * JSON: the text keeps to the process's totals. */
+	uint32_t per_arena = 0;
+	for (uint32_t i = 0; i < s->n; i++) {
+		if (!strncmp(s->v[i].key, "malloc_info.heap.", 17) || !strncmp(s->v[i].key, "arena.", 6)) {
+			per_arena++;
+			continue;
+		}
 		mt_render_count_row(out, s->v[i].key, s->v[i].value);
+	}
+	if (per_arena)
+		fprintf(out, "  (%u per-arena figures: memtap report --format=json, processes[].stats)\n", per_arena);
 }
 
 static void text_glibc(FILE *out, const struct mt_glibc *g)
@@ -55,8 +65,9 @@ static void text_glibc(FILE *out, const struct mt_glibc *g)
 		fprintf(out, "Active arenas (thread -> arena, at the last look):\n");
 		for (uint32_t i = 0; i < g->nthreads; i++)
 			if (g->threads[i].arena && g->threads[i].alive)
-				fprintf(out, "\t%u -> 0x%" PRIx64 "%s\n", g->threads[i].tid, g->threads[i].arena,
-					g->threads[i].arenas_used > 1 ? " (moved arenas)" : "");
+				fprintf(out, "\t%u -> 0x%" PRIx64 "%s%s\n", g->threads[i].tid, g->threads[i].arena,
+					g->threads[i].arenas_used > 1 ? " (moved arenas)" : "",
+					g->threads[i].tid == g->agent_tid ? " (memtap's control thread)" : "");
 	}
 	fprintf(out, "Arenas: %u\n", g->narenas);
 	for (uint32_t i = 0; i < g->narenas; i++) {
@@ -71,6 +82,9 @@ static void text_glibc(FILE *out, const struct mt_glibc *g)
 			fprintf(out, ", %" PRIu64 " attached threads", a->attached_threads);
 		if (g->flags & MT_GLIBC_F_WAITS)
 			fprintf(out, ", %" PRIu64 " lock waits", a->lock_waits);
+		for (uint32_t k = 0; k < g->nthreads; k++)
+			if (a->addr && g->agent_tid && g->threads[k].tid == g->agent_tid && g->threads[k].arena == a->addr)
+				fprintf(out, " (memtap's control thread's)");
 		fputc('\n', out);
 	}
 	fprintf(out, "Allocated heaps:\n");
@@ -155,7 +169,12 @@ static void json_glibc(FILE *out, const struct mt_glibc *g)
 			fprintf(out, "null");
 		fprintf(out, ",\"arenas_used\":%" PRIu64 ",\"lock_waits\":%" PRIu64 "}", t->arenas_used, t->lock_waits);
 	}
-	fprintf(out, "],\"threshold_changes\":[");
+	fprintf(out, "],\"agent_tid\":");
+	if (g->agent_tid)
+		fprintf(out, "%u", g->agent_tid);
+	else
+		fprintf(out, "null");
+	fprintf(out, ",\"threshold_changes\":[");
 	for (uint32_t i = 0; i < g->nchanges; i++)
 		fprintf(out, "%s{\"ns\":%" PRIu64 ",\"mmap_threshold\":%" PRIu64 ",\"trim_threshold\":%" PRIu64 "}",
 			i ? "," : "", g->changes[i].ns, g->changes[i].mmap_threshold, g->changes[i].trim_threshold);

@@ -9,7 +9,7 @@
 # its history.  Each worker thread is seen on an arena of its own.
 . "$(dirname "$0")/../lib.sh"
 DBG=/usr/lib/debug/.build-id
-plan 15
+plan 17
 
 send() { echo "$1" >&"${TGT[1]}"; local l; read -r -t 20 -u "${TGT[0]}" l; [ "$l" = done ]; }
 coproc TGT { exec $MEMTAP run -q --glibc -o "$TMP/g" -- "$FIX/glibc_arenas" 2>"$TMP/err"; }
@@ -68,5 +68,26 @@ is "$(jq "$G.threshold_changes[0].mmap_threshold" "$TMP/g.json")" 131072 "which 
 workers=$(jq "[$G.threads[] | select(.alive and .arena != null)] | map(.arena) | unique | length" "$TMP/g.json")
 [ "$workers" -ge 4 ]
 ok $? "the main thread and the three workers are each seen on their own arena ($workers distinct)"
+# The break shrinks when grown blocks are freed and the heap trimmed: 3 MB
+# more on top (above the stdio buffer malloc_info's output made), then
+# everything grown freed.
+send "grow 3000000"
+sleep 0.3
+before=$($MEMTAP report --format=json "$($MEMTAP ctl $TPID dump | head -1)" | jq "$G.sbrk_bytes")
+send "ungrow"
+sleep 0.3
+$MEMTAP report --format=json "$($MEMTAP ctl $TPID dump | head -1)" > "$TMP/s.json"
+shrunk=$(jq "$G.sbrk_shrink_bytes" "$TMP/s.json")
+after=$(jq "$G.sbrk_bytes" "$TMP/s.json")
+[ "$shrunk" -ge 2900000 ] && [ $((before - after)) -ge 2900000 ]
+ok $? "freeing them shrinks the break by the 3 MB: $shrunk bytes given back ($before -> $after)"
 echo quit >&"${TGT[1]}"
 wait $RUNPID
+
+# The timeline (--interval) carries glibc's heap size at each point.
+(echo "grow 100000"; sleep 1; echo "grow 5000000"; sleep 1; echo quit) |
+	$MEMTAP run -q --glibc --interval=0.3 -o "$TMP/tl" -- "$FIX/glibc_arenas" > /dev/null
+heaps=$($MEMTAP report --format=json "$TMP"/tl.*.mtp | jq -c '[.processes[] | select(.timeline) | .timeline.points[] | .heap_bytes // empty]')
+diag "timeline heap bytes: $heaps"
+[ "$(jq 'length' <<<"$heaps")" -ge 4 ] && [ "$(jq '.[-1] - .[0]' <<<"$heaps")" -ge 4900000 ]
+ok $? "timeline points have the heap's size, which grew by the 5 MB"
