@@ -50,7 +50,7 @@
 
 #define LK_THREADS 8192
 #define LK_MODULE_RANGES 4096
-#define LK_STOP_WAIT_NS (2000ull * 1000 * 1000) /* a thread that takes longer is left running */
+#define LK_STOP_WAIT_NS (500ull * 1000 * 1000) /* a thread that takes longer is left running */
 
 enum {
 	T_ASKED = 1, /* signalled */
@@ -158,6 +158,27 @@ static int pick_signal(void)
 	return -1;
 }
 
+/* Whether thread TID blocks SIG now (/proc's SigBlk): it would never
+ * answer, so it is not waited for. */
+static int blocks_signal(int tid, int sig)
+{
+	char path[64], buf[2048];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	const char *b = strstr(buf, "\nSigBlk:");
+	if (!b)
+		return 0;
+	unsigned long long mask = strtoull(b + 9, NULL, 16);
+	return (mask >> (sig - 1)) & 1;
+}
+
 static int slot_of(int tid)
 {
 	for (uint32_t i = 0; i < lk_n; i++)
@@ -196,7 +217,9 @@ static int ask_new_threads(int self)
 			t->tid = tid;
 			t->state = T_ASKED;
 			__atomic_store_n(&lk_n, lk_n + 1, __ATOMIC_RELEASE);
-			if (syscall(SYS_tgkill, pid, tid, lk_sig) < 0)
+			if (blocks_signal(tid, lk_sig))
+				t->state = T_SKIPPED;
+			else if (syscall(SYS_tgkill, pid, tid, lk_sig) < 0)
 				t->state = T_GONE;
 			else
 				added++;
