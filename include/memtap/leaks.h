@@ -57,6 +57,7 @@ struct mt_reach {
 	/* glibc: a word equal to the chunk header that follows a block (what
 	 * the allocator's own bins and top pointer hold) does not reach it. */
 	int glibc_headers;
+	size_t hint;              /* the block last found (a search's starting guess) */
 	/* figures */
 	uint64_t scanned_bytes, unreadable_bytes;
 };

@@ -592,6 +592,21 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 		goto out;
 	}
 	dl_iterate_phdr(module_cb, &mods);
+	/* The block tables, made and faulted in while the threads run: a
+	 * million blocks take 96 MiB, whose page faults would lengthen the
+	 * pause. */
+	cap = mt_live_count();
+	cap += cap / 8 + 4096;
+	blocks = map_or_null(cap * sizeof(*blocks));
+	tmp = map_or_null(cap * sizeof(*tmp));
+	stack = map_or_null(cap * sizeof(*stack));
+	if (!blocks || !tmp || !stack) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memset(blocks, 0, cap * sizeof(*blocks));
+	memset(tmp, 0, cap * sizeof(*tmp));
+	memset(stack, 0, cap * sizeof(*stack));
 	if (pick_signal() < 0) {
 		snprintf(msg, msglen, "no free real-time signal to stop the threads with (SIGRTMAX-2 down to "
 			 "SIGRTMAX-11 all have handlers)");
@@ -616,10 +631,18 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	/* 3: the blocks, read without locks (every thread that could be
 	 * changing the table is stopped). */
 	uint32_t nmaps = read_maps(maps, (uint32_t)maps_cap, mapsbuf, mapsbuf_len);
-	cap = mt_live_count() + 64;
-	blocks = map_or_null(cap * sizeof(*blocks));
-	tmp = map_or_null(cap * sizeof(*tmp));
-	stack = map_or_null(cap * sizeof(*stack));
+	size_t live = mt_live_count() + 64;
+	if (live > cap) {
+		/* More blocks than the tables made before the stop can hold
+		 * (allocated in between): larger ones, in the pause. */
+		unmap(blocks, cap * sizeof(*blocks));
+		unmap(tmp, cap * sizeof(*tmp));
+		unmap(stack, cap * sizeof(*stack));
+		cap = live + live / 8;
+		blocks = map_or_null(cap * sizeof(*blocks));
+		tmp = map_or_null(cap * sizeof(*tmp));
+		stack = map_or_null(cap * sizeof(*stack));
+	}
 	if (!blocks || !tmp || !stack) {
 		release_threads();
 		ret = -ENOMEM;
@@ -627,6 +650,7 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	}
 	struct collect col = {blocks, 0, cap};
 	mt_live_each(collect_cb, &col);
+	uint64_t t_collected = mt_now_ns();
 	mt_reach_sort(blocks, col.n, tmp);
 	uint64_t t_sorted = mt_now_ns();
 	struct mt_reach r = {.b = blocks, .n = col.n, .stack = stack, .buf = buf, .buflen = buflen,
@@ -853,11 +877,12 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	__atomic_fetch_add(&l->seq, 1, __ATOMIC_RELEASE);
 	snprintf(msg, msglen,
 		 "definitely lost: %llu bytes in %llu blocks\nstill reachable: %llu bytes in %llu blocks\n"
-		 "threads stopped: %u%s%s\npause: %.3f ms (stop %.3f, blocks %.3f, roots %.3f, blocks reached %.3f ms), "
+		 "threads stopped: %u%s%s\npause: %.3f ms (stop %.3f, collect %.3f, sort %.3f, roots %.3f, blocks reached %.3f ms), "
 		 "%llu bytes of roots, %llu bytes scanned\n",
 		 (unsigned long long)ub, (unsigned long long)un, (unsigned long long)rb, (unsigned long long)rn,
 		 stopped + (self != mt_ctl_tid), skipped ? ", not stopped (signal blocked): " : "", skipped ? "some" : "",
-		 (double)pause / 1e6, (double)(t_stopped - t0) / 1e6, (double)(t_sorted - t_stopped) / 1e6,
+		 (double)pause / 1e6, (double)(t_stopped - t0) / 1e6, (double)(t_collected - t_stopped) / 1e6,
+		 (double)(t_sorted - t_collected) / 1e6,
 		 (double)(t_roots - t_sorted) / 1e6, (double)(t_scanned - t_roots) / 1e6, (unsigned long long)roots,
 		 (unsigned long long)r.scanned_bytes);
 	if (skipped) {

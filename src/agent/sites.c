@@ -605,7 +605,11 @@ void mt_live_each(int (*fn)(uintptr_t ptr, uint64_t size, struct mt_sitex *site,
 		return;
 	for (uint32_t b = 0; b < LIVE_BUCKETS; b++) {
 		/* A stopped thread may be mid-insert or mid-remove: each chain is
-		 * still whole at every instruction of those.  Bounded anyway. */
+		 * still whole at every instruction of those.  Bounded anyway.
+		 * The entries are scattered: the heads a few buckets ahead are
+		 * fetched while this chain is walked. */
+		if (b + 8 < LIVE_BUCKETS)
+			__builtin_prefetch(__atomic_load_n(&live_buckets[b + 8], __ATOMIC_RELAXED));
 		uint32_t walk = 0;
 		for (struct mt_live *e = __atomic_load_n(&live_buckets[b], __ATOMIC_ACQUIRE); e && walk < (1u << 24);
 		     e = e->next, walk++)
