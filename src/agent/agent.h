@@ -368,6 +368,9 @@ void mt_custom_stop(void);
  * threads, scans, stores the result in the live file (hdr.leaks); 0 or
  * -errno, with a summary or the reason in MSG. */
 int mt_leaks_check(int at_exit, char *msg, size_t msglen);
+/* A new child: no check of its own yet (the parent's is not its), and no
+ * check running (one may have been at the fork). */
+void mt_leaks_after_fork_child(void);
 /* sites.c, for the check: every sampled live allocation, read without the
  * live table's locks (the other threads are stopped: a lock one holds would
  * never be released); stops when FN returns nonzero.  mt_live_count(): how

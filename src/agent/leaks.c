@@ -492,6 +492,13 @@ static uint64_t scan_anon(struct mt_reach *r, const struct mapping *maps, uint32
 	return done;
 }
 
+void mt_leaks_after_fork_child(void)
+{
+	__atomic_store_n(&mt_sh->leaks, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&lk_lock, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&lk_on, 0, __ATOMIC_RELEASE);
+}
+
 /* ---- the check ---- */
 
 struct collect {

@@ -826,6 +826,7 @@ static void fork_child(void)
 	mt_shared_fork_child(mt_g.follow);
 	__atomic_store_n(&mt_sh->threads, (uint64_t)(uintptr_t)mt_threads_head(), __ATOMIC_RELEASE);
 	mt_sites_after_fork_child();
+	mt_leaks_after_fork_child();
 	if (!mt_g.follow) {
 		/* --no-follow: the child runs untraced and writes nothing. */
 		mt_set_active(0);
