@@ -71,6 +71,7 @@ struct lk_thread {
 
 static struct lk_thread *lk_tab; /* LK_THREADS, mmap'd once */
 static uint32_t lk_n;
+static uint32_t lk_overflow; /* threads past LK_THREADS: left running */
 static int lk_sig;           /* the signal, once chosen */
 static int lk_on;            /* a check is stopping threads */
 static uint32_t lk_release;  /* futex: bumped to release them */
@@ -162,7 +163,7 @@ static int pick_signal(void)
  * answer, so it is not waited for. */
 static int blocks_signal(int tid, int sig)
 {
-	char path[64], buf[2048];
+	char path[64], buf[4096];
 	snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -210,8 +211,12 @@ static int ask_new_threads(int self)
 			int tid = 0;
 			for (const char *c = d->name; *c >= '0' && *c <= '9'; c++)
 				tid = tid * 10 + (*c - '0');
-			if (tid <= 0 || tid == self || tid == mt_ctl_tid || slot_of(tid) >= 0 || lk_n >= LK_THREADS)
+			if (tid <= 0 || tid == self || tid == mt_ctl_tid || slot_of(tid) >= 0)
 				continue;
+			if (lk_n >= LK_THREADS) {
+				lk_overflow++;
+				continue;
+			}
 			struct lk_thread *t = &lk_tab[lk_n];
 			memset(t, 0, sizeof(*t));
 			t->tid = tid;
@@ -402,6 +407,23 @@ static int self_cb(struct dl_phdr_info *info, size_t size, void *arg)
 	return mine;
 }
 
+/* Seccomp in filter mode (/proc/self/status "Seccomp: 2"): a sandbox may
+ * answer a system call it does not expect with SIGSYS. */
+static int seccomp_filtered(void)
+{
+	char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	const char *s = strstr(buf, "\nSeccomp:");
+	return s && strtol(s + 9, NULL, 10) == 2;
+}
+
 /* ---- anonymous memory ---- */
 
 #define ARENA_SCAN_MAX 4096
@@ -559,6 +581,12 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 		mt_tls_busy = busy;
 		return -EINVAL;
 	}
+	if (seccomp_filtered()) {
+		snprintf(msg, msglen, "this process runs under a seccomp filter, which may forbid the system "
+			 "calls the check needs (tgkill, process_vm_readv, mincore) and kill it for them: not checked");
+		mt_tls_busy = busy;
+		return -EPERM;
+	}
 	if (__atomic_exchange_n(&lk_lock, 1, __ATOMIC_ACQUIRE)) {
 		snprintf(msg, msglen, "a leak check is already running in this process; try again");
 		mt_tls_busy = busy;
@@ -625,6 +653,7 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	int self = gettid_raw();
 	uint64_t t0 = mt_now_ns();
 	lk_n = 0;
+	lk_overflow = 0;
 	__atomic_store_n(&lk_stopped, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&lk_on, 1, __ATOMIC_RELEASE);
 	uint64_t deadline = t0 + LK_STOP_WAIT_NS;
@@ -632,7 +661,7 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	 * no new one shows up (a stopped thread makes none). */
 	for (int round = 0; round < 8 && ask_new_threads(self) > 0; round++)
 		wait_stopped(deadline);
-	uint32_t stopped = count_state(T_STOPPED), skipped = count_state(T_SKIPPED);
+	uint32_t stopped = count_state(T_STOPPED), skipped = count_state(T_SKIPPED) + lk_overflow;
 	uint64_t t_stopped = mt_now_ns();
 
 	/* 3: the blocks, read without locks (every thread that could be
