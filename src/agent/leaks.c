@@ -913,10 +913,10 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	__atomic_fetch_add(&l->seq, 1, __ATOMIC_RELEASE);
 	snprintf(msg, msglen,
 		 "definitely lost: %llu bytes in %llu blocks\nstill reachable: %llu bytes in %llu blocks\n"
-		 "threads stopped: %u%s%s\npause: %.3f ms (stop %.3f, collect %.3f, sort %.3f, roots %.3f, blocks reached %.3f ms), "
+		 "threads stopped: %u%s\npause: %.3f ms (stop %.3f, collect %.3f, sort %.3f, roots %.3f, blocks reached %.3f ms), "
 		 "%llu bytes of roots, %llu bytes scanned\n",
 		 (unsigned long long)ub, (unsigned long long)un, (unsigned long long)rb, (unsigned long long)rn,
-		 stopped + (self != mt_ctl_tid), skipped ? ", not stopped (signal blocked): " : "", skipped ? "some" : "",
+		 stopped + (self != mt_ctl_tid), skipped ? ", and some not (see below)" : "",
 		 (double)pause / 1e6, (double)(t_stopped - t0) / 1e6, (double)(t_collected - t_stopped) / 1e6,
 		 (double)(t_sorted - t_collected) / 1e6,
 		 (double)(t_roots - t_sorted) / 1e6, (double)(t_scanned - t_roots) / 1e6, (unsigned long long)roots,
