@@ -542,6 +542,15 @@ static int collect_cb(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void 
 	return 0;
 }
 
+static int count_cb(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void *arg)
+{
+	(void)ptr;
+	(void)size;
+	(void)site;
+	++*(size_t *)arg;
+	return 0;
+}
+
 /* Per site accumulation: open addressing on the site's address. */
 struct acc {
 	uint64_t site, lost_o, lost_b, reach_o, reach_b;
@@ -667,7 +676,8 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	/* 3: the blocks, read without locks (every thread that could be
 	 * changing the table is stopped). */
 	uint32_t nmaps = read_maps(maps, (uint32_t)maps_cap, mapsbuf, mapsbuf_len);
-	size_t live = mt_live_count() + 64;
+	size_t live = 0;
+	mt_live_each(count_cb, &live);
 	if (live > cap) {
 		/* More blocks than the tables made before the stop can hold
 		 * (allocated in between): larger ones, in the pause. */
