@@ -10,7 +10,7 @@ static const struct {
 	const char *usage;
 } commands[] = {
 	{"run", cmd_run, "run [-o PREFIX] [--stacks|--sample=B|--leaks] [-f FUNC[:size=argN][:pool=argM]] [--report-file F] [-q] -- CMD [ARGS...]"},
-	{"ctl", cmd_ctl, "ctl PID activate|deactivate|dump [PATH]|stats|reset|status"},
+	{"ctl", cmd_ctl, "ctl PID activate|deactivate|dump [PATH]|stats|reset|status|leaks"},
 	{"report", cmd_report, "report [--format=text|json|collapsed|svg|pprof|jeprof] [--value=inuse|alloc] [--merge] [-o OUT] FILE..."},
 	{"diff", cmd_diff, "diff [--format=text|pprof] [--top=N] [--force] [-o OUT] BASE NEW"},
 	{"attach", cmd_attach, "attach -p PID --via=ebpf [-d SECONDS] [-f FUNC[:size=argN][:pool=argM]] [--within FUNC] [--heap-events] [--stacks] [-o PREFIX]"},
