@@ -365,9 +365,11 @@ const char *mt_custom_error(void);
 void mt_custom_stop(void);
 
 /* leaks.c: the leak check by reachability (docs/LEAKS.md).  Stops the other
- * threads, scans, stores the result in the live file (hdr.leaks); 0 or
- * -errno, with a summary or the reason in MSG. */
-int mt_leaks_check(int at_exit, char *msg, size_t msglen);
+ * threads (but the NHELD ones the memtap command holds stopped, whose
+ * registers HELD gives), scans, stores the result in the live file
+ * (hdr.leaks); 0 or -errno, with a summary or the reason in MSG. */
+struct mt_leaks_held;
+int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld, char *msg, size_t msglen);
 /* A new child: no check of its own yet (the parent's is not its), and no
  * check running (one may have been at the fork). */
 void mt_leaks_after_fork_child(void);

@@ -59,6 +59,7 @@ enum {
 	T_SKIPPED,   /* did not answer in time (signal blocked?): left running */
 	T_GONE,      /* exited before the signal */
 	T_RESUMED,   /* released and out of the handler */
+	T_HELD,      /* stopped by the memtap command (ptrace), registers from it */
 };
 
 struct lk_thread {
@@ -124,6 +125,7 @@ static void on_signal(int sig, siginfo_t *si, void *uctx)
 	const ucontext_t *uc = uctx;
 	for (int i = 0; i < NGREG; i++)
 		t->gregs[i] = (uint64_t)uc->uc_mcontext.gregs[i];
+	t->sp = t->gregs[REG_RSP];
 	uint64_t fs;
 	__asm__ volatile("mov %%fs:0, %0" : "=r"(fs));
 	t->fs = fs;
@@ -573,7 +575,7 @@ static struct mt_live_leaks *table_for(uint32_t nsites)
 	return n;
 }
 
-int mt_leaks_check(int at_exit, char *msg, size_t msglen)
+int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld, char *msg, size_t msglen)
 {
 	/* The registers this thread holds at the call (callee-saved: what the
 	 * program's frames above keep in them), before anything else. */
@@ -663,6 +665,20 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	uint64_t t0 = mt_now_ns();
 	lk_n = 0;
 	lk_overflow = 0;
+	/* Threads the memtap command holds (ptrace): stopped already, with
+	 * their registers; never signalled (a tracee's signal would stop it
+	 * for its tracer). */
+	for (uint32_t i = 0; held && i < nheld && lk_n < LK_THREADS; i++) {
+		struct lk_thread *t = &lk_tab[lk_n++];
+		memset(t, 0, sizeof(*t));
+		t->tid = held[i].tid;
+		t->state = T_HELD;
+		for (int k = 0; k < 27 && k < NGREG; k++)
+			t->gregs[k] = held[i].regs[k];
+		/* (the words past NGREG: segment registers and bases) */
+		t->sp = held[i].sp;
+		t->fs = held[i].fs_base;
+	}
 	__atomic_store_n(&lk_stopped, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&lk_on, 1, __ATOMIC_RELEASE);
 	uint64_t deadline = t0 + LK_STOP_WAIT_NS;
@@ -670,7 +686,7 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	 * no new one shows up (a stopped thread makes none). */
 	for (int round = 0; round < 8 && ask_new_threads(self) > 0; round++)
 		wait_stopped(deadline);
-	uint32_t stopped = count_state(T_STOPPED), skipped = count_state(T_SKIPPED) + lk_overflow;
+	uint32_t stopped = count_state(T_STOPPED) + count_state(T_HELD), skipped = count_state(T_SKIPPED) + lk_overflow;
 	uint64_t t_stopped = mt_now_ns();
 
 	/* 3: the blocks, read without locks (every thread that could be
@@ -717,9 +733,9 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	for (uint32_t i = 0; i < lk_n; i++) {
 		const struct lk_thread *t = &lk_tab[i];
 		uint64_t sp = 0, fs = 0;
-		if (t->state == T_STOPPED) {
+		if (t->state == T_STOPPED || t->state == T_HELD) {
 			mt_reach_words(&r, t->gregs, NGREG);
-			sp = t->gregs[REG_RSP];
+			sp = t->sp;
 			fs = t->fs;
 		} else if (t->state == T_SKIPPED) {
 			/* Left running (it blocks the signal): its stack as far as

@@ -687,7 +687,7 @@ int mt_detach(char *out, size_t outlen)
 	 * the detach profile carries it. */
 	if (MT_OPT(leaks)) {
 		char msg[1024] = "";
-		if (mt_leaks_check(0, msg, sizeof(msg)) < 0)
+		if (mt_leaks_check(0, NULL, 0, msg, sizeof(msg)) < 0)
 			mt_log("--leaks: the leak check at detach failed: %s", msg);
 	}
 	/* Restore the slots first: calls already inside a wrapper finish
@@ -1058,7 +1058,7 @@ static void finish(uint32_t how, uint32_t code)
 		/* --leaks: the check, while the memory is still there; the
 		 * final profile carries it (the live file's leak table). */
 		char msg[1024] = "";
-		if (mt_leaks_check(1, msg, sizeof(msg)) < 0)
+		if (mt_leaks_check(1, NULL, 0, msg, sizeof(msg)) < 0)
 			mt_log("--leaks: the leak check at exit failed: %s", msg);
 	}
 	if (MT_OPT(stacks) && !inert)

@@ -80,6 +80,12 @@ int mt_ctl_socket_path(pid_t pid, char *path, size_t pathlen, char *err, size_t 
 
 int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen)
 {
+	return mt_ctl_send_data(pid, request, NULL, 0, response, err, errlen);
+}
+
+int mt_ctl_send_data(pid_t pid, const char *request, const void *data, size_t datalen, char **response, char *err,
+		     size_t errlen)
+{
 	char path[PATH_MAX];
 	*response = NULL;
 	int r = mt_ctl_socket_path(pid, path, sizeof(path), err, errlen);
@@ -108,6 +114,18 @@ int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size
 		snprintf(err, errlen, "sending to %s: %s", path, strerror(errno));
 		close(fd);
 		return r;
+	}
+	for (size_t off = 0; off < datalen;) {
+		ssize_t n = write(fd, (const char *)data + off, datalen - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			snprintf(err, errlen, "sending to %s: %s", path, strerror(-r));
+			close(fd);
+			return r;
+		}
+		off += (size_t)n;
 	}
 	shutdown(fd, SHUT_WR);
 	size_t cap = 65536, got = 0;

@@ -4,7 +4,7 @@
 # agree, and the program runs on healthy: its structures intact, its threads
 # alive, the same exit.  Then the final profile carries the check at exit.
 . "$(dirname "$0")/../lib.sh"
-plan 25
+plan 29
 F="$FIX/leak_patterns"
 
 coproc TGT { exec $MEMTAP run --leaks -o "$TMP/s" -- "$F" serve 2> "$TMP/err"; }
@@ -52,12 +52,26 @@ done
 is "$agree" 5 "5 checks during the churn: the same lost bytes each time"
 like "$(cmd stopchurn)" "^churned [1-9][0-9]*$" "the churn ran on between the checks and ends normally"
 
-# A thread that blocks every signal cannot be stopped: it is not waited
-# for, its stack is still scanned (from its stack pointer in /proc), and the
+# A thread that blocks every signal cannot be stopped by the agent's
+# signal: ctl holds it with ptrace when it may (root here), else the agent
+# does not wait for it, scans its stack from /proc's stack pointer, and the
 # report says so.
 is "$(cmd blocker)" blocking "a thread that blocks every signal"
 out=$($MEMTAP ctl $TPID leaks)
 is "$(lost_of "$out")" "8097 164" "the block only on its stack is not lost"
+if [ "$(id -u)" = 0 ]; then
+	is "$(sed -n 's/^threads stopped: \([0-9]*\).*/\1/p' <<< "$out")" "$(($(threads) - 1))" \
+		"every thread but the agent's stopped: the blocking one held by ctl (ptrace)"
+	unlike() { ! [[ "$1" =~ $2 ]]; ok $? "$3"; }
+	unlike "$out" "could not be stopped" "no thread left running"
+else
+	skip "ctl holds threads with ptrace only as root here"
+	skip "ctl holds threads with ptrace only as root here"
+fi
+is "$(grep -h TracerPid /proc/$TPID/task/*/status | sort -u | tr -d '\t ')" "TracerPid:0" \
+	"and none is left traced"
+out=$(MEMTAP_LEAKS_NO_HOLD=1 $MEMTAP ctl $TPID leaks)
+is "$(lost_of "$out")" "8097 164" "without ptrace (MEMTAP_LEAKS_NO_HOLD=1): the same figures"
 like "$out" "warning: 1 threads could not be stopped" "the report says a thread was left running"
 p=$(sed -n 's/^pause: \([0-9]*\).*/\1/p' <<< "$out")
 [ "${p:-9999}" -lt 500 ]
