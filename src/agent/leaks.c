@@ -938,10 +938,11 @@ int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld
 	l->nsites = w;
 	__atomic_fetch_add(&l->seq, 1, __ATOMIC_RELEASE);
 	snprintf(msg, msglen,
-		 "definitely lost: %llu bytes in %llu blocks\nstill reachable: %llu bytes in %llu blocks\n"
+		 "definitely lost: %llu bytes in %llu block%s\nstill reachable: %llu bytes in %llu block%s\n"
 		 "threads stopped: %u%s\npause: %.3f ms (stop %.3f, collect %.3f, sort %.3f, roots %.3f, blocks reached %.3f ms), "
 		 "%llu bytes of roots, %llu bytes scanned\n",
-		 (unsigned long long)ub, (unsigned long long)un, (unsigned long long)rb, (unsigned long long)rn,
+		 (unsigned long long)ub, (unsigned long long)un, un == 1 ? "" : "s", (unsigned long long)rb,
+		 (unsigned long long)rn, rn == 1 ? "" : "s",
 		 stopped + (self != mt_ctl_tid), skipped ? ", and some not (see below)" : "",
 		 (double)pause / 1e6, (double)(t_stopped - t0) / 1e6, (double)(t_collected - t_stopped) / 1e6,
 		 (double)(t_sorted - t_collected) / 1e6,
@@ -949,8 +950,9 @@ int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld
 		 (unsigned long long)r.scanned_bytes);
 	if (skipped) {
 		char *e = msg + strlen(msg);
-		snprintf(e, msglen - (size_t)(e - msg), "warning: %u threads could not be stopped: their registers "
-			 "were not scanned, blocks only they hold may be counted as lost\n", skipped);
+		snprintf(e, msglen - (size_t)(e - msg), "warning: %u thread%s could not be stopped: %s registers "
+			 "were not scanned, blocks only %s may be counted as lost\n", skipped, skipped == 1 ? "" : "s",
+			 skipped == 1 ? "its" : "their", skipped == 1 ? "it holds" : "they hold");
 	}
 out:
 	unmap(mods.r, LK_MODULE_RANGES * sizeof(*mods.r));

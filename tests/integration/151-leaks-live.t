@@ -32,8 +32,8 @@ r0=$(reach_of "$out")
 is "$(cmd 'leak 777')" "leaked 777" "a leak made while it runs"
 out=$($MEMTAP ctl $TPID leaks)
 is "$(lost_of "$out")" "8097 164" "found: 777 bytes more, one block"
-like "$out" "777 bytes in 1 blocks are definitely lost, allocated by malloc from:" "with its own site"
-grep -A1 '^  777 bytes in 1 blocks are definitely lost' <<< "$out" | grep -q ' serve '
+like "$out" "777 bytes in 1 block is definitely lost, allocated by malloc from:" "with its own site"
+grep -A1 '^  777 bytes in 1 block is definitely lost' <<< "$out" | grep -q ' serve '
 ok $? "allocated in serve()"
 
 is "$(cmd 'keep 5000')" "kept 5000" "a block kept in a global list"
@@ -72,7 +72,7 @@ is "$(grep -h TracerPid /proc/$TPID/task/*/status | sort -u | tr -d '\t ')" "Tra
 	"and none is left traced"
 out=$(MEMTAP_LEAKS_NO_HOLD=1 $MEMTAP ctl $TPID leaks)
 is "$(lost_of "$out")" "8097 164" "without ptrace (MEMTAP_LEAKS_NO_HOLD=1): the same figures"
-like "$out" "warning: 1 threads could not be stopped" "the report says a thread was left running"
+like "$out" "warning: 1 thread could not be stopped" "the report says a thread was left running"
 p=$(sed -n 's/^pause: \([0-9]*\).*/\1/p' <<< "$out")
 [ "${p:-9999}" -lt 500 ]
 ok $? "and the check did not wait for it (pause ${p} ms; the wait for a thread is 500 ms)"

@@ -27,7 +27,7 @@ cmd "keep 5000" > /dev/null
 out=$($MEMTAP ctl $TPID leaks)
 ok $? "ctl leaks while attached"
 diag "$(grep '^pause' <<< "$out")"
-like "$out" "^definitely lost: 777 bytes in 1 blocks" "only the leak made after the attach is lost"
+like "$out" "^definitely lost: 777 bytes in 1 block$" "only the leak made after the attach is lost"
 like "$out" "attached: memory allocated before the attach was scanned as roots" "the report says how it scanned"
 reach=$(sed -n 's/^still reachable: \([0-9]*\) bytes.*/\1/p' <<< "$out")
 [ "${reach:-0}" -ge 8333 ]
