@@ -607,6 +607,7 @@ void mt_sites_after_fork_child(void)
 {
 	for (uint32_t i = 0; i < LIVE_STRIPES; i++)
 		__atomic_store_n(&stripes[i].lock, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&slab_lock, 0, __ATOMIC_RELAXED); /* the entries' slabs, likewise */
 	__atomic_store_n(&mt_sh->sites, (uint64_t)(uintptr_t)__atomic_load_n(&all_sites, __ATOMIC_ACQUIRE),
 			 __ATOMIC_RELEASE);
 }
