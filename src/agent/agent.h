@@ -232,7 +232,9 @@ void mt_inuse_flush(struct mt_thread *t); /* fold T's delta into mt_g.inuse */
 void mt_inuse_fold(int64_t delta);        /* add to mt_g.inuse, track the peak */
 void mt_peak_offer(int64_t inuse);        /* raise mt_g.peak to INUSE if higher */
 void *mt_arena_alloc(size_t size);        /* zeroed, page-backed, never freed */
-uint32_t mt_arena_chunks(const uint64_t (**out)[2]); /* the arena's [lo, hi) chunks (leaks.c) */
+/* The arena's [lo, hi) chunks (leaks.c): how many were made; only the first
+ * 4096 are listed. */
+uint32_t mt_arena_chunks(const uint64_t (**out)[2]);
 /* Sums every thread's counters (minus the reset baseline) into P, whose funcs
  * array must have room for MT_FN_COUNT entries; only called functions are
  * included unless ALL. */

@@ -428,7 +428,7 @@ static int seccomp_filtered(void)
 
 /* ---- anonymous memory ---- */
 
-#define ARENA_SCAN_MAX 4096
+#define ARENA_SCAN_MAX 4096 /* state.c's ARENA_CHUNKS */
 
 static int is_stack(uint64_t lo, uint64_t hi, uint64_t own_sp)
 {

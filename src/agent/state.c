@@ -77,7 +77,7 @@ static uint32_t arena_nchunks;
 uint32_t mt_arena_chunks(const uint64_t (**out)[2])
 {
 	*out = arena_chunks;
-	return __atomic_load_n(&arena_nchunks, __ATOMIC_ACQUIRE);
+	return __atomic_load_n(&arena_nchunks, __ATOMIC_ACQUIRE); /* > ARENA_CHUNKS: some not listed */
 }
 
 static void spin_lock(int *l)
@@ -107,8 +107,10 @@ void *mt_arena_alloc(size_t size)
 		if (arena_nchunks < ARENA_CHUNKS) {
 			arena_chunks[arena_nchunks][0] = (uint64_t)(uintptr_t)m;
 			arena_chunks[arena_nchunks][1] = (uint64_t)(uintptr_t)m + chunk;
-			__atomic_store_n(&arena_nchunks, arena_nchunks + 1, __ATOMIC_RELEASE);
 		}
+		/* past ARENA_CHUNKS the count says so: the check then leaves
+		 * anonymous memory out (it could not tell the arena apart) */
+		__atomic_store_n(&arena_nchunks, arena_nchunks + 1, __ATOMIC_RELEASE);
 		__atomic_fetch_add(&mt_g.arena_bytes, chunk, __ATOMIC_RELAXED);
 	}
 	void *p = arena_cur;
