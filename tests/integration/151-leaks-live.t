@@ -4,7 +4,7 @@
 # agree, and the program runs on healthy: its structures intact, its threads
 # alive, the same exit.  Then the final profile carries the check at exit.
 . "$(dirname "$0")/../lib.sh"
-plan 29
+plan 33
 F="$FIX/leak_patterns"
 
 coproc TGT { exec $MEMTAP run --leaks -o "$TMP/s" -- "$F" serve 2> "$TMP/err"; }
@@ -40,6 +40,15 @@ is "$(cmd 'keep 5000')" "kept 5000" "a block kept in a global list"
 out=$($MEMTAP ctl $TPID leaks)
 is "$(lost_of "$out")" "8097 164" "kept memory is not lost"
 is "$(reach_of "$out")" "$((r0 + 5000))" "it is still reachable: 5000 bytes more"
+
+# Blocks whose pages were unmapped behind the allocator's back, or made a
+# guard page: read with process_vm_readv, an error, never a fault.
+is "$(cmd unmapped)" unmapped "a block mostly unmapped, one with a guard page"
+out=$($MEMTAP ctl $TPID leaks)
+ok $? "ctl leaks reads around them"
+is "$(lost_of "$out")" "8097 164" "nothing more lost"
+is "$(reach_of "$out")" "$((r0 + 5000 + 2 * 1048576))" "both are still reachable"
+r0=$((r0 + 2 * 1048576))
 
 # Checks while a thread allocates and frees as fast as it can: each one
 # stops it where it is, and its 64 live blocks (on its stack, in its
