@@ -375,6 +375,8 @@ int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld
 /* A new child: no check of its own yet (the parent's is not its), and no
  * check running (one may have been at the fork). */
 void mt_leaks_after_fork_child(void);
+/* How long ago the last check ended (UINT64_MAX: none yet). */
+uint64_t mt_leaks_age_ns(void);
 /* sites.c, for the check: every sampled live allocation, read without the
  * live table's locks (the other threads are stopped: a lock one holds would
  * never be released); stops when FN returns nonzero.  mt_live_count(): how

@@ -151,6 +151,9 @@ static void cmd_status(struct mt_buf *b)
 	reply(b, "allocator: %s (%s)\n", alloc, alloc_path);
 	reply(b, "fast_paths: %s\n", mt_fast_paths());
 	reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
+	/* leaks: the detach command makes the check at detach itself (it can
+	 * hold the threads the agent's signal cannot stop) when it reads this */
+	reply(b, "leaks: %s\n", MT_OPT(leaks) ? (mt_g.attached_mode ? "at detach" : "at exit") : "off");
 	reply(b, "agent_memory_bytes: %llu\n",
 	      (unsigned long long)__atomic_load_n(&mt_g.arena_bytes, __ATOMIC_RELAXED));
 	reply(b, "calls: %llu\n", (unsigned long long)calls);

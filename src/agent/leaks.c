@@ -78,6 +78,7 @@ static int lk_on;            /* a check is stopping threads */
 static uint32_t lk_release;  /* futex: bumped to release them */
 static uint32_t lk_stopped;  /* futex: threads stopped so far */
 static int lk_lock;          /* one check at a time */
+static uint64_t lk_done_ns;  /* when the last check ended (mt_now_ns) */
 static size_t lk_tls_size;   /* glibc's static TLS block, TCB included */
 static uint64_t lk_self_lo, lk_self_hi; /* the agent's module (its segments are not roots) */
 static uint64_t lk_ld_lo, lk_ld_hi;     /* the dynamic linker's text */
@@ -516,6 +517,12 @@ static uint64_t scan_anon(struct mt_reach *r, const struct mapping *maps, uint32
 	return done;
 }
 
+uint64_t mt_leaks_age_ns(void)
+{
+	uint64_t done = __atomic_load_n(&lk_done_ns, __ATOMIC_ACQUIRE);
+	return done ? mt_now_ns() - done : UINT64_MAX;
+}
+
 void mt_leaks_after_fork_child(void)
 {
 	__atomic_store_n(&mt_sh->leaks, 0, __ATOMIC_RELEASE);
@@ -937,6 +944,7 @@ int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld
 							       acc[h].reach_b};
 	l->nsites = w;
 	__atomic_fetch_add(&l->seq, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&lk_done_ns, mt_now_ns(), __ATOMIC_RELEASE);
 	snprintf(msg, msglen,
 		 "definitely lost: %llu bytes in %llu block%s\nstill reachable: %llu bytes in %llu block%s\n"
 		 "threads stopped: %u%s\npause: %.3f ms (stop %.3f, collect %.3f, sort %.3f, roots %.3f, blocks reached %.3f ms), "

@@ -58,6 +58,10 @@ int mt_ctl_socket_path(pid_t pid, char *path, size_t pathlen, char *err, size_t 
  * the text after "ok" in *RESPONSE, 1 with the agent's error message in
  * *RESPONSE, or -errno with ERR (no response).  Free *RESPONSE. */
 int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen);
+/* leaks: a leak check by reachability in PID now, the threads that block
+ * the agent's signal held with ptrace when permitted (cmd_ctl.c); as
+ * mt_ctl_send. */
+int mt_ctl_leaks(pid_t pid, char **response, char *err, size_t errlen);
 /* The same, with DATALEN bytes of DATA sent after the request line. */
 int mt_ctl_send_data(pid_t pid, const char *request, const void *data, size_t datalen, char **response, char *err,
 		     size_t errlen);

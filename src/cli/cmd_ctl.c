@@ -167,6 +167,21 @@ static void let_go(struct hold *hs)
 	free(hs->sig);
 }
 
+int mt_ctl_leaks(pid_t pid, char **response, char *err, size_t errlen)
+{
+	struct hold hs = {0};
+	/* MEMTAP_LEAKS_NO_HOLD=1: no ptrace (the agent scans such threads
+	 * unstopped, and says so) */
+	const char *nh = getenv("MEMTAP_LEAKS_NO_HOLD");
+	if (!(nh && *nh == '1'))
+		hold_threads((int)pid, &hs);
+	char req[64];
+	snprintf(req, sizeof(req), "leaks %zu\n", hs.n);
+	int r = mt_ctl_send_data(pid, req, hs.h, hs.n * sizeof(*hs.h), response, err, errlen);
+	let_go(&hs);
+	return r;
+}
+
 /* leaks: the agent has checked and left the result in its live file; the
  * sites, symbolized, from a snapshot taken as `ctl dump` takes one. */
 static int ctl_leaks_sites(int pid)
@@ -253,15 +268,7 @@ int cmd_ctl(int argc, char **argv)
 	if (parsed.cmd == MT_CTL_LEAKS) {
 		if (arg[0])
 			return mt_error("ctl: leaks takes no argument"), 2;
-		struct hold hs = {0};
-		/* MEMTAP_LEAKS_NO_HOLD=1: no ptrace (the agent scans such
-		 * threads unstopped, and says so) */
-		const char *nh = getenv("MEMTAP_LEAKS_NO_HOLD");
-		if (!(nh && *nh == '1'))
-			hold_threads((int)pid, &hs);
-		snprintf(req, sizeof(req), "leaks %zu\n", hs.n);
-		r = mt_ctl_send_data((pid_t)pid, req, hs.h, hs.n * sizeof(*hs.h), &resp, cerr, sizeof(cerr));
-		let_go(&hs);
+		r = mt_ctl_leaks((pid_t)pid, &resp, cerr, sizeof(cerr));
 	} else {
 		r = mt_ctl_send((pid_t)pid, req, &resp, cerr, sizeof(cerr));
 	}
