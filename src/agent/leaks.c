@@ -284,18 +284,72 @@ static void release_threads(void)
 
 /* ---- memory ---- */
 
+/* The agent's own ranges, sorted: one check at a time (lk_lock), so
+ * static (4 KiB x 16 bytes would weigh on the control thread's stack). */
+#define OWN_MAX (16 + 4096)
+static struct {
+	struct range r[OWN_MAX];
+	uint32_t n;
+	int unknown; /* the arena has chunks not listed */
+} own;
+
+static void own_add(uint64_t lo, uint64_t len)
+{
+	if (lo && len && own.n < OWN_MAX)
+		own.r[own.n++] = (struct range){lo, lo + len};
+}
+
+static void own_sort(void)
+{
+	for (uint32_t i = 1; i < own.n; i++) { /* a few dozen, or a sorted run of chunks */
+		struct range t = own.r[i];
+		uint32_t j = i;
+		for (; j > 0 && own.r[j - 1].lo > t.lo; j--)
+			own.r[j] = own.r[j - 1];
+		own.r[j] = t;
+	}
+}
+
+/* The first byte of [LO, HI) that is the agent's, or HI. */
+static uint64_t own_first(uint64_t lo, uint64_t hi)
+{
+	uint32_t a = 0, b = own.n;
+	while (a < b) { /* the first range that ends above LO */
+		uint32_t m = (a + b) / 2;
+		if (own.r[m].hi <= lo)
+			a = m + 1;
+		else
+			b = m;
+	}
+	uint64_t first = hi;
+	for (uint32_t i = a; i < own.n && own.r[i].lo < first; i++)
+		if (own.r[i].hi > lo)
+			first = own.r[i].lo > lo ? own.r[i].lo : lo;
+	return first;
+}
+
+/* process_vm_readv on this process: a page gone is an error, not a
+ * fault.  Reading stops where the agent's own memory starts. */
 static ssize_t self_readv(void *arg, const struct mt_reach_io *io, size_t n, void *buf)
 {
 	(void)arg;
 	struct iovec local = {buf, 0}, remote[1024];
 	if (n > 1024)
 		n = 1024;
-	for (size_t i = 0; i < n; i++) {
-		remote[i].iov_base = (void *)(uintptr_t)io[i].addr;
-		remote[i].iov_len = io[i].len;
-		local.iov_len += io[i].len;
+	size_t k = 0;
+	for (; k < n; k++) {
+		uint64_t stop = own_first(io[k].addr, io[k].addr + io[k].len);
+		remote[k].iov_base = (void *)(uintptr_t)io[k].addr;
+		remote[k].iov_len = stop - io[k].addr;
+		local.iov_len += remote[k].iov_len;
+		if (stop < io[k].addr + io[k].len) {
+			k += remote[k].iov_len != 0;
+			break;
+		}
 	}
-	return process_vm_readv(getpid(), &local, 1, remote, n, 0);
+	if (!local.iov_len)
+		return -1;
+	return process_vm_readv(getpid(), &local, 1, remote, k, 0);
 }
 
 static void *map_or_null(size_t len)
@@ -722,6 +776,25 @@ int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld
 	uint64_t t_collected = mt_now_ns();
 	mt_reach_sort(blocks, col.n, tmp);
 	uint64_t t_sorted = mt_now_ns();
+	/* The agent's own memory, never read as the program's: not as a root,
+	 * and not inside a block either (the allocator's mapping of a block
+	 * the program unmapped in part may since hold one of these tables). */
+	own.n = 0;
+	own_add((uint64_t)(uintptr_t)mods.r, LK_MODULE_RANGES * sizeof(*mods.r));
+	own_add((uint64_t)(uintptr_t)maps, maps_cap * sizeof(*maps));
+	own_add((uint64_t)(uintptr_t)mapsbuf, mapsbuf_len);
+	own_add((uint64_t)(uintptr_t)buf, buflen);
+	own_add((uint64_t)(uintptr_t)blocks, cap * sizeof(*blocks));
+	own_add((uint64_t)(uintptr_t)tmp, cap * sizeof(*tmp));
+	own_add((uint64_t)(uintptr_t)stack, cap * sizeof(*stack));
+	own_add((uint64_t)(uintptr_t)lk_tab, LK_THREADS * sizeof(*lk_tab));
+	own_add((uint64_t)(uintptr_t)mt_sh, mt_sh->cap);
+	const uint64_t(*chunks)[2];
+	uint32_t nchunks = mt_arena_chunks(&chunks);
+	own.unknown = nchunks > ARENA_SCAN_MAX;
+	for (uint32_t i = 0; i < nchunks && i < ARENA_SCAN_MAX; i++)
+		own_add(chunks[i][0], chunks[i][1] - chunks[i][0]);
+	own_sort();
 	struct mt_reach r = {.b = blocks, .n = col.n, .stack = stack, .buf = buf, .buflen = buflen,
 			     .readv = self_readv, .glibc_headers = mt_g.usable_fast};
 
@@ -817,23 +890,8 @@ int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld
 	 * their stack pointer above), not the allocator's mappings (those that
 	 * hold tracked blocks), and only resident pages (mincore): a sparse
 	 * reservation of gigabytes costs nothing. */
-	struct range own[8 + ARENA_SCAN_MAX];
-	uint32_t nown = 0;
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)mods.r, (uint64_t)(uintptr_t)mods.r + LK_MODULE_RANGES * sizeof(*mods.r)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)maps, (uint64_t)(uintptr_t)maps + maps_cap * sizeof(*maps)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)mapsbuf, (uint64_t)(uintptr_t)mapsbuf + mapsbuf_len};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)buf, (uint64_t)(uintptr_t)buf + buflen};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)blocks, (uint64_t)(uintptr_t)blocks + cap * sizeof(*blocks)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)tmp, (uint64_t)(uintptr_t)tmp + cap * sizeof(*tmp)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)stack, (uint64_t)(uintptr_t)stack + cap * sizeof(*stack)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)lk_tab, (uint64_t)(uintptr_t)lk_tab + LK_THREADS * sizeof(*lk_tab)};
-	const uint64_t(*chunks)[2];
-	uint32_t nchunks = mt_arena_chunks(&chunks);
-	int arena_unknown = nchunks > ARENA_SCAN_MAX;
-	for (uint32_t i = 0; i < nchunks && i < ARENA_SCAN_MAX; i++)
-		own[nown++] = (struct range){chunks[i][0], chunks[i][1]};
-	if (!arena_unknown)
-		roots += scan_anon(&r, maps, nmaps, own, nown, own_regs[6]);
+	if (!own.unknown)
+		roots += scan_anon(&r, maps, nmaps, own.r, own.n, own_regs[6]);
 	/* Attached to a running process: blocks allocated before the attach are
 	 * not in the table, and may hold the only pointer to tracked ones.  The
 	 * allocator's memory between tracked blocks is scanned as roots

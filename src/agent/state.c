@@ -249,6 +249,8 @@ struct mt_thread *mt_thread_attach(void)
 	}
 	MT_STORE(t->sample_left, mt_sample_interval(t));
 	mt_event_arm(t);
+	if (mt_glibc_on())
+		mt_glibc_thread_start();
 	mt_tls_thread = t;
 	pthread_setspecific(mt_g.key, t);
 	mt_tls_busy = 0;
@@ -465,6 +467,9 @@ static void reset_site(struct mt_sitex *s, void *arg)
 	/* Allocations count from here; what is in use stays in use. */
 	__atomic_store_n(&s->reset_objects, __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
 	__atomic_store_n(&s->reset_bytes, __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	/* Temporaries count from here too (one racing free may be lost). */
+	__atomic_store_n(&s->temp_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->temp_bytes, 0, __ATOMIC_RELAXED);
 	mt_site_peak_now(s);
 }
 
@@ -496,6 +501,7 @@ out:
 	mt_sys_unmap(sum, sizeof(*sum));
 	mt_sites_foreach(reset_site, NULL);
 	mt_pools_zero();
+	mt_apr_reset();
 }
 
 /* ---- dumps ----
@@ -586,9 +592,14 @@ static void set_prefix(const char *dir, const char *name)
 
 /* The options every way of starting a session gives the agent (the
  * environment for `memtap run`, the words of `ctl attach`), by name. */
+static int opt_pools; /* --pools: this session's */
 static int set_option(const char *name, const char *v, int *stacks, uint64_t *sample, int *inactive,
 		      const char **funcs)
 {
+	if (!strcmp(name, "pools")) {
+		opt_pools = v[0] == '1';
+		return 0;
+	}
 	if (!strcmp(name, "prefix") && v[0] == '/')
 		set_prefix("", v);
 	else if (!strcmp(name, "stacks"))
@@ -618,7 +629,7 @@ static int set_option(const char *name, const char *v, int *stacks, uint64_t *sa
 		__atomic_store_n(&mt_g.session_pid, (int)pid, __ATOMIC_RELEASE);
 		__atomic_store_n(&mt_sh->session_start, start, __ATOMIC_RELAXED);
 		__atomic_store_n(&mt_sh->session_pid, (int32_t)pid, __ATOMIC_RELEASE);
-	} else
+	} else if (mt_glibc_option(name, v))
 		return -EINVAL;
 	return 0;
 }
@@ -636,6 +647,8 @@ int mt_attach(char *options, char *out, size_t outlen)
 	int stacks = 0, inactive = 0;
 	uint64_t sample = 0;
 	const char *funcs = NULL;
+	opt_pools = 0;
+	mt_glibc_reset();
 	for (char *w = strtok(options, " "); w; w = strtok(NULL, " ")) {
 		char *eq = strchr(w, '=');
 		if (!eq || mt_ctl_unescape(eq + 1) < 0) {
@@ -661,6 +674,10 @@ int mt_attach(char *options, char *out, size_t outlen)
 		}
 	}
 	rearm_threads();
+	if (mt_apr_start(opt_pools, 1) < 0) {
+		snprintf(out, outlen, "--pools: no room for the pool table in the live file");
+		return -ENOMEM;
+	}
 	mt_set_active(!inactive);
 	int slots = mt_hooks_start(1);
 	if (slots < 0) {
@@ -707,6 +724,7 @@ int mt_detach(char *out, size_t outlen)
 	if (!mt_shared_is_file())
 		err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
 	mt_custom_stop(); /* the -f hooks end with the session */
+	mt_glibc_stop();  /* and --glibc */
 	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_sh->stacks, 0, __ATOMIC_RELAXED);
@@ -842,6 +860,7 @@ static void fork_child(void)
 	/* Each child has its own counters, files and control socket; the
 	 * threads of the parent are gone (with any live-table lock they held). */
 	zero_counters(1);
+	mt_apr_fork_child();
 	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
 		t->claimed = t == mt_tls_thread || t->shared;
 	mt_g.dumps = 0;
@@ -1021,6 +1040,8 @@ __attribute__((constructor)) static void mt_ctor(void)
 	start_stacks();
 	if (!mt_g.attached_mode) {
 		mt_tls_busy = 1;
+		if (opt_pools && mt_apr_start(1, 0) < 0)
+			mt_log("--pools: no room for the pool table in the live file");
 		int err = mt_hooks_start(0);
 		mt_tls_busy = 0;
 		if (err < 0)
@@ -1058,6 +1079,8 @@ static void finish(uint32_t how, uint32_t code)
 		mt_sh->flags |= MT_LIVE_F_CODE_KNOWN;
 	}
 	int inert = mt_g.attached_mode && !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE);
+	if (how == MT_LIVE_EXITED && !inert)
+		mt_allocstats_final(); /* exit handlers ran: the allocator is whole */
 	if (MT_OPT(leaks) && !inert && how != MT_LIVE_SIGNAL) {
 		/* --leaks: the check, while the memory is still there; the
 		 * final profile carries it (the live file's leak table). */
@@ -1065,7 +1088,7 @@ static void finish(uint32_t how, uint32_t code)
 		if (mt_leaks_check(1, NULL, 0, msg, sizeof(msg)) < 0)
 			mt_log("--leaks: the leak check at exit failed: %s", msg);
 	}
-	if (MT_OPT(stacks) && !inert)
+	if ((MT_OPT(stacks) || mt_apr_enabled()) && !inert)
 		mt_shared_maps_publish();
 	mt_shared_end(how, code);
 	if (!inert && !mt_session_alive()) {
