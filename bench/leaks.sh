@@ -39,8 +39,8 @@ echo "Command: \`bash bench/leaks.sh\` (ROUNDS=$ROUNDS; one memtap check and one
 echo "run of each kind per round, interleaved; medians).  Fixture: tests/fixtures/leak_patterns.c"
 echo "\`million N\`: N blocks of 32 bytes, pointers in one array, 1 in 100 dropped; 4 threads."
 echo
-echo "| live blocks | memtap pause ms | stop | collect+sort | roots | reached blocks | LSan check ms (at exit) |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| live blocks | memtap pause ms | stop | collect | sort | roots | reached blocks | LSan check ms (at exit) |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for n in $SIZES; do
 	mkfifo "$TMP/in.$n"
 	$MEMTAP run --leaks -q -o "$TMP/p" -- "$FIX" million "$n" < "$TMP/in.$n" > "$TMP/out.$n" 2>/dev/null &
@@ -51,7 +51,7 @@ for n in $SIZES; do
 	: > "$TMP/m.$n"
 	: > "$TMP/l.$n"
 	for r in $(seq "$ROUNDS"); do
-		$MEMTAP ctl "$TPID" leaks | sed -n 's/^pause: \([0-9.]*\) ms (stop \([0-9.]*\), blocks \([0-9.]*\), roots \([0-9.]*\), blocks reached \([0-9.]*\) ms.*/\1 \2 \3 \4 \5/p' >> "$TMP/m.$n"
+		$MEMTAP ctl "$TPID" leaks | sed -n 's/^pause: \([0-9.]*\) ms (stop \([0-9.]*\), collect \([0-9.]*\), sort \([0-9.]*\), roots \([0-9.]*\), blocks reached \([0-9.]*\) ms.*/\1 \2 \3 \4 \5 \6/p' >> "$TMP/m.$n"
 		if [ -n "$LSAN" ]; then
 			on=$(lsan_once "$n" 1)
 			off=$(lsan_once "$n" 0)
@@ -64,7 +64,7 @@ for n in $SIZES; do
 	RPID=
 	col() { awk -v c="$1" '{print $c}' "$TMP/m.$n" | median; }
 	lsan=$([ -n "$LSAN" ] && awk '{printf "%.1f\n", $1 / 1000}' "$TMP/l.$n" | median || echo "n/a")
-	echo "| $n | $(col 1) | $(col 2) | $(col 3) | $(col 4) | $(col 5) | $lsan |"
+	echo "| $n | $(col 1) | $(col 2) | $(col 3) | $(col 4) | $(col 5) | $(col 6) | $lsan |"
 done
 echo
 echo "The machine is shared (other builds and tests run at the same time): figures are noisy;"

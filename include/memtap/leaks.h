@@ -57,6 +57,7 @@ struct mt_reach {
 	/* glibc: a word equal to the chunk header that follows a block (what
 	 * the allocator's own bins and top pointer hold) does not reach it. */
 	int glibc_headers;
+	size_t hint;              /* the block last found (a search's starting guess) */
 	/* figures */
 	uint64_t scanned_bytes, unreadable_bytes;
 };
@@ -75,6 +76,21 @@ void mt_reach_words(struct mt_reach *r, const uint64_t *w, size_t n);
 void mt_reach_range(struct mt_reach *r, uint64_t addr, uint64_t len);
 /* Scans every marked block not yet scanned, until none is left. */
 void mt_reach_drain(struct mt_reach *r);
+
+/* ---- threads the memtap command holds for the check ----
+ *
+ * A thread that blocks every signal (Apache's workers, redis's background
+ * threads) cannot be stopped by the agent's signal.  `memtap ctl PID leaks`,
+ * when it may ptrace the process, stops such threads itself (PTRACE_SEIZE,
+ * PTRACE_INTERRUPT), sends the request "leaks N" followed by N of these
+ * records, and lets them go after the reply.  The agent takes them for
+ * stopped threads with these registers. */
+struct mt_leaks_held {
+	int32_t tid, pad;
+	uint64_t sp, fs_base;
+	uint64_t regs[27]; /* struct user_regs_struct, as PTRACE_GETREGS gives it */
+};
+#define MT_LEAKS_HELD_MAX 8192
 
 /* ---- in the live counter file ---- */
 

@@ -232,7 +232,9 @@ void mt_inuse_flush(struct mt_thread *t); /* fold T's delta into mt_g.inuse */
 void mt_inuse_fold(int64_t delta);        /* add to mt_g.inuse, track the peak */
 void mt_peak_offer(int64_t inuse);        /* raise mt_g.peak to INUSE if higher */
 void *mt_arena_alloc(size_t size);        /* zeroed, page-backed, never freed */
-uint32_t mt_arena_chunks(const uint64_t (**out)[2]); /* the arena's [lo, hi) chunks (leaks.c) */
+/* The arena's [lo, hi) chunks (leaks.c): how many were made; only the first
+ * 4096 are listed. */
+uint32_t mt_arena_chunks(const uint64_t (**out)[2]);
 /* Sums every thread's counters (minus the reset baseline) into P, whose funcs
  * array must have room for MT_FN_COUNT entries; only called functions are
  * included unless ALL. */
@@ -386,9 +388,16 @@ void mt_apr_stop(void);
 /* For `ctl status`: "off", or whether libapr is hooked and the counts. */
 void mt_apr_describe(char *out, size_t len);
 /* leaks.c: the leak check by reachability (docs/LEAKS.md).  Stops the other
- * threads, scans, stores the result in the live file (hdr.leaks); 0 or
- * -errno, with a summary or the reason in MSG. */
-int mt_leaks_check(int at_exit, char *msg, size_t msglen);
+ * threads (but the NHELD ones the memtap command holds stopped, whose
+ * registers HELD gives), scans, stores the result in the live file
+ * (hdr.leaks); 0 or -errno, with a summary or the reason in MSG. */
+struct mt_leaks_held;
+int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld, char *msg, size_t msglen);
+/* A new child: no check of its own yet (the parent's is not its), and no
+ * check running (one may have been at the fork). */
+void mt_leaks_after_fork_child(void);
+/* How long ago the last check ended (UINT64_MAX: none yet). */
+uint64_t mt_leaks_age_ns(void);
 /* sites.c, for the check: every sampled live allocation, read without the
  * live table's locks (the other threads are stopped: a lock one holds would
  * never be released); stops when FN returns nonzero.  mt_live_count(): how

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,6 +28,7 @@
 #include "memtap/ctl.h"
 #include "memtap/proc.h"
 #include "memtap/format.h"
+#include "memtap/leaks.h"
 
 /* The listening socket.  sock_lock orders the control thread's accept()
  * against a user change closing the socket, so the thread never accepts on
@@ -151,6 +153,9 @@ static void cmd_status(struct mt_buf *b)
 	mt_apr_describe(pools, sizeof(pools));
 	mt_reply(b, "pools: %s\n", pools);
 	mt_reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
+	/* leaks: the detach command makes the check at detach itself (it can
+	 * hold the threads the agent's signal cannot stop) when it reads this */
+	mt_reply(b, "leaks: %s\n", MT_OPT(leaks) ? (mt_g.attached_mode ? "at detach" : "at exit") : "off");
 	mt_reply(b, "agent_memory_bytes: %llu\n",
 	      (unsigned long long)__atomic_load_n(&mt_g.arena_bytes, __ATOMIC_RELAXED));
 	mt_reply(b, "calls: %llu\n", (unsigned long long)calls);
@@ -213,6 +218,7 @@ static void serve(int fd)
 		if (memchr(req_line, '\n', len))
 			break;
 	}
+	size_t total = len; /* leaks N: binary records may follow the line */
 	char *nl = memchr(req_line, '\n', len);
 	if (!nl && len >= sizeof(req_line) - 1) {
 		mt_reply(&b, "error: request longer than %d bytes\n", MT_CTL_MAX_REQUEST - 1);
@@ -284,7 +290,39 @@ static void serve(int fd)
 		/* leaks: the check runs here, on the control thread; the result
 		 * is in the live file, for `memtap ctl` to render. */
 		char msg[2048] = "";
-		int e = mt_leaks_check(0, msg, sizeof(msg));
+		struct mt_leaks_held *held = NULL;
+		size_t nheld = req.arg[0] ? strtoul(req.arg, NULL, 10) : 0, want = 0, have = 0;
+		if (nheld > MT_LEAKS_HELD_MAX) {
+			mt_reply(&b, "error: %zu held threads (at most %d)\n", nheld, MT_LEAKS_HELD_MAX);
+			break;
+		}
+		if (nheld) {
+			want = nheld * sizeof(*held);
+			if (!(held = mt_sys_map((want + 4095) & ~(size_t)4095))) {
+				mt_reply(&b, "error: out of memory for %zu held threads\n", nheld);
+				break;
+			}
+			size_t after = nl ? (size_t)(nl - req_line) + 1 : total;
+			if (total > after) {
+				have = total - after < want ? total - after : want;
+				memcpy(held, req_line + after, have);
+			}
+			while (have < want) {
+				ssize_t n = read(fd, (char *)held + have, want - have);
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0)
+					break;
+				have += (size_t)n;
+			}
+		}
+		int e = have < want ? -EPROTO
+				    : mt_leaks_check(0, held, (uint32_t)nheld, msg, sizeof(msg));
+		if (e == -EPROTO)
+			snprintf(msg, sizeof(msg), "the held threads' registers were cut short (%zu of %zu bytes)", have,
+				 want);
+		if (held)
+			mt_sys_unmap(held, (want + 4095) & ~(size_t)4095);
 		mt_reply(&b, e ? "error: %s\n" : "ok\n%s", msg);
 		break;
 	}
@@ -319,6 +357,9 @@ static void *control_main(void *arg)
 	(void)arg;
 	mt_tls_busy = 1; /* nothing this thread does is counted */
 	__atomic_store_n(&mt_ctl_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	/* Named, so that `memtap ctl PID leaks` never holds it (and top -H
+	 * says what it is). */
+	prctl(PR_SET_NAME, "memtap-ctl", 0, 0, 0);
 	/* The thread wakes twice a second to check that its socket is still its
 	 * own.  (Periodic dumps are the session's: it reads the live file.) */
 	int tick = 500;

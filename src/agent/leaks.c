@@ -50,7 +50,7 @@
 
 #define LK_THREADS 8192
 #define LK_MODULE_RANGES 4096
-#define LK_STOP_WAIT_NS (2000ull * 1000 * 1000) /* a thread that takes longer is left running */
+#define LK_STOP_WAIT_NS (500ull * 1000 * 1000) /* a thread that takes longer is left running */
 
 enum {
 	T_ASKED = 1, /* signalled */
@@ -59,6 +59,7 @@ enum {
 	T_SKIPPED,   /* did not answer in time (signal blocked?): left running */
 	T_GONE,      /* exited before the signal */
 	T_RESUMED,   /* released and out of the handler */
+	T_HELD,      /* stopped by the memtap command (ptrace), registers from it */
 };
 
 struct lk_thread {
@@ -71,11 +72,13 @@ struct lk_thread {
 
 static struct lk_thread *lk_tab; /* LK_THREADS, mmap'd once */
 static uint32_t lk_n;
+static uint32_t lk_overflow; /* threads past LK_THREADS: left running */
 static int lk_sig;           /* the signal, once chosen */
 static int lk_on;            /* a check is stopping threads */
 static uint32_t lk_release;  /* futex: bumped to release them */
 static uint32_t lk_stopped;  /* futex: threads stopped so far */
 static int lk_lock;          /* one check at a time */
+static uint64_t lk_done_ns;  /* when the last check ended (mt_now_ns) */
 static size_t lk_tls_size;   /* glibc's static TLS block, TCB included */
 static uint64_t lk_self_lo, lk_self_hi; /* the agent's module (its segments are not roots) */
 static uint64_t lk_ld_lo, lk_ld_hi;     /* the dynamic linker's text */
@@ -123,6 +126,7 @@ static void on_signal(int sig, siginfo_t *si, void *uctx)
 	const ucontext_t *uc = uctx;
 	for (int i = 0; i < NGREG; i++)
 		t->gregs[i] = (uint64_t)uc->uc_mcontext.gregs[i];
+	t->sp = t->gregs[REG_RSP];
 	uint64_t fs;
 	__asm__ volatile("mov %%fs:0, %0" : "=r"(fs));
 	t->fs = fs;
@@ -158,6 +162,27 @@ static int pick_signal(void)
 	return -1;
 }
 
+/* Whether thread TID blocks SIG now (/proc's SigBlk): it would never
+ * answer, so it is not waited for. */
+static int blocks_signal(int tid, int sig)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	const char *b = strstr(buf, "\nSigBlk:");
+	if (!b)
+		return 0;
+	unsigned long long mask = strtoull(b + 9, NULL, 16);
+	return (mask >> (sig - 1)) & 1;
+}
+
 static int slot_of(int tid)
 {
 	for (uint32_t i = 0; i < lk_n; i++)
@@ -189,14 +214,20 @@ static int ask_new_threads(int self)
 			int tid = 0;
 			for (const char *c = d->name; *c >= '0' && *c <= '9'; c++)
 				tid = tid * 10 + (*c - '0');
-			if (tid <= 0 || tid == self || tid == mt_ctl_tid || slot_of(tid) >= 0 || lk_n >= LK_THREADS)
+			if (tid <= 0 || tid == self || tid == mt_ctl_tid || slot_of(tid) >= 0)
 				continue;
+			if (lk_n >= LK_THREADS) {
+				lk_overflow++;
+				continue;
+			}
 			struct lk_thread *t = &lk_tab[lk_n];
 			memset(t, 0, sizeof(*t));
 			t->tid = tid;
 			t->state = T_ASKED;
 			__atomic_store_n(&lk_n, lk_n + 1, __ATOMIC_RELEASE);
-			if (syscall(SYS_tgkill, pid, tid, lk_sig) < 0)
+			if (blocks_signal(tid, lk_sig))
+				t->state = T_SKIPPED;
+			else if (syscall(SYS_tgkill, pid, tid, lk_sig) < 0)
 				t->state = T_GONE;
 			else
 				added++;
@@ -253,18 +284,72 @@ static void release_threads(void)
 
 /* ---- memory ---- */
 
+/* The agent's own ranges, sorted: one check at a time (lk_lock), so
+ * static (4 KiB x 16 bytes would weigh on the control thread's stack). */
+#define OWN_MAX (16 + 4096)
+static struct {
+	struct range r[OWN_MAX];
+	uint32_t n;
+	int unknown; /* the arena has chunks not listed */
+} own;
+
+static void own_add(uint64_t lo, uint64_t len)
+{
+	if (lo && len && own.n < OWN_MAX)
+		own.r[own.n++] = (struct range){lo, lo + len};
+}
+
+static void own_sort(void)
+{
+	for (uint32_t i = 1; i < own.n; i++) { /* a few dozen, or a sorted run of chunks */
+		struct range t = own.r[i];
+		uint32_t j = i;
+		for (; j > 0 && own.r[j - 1].lo > t.lo; j--)
+			own.r[j] = own.r[j - 1];
+		own.r[j] = t;
+	}
+}
+
+/* The first byte of [LO, HI) that is the agent's, or HI. */
+static uint64_t own_first(uint64_t lo, uint64_t hi)
+{
+	uint32_t a = 0, b = own.n;
+	while (a < b) { /* the first range that ends above LO */
+		uint32_t m = (a + b) / 2;
+		if (own.r[m].hi <= lo)
+			a = m + 1;
+		else
+			b = m;
+	}
+	uint64_t first = hi;
+	for (uint32_t i = a; i < own.n && own.r[i].lo < first; i++)
+		if (own.r[i].hi > lo)
+			first = own.r[i].lo > lo ? own.r[i].lo : lo;
+	return first;
+}
+
+/* process_vm_readv on this process: a page gone is an error, not a
+ * fault.  Reading stops where the agent's own memory starts. */
 static ssize_t self_readv(void *arg, const struct mt_reach_io *io, size_t n, void *buf)
 {
 	(void)arg;
 	struct iovec local = {buf, 0}, remote[1024];
 	if (n > 1024)
 		n = 1024;
-	for (size_t i = 0; i < n; i++) {
-		remote[i].iov_base = (void *)(uintptr_t)io[i].addr;
-		remote[i].iov_len = io[i].len;
-		local.iov_len += io[i].len;
+	size_t k = 0;
+	for (; k < n; k++) {
+		uint64_t stop = own_first(io[k].addr, io[k].addr + io[k].len);
+		remote[k].iov_base = (void *)(uintptr_t)io[k].addr;
+		remote[k].iov_len = stop - io[k].addr;
+		local.iov_len += remote[k].iov_len;
+		if (stop < io[k].addr + io[k].len) {
+			k += remote[k].iov_len != 0;
+			break;
+		}
 	}
-	return process_vm_readv(getpid(), &local, 1, remote, n, 0);
+	if (!local.iov_len)
+		return -1;
+	return process_vm_readv(getpid(), &local, 1, remote, k, 0);
 }
 
 static void *map_or_null(size_t len)
@@ -379,9 +464,26 @@ static int self_cb(struct dl_phdr_info *info, size_t size, void *arg)
 	return mine;
 }
 
+/* Seccomp in filter mode (/proc/self/status "Seccomp: 2"): a sandbox may
+ * answer a system call it does not expect with SIGSYS. */
+static int seccomp_filtered(void)
+{
+	char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	const char *s = strstr(buf, "\nSeccomp:");
+	return s && strtol(s + 9, NULL, 10) == 2;
+}
+
 /* ---- anonymous memory ---- */
 
-#define ARENA_SCAN_MAX 4096
+#define ARENA_SCAN_MAX 4096 /* state.c's ARENA_CHUNKS */
 
 static int is_stack(uint64_t lo, uint64_t hi, uint64_t own_sp)
 {
@@ -469,6 +571,19 @@ static uint64_t scan_anon(struct mt_reach *r, const struct mapping *maps, uint32
 	return done;
 }
 
+uint64_t mt_leaks_age_ns(void)
+{
+	uint64_t done = __atomic_load_n(&lk_done_ns, __ATOMIC_ACQUIRE);
+	return done ? mt_now_ns() - done : UINT64_MAX;
+}
+
+void mt_leaks_after_fork_child(void)
+{
+	__atomic_store_n(&mt_sh->leaks, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&lk_lock, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&lk_on, 0, __ATOMIC_RELEASE);
+}
+
 /* ---- the check ---- */
 
 struct collect {
@@ -487,6 +602,15 @@ static int collect_cb(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void 
 	if (!site || site->fn >= MT_FN_COUNT || mt_fn_kinds[site->fn] != MT_KIND_ALLOC)
 		return 0;
 	c->b[c->n++] = (struct mt_reach_block){ptr, size, (uint64_t)(uintptr_t)site, 0, 0};
+	return 0;
+}
+
+static int count_cb(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void *arg)
+{
+	(void)ptr;
+	(void)size;
+	(void)site;
+	++*(size_t *)arg;
 	return 0;
 }
 
@@ -512,7 +636,7 @@ static struct mt_live_leaks *table_for(uint32_t nsites)
 	return n;
 }
 
-int mt_leaks_check(int at_exit, char *msg, size_t msglen)
+int mt_leaks_check(int at_exit, const struct mt_leaks_held *held, uint32_t nheld, char *msg, size_t msglen)
 {
 	/* The registers this thread holds at the call (callee-saved: what the
 	 * program's frames above keep in them), before anything else. */
@@ -528,6 +652,12 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 			 "memtap run --leaks (or --sample=1), or attach with memtap attach --leaks");
 		mt_tls_busy = busy;
 		return -EINVAL;
+	}
+	if (seccomp_filtered()) {
+		snprintf(msg, msglen, "this process runs under a seccomp filter, which may forbid the system "
+			 "calls the check needs (tgkill, process_vm_readv, mincore) and kill it for them: not checked");
+		mt_tls_busy = busy;
+		return -EPERM;
 	}
 	if (__atomic_exchange_n(&lk_lock, 1, __ATOMIC_ACQUIRE)) {
 		snprintf(msg, msglen, "a leak check is already running in this process; try again");
@@ -569,6 +699,21 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 		goto out;
 	}
 	dl_iterate_phdr(module_cb, &mods);
+	/* The block tables, made and faulted in while the threads run: a
+	 * million blocks take 96 MiB, whose page faults would lengthen the
+	 * pause. */
+	cap = mt_live_count();
+	cap += cap / 8 + 4096;
+	blocks = map_or_null(cap * sizeof(*blocks));
+	tmp = map_or_null(cap * sizeof(*tmp));
+	stack = map_or_null(cap * sizeof(*stack));
+	if (!blocks || !tmp || !stack) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memset(blocks, 0, cap * sizeof(*blocks));
+	memset(tmp, 0, cap * sizeof(*tmp));
+	memset(stack, 0, cap * sizeof(*stack));
 	if (pick_signal() < 0) {
 		snprintf(msg, msglen, "no free real-time signal to stop the threads with (SIGRTMAX-2 down to "
 			 "SIGRTMAX-11 all have handlers)");
@@ -580,6 +725,21 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	int self = gettid_raw();
 	uint64_t t0 = mt_now_ns();
 	lk_n = 0;
+	lk_overflow = 0;
+	/* Threads the memtap command holds (ptrace): stopped already, with
+	 * their registers; never signalled (a tracee's signal would stop it
+	 * for its tracer). */
+	for (uint32_t i = 0; held && i < nheld && lk_n < LK_THREADS; i++) {
+		struct lk_thread *t = &lk_tab[lk_n++];
+		memset(t, 0, sizeof(*t));
+		t->tid = held[i].tid;
+		t->state = T_HELD;
+		for (int k = 0; k < 27 && k < NGREG; k++)
+			t->gregs[k] = held[i].regs[k];
+		/* (the words past NGREG: segment registers and bases) */
+		t->sp = held[i].sp;
+		t->fs = held[i].fs_base;
+	}
 	__atomic_store_n(&lk_stopped, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&lk_on, 1, __ATOMIC_RELEASE);
 	uint64_t deadline = t0 + LK_STOP_WAIT_NS;
@@ -587,16 +747,25 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	 * no new one shows up (a stopped thread makes none). */
 	for (int round = 0; round < 8 && ask_new_threads(self) > 0; round++)
 		wait_stopped(deadline);
-	uint32_t stopped = count_state(T_STOPPED), skipped = count_state(T_SKIPPED);
+	uint32_t stopped = count_state(T_STOPPED) + count_state(T_HELD), skipped = count_state(T_SKIPPED) + lk_overflow;
 	uint64_t t_stopped = mt_now_ns();
 
 	/* 3: the blocks, read without locks (every thread that could be
 	 * changing the table is stopped). */
 	uint32_t nmaps = read_maps(maps, (uint32_t)maps_cap, mapsbuf, mapsbuf_len);
-	cap = mt_live_count() + 64;
-	blocks = map_or_null(cap * sizeof(*blocks));
-	tmp = map_or_null(cap * sizeof(*tmp));
-	stack = map_or_null(cap * sizeof(*stack));
+	size_t live = 0;
+	mt_live_each(count_cb, &live);
+	if (live > cap) {
+		/* More blocks than the tables made before the stop can hold
+		 * (allocated in between): larger ones, in the pause. */
+		unmap(blocks, cap * sizeof(*blocks));
+		unmap(tmp, cap * sizeof(*tmp));
+		unmap(stack, cap * sizeof(*stack));
+		cap = live + live / 8;
+		blocks = map_or_null(cap * sizeof(*blocks));
+		tmp = map_or_null(cap * sizeof(*tmp));
+		stack = map_or_null(cap * sizeof(*stack));
+	}
 	if (!blocks || !tmp || !stack) {
 		release_threads();
 		ret = -ENOMEM;
@@ -604,8 +773,28 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	}
 	struct collect col = {blocks, 0, cap};
 	mt_live_each(collect_cb, &col);
+	uint64_t t_collected = mt_now_ns();
 	mt_reach_sort(blocks, col.n, tmp);
 	uint64_t t_sorted = mt_now_ns();
+	/* The agent's own memory, never read as the program's: not as a root,
+	 * and not inside a block either (the allocator's mapping of a block
+	 * the program unmapped in part may since hold one of these tables). */
+	own.n = 0;
+	own_add((uint64_t)(uintptr_t)mods.r, LK_MODULE_RANGES * sizeof(*mods.r));
+	own_add((uint64_t)(uintptr_t)maps, maps_cap * sizeof(*maps));
+	own_add((uint64_t)(uintptr_t)mapsbuf, mapsbuf_len);
+	own_add((uint64_t)(uintptr_t)buf, buflen);
+	own_add((uint64_t)(uintptr_t)blocks, cap * sizeof(*blocks));
+	own_add((uint64_t)(uintptr_t)tmp, cap * sizeof(*tmp));
+	own_add((uint64_t)(uintptr_t)stack, cap * sizeof(*stack));
+	own_add((uint64_t)(uintptr_t)lk_tab, LK_THREADS * sizeof(*lk_tab));
+	own_add((uint64_t)(uintptr_t)mt_sh, mt_sh->cap);
+	const uint64_t(*chunks)[2];
+	uint32_t nchunks = mt_arena_chunks(&chunks);
+	own.unknown = nchunks > ARENA_SCAN_MAX;
+	for (uint32_t i = 0; i < nchunks && i < ARENA_SCAN_MAX; i++)
+		own_add(chunks[i][0], chunks[i][1] - chunks[i][0]);
+	own_sort();
 	struct mt_reach r = {.b = blocks, .n = col.n, .stack = stack, .buf = buf, .buflen = buflen,
 			     .readv = self_readv, .glibc_headers = mt_g.usable_fast};
 
@@ -624,9 +813,9 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	for (uint32_t i = 0; i < lk_n; i++) {
 		const struct lk_thread *t = &lk_tab[i];
 		uint64_t sp = 0, fs = 0;
-		if (t->state == T_STOPPED) {
+		if (t->state == T_STOPPED || t->state == T_HELD) {
 			mt_reach_words(&r, t->gregs, NGREG);
-			sp = t->gregs[REG_RSP];
+			sp = t->sp;
 			fs = t->fs;
 		} else if (t->state == T_SKIPPED) {
 			/* Left running (it blocks the signal): its stack as far as
@@ -701,23 +890,8 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 	 * their stack pointer above), not the allocator's mappings (those that
 	 * hold tracked blocks), and only resident pages (mincore): a sparse
 	 * reservation of gigabytes costs nothing. */
-	struct range own[8 + ARENA_SCAN_MAX];
-	uint32_t nown = 0;
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)mods.r, (uint64_t)(uintptr_t)mods.r + LK_MODULE_RANGES * sizeof(*mods.r)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)maps, (uint64_t)(uintptr_t)maps + maps_cap * sizeof(*maps)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)mapsbuf, (uint64_t)(uintptr_t)mapsbuf + mapsbuf_len};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)buf, (uint64_t)(uintptr_t)buf + buflen};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)blocks, (uint64_t)(uintptr_t)blocks + cap * sizeof(*blocks)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)tmp, (uint64_t)(uintptr_t)tmp + cap * sizeof(*tmp)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)stack, (uint64_t)(uintptr_t)stack + cap * sizeof(*stack)};
-	own[nown++] = (struct range){(uint64_t)(uintptr_t)lk_tab, (uint64_t)(uintptr_t)lk_tab + LK_THREADS * sizeof(*lk_tab)};
-	const uint64_t(*chunks)[2];
-	uint32_t nchunks = mt_arena_chunks(&chunks);
-	int arena_unknown = nchunks > ARENA_SCAN_MAX;
-	for (uint32_t i = 0; i < nchunks && i < ARENA_SCAN_MAX; i++)
-		own[nown++] = (struct range){chunks[i][0], chunks[i][1]};
-	if (!arena_unknown)
-		roots += scan_anon(&r, maps, nmaps, own, nown, own_regs[6]);
+	if (!own.unknown)
+		roots += scan_anon(&r, maps, nmaps, own.r, own.n, own_regs[6]);
 	/* Attached to a running process: blocks allocated before the attach are
 	 * not in the table, and may hold the only pointer to tracked ones.  The
 	 * allocator's memory between tracked blocks is scanned as roots
@@ -828,19 +1002,23 @@ int mt_leaks_check(int at_exit, char *msg, size_t msglen)
 							       acc[h].reach_b};
 	l->nsites = w;
 	__atomic_fetch_add(&l->seq, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&lk_done_ns, mt_now_ns(), __ATOMIC_RELEASE);
 	snprintf(msg, msglen,
-		 "definitely lost: %llu bytes in %llu blocks\nstill reachable: %llu bytes in %llu blocks\n"
-		 "threads stopped: %u%s%s\npause: %.3f ms (stop %.3f, blocks %.3f, roots %.3f, blocks reached %.3f ms), "
+		 "definitely lost: %llu bytes in %llu block%s\nstill reachable: %llu bytes in %llu block%s\n"
+		 "threads stopped: %u%s\npause: %.3f ms (stop %.3f, collect %.3f, sort %.3f, roots %.3f, blocks reached %.3f ms), "
 		 "%llu bytes of roots, %llu bytes scanned\n",
-		 (unsigned long long)ub, (unsigned long long)un, (unsigned long long)rb, (unsigned long long)rn,
-		 stopped + (self != mt_ctl_tid), skipped ? ", not stopped (signal blocked): " : "", skipped ? "some" : "",
-		 (double)pause / 1e6, (double)(t_stopped - t0) / 1e6, (double)(t_sorted - t_stopped) / 1e6,
+		 (unsigned long long)ub, (unsigned long long)un, un == 1 ? "" : "s", (unsigned long long)rb,
+		 (unsigned long long)rn, rn == 1 ? "" : "s",
+		 stopped + (self != mt_ctl_tid), skipped ? ", and some not (see below)" : "",
+		 (double)pause / 1e6, (double)(t_stopped - t0) / 1e6, (double)(t_collected - t_stopped) / 1e6,
+		 (double)(t_sorted - t_collected) / 1e6,
 		 (double)(t_roots - t_sorted) / 1e6, (double)(t_scanned - t_roots) / 1e6, (unsigned long long)roots,
 		 (unsigned long long)r.scanned_bytes);
 	if (skipped) {
 		char *e = msg + strlen(msg);
-		snprintf(e, msglen - (size_t)(e - msg), "warning: %u threads could not be stopped: their registers "
-			 "were not scanned, blocks only they hold may be counted as lost\n", skipped);
+		snprintf(e, msglen - (size_t)(e - msg), "warning: %u thread%s could not be stopped: %s registers "
+			 "were not scanned, blocks only %s may be counted as lost\n", skipped, skipped == 1 ? "" : "s",
+			 skipped == 1 ? "its" : "their", skipped == 1 ? "it holds" : "they hold");
 	}
 out:
 	unmap(mods.r, LK_MODULE_RANGES * sizeof(*mods.r));

@@ -297,6 +297,37 @@ static void stripe_unlock(uint32_t s)
 	__atomic_store_n(&stripes[s].lock, 0, __ATOMIC_RELEASE);
 }
 
+/* The entries live in slabs of their own, not in the general arena: the
+ * leak check reads them all with a linear walk over the slabs (a walk of
+ * the buckets' chains is a cache miss per entry: half a second for a
+ * million) and takes an entry whose ptr is not 0 for a live allocation.
+ * An entry's ptr is therefore written last when it is filled and cleared
+ * first when it is freed or dropped. */
+#define SLAB_ENTRIES 65536u
+#define SLABS_MAX 4096u
+static struct mt_live *slabs[SLABS_MAX];
+static uint32_t nslabs, slab_used = SLAB_ENTRIES;
+static int slab_lock;
+
+static struct mt_live *live_entry_new(void)
+{
+	while (__atomic_exchange_n(&slab_lock, 1, __ATOMIC_ACQUIRE))
+		sched_yield();
+	struct mt_live *e = NULL;
+	if (slab_used == SLAB_ENTRIES && nslabs < SLABS_MAX) {
+		struct mt_live *sl = mt_arena_alloc(SLAB_ENTRIES * sizeof(*sl));
+		if (sl) {
+			__atomic_store_n(&slabs[nslabs], sl, __ATOMIC_RELEASE);
+			__atomic_store_n(&nslabs, nslabs + 1, __ATOMIC_RELEASE);
+			slab_used = 0;
+		}
+	}
+	if (slab_used < SLAB_ENTRIES)
+		e = &slabs[nslabs - 1][slab_used++];
+	__atomic_store_n(&slab_lock, 0, __ATOMIC_RELEASE);
+	return e;
+}
+
 static void live_insert(uintptr_t p, struct mt_sitex *site, uint64_t size)
 {
 	uint32_t b = live_bucket(p), slot = b >> 2, s = slot & (LIVE_STRIPES - 1);
@@ -304,13 +335,13 @@ static void live_insert(uintptr_t p, struct mt_sitex *site, uint64_t size)
 	struct mt_live *e = stripes[s].free;
 	if (e) {
 		stripes[s].free = e->next;
-	} else if (!(e = mt_arena_alloc(sizeof(*e)))) {
+	} else if (!(e = live_entry_new())) {
 		stripe_unlock(s);
 		return;
 	}
-	e->ptr = p;
 	e->site = site;
 	e->size = size;
+	__atomic_store_n(&e->ptr, p, __ATOMIC_RELEASE); /* last: see live_entry_new */
 	e->next = live_buckets[b];
 	live_buckets[b] = e;
 	if (live_filter[slot] != 255)
@@ -337,6 +368,7 @@ int mt_live_forget(void *ptr)
 	while ((e = *pp) && e->ptr != p)
 		pp = &e->next;
 	if (e) {
+		__atomic_store_n(&e->ptr, 0, __ATOMIC_RELEASE); /* first: see live_entry_new */
 		*pp = e->next;
 		if (live_filter[slot] != 255) {
 			__atomic_store_n(&live_filter[slot], live_filter[slot] - 1, __ATOMIC_RELAXED);
@@ -610,8 +642,11 @@ void mt_sites_clear(void)
 	for (uint32_t s = 0; s < LIVE_STRIPES; s++) {
 		stripe_lock(s);
 		for (uint32_t slot = s; slot < FILTER_SLOTS; slot += LIVE_STRIPES) {
-			for (uint32_t b = slot << 2; b < (slot + 1) << 2; b++)
+			for (uint32_t b = slot << 2; b < (slot + 1) << 2; b++) {
+				for (struct mt_live *e = live_buckets[b]; e; e = e->next)
+					__atomic_store_n(&e->ptr, 0, __ATOMIC_RELEASE); /* dropped */
 				live_buckets[b] = NULL;
+			}
 			__atomic_store_n(&live_filter[slot], 0, __ATOMIC_RELAXED);
 			__atomic_fetch_and(&mt_live_bits[slot >> 6], ~(1ull << (slot & 63)), __ATOMIC_RELAXED);
 		}
@@ -626,6 +661,7 @@ void mt_sites_after_fork_child(void)
 {
 	for (uint32_t i = 0; i < LIVE_STRIPES; i++)
 		__atomic_store_n(&stripes[i].lock, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&slab_lock, 0, __ATOMIC_RELAXED); /* the entries' slabs, likewise */
 	__atomic_store_n(&mt_sh->sites, (uint64_t)(uintptr_t)__atomic_load_n(&all_sites, __ATOMIC_ACQUIRE),
 			 __ATOMIC_RELEASE);
 }
@@ -655,16 +691,20 @@ void mt_sites_peak(void)
 
 void mt_live_each(int (*fn)(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void *arg), void *arg)
 {
-	if (!live_buckets)
-		return;
-	for (uint32_t b = 0; b < LIVE_BUCKETS; b++) {
-		/* A stopped thread may be mid-insert or mid-remove: each chain is
-		 * still whole at every instruction of those.  Bounded anyway. */
-		uint32_t walk = 0;
-		for (struct mt_live *e = __atomic_load_n(&live_buckets[b], __ATOMIC_ACQUIRE); e && walk < (1u << 24);
-		     e = e->next, walk++)
-			if (fn(e->ptr, e->size, e->site, arg))
+	/* Every slab, every entry handed out: live when ptr is not 0.  A
+	 * stopped thread may be filling or clearing one: ptr is written last
+	 * and cleared first, so an entry with a ptr has its site and size. */
+	uint32_t n = __atomic_load_n(&nslabs, __ATOMIC_ACQUIRE);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct mt_live *sl = __atomic_load_n(&slabs[i], __ATOMIC_ACQUIRE);
+		uint32_t used = i + 1 < n ? SLAB_ENTRIES : __atomic_load_n(&slab_used, __ATOMIC_ACQUIRE);
+		if (!sl)
+			continue;
+		for (uint32_t k = 0; k < used && k < SLAB_ENTRIES; k++) {
+			uintptr_t p = __atomic_load_n(&sl[k].ptr, __ATOMIC_ACQUIRE);
+			if (p && fn(p, sl[k].size, sl[k].site, arg))
 				return;
+		}
 	}
 }
 

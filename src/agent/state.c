@@ -78,7 +78,7 @@ static uint32_t arena_nchunks;
 uint32_t mt_arena_chunks(const uint64_t (**out)[2])
 {
 	*out = arena_chunks;
-	return __atomic_load_n(&arena_nchunks, __ATOMIC_ACQUIRE);
+	return __atomic_load_n(&arena_nchunks, __ATOMIC_ACQUIRE); /* > ARENA_CHUNKS: some not listed */
 }
 
 static void spin_lock(int *l)
@@ -108,8 +108,10 @@ void *mt_arena_alloc(size_t size)
 		if (arena_nchunks < ARENA_CHUNKS) {
 			arena_chunks[arena_nchunks][0] = (uint64_t)(uintptr_t)m;
 			arena_chunks[arena_nchunks][1] = (uint64_t)(uintptr_t)m + chunk;
-			__atomic_store_n(&arena_nchunks, arena_nchunks + 1, __ATOMIC_RELEASE);
 		}
+		/* past ARENA_CHUNKS the count says so: the check then leaves
+		 * anonymous memory out (it could not tell the arena apart) */
+		__atomic_store_n(&arena_nchunks, arena_nchunks + 1, __ATOMIC_RELEASE);
 		__atomic_fetch_add(&mt_g.arena_bytes, chunk, __ATOMIC_RELAXED);
 	}
 	void *p = arena_cur;
@@ -718,10 +720,12 @@ int mt_detach(char *out, size_t outlen)
 		return -EINVAL;
 	}
 	/* attach --leaks: the check while every allocation is still tracked;
-	 * the detach profile carries it. */
-	if (MT_OPT(leaks)) {
+	 * the detach profile carries it.  The detach command makes it first
+	 * itself (holding the threads the signal cannot stop): one that
+	 * recent is not made again. */
+	if (MT_OPT(leaks) && mt_leaks_age_ns() > 2000ull * 1000 * 1000) {
 		char msg[1024] = "";
-		if (mt_leaks_check(0, msg, sizeof(msg)) < 0)
+		if (mt_leaks_check(0, NULL, 0, msg, sizeof(msg)) < 0)
 			mt_log("--leaks: the leak check at detach failed: %s", msg);
 	}
 	/* Restore the slots first: calls already inside a wrapper finish
@@ -861,6 +865,7 @@ static void fork_child(void)
 	mt_shared_fork_child(mt_g.follow);
 	__atomic_store_n(&mt_sh->threads, (uint64_t)(uintptr_t)mt_threads_head(), __ATOMIC_RELEASE);
 	mt_sites_after_fork_child();
+	mt_leaks_after_fork_child();
 	if (!mt_g.follow) {
 		/* --no-follow: the child runs untraced and writes nothing. */
 		mt_set_active(0);
@@ -1097,7 +1102,7 @@ static void finish(uint32_t how, uint32_t code)
 		/* --leaks: the check, while the memory is still there; the
 		 * final profile carries it (the live file's leak table). */
 		char msg[1024] = "";
-		if (mt_leaks_check(1, msg, sizeof(msg)) < 0)
+		if (mt_leaks_check(1, NULL, 0, msg, sizeof(msg)) < 0)
 			mt_log("--leaks: the leak check at exit failed: %s", msg);
 	}
 	if ((MT_OPT(stacks) || mt_apr_enabled()) && !inert)

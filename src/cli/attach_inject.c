@@ -106,12 +106,23 @@ static int detach_all(struct mt_session *sess)
 		if (m[i].state != MT_MEMBER_RUNNING)
 			continue;
 		/* -f entry hooks are put back first, with the threads stopped. */
-		if (mt_ctl_send(m[i].pid, "status\n", &resp, err, sizeof(err)) == 0 && strstr(resp, "entry_hooks:") &&
+		int st = mt_ctl_send(m[i].pid, "status\n", &resp, err, sizeof(err));
+		if (st == 0 && strstr(resp, "entry_hooks:") &&
 		    !strstr(resp, "entry_hooks: 0 patched") &&
 		    mt_attach_unpatch(m[i].pid, "libmemtap", err, sizeof(err)))
 			mt_error("detach %d: the -f entry hooks stay in place, inert: %s", m[i].pid, err);
+		/* attach --leaks: the check at detach, made from here so that the
+		 * threads the agent's signal cannot stop are held (the agent
+		 * does not check again right after). */
+		int leaks = st == 0 && strstr(resp, "\nleaks: at detach\n");
 		free(resp);
 		resp = NULL;
+		if (leaks) {
+			if (mt_ctl_leaks(m[i].pid, &resp, err, sizeof(err)))
+				mt_error("detach %d: the leak check: %s", m[i].pid, resp ? resp : err);
+			free(resp);
+			resp = NULL;
+		}
 		int r = mt_ctl_send(m[i].pid, "detach\n", &resp, err, sizeof(err));
 		if (r < 0 && kill(m[i].pid, 0) == 0)
 			failed = mt_error("detach %d: %s", m[i].pid, err);

@@ -80,6 +80,13 @@ int mt_ctl_socket_path(pid_t pid, char *path, size_t pathlen, char *err, size_t 
 int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen);
 /* The same, waiting at most SECONDS for the answer (instead of 30). */
 int mt_ctl_send_timeout(pid_t pid, const char *request, char **response, char *err, size_t errlen, int seconds);
+/* leaks: a leak check by reachability in PID now, the threads that block
+ * the agent's signal held with ptrace when permitted (cmd_ctl.c); as
+ * mt_ctl_send. */
+int mt_ctl_leaks(pid_t pid, char **response, char *err, size_t errlen);
+/* The same, with DATALEN bytes of DATA sent after the request line. */
+int mt_ctl_send_data(pid_t pid, const char *request, const void *data, size_t datalen, char **response, char *err,
+		     size_t errlen);
 
 /* Makes the output prefix absolute (the traced program may chdir) and checks
  * that its directory is writable; IN NULL means ./memtap.<basename of CMD>.

@@ -1,8 +1,14 @@
 /* memtap ctl PID COMMAND: talk to the agent inside a traced process. */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
+#include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
+#include <sys/user.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -10,6 +16,7 @@
 #include "live_read.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
+#include "memtap/leaks.h"
 #include "glibc_syms.h"
 #include "memtap/render.h"
 #include "session.h"
@@ -59,6 +66,122 @@ static int proc_stopped(pid_t pid)
 	buf[n] = '\0';
 	const char *p = strrchr(buf, ')');
 	return p && (p[2] == 'T' || p[2] == 't');
+}
+
+/* ---- leaks: the threads the agent's signal cannot stop ----
+ *
+ * A thread that blocks the real-time signals the agent stops threads with
+ * (SIGRTMAX-11 .. SIGRTMAX-2) is held here instead, when this command may
+ * ptrace the process: seized, interrupted (a system call it was in
+ * restarts transparently when it goes), its registers sent with the request,
+ * let go after the reply.  Without the permission the agent scans such a
+ * thread's stack unstopped and says so.  If this command dies meanwhile,
+ * the kernel lets its tracees go. */
+
+struct hold {
+	struct mt_leaks_held *h;
+	int *sig; /* the signal a thread was stopped with (re-sent when it goes), 0: none */
+	size_t n, cap;
+};
+
+static int read_small(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, len - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return 0;
+}
+
+static int wants_hold(int pid, int tid)
+{
+	char path[96], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", pid, tid);
+	if (read_small(path, buf, sizeof(buf)) || !strncmp(buf, "memtap-ctl", 10))
+		return 0; /* the agent's own thread: it runs the check */
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	if (read_small(path, buf, sizeof(buf)))
+		return 0;
+	const char *b = strstr(buf, "\nSigBlk:");
+	if (!b)
+		return 0;
+	unsigned long long mask = strtoull(b + 9, NULL, 16);
+	for (int sig = SIGRTMAX - 11; sig <= SIGRTMAX - 2; sig++)
+		if ((mask >> (sig - 1)) & 1)
+			return 1;
+	return 0;
+}
+
+static void hold_threads(int pid, struct hold *hs)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		int tid = atoi(de->d_name);
+		if (tid <= 0 || hs->n >= MT_LEAKS_HELD_MAX || !wants_hold(pid, tid))
+			continue;
+		if (hs->n == hs->cap) {
+			size_t cap = hs->cap ? 2 * hs->cap : 16;
+			struct mt_leaks_held *h = realloc(hs->h, cap * sizeof(*h));
+			int *sg = h ? realloc(hs->sig, cap * sizeof(*sg)) : NULL;
+			if (h)
+				hs->h = h;
+			if (!h || !sg)
+				break;
+			hs->sig = sg;
+			hs->cap = cap;
+		}
+		if (ptrace(PTRACE_SEIZE, tid, 0, 0) < 0)
+			continue; /* not ours to trace (or traced already): the agent copes */
+		int st = 0, got = 0;
+		if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) == 0)
+			for (int i = 0; i < 1000 && !(got = waitpid(tid, &st, __WALL | WNOHANG)); i++)
+				usleep(1000);
+		if (got <= 0 || !WIFSTOPPED(st))
+			continue; /* gone, or stuck: left seized, the kernel lets it go at our exit */
+		struct user_regs_struct regs;
+		if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+			ptrace(PTRACE_DETACH, tid, 0, 0);
+			continue;
+		}
+		struct mt_leaks_held *h = &hs->h[hs->n];
+		memset(h, 0, sizeof(*h));
+		h->tid = tid;
+		h->sp = regs.rsp;
+		h->fs_base = regs.fs_base;
+		_Static_assert(sizeof(regs) == sizeof(h->regs), "leaks.h: struct user_regs_struct");
+		memcpy(h->regs, &regs, sizeof(regs));
+		hs->sig[hs->n++] = (st >> 16) == PTRACE_EVENT_STOP ? 0 : WSTOPSIG(st);
+	}
+	if (d)
+		closedir(d);
+}
+
+static void let_go(struct hold *hs)
+{
+	for (size_t i = 0; i < hs->n; i++)
+		ptrace(PTRACE_DETACH, hs->h[i].tid, 0, (void *)(uintptr_t)hs->sig[i]);
+	free(hs->h);
+	free(hs->sig);
+}
+
+int mt_ctl_leaks(pid_t pid, char **response, char *err, size_t errlen)
+{
+	struct hold hs = {0};
+	/* MEMTAP_LEAKS_NO_HOLD=1: no ptrace (the agent scans such threads
+	 * unstopped, and says so) */
+	const char *nh = getenv("MEMTAP_LEAKS_NO_HOLD");
+	if (!(nh && *nh == '1'))
+		hold_threads((int)pid, &hs);
+	char req[64];
+	snprintf(req, sizeof(req), "leaks %zu\n", hs.n);
+	int r = mt_ctl_send_data(pid, req, hs.h, hs.n * sizeof(*hs.h), response, err, errlen);
+	let_go(&hs);
+	return r;
 }
 
 /* ctl PID stats for a process with no agent: what the kernel and glibc's
@@ -203,7 +326,14 @@ int cmd_ctl(int argc, char **argv)
 		return r;
 	}
 	char *resp = NULL, cerr[1024];
-	int r = mt_ctl_send((pid_t)pid, req, &resp, cerr, sizeof(cerr));
+	int r;
+	if (parsed.cmd == MT_CTL_LEAKS) {
+		if (arg[0])
+			return mt_error("ctl: leaks takes no argument"), 2;
+		r = mt_ctl_leaks((pid_t)pid, &resp, cerr, sizeof(cerr));
+	} else {
+		r = mt_ctl_send((pid_t)pid, req, &resp, cerr, sizeof(cerr));
+	}
 	if (r == -ENOENT && parsed.cmd == MT_CTL_STATS)
 		return ctl_stats_outside((pid_t)pid, cerr);
 	if (r < 0)

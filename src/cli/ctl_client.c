@@ -78,19 +78,27 @@ int mt_ctl_socket_path(pid_t pid, char *path, size_t pathlen, char *err, size_t 
 	return -ENOENT;
 }
 
-static int ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen, int seconds);
+static int ctl_send(pid_t pid, const char *request, const void *data, size_t datalen, char **response, char *err,
+		    size_t errlen, int seconds);
 
 int mt_ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen)
 {
-	return ctl_send(pid, request, response, err, errlen, 30);
+	return ctl_send(pid, request, NULL, 0, response, err, errlen, 30);
 }
 
 int mt_ctl_send_timeout(pid_t pid, const char *request, char **response, char *err, size_t errlen, int seconds)
 {
-	return ctl_send(pid, request, response, err, errlen, seconds);
+	return ctl_send(pid, request, NULL, 0, response, err, errlen, seconds);
 }
 
-static int ctl_send(pid_t pid, const char *request, char **response, char *err, size_t errlen, int seconds)
+int mt_ctl_send_data(pid_t pid, const char *request, const void *data, size_t datalen, char **response, char *err,
+		     size_t errlen)
+{
+	return ctl_send(pid, request, data, datalen, response, err, errlen, 30);
+}
+
+static int ctl_send(pid_t pid, const char *request, const void *data, size_t datalen, char **response, char *err,
+		    size_t errlen, int seconds)
 {
 	char path[PATH_MAX];
 	*response = NULL;
@@ -120,6 +128,18 @@ static int ctl_send(pid_t pid, const char *request, char **response, char *err, 
 		snprintf(err, errlen, "sending to %s: %s", path, strerror(errno));
 		close(fd);
 		return r;
+	}
+	for (size_t off = 0; off < datalen;) {
+		ssize_t n = write(fd, (const char *)data + off, datalen - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			snprintf(err, errlen, "sending to %s: %s", path, strerror(-r));
+			close(fd);
+			return r;
+		}
+		off += (size_t)n;
 	}
 	shutdown(fd, SHUT_WR);
 	size_t cap = 65536, got = 0;

@@ -22,7 +22,7 @@ static const struct {
 	{"reset", MT_CTL_RESET, 0},       {"status", MT_CTL_STATUS, 0},
 	{"attach", MT_CTL_ATTACH, 2},     {"detach", MT_CTL_DETACH, 0},
 	{"sync", MT_CTL_SYNC, 1},
-	{"leaks", MT_CTL_LEAKS, 0},
+	{"leaks", MT_CTL_LEAKS, 1}, /* [N]: N held threads' registers follow (leaks.h) */
 };
 
 int mt_ctl_parse(const char *line, size_t len, struct mt_ctl_request *req,

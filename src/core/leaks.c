@@ -83,11 +83,28 @@ void mt_reach_words(struct mt_reach *r, const uint64_t *w, size_t n)
 		return;
 	uint64_t lo = r->b[0].start;
 	uint64_t hi = r->b[r->n - 1].start + (r->b[r->n - 1].size ? r->b[r->n - 1].size : 1);
+	size_t hint = r->hint < r->n ? r->hint : 0;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t v = w[i];
 		if (v < lo || v >= hi)
 			continue;
-		long k = mt_reach_find(r, v);
+		/* Pointers in a row often point at blocks in a row (an array of
+		 * pointers to blocks allocated one after another): the block
+		 * after the last one found, or the one after that, before a
+		 * binary search over them all. */
+		long k = -1;
+		for (size_t j = hint; j < hint + 3 && j < r->n; j++) {
+			if (v < r->b[j].start)
+				break;
+			if (v - r->b[j].start < (r->b[j].size ? r->b[j].size : 1)) {
+				k = (long)j;
+				break;
+			}
+		}
+		if (k < 0)
+			k = mt_reach_find(r, v);
+		if (k >= 0)
+			hint = (size_t)k;
 		if (k < 0 || r->b[k].reached)
 			continue;
 		if (next_chunk_header(r, &r->b[k], v))
@@ -95,6 +112,7 @@ void mt_reach_words(struct mt_reach *r, const uint64_t *w, size_t n)
 		r->b[k].reached = 1;
 		r->stack[r->depth++] = (uint32_t)k;
 	}
+	r->hint = hint;
 }
 
 /* ---- reading: a cache of windows ----

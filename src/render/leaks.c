@@ -33,6 +33,11 @@ static void describe(char *out, size_t len, const struct mt_leaks *l)
 
 #define LEAK_FRAMES 12
 
+static const char *blocks_word(uint64_t n)
+{
+	return n == 1 ? "block" : "blocks";
+}
+
 int mt_render_leaks_text(FILE *out, const struct mt_profile *p, unsigned ntop)
 {
 	const struct mt_leaks *l = p->leaks;
@@ -44,10 +49,10 @@ int mt_render_leaks_text(FILE *out, const struct mt_profile *p, unsigned ntop)
 	char how[256];
 	describe(how, sizeof(how), l);
 	fprintf(out, "\nLeak check by reachability (%s):\n", how);
-	fprintf(out, "  definitely lost: %" PRIu64 " bytes in %" PRIu64 " blocks (no pointer reaches them)\n",
-		l->unreachable_bytes, l->unreachable_blocks);
-	fprintf(out, "  still reachable: %" PRIu64 " bytes in %" PRIu64 " blocks\n", l->reachable_bytes,
-		l->reachable_blocks);
+	fprintf(out, "  definitely lost: %" PRIu64 " bytes in %" PRIu64 " %s (no pointer reaches them)\n",
+		l->unreachable_bytes, l->unreachable_blocks, blocks_word(l->unreachable_blocks));
+	fprintf(out, "  still reachable: %" PRIu64 " bytes in %" PRIu64 " %s\n", l->reachable_bytes,
+		l->reachable_blocks, blocks_word(l->reachable_blocks));
 	fprintf(out, "  (requested bytes; blocks of the malloc family and C++ operators)\n");
 	if (l->flags & MT_LEAKS_ATTACHED)
 		fprintf(out, "  attached: memory allocated before the attach was scanned as roots\n");
@@ -60,8 +65,8 @@ int mt_render_leaks_text(FILE *out, const struct mt_profile *p, unsigned ntop)
 			continue;
 		struct mt_site tmp;
 		stack_of(&tmp, s);
-		fprintf(out, "\n  %" PRIu64 " bytes in %" PRIu64 " blocks are definitely lost, allocated by %s from:\n",
-			s->lost_bytes, s->lost_objects, fn_name(p, s));
+		fprintf(out, "\n  %" PRIu64 " bytes in %" PRIu64 " %s definitely lost, allocated by %s from:\n",
+			s->lost_bytes, s->lost_objects, s->lost_objects == 1 ? "block is" : "blocks are", fn_name(p, s));
 		mt_render_stack(out, sym, &tmp, "        ", LEAK_FRAMES);
 		shown++;
 	}
@@ -85,8 +90,9 @@ int mt_render_leaks_text(FILE *out, const struct mt_profile *p, unsigned ntop)
 	for (uint32_t i = 0; i < n && i < ntop / 2 + 1; i++) {
 		struct mt_site tmp;
 		stack_of(&tmp, order[i]);
-		fprintf(out, "\n  %" PRIu64 " bytes in %" PRIu64 " blocks are still reachable, allocated by %s from:\n",
-			order[i]->reach_bytes, order[i]->reach_objects, fn_name(p, order[i]));
+		fprintf(out, "\n  %" PRIu64 " bytes in %" PRIu64 " %s still reachable, allocated by %s from:\n",
+			order[i]->reach_bytes, order[i]->reach_objects,
+			order[i]->reach_objects == 1 ? "block is" : "blocks are", fn_name(p, order[i]));
 		mt_render_stack(out, sym, &tmp, "        ", LEAK_FRAMES);
 	}
 	free(order);

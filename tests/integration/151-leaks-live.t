@@ -4,7 +4,7 @@
 # agree, and the program runs on healthy: its structures intact, its threads
 # alive, the same exit.  Then the final profile carries the check at exit.
 . "$(dirname "$0")/../lib.sh"
-plan 21
+plan 33
 F="$FIX/leak_patterns"
 
 coproc TGT { exec $MEMTAP run --leaks -o "$TMP/s" -- "$F" serve 2> "$TMP/err"; }
@@ -32,14 +32,23 @@ r0=$(reach_of "$out")
 is "$(cmd 'leak 777')" "leaked 777" "a leak made while it runs"
 out=$($MEMTAP ctl $TPID leaks)
 is "$(lost_of "$out")" "8097 164" "found: 777 bytes more, one block"
-like "$out" "777 bytes in 1 blocks are definitely lost, allocated by malloc from:" "with its own site"
-grep -A1 '^  777 bytes in 1 blocks are definitely lost' <<< "$out" | grep -q ' serve '
+like "$out" "777 bytes in 1 block is definitely lost, allocated by malloc from:" "with its own site"
+grep -A1 '^  777 bytes in 1 block is definitely lost' <<< "$out" | grep -q ' serve '
 ok $? "allocated in serve()"
 
 is "$(cmd 'keep 5000')" "kept 5000" "a block kept in a global list"
 out=$($MEMTAP ctl $TPID leaks)
 is "$(lost_of "$out")" "8097 164" "kept memory is not lost"
 is "$(reach_of "$out")" "$((r0 + 5000))" "it is still reachable: 5000 bytes more"
+
+# Blocks whose pages were unmapped behind the allocator's back, or made a
+# guard page: read with process_vm_readv, an error, never a fault.
+is "$(cmd unmapped)" unmapped "a block mostly unmapped, one with a guard page"
+out=$($MEMTAP ctl $TPID leaks)
+ok $? "ctl leaks reads around them"
+is "$(lost_of "$out")" "8097 164" "nothing more lost"
+is "$(reach_of "$out")" "$((r0 + 5000 + 2 * 1048576))" "both are still reachable"
+r0=$((r0 + 2 * 1048576))
 
 # Checks while a thread allocates and frees as fast as it can: each one
 # stops it where it is, and its 64 live blocks (on its stack, in its
@@ -51,6 +60,32 @@ for i in 1 2 3 4 5; do
 done
 is "$agree" 5 "5 checks during the churn: the same lost bytes each time"
 like "$(cmd stopchurn)" "^churned [1-9][0-9]*$" "the churn ran on between the checks and ends normally"
+
+# A thread that blocks every signal cannot be stopped by the agent's
+# signal: ctl holds it with ptrace when it may (root here), else the agent
+# does not wait for it, scans its stack from /proc's stack pointer, and the
+# report says so.
+is "$(cmd blocker)" blocking "a thread that blocks every signal"
+out=$($MEMTAP ctl $TPID leaks)
+is "$(lost_of "$out")" "8097 164" "the block only on its stack is not lost"
+if [ "$(id -u)" = 0 ]; then
+	is "$(sed -n 's/^threads stopped: \([0-9]*\).*/\1/p' <<< "$out")" "$(($(threads) - 1))" \
+		"every thread but the agent's stopped: the blocking one held by ctl (ptrace)"
+	unlike() { ! [[ "$1" =~ $2 ]]; ok $? "$3"; }
+	unlike "$out" "could not be stopped" "no thread left running"
+else
+	skip "ctl holds threads with ptrace only as root here"
+	skip "ctl holds threads with ptrace only as root here"
+fi
+is "$(grep -h TracerPid /proc/$TPID/task/*/status | sort -u | tr -d '\t ')" "TracerPid:0" \
+	"and none is left traced"
+out=$(MEMTAP_LEAKS_NO_HOLD=1 $MEMTAP ctl $TPID leaks)
+is "$(lost_of "$out")" "8097 164" "without ptrace (MEMTAP_LEAKS_NO_HOLD=1): the same figures"
+like "$out" "warning: 1 thread could not be stopped" "the report says a thread was left running"
+p=$(sed -n 's/^pause: \([0-9]*\).*/\1/p' <<< "$out")
+[ "${p:-9999}" -lt 500 ]
+ok $? "and the check did not wait for it (pause ${p} ms; the wait for a thread is 500 ms)"
+nthreads=$((nthreads + 1))
 
 # The program is unharmed.
 is "$(cmd check)" "ok $((${sum0#ok } + 9))" "its structures hold what they held before the checks (and the kept block)"

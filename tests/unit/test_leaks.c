@@ -244,6 +244,73 @@ static void file_round_trip(void **state)
 	free(b.data);
 }
 
+/* The live file's leak table, read as the session reads it: figures, sites
+ * with their frames from the site records, and a hostile table bounded. */
+static void live_table_read(void **state)
+{
+	(void)state;
+	size_t len = 1 << 20;
+	uint8_t *buf = calloc(1, len);
+	struct mt_live_hdr *h = (struct mt_live_hdr *)buf;
+	uint64_t base = (uint64_t)(uintptr_t)buf;
+	h->base = base;
+	h->nbuiltin = 1;
+	h->nfuncs = 1;
+	strcpy(h->names[0], "malloc");
+	size_t at_site = (sizeof(*h) + 63) & ~(size_t)63;
+	struct mt_live_site *site = (struct mt_live_site *)(buf + at_site);
+	site->fn = 0;
+	site->nframes = 2;
+	site->frames[0] = 0x401234;
+	site->frames[1] = 0x405678;
+	size_t at_tab = at_site + 4096;
+	struct mt_live_leaks *t = (struct mt_live_leaks *)(buf + at_tab);
+	t->cap = 4;
+	t->nsites = 2;
+	t->unreachable_bytes = 4800;
+	t->unreachable_blocks = 100;
+	t->reachable_bytes = 10000;
+	t->pause_ns = 5;
+	t->s[0] = (struct mt_live_leak_site){0, 0, 0, 3, 300};             /* no site record */
+	t->s[1] = (struct mt_live_leak_site){base + at_site, 100, 4800, 0, 0};
+	h->leaks = base + at_tab;
+	struct mt_live_view v = {buf, len, base};
+	struct mt_profile *p = mt_profile_new();
+	assert_non_null(mt_profile_func(p, "free", MT_KIND_FREE));
+	assert_non_null(mt_profile_func(p, "malloc", MT_KIND_ALLOC));
+	assert_int_equal(mt_live_leak_count(&v), 2);
+	struct mt_leak_site sites[4];
+	struct mt_leaks l = {.sites = sites};
+	assert_int_equal(mt_live_leaks_read(&v, p, &l, 4), 1);
+	assert_int_equal(l.unreachable_bytes, 4800);
+	assert_int_equal(l.pause_ns, 5);
+	assert_int_equal(l.nsites, 2);
+	/* ordered by lost bytes: the site with frames first */
+	assert_int_equal(l.sites[0].lost_bytes, 4800);
+	assert_int_equal(l.sites[0].nframes, 2);
+	assert_int_equal(l.sites[0].frames[1], 0x405678);
+	assert_int_equal(l.sites[0].fn, 1); /* "malloc" is the profile's function 1 */
+	assert_int_equal(l.sites[1].nframes, 0);
+	assert_int_equal(l.sites[1].fn, UINT32_MAX);
+	/* a table the view cannot hold is no table */
+	t->cap = 1u << 30;
+	assert_int_equal(mt_live_leak_count(&v), 0);
+	assert_int_equal(mt_live_leaks_read(&v, p, &l, 4), 0);
+	/* more sites than its capacity: clipped to it */
+	t->cap = 1;
+	assert_int_equal(mt_live_leak_count(&v), 1);
+	/* a site record with too many frames: kept without them */
+	t->cap = 4;
+	site->nframes = 1000;
+	assert_int_equal(mt_live_leaks_read(&v, p, &l, 4), 1);
+	assert_int_equal(l.sites[0].nframes, 0);
+	/* being written throughout (an odd seq): not read */
+	t->seq = 1;
+	assert_int_equal(mt_live_leaks_read(&v, p, &l, 4), -1);
+	mt_profile_free(p);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -253,6 +320,7 @@ int main(void)
 		cmocka_unit_test(unreadable_blocks_are_skipped),
 		cmocka_unit_test(next_chunk_header_does_not_reach),
 		cmocka_unit_test(file_round_trip),
+		cmocka_unit_test(live_table_read),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
