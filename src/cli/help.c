@@ -45,6 +45,29 @@ static const struct carg {
 	{MT_C_COUNT, NULL, NULL, NULL},
 };
 
+/* The commands whose options are options.def's rows (the session
+ * commands): which parser command they are, and their WHERE bits (all, the
+ * agent's, eBPF's).  0 for the other commands (cmdopts.def). */
+static int session_cmd(int cmd, enum mt_cli_cmd *cc, unsigned *mine, unsigned *ag, unsigned *bpf)
+{
+	switch (cmd) {
+	case MT_C_RUN: *cc = MT_CMD_RUN, *mine = MT_W_RUN, *ag = MT_W_RUN_AG, *bpf = MT_W_RUN_BPF; return 1;
+	case MT_C_ATTACH: *cc = MT_CMD_ATTACH, *mine = MT_W_ATT, *ag = MT_W_ATT_AG, *bpf = MT_W_ATT_BPF; return 1;
+	default: return 0;
+	}
+}
+
+int mt_cmd_of_session(int cc)
+{
+	for (int i = 0; i < MT_C_COUNT; i++) {
+		enum mt_cli_cmd c;
+		unsigned m, a, b;
+		if (session_cmd(i, &c, &m, &a, &b) && (int)c == cc)
+			return i;
+	}
+	return MT_C_RUN;
+}
+
 int mt_cmd_find(const char *name)
 {
 	for (int i = 0; i < MT_C_COUNT; i++)
@@ -171,9 +194,11 @@ void mt_cmd_usage_via(enum mt_cmd_id cmd, int via, FILE *out)
 	print_forms(out, "usage: ", c->forms);
 	fputc('\n', out);
 	wrap(out, 0, "", c->desc);
-	if (cmd == MT_C_RUN || cmd == MT_C_ATTACH) {
+	enum mt_cli_cmd cc;
+	unsigned mine, ag, bpf;
+	if (session_cmd(cmd, &cc, &mine, &ag, &bpf)) {
 		fprintf(out, "\nOptions:\n");
-		mt_cli_usage(cmd == MT_C_RUN ? MT_CMD_RUN : MT_CMD_ATTACH, via, out);
+		mt_cli_usage(cc, via, out);
 		fprintf(out, "\nSee also: man memtap-%s\n", c->name);
 		return;
 	}
@@ -413,15 +438,14 @@ static void man_cmd(int cmd, FILE *out)
 		fputc('\n', out);
 	}
 	fputs(".SH OPTIONS\n", out);
-	if (cmd == MT_C_RUN || cmd == MT_C_ATTACH) {
-		unsigned mine = cmd == MT_C_RUN ? MT_W_RUN : MT_W_ATT;
-		unsigned ag = cmd == MT_C_RUN ? MT_W_RUN_AG : MT_W_ATT_AG;
-		unsigned bpf = cmd == MT_C_RUN ? MT_W_RUN_BPF : MT_W_ATT_BPF;
+	enum mt_cli_cmd cc;
+	unsigned mine, ag, bpf;
+	if (session_cmd(cmd, &cc, &mine, &ag, &bpf)) {
 		for (int i = 0; i < MT_O_COUNT; i++) {
 			const struct mt_cli_optdesc *o = &mt_cli_optdescs[i];
 			if (!(o->where & mine))
 				continue;
-			const char *only = !(o->where & bpf) ? (cmd == MT_C_RUN ? " (agent only)" : " (--via=inject only)")
+			const char *only = !(o->where & bpf) ? (cc == MT_CMD_RUN ? " (agent only)" : " (--via=inject only)")
 					   : !(o->where & ag) ? " (--via=ebpf only)" : NULL;
 			man_opt(out, o->shrt, o->lng, o->arg, o->help, only);
 		}
@@ -506,8 +530,10 @@ void mt_completion_bash(FILE *out)
 		char names[96];
 		/* Option arguments. */
 		fputs("\t\tcase $prev in\n", out);
-		if (c == MT_C_RUN || c == MT_C_ATTACH) {
-			unsigned mine = c == MT_C_RUN ? MT_W_RUN : MT_W_ATT;
+		enum mt_cli_cmd cc;
+		unsigned mine, ag, bpf;
+		int session = session_cmd(c, &cc, &mine, &ag, &bpf);
+		if (session) {
 			if (c == MT_C_RUN)
 				fputs("\t\t*) [[ $dashdash == 1 || $pos -gt 0 ]] && { "
 				      "if [[ $prev == -- || $pos == 0 ]]; then COMPREPLY=($(compgen -c -- \"$cur\")); "
@@ -531,8 +557,7 @@ void mt_completion_bash(FILE *out)
 		fputs("\t\tesac\n", out);
 		/* Options. */
 		fputs("\t\tif [[ $cur == -* ]]; then\n\t\t\tCOMPREPLY=($(compgen -W \"", out);
-		if (c == MT_C_RUN || c == MT_C_ATTACH) {
-			unsigned mine = c == MT_C_RUN ? MT_W_RUN : MT_W_ATT;
+		if (session) {
 			for (int i = 0; i < MT_O_COUNT; i++) {
 				const struct mt_cli_optdesc *o = &mt_cli_optdescs[i];
 				if (!(o->where & mine))

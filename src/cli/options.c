@@ -220,7 +220,7 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_FULL_STACKS: o->full_stacks = mt_render_full_stacks = 1; break;
 		case MT_O_HELP:
 			/* After --via: `memtap run --via=ebpf --help` lists eBPF's. */
-			mt_cmd_usage_via(cmd == MT_CMD_RUN ? MT_C_RUN : MT_C_ATTACH,
+			mt_cmd_usage_via((enum mt_cmd_id)mt_cmd_of_session(cmd),
 					 via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
 			return 1;
 		}
