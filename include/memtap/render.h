@@ -76,11 +76,12 @@ int mt_render_flamegraph(FILE *out, const struct mt_report_item *items, size_t n
  * use, bytes allocated and calls, with symbolized frames; with them the
  * sites at the peak and by temporary allocations.  Nothing when P has no
  * sites. */
-int mt_render_top(FILE *out, const struct mt_profile *p, unsigned ntop);
+int mt_render_sites_table(FILE *out, const struct mt_profile *p, unsigned ntop);
 
 /* One of those tables: the NTOP sites by BY, NFRAMES frames each. */
-enum mt_top_by { MT_TOP_INUSE, MT_TOP_ALLOC, MT_TOP_CALLS, MT_TOP_PEAK, MT_TOP_TEMP };
-int mt_render_top_by(FILE *out, const struct mt_profile *p, enum mt_top_by by, unsigned ntop, unsigned nframes);
+enum mt_sites_by { MT_SITES_INUSE, MT_SITES_ALLOC, MT_SITES_CALLS, MT_SITES_PEAK, MT_SITES_TEMP };
+int mt_render_sites_table_by(FILE *out, const struct mt_profile *p, enum mt_sites_by by, unsigned ntop,
+			     unsigned nframes);
 
 /* analyses (src/render/analyses.c, docs/ANALYSES.md): the figures
  * heaptrack_print gives, per profile. */

@@ -122,7 +122,7 @@ int cmd_demo(int argc, char **argv)
 
 	printf("\n4. Where the bytes come from: the top call sites by bytes allocated, each stack from\n"
 	       "   the allocation up to the thread's start routine:\n");
-	mt_render_top_by(stdout, p, MT_TOP_ALLOC, 3, 5);
+	mt_render_sites_table_by(stdout, p, MT_SITES_ALLOC, 3, 5);
 	pools(stdout, p);
 
 	int bad = export_to(svg, "svg", &l) | export_to(pb, "pprof", &l);

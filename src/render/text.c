@@ -8,7 +8,7 @@
 #include "memtap/render.h"
 
 /* Call sites listed per table in the default report. */
-#define MT_TOP_SITES 10
+#define MT_SITES_TABLE_ROWS 10
 
 void mt_render_count_row(FILE *out, const char *key, uint64_t value)
 {
@@ -176,7 +176,7 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 	/* Call sites (--stacks) come after the DTrace-layout sections, which
 	 * stay as they are. */
 	if (p->nsites) {
-		int err = mt_render_top(out, p, MT_TOP_SITES);
+		int err = mt_render_sites_table(out, p, MT_SITES_TABLE_ROWS);
 		if (err)
 			return err;
 	}
