@@ -169,6 +169,16 @@ struct mt_live_hdr {
 	struct mt_live_custom custom[MT_LIVE_CUSTOM_MAX];
 	uint32_t kinds[MT_LIVE_FUNCS_MAX];            /* enum mt_kind per counter */
 	char names[MT_LIVE_FUNCS_MAX][MT_NAME_MAX];   /* the first nbuiltin */
+	/* pools part: agent address of the APR pool tables (struct mt_live_apr,
+	 * memtap/pools.h), 0: --pools is off */
+	uint64_t apr;
+	/* glibc part (issue 12): agent addresses of the latest allocator
+	 * statistics (struct mt_alloc_stats) and --glibc state (struct
+	 * mt_glibc), include/memtap/glibc.h, each seqlocked; 0: none */
+	uint64_t allocstats, glibc;
+	/* leaks: agent address of the last leak check's result (struct
+	 * mt_live_leaks, include/memtap/leaks.h), 0: none yet */
+	uint64_t leaks;
 };
 
 /* A readable image of a live file: the agent's own mapping, or a copy the

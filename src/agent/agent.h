@@ -111,6 +111,7 @@ struct mt_global {
 	int follow;       /* trace children and exec'd programs */
 	int finished;     /* the exit dump has been written */
 	int stacks;       /* --stacks: sample allocations with their call sites */
+	int leaks;        /* --leaks: a leak check by reachability at exit or detach (leaks.c) */
 	int tracking;     /* sampled allocations are in the live table: mt_set_tracking */
 	int dump_on_peak; /* --dump-on-peak */
 	uint64_t sample_period;  /* mean bytes between samples; 1: every allocation */
@@ -231,6 +232,7 @@ void mt_inuse_flush(struct mt_thread *t); /* fold T's delta into mt_g.inuse */
 void mt_inuse_fold(int64_t delta);        /* add to mt_g.inuse, track the peak */
 void mt_peak_offer(int64_t inuse);        /* raise mt_g.peak to INUSE if higher */
 void *mt_arena_alloc(size_t size);        /* zeroed, page-backed, never freed */
+uint32_t mt_arena_chunks(const uint64_t (**out)[2]); /* the arena's [lo, hi) chunks (leaks.c) */
 /* Sums every thread's counters (minus the reset baseline) into P, whose funcs
  * array must have room for MT_FN_COUNT entries; only called functions are
  * included unless ALL. */
@@ -367,7 +369,30 @@ const char *mt_custom_error(void);
 /* The end of an attach session: -f hooks inert, no -f functions. */
 void mt_custom_stop(void);
 
+/* pools.c: --pools, APR pool lifetimes (memtap/pools.h).  mt_apr_start()
+ * makes the table (once), publishes it and registers the GOT hooks of the
+ * libapr functions found so far (FRESH: a new attach session empties it);
+ * mt_apr_resolve() again after a dlopen; mt_apr_stop() at detach, after the
+ * hooks were made inert. */
+int mt_apr_start(int enable, int fresh);
+int mt_apr_enabled(void);
+void mt_apr_resolve(void);
+void mt_apr_reset(void);
+void mt_apr_fork_child(void);
+void mt_apr_stop(void);
+/* leaks.c: the leak check by reachability (docs/LEAKS.md).  Stops the other
+ * threads, scans, stores the result in the live file (hdr.leaks); 0 or
+ * -errno, with a summary or the reason in MSG. */
+int mt_leaks_check(int at_exit, char *msg, size_t msglen);
+/* sites.c, for the check: every sampled live allocation, read without the
+ * live table's locks (the other threads are stopped: a lock one holds would
+ * never be released); stops when FN returns nonzero.  mt_live_count(): how
+ * many there are, roughly (the sites' live counts). */
+void mt_live_each(int (*fn)(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void *arg), void *arg);
+size_t mt_live_count(void);
+
 /* control.c */
+extern int mt_ctl_tid; /* the control thread's id (0: none): the leak check leaves it running */
 int mt_control_start(void);
 void mt_control_stop(void);
 void mt_control_after_fork_child(void);
@@ -375,6 +400,26 @@ void mt_control_after_fork_child(void);
  * it still can be; after it, the socket is made again in the directory of
  * the new effective uid if that changed. */
 void mt_control_uid_change(int after);
+
+/* Replies of the control server, in scratch memory. */
+void mt_reply(struct mt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mt_reply_bytes(struct mt_buf *b, const char *s, size_t n);
+
+/* allocstats.c: the allocator's statistics, the jemalloc bridge, --glibc */
+/* Takes the allocator's statistics into the live file (hdr.allocstats);
+ * with TEXT, also the reply of `ctl stats`.  -ENOTSUP: no interface known. */
+int mt_allocstats_take(struct mt_buf *text);
+/* WHAT: 'a' activate, 'd' deactivate, 'u' dump: jemalloc's prof.active /
+ * prof.dump when jemalloc profiles; what it did goes into B. */
+void mt_jemalloc_bridge(int what, struct mt_buf *b);
+int mt_glibc_option(const char *name, const char *v); /* glibc, glibc_syms; -EINVAL: not ours */
+int mt_glibc_on(void);
+void mt_glibc_thread_start(void); /* a thread's first call, under --glibc */
+void mt_glibc_tick(int full);     /* the control thread's tick */
+void mt_glibc_fork_child(void);
+void mt_glibc_stop(void);         /* the end of an attach session */
+void mt_glibc_reset(void);        /* the start of one */
+void mt_allocstats_final(void);   /* at exit */
 
 /* interpose.c */
 int mt_resolve(void);

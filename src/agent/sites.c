@@ -249,14 +249,15 @@ uint32_t mt_sites_count(void)
  * unseen is a malloc(0) left unsampled.  Nothing is added to the fast
  * paths: both ends of the check are on slow paths (a sample, the free of a
  * sampled block). */
-static __thread uintptr_t tmp_ptr;
+static __thread uintptr_t tmp_ptr; /* complemented: the leak check, which scans every
+				      thread's TLS, must not see it as a pointer */
 static __thread int64_t tmp_left;
 static __thread struct mt_sitex *tmp_site;
 
 static void temp_check(uintptr_t p, struct mt_sitex *site, uint64_t size)
 {
 	struct mt_thread *t = mt_tls_thread;
-	if (p != tmp_ptr || site != tmp_site || !t || MT_LOAD(t->event_left) != tmp_left)
+	if (~p != tmp_ptr || site != tmp_site || !t || MT_LOAD(t->event_left) != tmp_left)
 		return;
 	tmp_ptr = 0;
 	__atomic_fetch_add(&site->temp_objects, 1, __ATOMIC_RELAXED);
@@ -564,7 +565,7 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, int64_t usable, 
 	 * after it: any later allocation of the thread moves the countdown
 	 * (or, with every allocation sampled, comes here). */
 	tmp_site = sampled;
-	tmp_ptr = sampled ? (uintptr_t)ptr : 0;
+	tmp_ptr = sampled ? ~(uintptr_t)ptr : 0;
 	tmp_left = MT_LOAD(t->event_left);
 }
 
@@ -634,4 +635,35 @@ void mt_sites_peak(void)
 		return; /* another thread is recording this peak */
 	mt_sites_foreach(copy_live_to_peak, NULL);
 	__atomic_store_n(&busy_copying, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- for the leak check (leaks.c) ---- */
+
+void mt_live_each(int (*fn)(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void *arg), void *arg)
+{
+	if (!live_buckets)
+		return;
+	for (uint32_t b = 0; b < LIVE_BUCKETS; b++) {
+		/* A stopped thread may be mid-insert or mid-remove: each chain is
+		 * still whole at every instruction of those.  Bounded anyway. */
+		uint32_t walk = 0;
+		for (struct mt_live *e = __atomic_load_n(&live_buckets[b], __ATOMIC_ACQUIRE); e && walk < (1u << 24);
+		     e = e->next, walk++)
+			if (fn(e->ptr, e->size, e->site, arg))
+				return;
+	}
+}
+
+static void count_live(struct mt_sitex *s, void *arg)
+{
+	uint64_t o, b;
+	mt_site_live(s, &o, &b);
+	*(size_t *)arg += o;
+}
+
+size_t mt_live_count(void)
+{
+	size_t n = 0;
+	mt_sites_foreach(count_live, &n);
+	return n;
 }

@@ -27,7 +27,7 @@ static int export_to(const char *path, const char *format, const struct mt_loade
 	FILE *f = fopen(path, "w");
 	if (!f)
 		return mt_error("demo: cannot write %s: %s", path, strerror(errno));
-	struct mt_render_opts ro = {MT_VALUE_ALLOC};
+	struct mt_render_opts ro = {.value = MT_VALUE_ALLOC};
 	int err = mt_render_with(f, format, l, &ro);
 	if (fclose(f) && !err)
 		err = -errno;
@@ -122,7 +122,7 @@ int cmd_demo(int argc, char **argv)
 
 	printf("\n4. Where the bytes come from: the top call sites by bytes allocated, each stack from\n"
 	       "   the allocation up to the thread's start routine:\n");
-	mt_render_sites_table_by(stdout, p, MT_SITES_ALLOC, 3, 5);
+	mt_render_sites_table_by(stdout, p, MT_TABLE_ALLOC, 3, 5);
 	pools(stdout, p);
 
 	int bad = export_to(svg, "svg", &l) | export_to(pb, "pprof", &l);

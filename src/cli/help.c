@@ -45,29 +45,6 @@ static const struct carg {
 	{MT_C_COUNT, NULL, NULL, NULL},
 };
 
-/* The commands whose options are options.def's rows (the session
- * commands): which parser command they are, and their WHERE bits (all, the
- * agent's, eBPF's).  0 for the other commands (cmdopts.def). */
-static int session_cmd(int cmd, enum mt_cli_cmd *cc, unsigned *mine, unsigned *ag, unsigned *bpf)
-{
-	switch (cmd) {
-	case MT_C_RUN: *cc = MT_CMD_RUN, *mine = MT_W_RUN, *ag = MT_W_RUN_AG, *bpf = MT_W_RUN_BPF; return 1;
-	case MT_C_ATTACH: *cc = MT_CMD_ATTACH, *mine = MT_W_ATT, *ag = MT_W_ATT_AG, *bpf = MT_W_ATT_BPF; return 1;
-	default: return 0;
-	}
-}
-
-int mt_cmd_of_session(int cc)
-{
-	for (int i = 0; i < MT_C_COUNT; i++) {
-		enum mt_cli_cmd c;
-		unsigned m, a, b;
-		if (session_cmd(i, &c, &m, &a, &b) && (int)c == cc)
-			return i;
-	}
-	return MT_C_RUN;
-}
-
 int mt_cmd_find(const char *name)
 {
 	for (int i = 0; i < MT_C_COUNT; i++)
@@ -183,6 +160,18 @@ static int arg_len(const char *arg)
 	return arg ? (int)strcspn(arg, "|") : 0;
 }
 
+/* The commands whose options are in options.def (run, attach, top): 1 and
+ * their parser's command and WHERE bits (every collector, the agent's, eBPF's). */
+static int cli_table(int cmd, enum mt_cli_cmd *cc, unsigned *mine, unsigned *ag, unsigned *bpf)
+{
+	switch (cmd) {
+	case MT_C_RUN: *cc = MT_CMD_RUN, *mine = MT_W_RUN, *ag = MT_W_RUN_AG, *bpf = MT_W_RUN_BPF; return 1;
+	case MT_C_ATTACH: *cc = MT_CMD_ATTACH, *mine = MT_W_ATT, *ag = MT_W_ATT_AG, *bpf = MT_W_ATT_BPF; return 1;
+	case MT_C_TOP: *cc = MT_CMD_TOP, *mine = MT_W_TOP, *ag = MT_W_TOP_AG, *bpf = MT_W_TOP_BPF; return 1;
+	default: return 0;
+	}
+}
+
 void mt_cmd_usage(enum mt_cmd_id cmd, FILE *out)
 {
 	mt_cmd_usage_via(cmd, -1, out);
@@ -196,7 +185,7 @@ void mt_cmd_usage_via(enum mt_cmd_id cmd, int via, FILE *out)
 	wrap(out, 0, "", c->desc);
 	enum mt_cli_cmd cc;
 	unsigned mine, ag, bpf;
-	if (session_cmd(cmd, &cc, &mine, &ag, &bpf)) {
+	if (cli_table(cmd, &cc, &mine, &ag, &bpf)) {
 		fprintf(out, "\nOptions:\n");
 		mt_cli_usage(cc, via, out);
 		fprintf(out, "\nSee also: man memtap-%s\n", c->name);
@@ -351,9 +340,9 @@ static void man_see_also(FILE *out, int cmd)
 			fprintf(out, "%s.BR memtap\\-%s (1)", n++ || cmd >= 0 ? ",\n" : "", mt_cmds[i].name);
 	fputs(",\n.BR heaptrack (1),\n.BR valgrind (1),\n.BR pprof (1)\n", out);
 	man_para(out, "share/doc/memtap/ under the installation prefix (/usr/local by default) holds "
-		      "README.md and the docs beside it: FORMAT.md (the profile file and the JSON report), ANALYSES.md "
-		      "(temporary allocations, the peak per site, run time, rate, peak RSS), LIVE.md, "
-		      "SAFETY.md, INJECT.md, EBPF.md, BENCHMARKS.md.");
+		      "README.md and the docs beside it: FORMAT.md (the profile file and the JSON report), "
+		      "ANALYSES.md (temporary allocations, the peak per site, run time, rate, peak RSS), "
+		      "LIVE.md, SAFETY.md, INJECT.md, EBPF.md, BENCHMARKS.md and the other parts' pages.");
 }
 
 static void man_main(FILE *out)
@@ -444,12 +433,12 @@ static void man_cmd(int cmd, FILE *out)
 	fputs(".SH OPTIONS\n", out);
 	enum mt_cli_cmd cc;
 	unsigned mine, ag, bpf;
-	if (session_cmd(cmd, &cc, &mine, &ag, &bpf)) {
+	if (cli_table(cmd, &cc, &mine, &ag, &bpf)) {
 		for (int i = 0; i < MT_O_COUNT; i++) {
 			const struct mt_cli_optdesc *o = &mt_cli_optdescs[i];
 			if (!(o->where & mine))
 				continue;
-			const char *only = !(o->where & bpf) ? (cc == MT_CMD_RUN ? " (agent only)" : " (--via=inject only)")
+			const char *only = !(o->where & bpf) ? (cmd != MT_C_ATTACH ? " (agent only)" : " (--via=inject only)")
 					   : !(o->where & ag) ? " (--via=ebpf only)" : NULL;
 			man_opt(out, o->shrt, o->lng, o->arg, o->help, only);
 		}
@@ -536,8 +525,8 @@ void mt_completion_bash(FILE *out)
 		fputs("\t\tcase $prev in\n", out);
 		enum mt_cli_cmd cc;
 		unsigned mine, ag, bpf;
-		int session = session_cmd(c, &cc, &mine, &ag, &bpf);
-		if (session) {
+		int in_table = cli_table(c, &cc, &mine, &ag, &bpf);
+		if (in_table) {
 			if (c == MT_C_RUN)
 				fputs("\t\t*) [[ $dashdash == 1 || $pos -gt 0 ]] && { "
 				      "if [[ $prev == -- || $pos == 0 ]]; then COMPREPLY=($(compgen -c -- \"$cur\")); "
@@ -561,7 +550,7 @@ void mt_completion_bash(FILE *out)
 		fputs("\t\tesac\n", out);
 		/* Options. */
 		fputs("\t\tif [[ $cur == -* ]]; then\n\t\t\tCOMPREPLY=($(compgen -W \"", out);
-		if (session) {
+		if (in_table) {
 			for (int i = 0; i < MT_O_COUNT; i++) {
 				const struct mt_cli_optdesc *o = &mt_cli_optdescs[i];
 				if (!(o->where & mine))

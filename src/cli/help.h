@@ -51,9 +51,6 @@ int mt_cmd_getopt(enum mt_cmd_id cmd, int argc, char **argv);
  * attach's options for collector VIA only (enum mt_via; -1: all). */
 void mt_cmd_usage(enum mt_cmd_id cmd, FILE *out);
 void mt_cmd_usage_via(enum mt_cmd_id cmd, int via, FILE *out);
-/* The command (commands.def) whose options options.def's parser reads as
- * CC (enum mt_cli_cmd). */
-int mt_cmd_of_session(int cc);
 /* The command named NAME, or -1. */
 int mt_cmd_find(const char *name);
 /* memtap's own usage: every form of every command. */

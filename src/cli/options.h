@@ -18,8 +18,9 @@
 #include <sys/types.h>
 
 #include "agent_opts.h"
+#include "fleet.h"
 
-enum mt_cli_cmd { MT_CMD_RUN, MT_CMD_ATTACH };
+enum mt_cli_cmd { MT_CMD_RUN, MT_CMD_ATTACH, MT_CMD_TOP };
 enum mt_via { MT_VIA_AGENT, MT_VIA_EBPF };
 
 enum mt_opt_id {
@@ -41,6 +42,7 @@ struct mt_cli_optdesc {
 extern const struct mt_cli_optdesc mt_cli_optdescs[MT_O_COUNT];
 
 #define MT_CLI_FUNCS_MAX 64
+#define MT_CLI_PIDS_MAX 64
 
 struct mt_cli_opts {
 	enum mt_cli_cmd cmd;
@@ -49,11 +51,23 @@ struct mt_cli_opts {
 	pid_t pid;
 	double seconds;
 	const char *output, *report_file, *format, *within;
-	int quiet, stacks, leaks, dump_on_peak, inactive, follow, heap_events, failures, verbose, full_stacks;
+	int quiet, stacks, leaks, dump_on_peak, inactive, follow, heap_events, failures, verbose, pools;
+	int glibc; /* --glibc */
+	int full_stacks;
 	uint64_t sample, dump_every, interval_ms;
 	const char *funcs[MT_CLI_FUNCS_MAX];
 	int nfuncs;
 	int argi; /* run: where CMD starts in argv */
+	/* top: every -p (pid is the first), the refresh interval, -n, --sort */
+	pid_t pids[MT_CLI_PIDS_MAX];
+	int npids;
+	uint64_t refresh_ms;
+	long count;
+	const char *sort, *program_output;
+	int batch;
+	struct mt_fleet_opts fleet; /* --prometheus, --pprof-dir (fleet.h) */
+	struct mt_fleet *endpoint;  /* what the command opened from them (mt_fleet_open), or NULL;
+				       the session it is attached to owns it */
 };
 
 /* Parses ARGV for CMD into O; 0, 1 when --help was printed, -1 after

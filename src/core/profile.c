@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "memtap/pools.h"
+#include "memtap/leaks.h"
 #include "memtap/profile.h"
 
 struct mt_profile *mt_profile_new(void)
@@ -24,7 +26,29 @@ void mt_profile_free(struct mt_profile *p)
 	free(p->sites);
 	free(p->maps);
 	free(p->pools);
+	mt_apr_free(p->apr);
+	free(p->stats);
+	free(p->glibc);
+	mt_leaks_free(p->leaks);
+	mt_timeline_clear(&p->timeline);
 	free(p);
+}
+
+void mt_profile_forget(struct mt_profile *p)
+{
+	p->funcs = NULL;
+	p->nfuncs = 0;
+	p->sites = NULL;
+	p->nsites = 0;
+	p->maps = NULL;
+	p->nmaps = 0;
+	p->pools = NULL;
+	p->npools = 0;
+	p->apr = NULL;
+	p->stats = NULL;
+	p->glibc = NULL;
+	p->leaks = NULL;
+	memset(&p->timeline, 0, sizeof(p->timeline));
 }
 
 double mt_site_scale(uint64_t period, uint64_t objects, uint64_t bytes)
@@ -242,6 +266,8 @@ int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 		mt_func_add(f, &src->funcs[i]);
 	}
 	if (merge_sites(dst, src) || merge_pools(dst, src))
+		return -ENOMEM;
+	if (src->apr && ((!dst->apr && !(dst->apr = mt_apr_new())) || mt_apr_merge(dst->apr, src->apr)))
 		return -ENOMEM;
 	dst->totals.allocated_bytes += src->totals.allocated_bytes;
 	dst->totals.freed_bytes += src->totals.freed_bytes;

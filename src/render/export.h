@@ -1,6 +1,6 @@
 /*
  * Internals shared by the heap-profile exports (pprof.c, jeprof.c,
- * collapsed.c, flamegraph.c, top.c, diff.c); the public entry points are in
+ * collapsed.c, flamegraph.c, sites_table.c, diff.c); the public entry points are in
  * include/memtap/render.h.
  *
  * Sites' frames are return addresses, leaf first: frames[0] returns into the
@@ -64,5 +64,11 @@ struct mt_pprof_sample {
 int mt_pprof_write(FILE *out, const struct mt_profile *ident, const struct mt_profile *const *profs,
 		   size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
 		   int64_t duration_ns, const char *comment);
+/* The same with DEFAULT_TYPE (an index of the four sample types) as the one
+ * pprof shows first: 3 (inuse_space) for a heap profile, 1 (alloc_space)
+ * for Go's /debug/pprof/allocs. */
+int mt_pprof_write_typed(FILE *out, const struct mt_profile *ident, const struct mt_profile *const *profs,
+			 size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
+			 int64_t duration_ns, const char *comment, unsigned default_type);
 
 #endif

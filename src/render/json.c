@@ -29,6 +29,11 @@ static void json_str(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+void mt_render_json_str(FILE *out, const char *s)
+{
+	json_str(out, s);
+}
+
 static void json_func(FILE *out, const struct mt_func *f)
 {
 	json_str(out, f->name);
@@ -172,6 +177,33 @@ static int json_pools(FILE *out, const struct mt_profile *p, uint32_t by)
 	return 0;
 }
 
+/* The timeline (--interval, part timeline): the parent link and one object
+ * per point; rss/pool/heap only when known. */
+static void json_timeline(FILE *out, const struct mt_profile *p)
+{
+	const struct mt_timeline *tl = &p->timeline;
+	fprintf(out, ",\"timeline\":{\"interval_ns\":%" PRIu64 ",\"decimations\":%u", tl->interval_ns,
+		tl->decimations);
+	if (p->parent_start_ns)
+		fprintf(out, ",\"parent\":{\"pid\":%u,\"start_ns\":%" PRIu64 "}", p->ppid, p->parent_start_ns);
+	fputs(",\"points\":[", out);
+	for (uint32_t i = 0; i < tl->n; i++) {
+		const struct mt_tl_point *t = &tl->pts[i];
+		fprintf(out, "%s{\"t_ns\":%" PRIu64 ",\"span_ns\":%" PRIu64 ",\"in_use_bytes\":%" PRId64
+			",\"in_use_max\":%" PRId64 ",\"alloc_bytes\":%" PRIu64 ",\"alloc_calls\":%" PRIu64
+			",\"free_bytes\":%" PRIu64 ",\"free_calls\":%" PRIu64, i ? "," : "", t->t_ns, t->span_ns,
+			t->in_use_bytes, t->in_use_max, t->alloc_bytes, t->alloc_calls, t->free_bytes, t->free_calls);
+		if (t->have & MT_TL_HAVE_RSS)
+			fprintf(out, ",\"rss_bytes\":%" PRIu64, t->rss_bytes);
+		if (t->have & MT_TL_HAVE_POOLS)
+			fprintf(out, ",\"pool_bytes\":%" PRIu64, t->pool_bytes);
+		if (t->have & MT_TL_HAVE_HEAP)
+			fprintf(out, ",\"heap_bytes\":%" PRIu64, t->heap_bytes);
+		fprintf(out, ",\"merged\":%u}", t->merged);
+	}
+	fputs("]}", out);
+}
+
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 {
 	fputs("{\"processes\":[", out);
@@ -218,6 +250,12 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			json_sites(out, p);
 		if (p->npools && (json_pools(out, p, MT_POOL_BY_ARG) || json_pools(out, p, MT_POOL_BY_THREAD)))
 			return -ENOMEM;
+		mt_render_pools_json(out, p);
+		mt_render_glibc_json(out, p);
+		if (p->leaks && mt_render_leaks_json(out, p)) /* leaks */
+			return -EIO;
+		if (p->timeline.n)
+			json_timeline(out, p);
 		fputc('}', out);
 	}
 	fputs("]}\n", out);

@@ -168,15 +168,28 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 			fprintf(out, "\nHeap events (--heap-events): none: no brk, mmap, munmap, mremap, mprotect "
 				"or madvise while traced\n");
 	}
+	if (p->timeline.n)
+		mt_render_timeline_text(out, p);
 	if (p->npools) {
 		int err = render_pools(out, p);
 		if (err)
 			return err;
 	}
+	if (p->apr) {
+		int err = mt_render_pools_text(out, p, 0);
+		if (err)
+			return err;
+	}
+	mt_render_glibc_text(out, p);
 	/* Call sites (--stacks) come after the DTrace-layout sections, which
 	 * stay as they are. */
 	if (p->nsites) {
 		int err = mt_render_sites_table(out, p, MT_SITES_TABLE_ROWS);
+		if (err)
+			return err;
+	}
+	if (p->leaks) { /* leaks */
+		int err = mt_render_leaks_text(out, p, 10);
 		if (err)
 			return err;
 	}
