@@ -26,6 +26,7 @@
 #include "ebpf.h"
 #include "memtap/pools.h"
 #include "memtap_bpf.h"
+#include "memtap/proc.h"
 #include "memtap.skel.h"
 #include "uprobes.h"
 #include "../cli/glibc_syms.h"
@@ -672,6 +673,9 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 	p->start_ns = pr->start_ns ? e->start_real_ns + (pr->start_ns - e->start_mono_ns) : e->start_real_ns;
 	p->dump_ns = now_ns(CLOCK_REALTIME);
 	p->sample_period = 1;
+	/* analyses: a running process's peak RSS (an exited one's is gone). */
+	if (!pr->exited)
+		p->peak_rss_bytes = mt_proc_hwm((int)tgid);
 	if (tgid == (uint32_t)e->root) {
 		snprintf(p->command, sizeof(p->command), "%s", e->root_command[0] ? e->root_command : pr->comm);
 		snprintf(p->exe, sizeof(p->exe), "%s", e->root_exe);

@@ -14,6 +14,9 @@
 #include "agent_opts.h"
 #include "memtap/render.h"
 
+/* memtap's version: -V, the man pages, the metrics endpoint's info. */
+#define MEMTAP_VERSION "0.1"
+
 int cmd_run(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 int cmd_report(int argc, char **argv);

@@ -30,7 +30,7 @@
 #include "render/export.h"
 #include "session.h"
 
-#define MT_VERSION "0.1"
+#define MT_VERSION MEMTAP_VERSION /* cli.h: the one version */
 /* Distinct command labels kept; later commands are counted as "other". */
 #define GROUPS_MAX 256
 

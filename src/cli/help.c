@@ -339,6 +339,10 @@ static void man_see_also(FILE *out, int cmd)
 		if (i != cmd)
 			fprintf(out, "%s.BR memtap\\-%s (1)", n++ || cmd >= 0 ? ",\n" : "", mt_cmds[i].name);
 	fputs(",\n.BR heaptrack (1),\n.BR valgrind (1),\n.BR pprof (1)\n", out);
+	man_para(out, "share/doc/memtap/ under the installation prefix (/usr/local by default) holds "
+		      "README.md and the docs beside it: FORMAT.md (the profile file and the JSON report), "
+		      "ANALYSES.md (temporary allocations, the peak per site, run time, rate, peak RSS), "
+		      "LIVE.md, SAFETY.md, INJECT.md, EBPF.md, BENCHMARKS.md and the other parts' pages.");
 }
 
 static void man_main(FILE *out)

@@ -15,7 +15,6 @@
 
 #include <stdio.h>
 
-#define MEMTAP_VERSION "0.1"
 
 enum mt_cmd_id {
 #define MT_CMD(id, name, fn, summary, forms, desc) MT_C_##id,

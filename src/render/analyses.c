@@ -107,7 +107,7 @@ void mt_render_analyses_rows(FILE *out, const struct mt_profile *p, int merged)
 		snprintf(v, sizeof(v), "%.3f s%s", (double)a.run_ns / 1e9,
 			 p->end ? "" : " (traced so far: the process was running)");
 	else
-		snprintf(v, sizeof(v), "unknown%s", merged ? " (several processes)" : "");
+		snprintf(v, sizeof(v), "%s", merged ? "per process: memtap report FILE of each" : "unknown");
 	row(out, "run time", v);
 	if (a.run_ns && !merged)
 		snprintf(v, sizeof(v), "%" PRIu64 " call%s, %.0f per second", a.allocations, a.allocations == 1 ? "" : "s",

@@ -185,7 +185,8 @@ int mt_render_diff_text(FILE *out, const struct mt_diff *d, unsigned ntop)
 	if (!d->n)
 		fprintf(out, "  (no call site changed)\n");
 	else if (shown < d->n)
-		fprintf(out, "  ... %zu more call sites changed (--top=N shows more)\n", d->n - shown);
+		fprintf(out, "  ... %zu more call site%s changed (--top=N shows more)\n", d->n - shown,
+			d->n - shown == 1 ? "" : "s");
 	mt_symbolizer_free(sb);
 	mt_symbolizer_free(sn);
 	return fflush(out) || ferror(out) ? -EIO : 0;

@@ -120,8 +120,9 @@ int mt_render_sites_table(FILE *out, const struct mt_profile *p, unsigned ntop)
 	else
 		fprintf(out, "\nCall sites: %" PRIu32 " stack%s, every allocation recorded\n", p->nsites, PL(p->nsites));
 	if (p->unknown_frees)
-		fprintf(out, "  %" PRIu64 " frees of blocks allocated before recording began (before an attach or "
-			"activate): counted, kept out of the sites and of in-use\n", p->unknown_frees);
+		fprintf(out, "  %" PRIu64 " free%s of blocks allocated before recording began (before an attach or "
+			"activate): counted, kept out of the sites and of in-use\n", p->unknown_frees,
+			PL(p->unknown_frees));
 	top_table(out, p, sym, est, order, TOP_INUSE, ntop, TOP_FRAMES);
 	top_table(out, p, sym, est, order, TOP_ALLOC, ntop, TOP_FRAMES);
 	top_table(out, p, sym, est, order, TOP_CALLS, ntop, TOP_FRAMES);

@@ -131,7 +131,7 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 	if (!p->nfuncs)
 		fprintf(out, "  (no calls recorded)\n");
 
-	fprintf(out, "\nBytes per function (requested; released for frees):\n");
+	fprintf(out, "\nBytes per function (requested bytes; for frees, the usable bytes released):\n");
 	for (uint32_t i = 0; i < p->nfuncs; i++)
 		mt_render_count_row(out, p->funcs[order[i]].name, p->funcs[order[i]].bytes);
 
@@ -145,7 +145,7 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 				mt_render_count_row(out, p->funcs[order[i]].name, p->funcs[order[i]].failed);
 	}
 
-	fprintf(out, "\nSize distribution per function (bytes):\n\n");
+	fprintf(out, "\nSize distribution per function (requested bytes; for frees, usable bytes):\n\n");
 	for (uint32_t i = 0; i < p->nfuncs; i++)
 		mt_render_quantize(out, p->funcs[order[i]].name, p->funcs[order[i]].hist);
 	free(order);

@@ -4,8 +4,8 @@
 # errors prefixed with memtap: and followed by one line pointing at --help,
 # and the error messages that used to mislead (issue 14).
 . "$(dirname "$0")/../lib.sh"
-cmds="run attach detach ctl report diff demo help"
-plan 36
+cmds="run attach top detach ctl report diff demo help"
+plan 37
 
 out=$($MEMTAP 2>&1); rc=$?
 is "$rc" 2 "memtap without a command is a usage error"

@@ -6,8 +6,8 @@
 # uses.
 . "$(dirname "$0")/../lib.sh"
 command -v man >/dev/null || skip_all "man (package man-db) is not installed"
-pages="memtap memtap-run memtap-attach memtap-detach memtap-ctl memtap-report memtap-diff memtap-demo memtap-help"
-plan 20
+pages="memtap memtap-run memtap-attach memtap-top memtap-detach memtap-ctl memtap-report memtap-diff memtap-demo memtap-help"
+plan 21
 
 make -s -C "$ROOT" install PREFIX=/opt/mt DESTDIR="$TMP/dest" >/dev/null
 ok $? "make install PREFIX=/opt/mt DESTDIR=..."
