@@ -93,9 +93,6 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 		tot.in_use_bytes = (int64_t)(ab - fb);
 	}
 	uint64_t t = p->dump_ns;
-	/* A dump the agent spooled may be older than the last point. */
-	if (se->have_last && t <= se->last_ns)
-		return;
 	if (!se->start_ns)
 		se->start_ns = p->start_ns;
 	struct mt_tl_point pt = {
@@ -112,12 +109,27 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 		if (pt.rss_bytes)
 			pt.have |= MT_TL_HAVE_RSS;
 	}
-	if (mt_timeline_append(&se->tl, &pt))
+	if (se->have_last && t <= se->last_ns && se->tl.n) {
+		/* Not later than the last point: a dump the agent spooled, or a
+		 * final profile whose end time precedes the clock of the last
+		 * periodic read (the process ended just after it was read).
+		 * Its counts go into the last point, so none is lost. */
+		struct mt_tl_point *l = &se->tl.pts[se->tl.n - 1];
+		l->in_use_bytes = pt.in_use_bytes;
+		if (l->in_use_max < pt.in_use_bytes)
+			l->in_use_max = pt.in_use_bytes;
+		l->alloc_bytes += pt.alloc_bytes;
+		l->alloc_calls += pt.alloc_calls;
+		l->free_bytes += pt.free_bytes;
+		l->free_calls += pt.free_calls;
+	} else if (mt_timeline_append(&se->tl, &pt)) {
 		return;
+	} else {
+		se->last_ns = t;
+	}
 	se->last = tot;
 	se->last_alloc_calls = ac;
 	se->last_free_calls = fc;
-	se->last_ns = t;
 	se->have_last = 1;
 }
 
