@@ -224,7 +224,7 @@ static const char *const palette[] = {
 };
 #define NPALETTE (sizeof(palette) / sizeof(palette[0]))
 
-#define SV_W 1200
+#define SV_W 1280
 #define SV_H 560
 #define SV_X0 90.0
 #define SV_X1 820.0
@@ -352,17 +352,31 @@ int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t
 		fprintf(out, "\"/>\n<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/></g>\n", lx, ly, col);
 	}
 	/* The legend: processes in start order, children indented under
-	 * their parent's colour. */
+	 * their parent; with more than SV_LEGEND, the SV_LEGEND of highest
+	 * peak (still in start order): the lines that matter. */
+	int64_t *peaks = calloc(ns, sizeof(*peaks));
+	size_t *rank = calloc(ns, sizeof(*rank));
+	if (!peaks || !rank) {
+		free(peaks);
+		free(rank);
+		mt_tl_series_free(s, ns);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < ns; i++)
+		for (uint32_t k = 0; k < s[i].tl.n; k++)
+			peaks[i] = s[i].tl.pts[k].in_use_max > peaks[i] ? s[i].tl.pts[k].in_use_max : peaks[i];
+	for (size_t i = 0; i < ns; i++)
+		for (size_t j = 0; j < ns; j++)
+			rank[i] += peaks[j] > peaks[i] || (peaks[j] == peaks[i] && j < i);
 	double ly = SV_Y0;
-	fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" style=\"font-weight:bold\">processes (%zu)</text>\n", SV_X1 + 20,
-		ly, ns);
-	for (size_t i = 0; i < ns && i < SV_LEGEND; i++) {
+	fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" style=\"font-weight:bold\">processes (%zu)%s</text>\n", SV_X1 + 20,
+		ly, ns, ns > SV_LEGEND ? ", the highest peaks" : "");
+	for (size_t i = 0; i < ns; i++) {
+		if (rank[i] >= SV_LEGEND)
+			continue;
 		const struct mt_profile *p = s[i].p;
 		char peak[32];
-		int64_t pk = 0;
-		for (uint32_t k = 0; k < s[i].tl.n; k++)
-			pk = s[i].tl.pts[k].in_use_max > pk ? s[i].tl.pts[k].in_use_max : pk;
-		mt_fmt_bytes(peak, sizeof(peak), (double)pk);
+		mt_fmt_bytes(peak, sizeof(peak), (double)peaks[i]);
 		ly += 17;
 		double lx = SV_X1 + 20 + (s[i].parent >= 0 ? 12 : 0);
 		fprintf(out, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"3\"/>"
@@ -374,6 +388,8 @@ int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t
 		xml_text(out, short_cmd(p), s[i].parent >= 0 ? 22 : 26);
 		fprintf(out, " (peak %s)</text>\n", peak);
 	}
+	free(peaks);
+	free(rank);
 	if (ns > SV_LEGEND)
 		fprintf(out, "<text x=\"%.0f\" y=\"%.0f\">... and %zu more (hover a line)</text>\n", SV_X1 + 20,
 			ly + 17, ns - SV_LEGEND);
