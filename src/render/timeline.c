@@ -299,7 +299,11 @@ int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t
 	}
 	fputs("</text>\n", out);
 	/* Grid and ticks. */
-	for (double y = ymin; y <= ymax + ystep / 2; y += ystep) {
+	/* Ticks by count: adding a step too small for the values' precision
+	 * (a profile's figures are untrusted) would never reach the end. */
+	double nyt = fmin(floor((ymax - ymin) / ystep + 0.5), 50);
+	for (double k = 0; k <= nyt; k++) {
+		double y = ymin + k * ystep;
 		double py = SV_Y1 - (y - ymin) * ys;
 		char lab[32];
 		snprintf(lab, sizeof(lab), "%g %s", y / div, unit[u]);
@@ -308,7 +312,9 @@ int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t
 			py + 4, lab);
 	}
 	double xstep = nice_step(span, 8);
-	for (double x = 0; x <= span + xstep / 1000; x += xstep) {
+	double nxt = fmin(floor(span / xstep + 1e-3), 50);
+	for (double k = 0; k <= nxt; k++) {
+		double x = k * xstep;
 		double px = SV_X0 + x * xs;
 		fprintf(out, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\"/>"
 			"<text class=\"xtick\" x=\"%.1f\" y=\"%.0f\">%g</text>\n", px, SV_Y0, px, SV_Y1, px,
