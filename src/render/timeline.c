@@ -168,8 +168,9 @@ void mt_render_timeline_text(FILE *out, const struct mt_profile *p)
 	mt_fmt_bytes(first, sizeof(first), (double)a->in_use_bytes);
 	mt_fmt_bytes(last, sizeof(last), (double)z->in_use_bytes);
 	mt_fmt_bytes(top, sizeof(top), (double)tl->pts[hi].in_use_max);
-	fprintf(out, "\nTimeline (--interval=%g): %u points over %.1f s%s; in use %s first, %s last, "
-		"highest %s at +%.1f s", (double)tl->interval_ns / 1e9, tl->n, (double)(z->t_ns - a->t_ns) / 1e9,
+	fprintf(out, "\nTimeline (--interval=%g): %u point%s over %.1f s%s; in use %s first, %s last, "
+		"highest %s at +%.1f s", (double)tl->interval_ns / 1e9, tl->n, tl->n == 1 ? "" : "s",
+		(double)(z->t_ns - a->t_ns) / 1e9,
 		tl->decimations ? " (older ones merged)" : "", first, last, top,
 		(double)(tl->pts[hi].t_ns - a->t_ns) / 1e9);
 	if ((a->have & MT_TL_HAVE_RSS)) {
