@@ -7,7 +7,7 @@
 # stays under 4 MB; the progress bar shows on a terminal only.
 # MEMTAP_GOLDEN_UPDATE=1 rewrites the golden files.
 . "$(dirname "$0")/../lib.sh"
-plan 17
+plan 19
 G="$ROOT/tests/golden/timeline"
 python3 "$G/mkprofiles.py" "$TMP" || skip_all "python3 could not write the fixed profiles"
 
@@ -37,6 +37,14 @@ is "$(grep -Eci '(src|href)="(https?:)?//|@import|url\((https?:)?//' "$TMP/repor
 python3 "$G/mkprofiles.py" "$TMP" evil
 $MEMTAP report --format=html "$TMP/evil.mtp" > "$TMP/evil.html"
 is "$(grep -c '</script>' "$TMP/evil.html")" 2 "markup in a command or a path cannot end the data's script early"
+
+# A newer writer: longer points (their known fields read from the front)
+# and a record this reader does not know (skipped).
+python3 "$G/mkprofiles.py" "$TMP" newer
+$MEMTAP report --format=json "$TMP/newer.mtp" > "$TMP/newer.json"
+ok $? "a newer writer's profile (longer points, an unknown record) is read"
+is "$(jq -c '[.processes[0].timeline.points[] | [.in_use_bytes, .alloc_bytes, .merged]]' "$TMP/newer.json")" \
+	"[[1000,1000,1],[2000,1000,1],[3000,1000,1]]" "its points' known fields are right"
 
 # svg without timelines: the flame graph, as before.
 $MEMTAP report --format=svg -o "$TMP/flame.svg" "$TMP/golden.101.0.mtp" "$TMP/golden.102.0.mtp" 2>/dev/null
