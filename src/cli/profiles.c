@@ -148,16 +148,10 @@ int mt_loaded_merge(struct mt_loaded *l)
 	/* The merged item keeps the identity of the first profile. */
 	struct mt_profile *first = l->items[0].profile;
 	*m = *first;
-	m->funcs = NULL;
-	m->nfuncs = 0;
-	/* The arrays stay the first profile's: the merge fills its own. */
-	m->sites = NULL;
-	m->nsites = 0;
-	m->maps = NULL;
-	m->nmaps = 0;
-	m->pools = NULL;
-	m->npools = 0;
-	memset(&m->timeline, 0, sizeof(m->timeline)); /* one process's series: not summed */
+	/* The arrays and sections stay the first profile's: the merge fills
+	 * its own (a timeline, the allocator's statistics, glibc's state and a
+	 * leak check are one process's: not summed). */
+	mt_profile_forget(m);
 	m->sample_period = 0;
 	m->unknown_frees = 0;
 	memset(&m->totals, 0, sizeof(m->totals));

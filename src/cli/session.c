@@ -50,6 +50,7 @@ struct mt_session {
 	size_t nfds;
 	size_t nended; /* members told to observers as ended */
 	struct mt_tl_rec *tl; /* --interval: the members' timelines */
+	int stop;      /* mt_session_stop() */
 };
 
 static uint64_t mono_ns(void)
@@ -95,6 +96,9 @@ void mt_session_free(struct mt_session *s)
 {
 	if (!s)
 		return;
+	for (size_t i = 0; i < s->nobs; i++)
+		if (s->obs[i].done)
+			s->obs[i].done(s, s->obs[i].arg);
 	for (size_t i = 0; i < s->n; i++)
 		free(s->m[i].maps);
 	free(s->m);
@@ -337,6 +341,14 @@ static void scan(struct mt_session *s)
 			}
 			if (!root && (h.run_id != s->o.run_id || !s->o.run_id))
 				continue;
+			/* A fork child's file holds its parent's header until the
+			 * child has copied the arena and written its own identity
+			 * (mt_shared_fork_child): taken now, the member would look
+			 * gone at once and get its parent's figures as its final
+			 * profile.  Looked at again next time. */
+			uint64_t start = mt_proc_start(pid, NULL);
+			if (!root && (h.pid != (uint32_t)pid || (start && h.proc_start != start)))
+				continue;
 			add_member(s, path, pid, image, &h);
 		}
 		if (d)
@@ -354,6 +366,9 @@ static void scan(struct mt_session *s)
 		if (sp[i].m < s->n)
 			sp[keep++] = sp[i];
 	}
+	/* A watching session leaves them to the session they belong to. */
+	if (s->o.watch)
+		keep = 0;
 	if (keep)
 		qsort(sp, keep, sizeof(*sp), spool_cmp);
 	for (size_t i = 0; i < keep; i++)
@@ -432,6 +447,10 @@ static int profile_of(struct mt_session *s, struct mt_member *m, int final, stru
 	if (!final && alive(m)) {
 		mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
 		refresh_maps(s, m, c.hdr, 0);
+		/* analyses: the agent records ru_maxrss when the process ends; a
+		 * running one has it in /proc. */
+		if (!p->peak_rss_bytes)
+			p->peak_rss_bytes = mt_proc_hwm(m->pid);
 	}
 	if (m->command[0])
 		snprintf(p->command, sizeof(p->command), "%s", m->command);
@@ -609,6 +628,12 @@ static size_t poll_ebpf(struct mt_session *s)
 			continue;
 		}
 		running++;
+		/* Its command as it is now (run --via=ebpf finds it before its
+		 * exec; servers rename their workers), once a second. */
+		if (now - m->cmd_ns >= 1000000000u) {
+			mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
+			m->cmd_ns = now;
+		}
 		if (interval_due && ebpf_profile(s, m, MT_REASON_INTERVAL, path, sizeof(path)))
 			mt_error("cannot write a profile of process %d: %s", m->pid, path);
 	}
@@ -722,7 +747,10 @@ static size_t poll_members(struct mt_session *s)
 		char err[512];
 		int readable = mt_live_read_header(m->path, &h, err, sizeof(err)) == 0;
 		if (m->end == MT_END_EXEC || !alive(m)) {
-			finish_member(s, m);
+			if (s->o.watch)
+				m->state = MT_MEMBER_ENDED; /* its own session writes its profile */
+			else
+				finish_member(s, m);
 			continue;
 		}
 		if (readable && !m->detaching && m->pid != s->root &&
@@ -745,6 +773,16 @@ static size_t poll_members(struct mt_session *s)
 			refresh_maps(s, m, &h, 0);
 	}
 	return running;
+}
+
+void mt_session_stop(struct mt_session *s)
+{
+	s->stop = 1;
+}
+
+int mt_session_stopping(const struct mt_session *s)
+{
+	return s->stop;
 }
 
 void mt_session_set_root(struct mt_session *s, int pid)
