@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "memtap/glibc.h"
+#include "memtap/pools.h"
 #include "session.h"
 #include "timeline_rec.h"
 
@@ -104,6 +106,21 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 		.alloc_calls = since(ac, se->last_alloc_calls),
 		.free_calls = since(fc, se->last_free_calls),
 	};
+	/* --pools: what the live pools hold now (their bytes since their last
+	 * clear); --glibc: what glibc has from the kernel (its arenas' system
+	 * bytes and its mmapped chunks). */
+	if (p->apr) {
+		for (uint32_t i = 0; i < p->apr->npools; i++)
+			if (!p->apr->pools[i].destroyed_ns)
+				pt.pool_bytes += p->apr->pools[i].cur_bytes;
+		pt.have |= MT_TL_HAVE_POOLS;
+	}
+	if (p->glibc && p->glibc->narenas) {
+		for (uint32_t i = 0; i < p->glibc->narenas && i < MT_GLIBC_ARENAS; i++)
+			pt.heap_bytes += p->glibc->arenas[i].system_bytes;
+		pt.heap_bytes += p->glibc->mmapped_bytes;
+		pt.have |= MT_TL_HAVE_HEAP;
+	}
 	if (!final || p->end == MT_END_NONE) {
 		pt.rss_bytes = rss_of((int)p->pid);
 		if (pt.rss_bytes)
@@ -122,6 +139,9 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 		l->alloc_calls += pt.alloc_calls;
 		l->free_bytes += pt.free_bytes;
 		l->free_calls += pt.free_calls;
+		l->pool_bytes = pt.pool_bytes;
+		l->heap_bytes = pt.heap_bytes;
+		l->have |= pt.have & (MT_TL_HAVE_POOLS | MT_TL_HAVE_HEAP);
 	} else if (mt_timeline_append(&se->tl, &pt)) {
 		return;
 	} else {
