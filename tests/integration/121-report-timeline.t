@@ -7,7 +7,7 @@
 # stays under 4 MB; the progress bar shows on a terminal only.
 # MEMTAP_GOLDEN_UPDATE=1 rewrites the golden files.
 . "$(dirname "$0")/../lib.sh"
-plan 19
+plan 20
 G="$ROOT/tests/golden/timeline"
 python3 "$G/mkprofiles.py" "$TMP" || skip_all "python3 could not write the fixed profiles"
 
@@ -64,6 +64,9 @@ is "$(cat "$TMP/large.err")" "" "no progress bar when stderr is not a terminal"
 if command -v script >/dev/null; then
 	MEMTAP_PROGRESS_DELAY=0 script -qec "$MEMTAP report --format=html -o $TMP/large2.html $TMP/large.mtp" /dev/null > "$TMP/tty.out"
 	like "$(tr '\r' '\n' < "$TMP/tty.out")" "memtap: report: \[#+ *\] +[0-9]+%" "on a terminal: a progress bar with the share done"
+	MEMTAP_PROGRESS_DELAY=0 script -qec "$MEMTAP report --format=flamegraph -o $TMP/large.svg $TMP/large.mtp" /dev/null > "$TMP/tty2.out"
+	like "$(tr '\r' '\n' < "$TMP/tty2.out")" "memtap: report: \[#+\] 100%" "and while the flame graph symbolizes its sites"
 else
 	skip "script(1) is missing: no terminal to try the progress bar on"
+	skip "script(1) is missing"
 fi
