@@ -24,9 +24,7 @@ mkdir -p "$OUTDIR"
 TMP=$(mktemp -d /tmp/memtap-bench-tl.XXXXXX)
 APID=""
 trap '[ -n "$APID" ] && kill $APID 2>/dev/null; rm -rf "$TMP"' EXIT
-export MEMTAP_RUNDIR=$TMP/run
-mkdir -p "$MEMTAP_RUNDIR" "$TMP/prof"
-chmod 1777 "$MEMTAP_RUNDIR"
+mkdir -p "$TMP/prof"
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 wall() { local t0; t0=$(date +%s%N); "$@" > /dev/null 2>&1; echo "$(( ($(date +%s%N) - t0) / 1000 ))e-6" | awk '{printf "%.4f\n", $1}'; }
@@ -104,7 +102,7 @@ CONF
 	CHILD=$(pgrep -P "$(cat "$D/httpd.pid")" | head -1)
 	wrk -t1 -c8 -d1s "http://127.0.0.1:$P/" > /dev/null 2>&1
 	rps() { wrk -t1 -c8 -d"${SECS}"s "http://127.0.0.1:$P/" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
-	: > "$TMP/a.u"; : > "$TMP/a.0"; : > "$TMP/a.i"
+	: > "$TMP/a.u"; : > "$TMP/a.0"; : > "$TMP/a.i"; : > "$TMP/cpu.0"; : > "$TMP/cpu.i"
 	for r in $(seq "$ROUNDS"); do
 		rps >> "$TMP/a.u"
 		for mode in 0 i; do
@@ -112,7 +110,10 @@ CONF
 			$MEMTAP attach -p "$CHILD" -q -o "$TMP/prof/a" $opt 2> "$TMP/att.err" &
 			AT=$!
 			for _ in $(seq 1 100); do grep -q attached "$TMP/att.err" 2>/dev/null && break; sleep 0.05; done
+			grep -q attached "$TMP/att.err" || { echo "bench: attach failed: $(cat "$TMP/att.err")" >&2; exit 1; }
 			rps >> "$TMP/a.$mode"
+			# memtap's own CPU while it watched (utime + stime, ms)
+			awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) * 1000 / hz}' "/proc/$AT/stat" >> "$TMP/cpu.$mode"
 			$MEMTAP detach -p "$CHILD" -q 2>/dev/null
 			kill -TERM "$AT" 2>/dev/null; wait "$AT" 2>/dev/null
 			rm -f "$TMP"/prof/*
@@ -130,6 +131,10 @@ CONF
 	echo "| attached --interval=0.1 | $i | $(ratio "$i" "$u") | $(ratio "$i" "$z") |"
 	echo
 	echo "Runs: untraced $(tr '\n' ' ' < "$TMP/a.u"); attached $(tr '\n' ' ' < "$TMP/a.0"); interval $(tr '\n' ' ' < "$TMP/a.i")."
+	echo
+	echo "The memtap attach command's own CPU over each ${SECS} s run (utime + stime, median): $(median < "$TMP/cpu.0") ms"
+	echo "without --interval, $(median < "$TMP/cpu.i") ms with --interval=0.1 (a profile of the child read and written"
+	echo "every 0.1 s, and a timeline point)."
 	echo
 	} >> "$OUT"
 	kill "$APID"; APID=""

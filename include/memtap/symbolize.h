@@ -82,6 +82,11 @@ void mt_symbolizer_free(struct mt_symbolizer *s);
 int mt_symbolize(struct mt_symbolizer *s, uint64_t addr, int return_addr, struct mt_frame *out,
 		 int max);
 
+/* Progress of long symbolizations (`memtap report` on a terminal): FN is
+ * told the share of EXPECTED lookups made so far (every 256 lookups, below
+ * 1: EXPECTED is an estimate); FN NULL turns it off.  Process-wide. */
+void mt_symbolize_progress(void (*fn)(double done, void *arg), void *arg, uint64_t expected);
+
 /* The file-backed mappings of running process PID (/proc/PID/maps), each
  * with its object's GNU build-id (read from the file under /proc/PID/root):
  * a malloc'ed array of *N into *OUT.  0 or -errno (the process is gone, or

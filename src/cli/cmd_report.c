@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "memtap/symbolize.h"
 
 #include "help.h"
 
@@ -49,8 +50,10 @@ static void bar_update(double done, void *arg)
 		snprintf(left, sizeof(left), ", about %.0f s left", el / done * (1 - done) + 0.5);
 	fprintf(stderr, "\rmemtap: report: [%.*s%*s] %3.0f%%%s\033[K", fill, "##############################",
 		w - fill, "", done * 100, left);
-	if (done >= 1)
+	if (done >= 1) {
 		fputc('\n', stderr);
+		b->shown = 0; /* done: a later call draws nothing */
+	}
 }
 
 /* svg: the timeline when any file has one (recorded with --interval), else
@@ -163,8 +166,18 @@ int cmd_report(int argc, char **argv)
 	const char *delay = getenv("MEMTAP_PROGRESS_DELAY");
 	struct bar bar = {now_s(), 0, delay ? atof(delay) : 0.5, 0};
 	if (isatty(STDERR_FILENO)) {
-		ro.progress = bar_update;
-		ro.progress_arg = &bar;
+		/* html counts its sites itself; the other formats by the
+		 * symbolizer's lookups, one per frame of every site expected. */
+		uint64_t frames = 0;
+		for (size_t i = 0; i < l.n; i++)
+			for (uint32_t k = 0; k < l.items[i].profile->nsites; k++)
+				frames += l.items[i].profile->sites[k].nframes;
+		if (!strcmp(format, "html")) {
+			ro.progress = bar_update;
+			ro.progress_arg = &bar;
+		} else if (frames) {
+			mt_symbolize_progress(bar_update, &bar, frames);
+		}
 	}
 	int err = 0;
 	if (pool_log) {
@@ -181,6 +194,8 @@ int cmd_report(int argc, char **argv)
 	} else {
 		err = mt_render_with(out, format, &l, &ro);
 	}
+	mt_symbolize_progress(NULL, NULL, 0);
+	bar_update(1.0, &bar); /* ends the bar's line, if it was shown */
 	if (err == -ENODATA) {
 		if (out != stdout)
 			fclose(out);

@@ -384,6 +384,9 @@ static void man_main(FILE *out)
 		      "standard error says what) and 2 for a usage error.");
 	fputs(".SH ENVIRONMENT\n.TP\n.B MEMTAP_RUNDIR\n", out);
 	roff(out, "where the live counter files go (default /dev/shm): MEMTAP_RUNDIR/memtap-UID/", -1);
+	fputs("\n.TP\n.B MEMTAP_PROGRESS_DELAY\n", out);
+	roff(out, "seconds a report runs before memtap report shows its progress bar on a terminal (default "
+		  "0.5)", -1);
 	fputs("\n.SH FILES\n.TP\n.I /dev/shm/memtap\\-UID/\n", out);
 	roff(out, "the live counter files of traced processes (one per process image, mode 0600) and their "
 		  "control sockets; memtap reads a process's final figures from there, however it ended", -1);
@@ -395,7 +398,9 @@ static void man_main(FILE *out)
 	fputs("memtap demo\n"
 	      "memtap run \\-\\-stacks \\-o /tmp/p \\-\\- redis\\-server \\-\\-port 7777\n"
 	      "memtap attach \\-p 4321 \\-d 10 \\-\\-stacks\n"
-	      "memtap report \\-\\-format=svg \\-o flame.svg /tmp/p.*.mtp\n"
+	      "memtap report \\-\\-format=flamegraph \\-o flame.svg /tmp/p.*.mtp\n"
+	      "memtap run \\-\\-interval=0.5 \\-o /tmp/a \\-\\- apache2 \\-DFOREGROUND\n"
+	      "memtap report \\-\\-format=html \\-o report.html /tmp/a.*.mtp\n"
 	      ".fi\n", out);
 	man_see_also(out, -1);
 }

@@ -234,7 +234,14 @@ void mt_render_summary(FILE *out, const char *format, struct mt_loaded *l, const
 			snprintf(key, sizeof(key), "%u %.80s", p->pid, p->command);
 			mt_render_count_row(out, key, calls);
 		}
-		fprintf(out, "memtap: per process: memtap report %s.*.%s\n\n", prefix, MT_FILE_EXT);
+		fprintf(out, "memtap: per process: memtap report %s.*.%s\n", prefix, MT_FILE_EXT);
+		int timelines = 0;
+		for (size_t i = 0; i < l->n; i++)
+			timelines |= l->items[i].profile->timeline.n != 0;
+		if (timelines)
+			fprintf(out, "memtap: over time: memtap report --format=html (or svg) %s.*.%s\n", prefix,
+				MT_FILE_EXT);
+		fputc('\n', out);
 		mt_loaded_merge(l);
 	}
 	if (l->n)

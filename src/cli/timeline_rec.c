@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "memtap/pools.h"
 #include "memtap/glibc.h"
+#include "memtap/pools.h"
 #include "session.h"
 #include "timeline_rec.h"
 
@@ -95,9 +95,6 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 		tot.in_use_bytes = (int64_t)(ab - fb);
 	}
 	uint64_t t = p->dump_ns;
-	/* A dump the agent spooled may be older than the last point. */
-	if (se->have_last && t <= se->last_ns)
-		return;
 	if (!se->start_ns)
 		se->start_ns = p->start_ns;
 	struct mt_tl_point pt = {
@@ -109,13 +106,9 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 		.alloc_calls = since(ac, se->last_alloc_calls),
 		.free_calls = since(fc, se->last_free_calls),
 	};
-	if (!final || p->end == MT_END_NONE) {
-		pt.rss_bytes = rss_of((int)p->pid);
-		if (pt.rss_bytes)
-			pt.have |= MT_TL_HAVE_RSS;
-	}
-	/* --pools: what the live APR pools hold (allocated since their last
-	 * clear), the seed's plot of a leaking connection. */
+	/* --pools: what the live pools hold now (their bytes since their last
+	 * clear); --glibc: what glibc has from the kernel (its arenas' system
+	 * bytes and its mmapped chunks). */
 	if (p->apr && p->apr->hooked) {
 		for (uint32_t i = 0; i < p->apr->npools; i++)
 			if (!p->apr->pools[i].destroyed_ns)
@@ -124,12 +117,35 @@ static void add_point(struct series *se, const struct mt_profile *p, int final)
 	}
 	if (!mt_alloc_heap_bytes(p, &pt.heap_bytes)) /* --glibc, or fresh statistics */
 		pt.have |= MT_TL_HAVE_HEAP;
-	if (mt_timeline_append(&se->tl, &pt))
+	if (!final || p->end == MT_END_NONE) {
+		pt.rss_bytes = rss_of((int)p->pid);
+		if (pt.rss_bytes)
+			pt.have |= MT_TL_HAVE_RSS;
+	}
+	if (se->have_last && t <= se->last_ns && se->tl.n) {
+		/* Not later than the last point: a dump the agent spooled, or a
+		 * final profile whose end time precedes the clock of the last
+		 * periodic read (the process ended just after it was read).
+		 * Its counts go into the last point, so none is lost. */
+		struct mt_tl_point *l = &se->tl.pts[se->tl.n - 1];
+		l->in_use_bytes = pt.in_use_bytes;
+		if (l->in_use_max < pt.in_use_bytes)
+			l->in_use_max = pt.in_use_bytes;
+		l->alloc_bytes += pt.alloc_bytes;
+		l->alloc_calls += pt.alloc_calls;
+		l->free_bytes += pt.free_bytes;
+		l->free_calls += pt.free_calls;
+		l->pool_bytes = pt.pool_bytes;
+		l->heap_bytes = pt.heap_bytes;
+		l->have |= pt.have & (MT_TL_HAVE_POOLS | MT_TL_HAVE_HEAP);
+	} else if (mt_timeline_append(&se->tl, &pt)) {
 		return;
+	} else {
+		se->last_ns = t;
+	}
 	se->last = tot;
 	se->last_alloc_calls = ac;
 	se->last_free_calls = fc;
-	se->last_ns = t;
 	se->have_last = 1;
 }
 

@@ -18,10 +18,13 @@
 #include <string.h>
 
 #include "export.h"
+#include "memtap/glibc.h"
+#include "memtap/pools.h"
 #include "report_html.h"
 
 #define MT_HTML_SITES 20000
 #define MT_HTML_POOLS 50
+#define MT_HTML_APR 2000 /* APR pools listed (the tree), live ones first */
 
 static void js_str(FILE *out, const char *s)
 {
@@ -130,7 +133,8 @@ static int site_cmp_alloc(const void *a, const void *b, void *arg)
 }
 
 /* The sites of series I: [proc, fn, inuse_b, alloc_b, inuse_o, alloc_o,
- * peak_b, peak_o, [frames, root first]], estimates (un-sampled). */
+ * peak_b, peak_o, [frames, root first], temp_b, temp_o], estimates
+ * (un-sampled). */
 static int write_sites(FILE *out, size_t proc, const struct mt_profile *p, struct names *names,
 		       struct progress *pr, int *first)
 {
@@ -153,8 +157,7 @@ static int write_sites(FILE *out, size_t proc, const struct mt_profile *p, struc
 		const struct mt_site *s = &p->sites[order[r]];
 		struct mt_site_est e;
 		mt_site_estimate(p, s, &e);
-		double ps = mt_site_scale(p->sample_period, s->peak_objects, s->peak_bytes);
-		uint64_t peak_b = (uint64_t)((double)s->peak_bytes * ps), peak_o = (uint64_t)((double)s->peak_objects * ps);
+		uint64_t peak_b = e.peak_bytes, peak_o = e.peak_objects;
 		step(pr);
 		if (r >= MT_HTML_SITES) {
 			rest.alloc_bytes += e.alloc_bytes;
@@ -162,6 +165,8 @@ static int write_sites(FILE *out, size_t proc, const struct mt_profile *p, struc
 			rest.inuse_bytes += e.inuse_bytes;
 			rest.inuse_objects += e.inuse_objects;
 			rest_peak += peak_b;
+			rest.temp_bytes += e.temp_bytes;
+			rest.temp_objects += e.temp_objects;
 			continue;
 		}
 		size_t nf = 0;
@@ -189,7 +194,7 @@ static int write_sites(FILE *out, size_t proc, const struct mt_profile *p, struc
 			e.inuse_bytes, e.alloc_bytes, e.inuse_objects, e.alloc_objects, peak_b, peak_o);
 		for (size_t k = 0; k < nf; k++)
 			fprintf(out, "%s%ld", k ? "," : "", fr[k]);
-		fputs("]]", out);
+		fprintf(out, "],%" PRIu64 ",%" PRIu64 "]", e.temp_bytes, e.temp_objects);
 		*first = 0;
 	}
 	if (!err && p->nsites > MT_HTML_SITES) {
@@ -197,9 +202,9 @@ static int write_sites(FILE *out, size_t proc, const struct mt_profile *p, struc
 		if (id < 0)
 			err = (int)id;
 		else
-			fprintf(out, ",\n[%zu,\"\",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",0,[%ld]]",
-				proc, rest.inuse_bytes, rest.alloc_bytes, rest.inuse_objects, rest.alloc_objects,
-				rest_peak, id);
+			fprintf(out, ",\n[%zu,\"\",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",0,[%ld],%" PRIu64
+				",%" PRIu64 "]", proc, rest.inuse_bytes, rest.alloc_bytes, rest.inuse_objects, rest.alloc_objects,
+				rest_peak, id, rest.temp_bytes, rest.temp_objects);
 	}
 out:
 	free(fr);
@@ -229,6 +234,90 @@ static void write_col(FILE *out, const char *key, const struct mt_timeline *tl, 
 		fprintf(out, "%s%" PRId64, k ? "," : "", v);
 	}
 	fputc(']', out);
+}
+
+static int apr_order(const void *x, const void *y)
+{
+	const struct mt_apr_pool *a = x, *b = y;
+	if (!a->destroyed_ns != !b->destroyed_ns)
+		return a->destroyed_ns ? 1 : -1;
+	return a->cur_bytes > b->cur_bytes ? -1 : a->cur_bytes < b->cur_bytes;
+}
+
+/* --pools: the pools (live ones first, then by bytes now), the destroyed
+ * pools by tag, the counters. */
+static int write_apr(FILE *out, const struct mt_apr *a)
+{
+	struct mt_apr_pool *v = a->npools ? malloc(a->npools * sizeof(*v)) : NULL;
+	if (a->npools && !v)
+		return -ENOMEM;
+	if (a->npools) {
+		memcpy(v, a->pools, a->npools * sizeof(*v));
+		qsort(v, a->npools, sizeof(*v), apr_order);
+	}
+	fprintf(out, ",\"apr\":{\"created\":%" PRIu64 ",\"destroyed\":%" PRIu64 ",\"dropped\":%" PRIu64
+		",\"untracked_calls\":%" PRIu64 ",\"pools\":[", a->created, a->destroyed, a->dropped, a->untracked_calls);
+	for (uint32_t i = 0; i < a->npools && i < MT_HTML_APR; i++) {
+		char tag[MT_APR_TAG_MAX];
+		snprintf(tag, sizeof(tag), "%.*s", (int)sizeof(tag) - 1, v[i].tag);
+		fprintf(out, "%s{\"pool\":\"0x%" PRIx64 "\",\"parent\":\"0x%" PRIx64 "\",\"tag\":", i ? "," : "", v[i].pool,
+			v[i].parent);
+		js_str(out, tag);
+		fprintf(out, ",\"cur\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"calls\":%" PRIu64 ",\"clears\":%" PRIu64
+			",\"dead\":%s}", v[i].cur_bytes, v[i].bytes, v[i].calls, v[i].clears, v[i].destroyed_ns ? "true" : "false");
+	}
+	fputs("],\"tags\":[", out);
+	for (uint32_t i = 0; i < a->ntags; i++) {
+		const struct mt_apr_tag *t = &a->tags[i];
+		char tag[MT_APR_TAG_MAX];
+		snprintf(tag, sizeof(tag), "%.*s", (int)sizeof(tag) - 1, t->tag);
+		fputs(i ? ",{\"tag\":" : "{\"tag\":", out);
+		js_str(out, tag);
+		fprintf(out, ",\"pools\":%" PRIu64 ",\"calls\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"clears\":%" PRIu64
+			",\"life_us\":%" PRIu64 "}", t->pools, t->calls, t->bytes, t->clears, t->life_us);
+	}
+	fputs("]}", out);
+	free(v);
+	return 0;
+}
+
+/* --glibc and the allocator's statistics. */
+static void write_alloc(FILE *out, const struct mt_profile *p)
+{
+	const struct mt_glibc *g = p->glibc;
+	if (g) {
+		fprintf(out, ",\"glibc\":{\"sbrk_bytes\":%" PRIu64 ",\"sbrk_grows\":%" PRIu64 ",\"sbrk_grow_bytes\":%" PRIu64
+			",\"mmapped_bytes\":%" PRIu64 ",\"mmapped_chunks\":%" PRIu64 ",\"mmap_threshold\":%" PRIu64
+			",\"trim_threshold\":%" PRIu64 ",\"nthreads\":%u,\"samples\":%" PRIu64 ",\"arenas\":[",
+			g->sbrk_bytes, g->sbrk_grows, g->sbrk_grow_bytes, g->mmapped_bytes, g->mmapped_chunks, g->mmap_threshold,
+			g->trim_threshold, g->nthreads < MT_GLIBC_THREADS ? g->nthreads : MT_GLIBC_THREADS, g->samples);
+		for (uint32_t i = 0; i < g->narenas && i < MT_GLIBC_ARENAS; i++) {
+			const struct mt_glibc_arena *r = &g->arenas[i];
+			fprintf(out, "%s{\"main\":%u,\"addr\":\"0x%" PRIx64 "\",\"heaps\":%u,\"heap_bytes\":%" PRIu64
+				",\"system_bytes\":%" PRIu64 ",\"attached_threads\":%" PRIu64 ",\"lock_waits\":%" PRIu64 "}",
+				i ? "," : "", r->main, r->addr, r->heaps, r->heap_bytes, r->system_bytes, r->attached_threads,
+				r->lock_waits);
+		}
+		fputs("]}", out);
+	}
+	const struct mt_alloc_stats *st = p->stats;
+	if (st) {
+		char name[sizeof(st->allocator)], src[sizeof(st->source)], key[MT_STATS_KEY];
+		snprintf(name, sizeof(name), "%.*s", (int)sizeof(name) - 1, st->allocator);
+		snprintf(src, sizeof(src), "%.*s", (int)sizeof(src) - 1, st->source);
+		fputs(",\"stats\":{\"allocator\":", out);
+		js_str(out, name);
+		fputs(",\"source\":", out);
+		js_str(out, src);
+		fputs(",\"kv\":[", out);
+		for (uint32_t i = 0; i < st->n && i < MT_STATS_MAX; i++) {
+			snprintf(key, sizeof(key), "%.*s", (int)sizeof(key) - 1, st->v[i].key);
+			fputs(i ? ",[" : "[", out);
+			js_str(out, key);
+			fprintf(out, ",%" PRIu64 "]", st->v[i].value);
+		}
+		fputs("]}", out);
+	}
 }
 
 static void write_proc(FILE *out, const struct mt_tl_series *se, uint64_t t0, const char *path)
@@ -293,7 +382,17 @@ static void write_proc(FILE *out, const struct mt_tl_series *se, uint64_t t0, co
 		}
 	}
 	free(order);
-	fputs("]}", out);
+	fputc(']', out);
+	struct mt_analyses an;
+	mt_analyses_of(p, &an);
+	fprintf(out, ",\"analyses\":{\"run_ns\":%" PRIu64 ",\"allocations\":%" PRIu64 ",\"per_second\":%.1f,"
+		"\"have_temp\":%s,\"temp_objects\":%" PRIu64 ",\"temp_bytes\":%" PRIu64 ",\"peak_rss\":%" PRIu64 "}",
+		an.run_ns, an.allocations, an.per_second, an.have_temp ? "true" : "false", an.temp_objects, an.temp_bytes,
+		an.peak_rss_bytes);
+	if (p->apr)
+		write_apr(out, p->apr);
+	write_alloc(out, p);
+	fputc('}', out);
 }
 
 int mt_render_html(FILE *out, const struct mt_report_item *items, size_t n,

@@ -168,8 +168,9 @@ void mt_render_timeline_text(FILE *out, const struct mt_profile *p)
 	mt_fmt_bytes(first, sizeof(first), (double)a->in_use_bytes);
 	mt_fmt_bytes(last, sizeof(last), (double)z->in_use_bytes);
 	mt_fmt_bytes(top, sizeof(top), (double)tl->pts[hi].in_use_max);
-	fprintf(out, "\nTimeline (--interval=%g): %u points over %.1f s%s; in use %s first, %s last, "
-		"highest %s at +%.1f s", (double)tl->interval_ns / 1e9, tl->n, (double)(z->t_ns - a->t_ns) / 1e9,
+	fprintf(out, "\nTimeline (--interval=%g): %u point%s over %.1f s%s; in use %s first, %s last, "
+		"highest %s at +%.1f s", (double)tl->interval_ns / 1e9, tl->n, tl->n == 1 ? "" : "s",
+		(double)(z->t_ns - a->t_ns) / 1e9,
 		tl->decimations ? " (older ones merged)" : "", first, last, top,
 		(double)(tl->pts[hi].t_ns - a->t_ns) / 1e9);
 	if ((a->have & MT_TL_HAVE_RSS)) {
@@ -224,7 +225,7 @@ static const char *const palette[] = {
 };
 #define NPALETTE (sizeof(palette) / sizeof(palette[0]))
 
-#define SV_W 1200
+#define SV_W 1280
 #define SV_H 560
 #define SV_X0 90.0
 #define SV_X1 820.0
@@ -299,7 +300,11 @@ int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t
 	}
 	fputs("</text>\n", out);
 	/* Grid and ticks. */
-	for (double y = ymin; y <= ymax + ystep / 2; y += ystep) {
+	/* Ticks by count: adding a step too small for the values' precision
+	 * (a profile's figures are untrusted) would never reach the end. */
+	double nyt = fmin(floor((ymax - ymin) / ystep + 0.5), 50);
+	for (double k = 0; k <= nyt; k++) {
+		double y = ymin + k * ystep;
 		double py = SV_Y1 - (y - ymin) * ys;
 		char lab[32];
 		snprintf(lab, sizeof(lab), "%g %s", y / div, unit[u]);
@@ -308,7 +313,9 @@ int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t
 			py + 4, lab);
 	}
 	double xstep = nice_step(span, 8);
-	for (double x = 0; x <= span + xstep / 1000; x += xstep) {
+	double nxt = fmin(floor(span / xstep + 1e-3), 50);
+	for (double k = 0; k <= nxt; k++) {
+		double x = k * xstep;
 		double px = SV_X0 + x * xs;
 		fprintf(out, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\"/>"
 			"<text class=\"xtick\" x=\"%.1f\" y=\"%.0f\">%g</text>\n", px, SV_Y0, px, SV_Y1, px,
@@ -352,17 +359,31 @@ int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t
 		fprintf(out, "\"/>\n<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/></g>\n", lx, ly, col);
 	}
 	/* The legend: processes in start order, children indented under
-	 * their parent's colour. */
+	 * their parent; with more than SV_LEGEND, the SV_LEGEND of highest
+	 * peak (still in start order): the lines that matter. */
+	int64_t *peaks = calloc(ns, sizeof(*peaks));
+	size_t *rank = calloc(ns, sizeof(*rank));
+	if (!peaks || !rank) {
+		free(peaks);
+		free(rank);
+		mt_tl_series_free(s, ns);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < ns; i++)
+		for (uint32_t k = 0; k < s[i].tl.n; k++)
+			peaks[i] = s[i].tl.pts[k].in_use_max > peaks[i] ? s[i].tl.pts[k].in_use_max : peaks[i];
+	for (size_t i = 0; i < ns; i++)
+		for (size_t j = 0; j < ns; j++)
+			rank[i] += peaks[j] > peaks[i] || (peaks[j] == peaks[i] && j < i);
 	double ly = SV_Y0;
-	fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" style=\"font-weight:bold\">processes (%zu)</text>\n", SV_X1 + 20,
-		ly, ns);
-	for (size_t i = 0; i < ns && i < SV_LEGEND; i++) {
+	fprintf(out, "<text x=\"%.0f\" y=\"%.0f\" style=\"font-weight:bold\">processes (%zu)%s</text>\n", SV_X1 + 20,
+		ly, ns, ns > SV_LEGEND ? ", the highest peaks" : "");
+	for (size_t i = 0; i < ns; i++) {
+		if (rank[i] >= SV_LEGEND)
+			continue;
 		const struct mt_profile *p = s[i].p;
 		char peak[32];
-		int64_t pk = 0;
-		for (uint32_t k = 0; k < s[i].tl.n; k++)
-			pk = s[i].tl.pts[k].in_use_max > pk ? s[i].tl.pts[k].in_use_max : pk;
-		mt_fmt_bytes(peak, sizeof(peak), (double)pk);
+		mt_fmt_bytes(peak, sizeof(peak), (double)peaks[i]);
 		ly += 17;
 		double lx = SV_X1 + 20 + (s[i].parent >= 0 ? 12 : 0);
 		fprintf(out, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"3\"/>"
@@ -374,6 +395,8 @@ int mt_render_timeline_svg(FILE *out, const struct mt_report_item *items, size_t
 		xml_text(out, short_cmd(p), s[i].parent >= 0 ? 22 : 26);
 		fprintf(out, " (peak %s)</text>\n", peak);
 	}
+	free(peaks);
+	free(rank);
 	if (ns > SV_LEGEND)
 		fprintf(out, "<text x=\"%.0f\" y=\"%.0f\">... and %zu more (hover a line)</text>\n", SV_X1 + 20,
 			ly + 17, ns - SV_LEGEND);

@@ -971,11 +971,29 @@ static int cache_grow(struct mt_symbolizer *s)
 	return 0;
 }
 
+/* Progress of long symbolizations (mt_symbolize_progress): the CLI is
+ * single-threaded, and a symbolizer is not thread-safe anyway. */
+static void (*progress_fn)(double done, void *arg);
+static void *progress_arg;
+static uint64_t progress_expected, progress_done;
+
+void mt_symbolize_progress(void (*fn)(double done, void *arg), void *arg, uint64_t expected)
+{
+	progress_fn = fn;
+	progress_arg = arg;
+	progress_expected = expected ? expected : 1;
+	progress_done = 0;
+}
+
 int mt_symbolize(struct mt_symbolizer *s, uint64_t addr, int return_addr, struct mt_frame *out,
 		 int max)
 {
 	if (!s || !out || max < 1)
 		return -EINVAL;
+	if (progress_fn && ++progress_done % 256 == 0) {
+		double d = (double)progress_done / (double)progress_expected;
+		progress_fn(d < 0.99 ? d : 0.99, progress_arg);
+	}
 	return_addr = !!return_addr;
 	if ((s->nslots + 1) * 2 > s->slotcap && cache_grow(s) < 0)
 		return -ENOMEM;

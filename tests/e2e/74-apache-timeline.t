@@ -9,7 +9,7 @@
 [ -f "$APACHE_MODULES/mod_mpm_prefork.so" ] || skip_all "mod_mpm_prefork is missing"
 command -v curl >/dev/null || skip_all "curl is missing"
 command -v jq >/dev/null || skip_all "jq is missing"
-plan 12
+plan 13
 
 export MEMTAP_RUNDIR="$TMP/run"
 mkdir -p "$MEMTAP_RUNDIR"
@@ -21,8 +21,8 @@ MinSpareServers 3
 MaxSpareServers 5
 MaxRequestWorkers 5"
 mkdir -m 0700 "$TMP/prof"
-apache_start "$D" "$PORT" "$MEMTAP" run -q --interval=0.2 -o "$TMP/prof/httpd" --
-ok $? "apache (prefork) answers under memtap run --interval=0.2"
+apache_start "$D" "$PORT" "$MEMTAP" run -q --pools --interval=0.2 -o "$TMP/prof/httpd" --
+ok $? "apache (prefork) answers under memtap run --pools --interval=0.2"
 # Bursts of requests for about 2 s (bounded: 8 rounds of 25).
 served=0
 for round in 1 2 3 4 5 6 7 8; do
@@ -53,6 +53,8 @@ ok $(( busy > 200 ? 0 : 1 )) "the children's points hold the requests' allocatio
 ok $(( $(jq "$final | map(.timeline.points[:-1][] | select(.rss_bytes > 1000000)) | length" "$TMP/all.json") > 0 ? 0 : 1 )) \
 	"points carry the processes' RSS"
 
+pools=$(jq "$final | map(select(.timeline.parent != null) | select([.timeline.points[] | select(.pool_bytes > 0)] | length > 0)) | length" "$TMP/all.json")
+is "$pools" $((n - 1)) "with --pools every child's points carry the bytes its APR pools hold"
 $MEMTAP report --format=svg -o "$TMP/httpd.svg" "$TMP"/prof/httpd.*.mtp
 is "$(grep -c '<polyline' "$TMP/httpd.svg")" "$n" "the SVG has one line per process"
 $MEMTAP report --format=html -o "$TMP/httpd.html" "$TMP"/prof/httpd.*.mtp

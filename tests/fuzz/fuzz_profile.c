@@ -1,6 +1,6 @@
 /* libFuzzer target: the profile reader and every renderer that reads its
  * output (text, JSON, pprof, jeprof, collapsed, flame graph, top tables,
- * diff against itself).  Any input must give a clean error or a renderable
+ * timeline SVG, HTML, diff against itself).  Any input must give a clean error or a renderable
  * profile. */
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		mt_render_collapsed(null, &it, 1, MT_VALUE_INUSE);
 		mt_render_flamegraph(null, &it, 1, MT_VALUE_ALLOC);
 		mt_render_sites_table(null, p, 5);
+		mt_render_timeline_svg(null, &it, 1);
+		mt_render_html(null, &it, 1, NULL, NULL);
 		struct mt_diff *d;
 		if (mt_diff_new(p, p, &d) == 0) {
 			mt_render_diff_text(null, d, 5);

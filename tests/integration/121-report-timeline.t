@@ -7,7 +7,7 @@
 # stays under 4 MB; the progress bar shows on a terminal only.
 # MEMTAP_GOLDEN_UPDATE=1 rewrites the golden files.
 . "$(dirname "$0")/../lib.sh"
-plan 17
+plan 20
 G="$ROOT/tests/golden/timeline"
 python3 "$G/mkprofiles.py" "$TMP" || skip_all "python3 could not write the fixed profiles"
 
@@ -38,6 +38,14 @@ python3 "$G/mkprofiles.py" "$TMP" evil
 $MEMTAP report --format=html "$TMP/evil.mtp" > "$TMP/evil.html"
 is "$(grep -c '</script>' "$TMP/evil.html")" 2 "markup in a command or a path cannot end the data's script early"
 
+# A newer writer: longer points (their known fields read from the front)
+# and a record this reader does not know (skipped).
+python3 "$G/mkprofiles.py" "$TMP" newer
+$MEMTAP report --format=json "$TMP/newer.mtp" > "$TMP/newer.json"
+ok $? "a newer writer's profile (longer points, an unknown record) is read"
+is "$(jq -c '[.processes[0].timeline.points[] | [.in_use_bytes, .alloc_bytes, .merged]]' "$TMP/newer.json")" \
+	"[[1000,1000,1],[2000,1000,1],[3000,1000,1]]" "its points' known fields are right"
+
 # svg without timelines: the flame graph, as before.
 $MEMTAP report --format=svg -o "$TMP/flame.svg" "$TMP/golden.101.0.mtp" "$TMP/golden.102.0.mtp" 2>/dev/null
 $MEMTAP report --format=svg -o "$TMP/flame2.svg" "$TMP/golden.200.1.mtp" 2> "$TMP/flame2.err"
@@ -56,6 +64,9 @@ is "$(cat "$TMP/large.err")" "" "no progress bar when stderr is not a terminal"
 if command -v script >/dev/null; then
 	MEMTAP_PROGRESS_DELAY=0 script -qec "$MEMTAP report --format=html -o $TMP/large2.html $TMP/large.mtp" /dev/null > "$TMP/tty.out"
 	like "$(tr '\r' '\n' < "$TMP/tty.out")" "memtap: report: \[#+ *\] +[0-9]+%" "on a terminal: a progress bar with the share done"
+	MEMTAP_PROGRESS_DELAY=0 script -qec "$MEMTAP report --format=flamegraph -o $TMP/large.svg $TMP/large.mtp" /dev/null > "$TMP/tty2.out"
+	like "$(tr '\r' '\n' < "$TMP/tty2.out")" "memtap: report: \[#+\] 100%" "and while the flame graph symbolizes its sites"
 else
 	skip "script(1) is missing: no terminal to try the progress bar on"
+	skip "script(1) is missing"
 fi

@@ -23,8 +23,8 @@ st=$(chrome --dump-dom "file://$TMP/run.html#selftest" | status)
 diag "$st"
 like "$st" 'data-state="ok"' "chromium runs the page's script with no error"
 like "$st" "4 processes, timeline lines 4, flame graph frames [1-9][0-9]*" "it drew a line per process and a flame graph"
-like "$st" "selftest: hover ok, zoom ok, reset ok, allocated ok, search ok, frame zoom ok" \
-	"hover values, drag-zoom and its reset, the allocated toggle, search and frame zoom work"
+like "$st" "selftest: hover ok, zoom ok, reset ok, legend ok, allocated ok, search ok, frame zoom ok" \
+	"hover values, drag-zoom and its reset, legend highlight, the allocated toggle, search and frame zoom work"
 chrome --screenshot="$ART/122-run.png" "file://$TMP/run.html" >/dev/null
 ok $(( $(stat -c %s "$ART/122-run.png" 2>/dev/null || echo 0) > 20000 ? 0 : 1 )) \
 	"a screenshot of it is kept ($BUILDDIR/test-artifacts/122-run.png)"

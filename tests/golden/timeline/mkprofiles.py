@@ -8,6 +8,8 @@ usage: mkprofiles.py DIR          writes DIR/golden.<pid>.<seq>.mtp
                                   each, 1000 distinct functions) and 2048 points
        mkprofiles.py DIR evil     DIR/evil.mtp: a command and frames with
                                   markup in them ("</script>", quotes, &)
+       mkprofiles.py DIR newer    DIR/newer.mtp: a newer writer's longer
+                                  points and an unknown record
 
 A prefork-like server: parent 100 (flat), child 101 whose in-use grows on
 every point (the streaming leak of seeds/002, with call sites), child 102
@@ -54,10 +56,11 @@ def profile(pid, ppid, seq, reason, start, dump, command, funcs, totals, sites=(
     if end:
         out += rec(8, struct.pack("<Ii", *end))
     if timeline:
-        interval, pts = timeline
-        body = struct.pack("<QQIII", interval, parent_start, 0, len(pts), 96)
+        interval, pts = timeline[:2]
+        extra = timeline[2] if len(timeline) > 2 else b""  # a newer writer's fields after each point
+        body = struct.pack("<QQIII", interval, parent_start, 0, len(pts), 96 + len(extra))
         for p in pts:
-            body += struct.pack("<QQqqQQQQQQQII", *p)
+            body += struct.pack("<QQqqQQQQQQQII", *p) + extra
         out += rec(13, body)
     crc = zlib.crc32(out) & 0xffffffff
     return out + rec(0x454E4421, struct.pack("<I", crc))
@@ -148,5 +151,17 @@ def evil(d):
                         end=(1, 0)))
 
 
+def newer(d):
+    """A newer writer's timeline: 16 more bytes per point, and a record tag
+    this reader does not know."""
+    pts = points(3, T0, 10**9, lambda k: 1000 * (k + 1), 1000, lambda k: 0)
+    data = profile(500, 1, 0, 0, T0, T0 + 4 * 10**9, "future --writer", [("malloc", 0, 3, 3000, [(10, 3)])],
+                   (3000, 0, 3000, 3000), timeline=(10**9, pts, b"\xee" * 16), end=(1, 0))
+    # an unknown record (tag 99) before END, the CRC redone
+    body = data[:-12] + rec(99, b"tomorrow")
+    with open("%s/newer.mtp" % d, "wb") as f:
+        f.write(body + rec(0x454E4421, struct.pack("<I", zlib.crc32(body) & 0xffffffff)))
+
+
 if __name__ == "__main__":
-    {"large": large, "evil": evil}.get(sys.argv[2] if len(sys.argv) > 2 else "", main)(sys.argv[1])
+    {"large": large, "evil": evil, "newer": newer}.get(sys.argv[2] if len(sys.argv) > 2 else "", main)(sys.argv[1])
