@@ -297,6 +297,7 @@ bench: deps
 	@sh bench/callgrind.sh
 	@bash bench/attach.sh
 	@bash bench/hooks.sh
+	@bash bench/top.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/memtap
