@@ -5,7 +5,7 @@
 # program it started is stopped at the end; errors say what was wrong.
 . "$(dirname "$0")/../lib.sh"
 command -v jq >/dev/null || skip_all "jq is missing"
-plan 22
+plan 26
 
 CHURN="$FIX/top_churn"
 cd "$TMP"
@@ -61,6 +61,24 @@ is "$order" "calloc free malloc " "--sort=name"
 $MEMTAP top -b -n 1 -p 2147483646 > /dev/null 2> "$TMP/err"
 is "$?" 1 "a pid that does not exist"
 like "$(cat "$TMP/err")" "no process with pid 2147483646" "is refused, naming it"
+if printf '#include <unistd.h>\nint main(void) { for (;;) pause(); }\n' > "$TMP/static.c" &&
+   cc -static -o "$TMP/static" "$TMP/static.c" 2>/dev/null; then
+	"$TMP/static" > /dev/null 2>&1 &
+	SPID=$!
+	at_exit "kill $SPID"
+	sleep 0.2
+	$MEMTAP top -b -n 1 -p $SPID > /dev/null 2> "$TMP/err"
+	is "$?" 1 "a process that cannot be traced (statically linked)"
+	like "$(cat "$TMP/err")" "static" "is refused, saying why"
+	kill -0 $SPID
+	ok $? "and is left running"
+else
+	skip "no static libc to build a static program"
+	skip "no static libc to build a static program"
+	skip "no static libc to build a static program"
+fi
+$MEMTAP top -p 1 -- true > /dev/null 2> "$TMP/err"
+like "$(cat "$TMP/err")" "-p PID or a command to run, not both" "-p and a command: refused"
 $MEMTAP top > /dev/null 2> "$TMP/err"
 is "$?" 2 "no process and no command"
 like "$(head -1 "$TMP/err")" "which processes\? pass -p PID, or a command" "says what to pass"
