@@ -52,6 +52,11 @@ struct top {
 	const char *mode; /* "attached", "watching", "running CMD" */
 	char status[256];
 	FILE *out;
+	/* While the screen is up, what memtap says on stderr (a profile that
+	 * could not be written, a process's end) is kept here and said after:
+	 * on the terminal it would tear the screen. */
+	int saved_stderr;
+	FILE *held;
 };
 
 static int winch_pipe[2] = {-1, -1};
@@ -261,6 +266,14 @@ static int top_begin(struct top *t, struct mt_session *sess)
 	if (!(t->scr = newterm(NULL, stdout, stdin)))
 		return mt_error("top: cannot drive this terminal (TERM=%s); use -b for plain snapshots",
 				getenv("TERM") ? getenv("TERM") : ""), 1;
+	if (isatty(2) && (t->held = tmpfile())) {
+		fflush(stderr);
+		t->saved_stderr = dup(2);
+		if (t->saved_stderr < 0 || dup2(fileno(t->held), 2) < 0) {
+			fclose(t->held);
+			t->held = NULL;
+		}
+	}
 	raw();
 	noecho();
 	nodelay(stdscr, TRUE);
@@ -299,6 +312,18 @@ static void top_end(struct top *t)
 		endwin();
 		delscreen(t->scr);
 		t->scr = NULL;
+	}
+	if (t->held) {
+		char buf[4096];
+		size_t n;
+		fflush(stderr);
+		dup2(t->saved_stderr, 2);
+		close(t->saved_stderr);
+		rewind(t->held);
+		while ((n = fread(buf, 1, sizeof(buf), t->held)) > 0)
+			fwrite(buf, 1, n, stderr);
+		fclose(t->held);
+		t->held = NULL;
 	}
 	signal(SIGWINCH, SIG_DFL);
 	for (int i = 0; i < 2; i++)
