@@ -520,8 +520,16 @@ int cmd_top(int argc, char **argv)
 	t.tty = !o.batch && isatty(1) && isatty(0);
 	if (o.npids == 0)
 		r = top_run(&t, &o, argv + o.argi);
-	else if (o.via != MT_VIA_EBPF && traced_already(o.pids[0]))
-		r = top_watch(&t, &o);
+	else if (o.via != MT_VIA_EBPF && traced_already(o.pids[0])) {
+		for (int i = 1; i < o.npids && !r; i++)
+			if (!traced_already(o.pids[i])) {
+				mt_error("top: process %d is traced by another memtap, %d is not: watch the one, "
+					 "attach to the other, in two tops", (int)o.pids[0], (int)o.pids[i]);
+				r = 2;
+			}
+		if (!r)
+			r = top_watch(&t, &o);
+	}
 	else
 		r = top_attach(&t, &o);
 	mt_top_view_free(t.v);

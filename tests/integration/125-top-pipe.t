@@ -5,7 +5,7 @@
 # program it started is stopped at the end; errors say what was wrong.
 . "$(dirname "$0")/../lib.sh"
 command -v jq >/dev/null || skip_all "jq is missing"
-plan 26
+plan 32
 
 CHURN="$FIX/top_churn"
 cd "$TMP"
@@ -56,6 +56,24 @@ like "$order" "^(malloc free|free malloc) calloc $" "--sort=calls: calloc's 50 c
 $MEMTAP top -n 1 --interval=0.3 --sort=name -o "$TMP/q2" -- "$CHURN" -r 1000 -e 50 > "$TMP/out3" 2>/dev/null
 order=$(awk '$1 == "malloc" || $1 == "free" || $1 == "calloc" {printf "%s ", $1}' "$TMP/out3")
 is "$order" "calloc free malloc " "--sort=name"
+
+# Two processes attached to in one view (-p twice): rows for both, the
+# functions summed; both detached at the end, running on.
+"$CHURN" -r 300 & A=$!
+"$CHURN" -r 700 & B=$!
+at_exit "kill $A $B"
+sleep 0.3
+$MEMTAP top -b -n 2 --interval=0.5 -o "$TMP/two" -p $A -p $B -p $A > "$TMP/out4" 2> "$TMP/err4"
+is "$?" 0 "top -p A -p B exits 0"
+last=$(awk '/^memtap top - /{n++} n==2' "$TMP/out4")
+like "$(printf '%s\n' "$last" | head -1)" "all 2 processes, attached" "one view of both (a pid given twice counts once)"
+rate=$(printf '%s\n' "$last" | awk '$1 == "malloc" {print $2}')
+ok $([ "$rate" -ge 700 ] && [ "$rate" -le 1300 ]; echo $?) "malloc calls/s: both together, near 300 + 700 ($rate)"
+like "$(tr '\n' ' ' < "$TMP/err4")" "detached from $A; its last profile is $TMP/two.$A.0.mtp .*detached from $B; its last profile is $TMP/two.$B.0.mtp" "both detached, each with its last profile"
+st=$($MEMTAP ctl $A status 2>&1 | grep mode; $MEMTAP ctl $B status 2>&1 | grep mode)
+is "$(printf '%s\n' "$st" | sort -u)" "mode: loaded, not attached" "both untraced now"
+kill -0 $A && kill -0 $B
+ok $? "and both run on"
 
 # Errors.
 $MEMTAP top -b -n 1 -p 2147483646 > /dev/null 2> "$TMP/err"
