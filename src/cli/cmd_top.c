@@ -335,48 +335,58 @@ static void top_end(struct top *t)
 
 /* ---- the ways in ---- */
 
-/* `memtap top -- CMD`: memtap run's start and wait. */
+/* `memtap top -- CMD`: memtap run's start and wait (the agent preloaded,
+ * or with --via=ebpf the probes). */
 static int top_run(struct top *t, struct mt_cli_opts *o, char **cmdv)
 {
 	char prefix[PATH_MAX], log[PATH_MAX + 8], mode[300];
+	const char *base = strrchr(cmdv[0], '/') ? strrchr(cmdv[0], '/') + 1 : cmdv[0];
 	o->cmd = MT_CMD_RUN;
-	if (o->via == MT_VIA_EBPF)
-		return mt_error("top --via=ebpf -- CMD: not yet; start CMD, then memtap top --via=ebpf -p PID "
-				"(or drop --via=ebpf: the agent)"), 2;
+	if (mt_resolve_prefix(o->output, cmdv[0], prefix, sizeof(prefix)))
+		return 2;
 	if (!o->program_output) {
-		if (mt_resolve_prefix(o->output, cmdv[0], prefix, sizeof(prefix)))
-			return 2;
 		snprintf(log, sizeof(log), "%s.out", prefix);
 		o->program_output = log;
 	}
 	struct mt_run run;
-	int r = mt_run_start(o, cmdv, o->program_output, &run);
-	if (r) {
-		mt_session_free(run.sess);
-		return r;
+	struct mt_ebpf_attach *x = NULL;
+	struct mt_session *sess;
+	int r;
+	if (o->via == MT_VIA_EBPF) {
+		if ((r = mt_ebpf_run_start(o, cmdv, o->program_output, &x)))
+			return r;
+		sess = mt_ebpf_attach_session(x);
+		snprintf(mode, sizeof(mode), "running %.200s, eBPF", base);
+	} else {
+		if ((r = mt_run_start(o, cmdv, o->program_output, &run))) {
+			mt_session_free(run.sess);
+			return r;
+		}
+		sess = run.sess;
+		snprintf(mode, sizeof(mode), "running %.200s", base);
 	}
-	snprintf(mode, sizeof(mode), "running %.200s", strrchr(cmdv[0], '/') ? strrchr(cmdv[0], '/') + 1 : cmdv[0]);
 	t->mode = mode;
-	if ((r = top_begin(t, run.sess))) {
+	if ((r = top_begin(t, sess))) {
 		top_end(t);
-		kill(-run.child, SIGTERM);
-		run.status = 0;
-		waitpid(run.child, &run.status, 0);
-		mt_run_end(&run, cmdv[0], "text", NULL, 1);
-		return r;
+		mt_session_stop(sess);
 	}
-	mt_run_wait(&run);
-	if (!mt_session_stopping(run.sess))
+	if (x)
+		mt_ebpf_run_wait(x);
+	else
+		mt_run_wait(&run);
+	if (!r && !mt_session_stopping(sess))
 		top_linger(t);
-	int asked = mt_session_stopping(run.sess);
+	int asked = mt_session_stopping(sess);
 	top_end(t);
-	r = mt_run_end(&run, cmdv[0], "text", NULL, 1);
+	int st = x ? mt_ebpf_run_end(x, cmdv[0], 1) : mt_run_end(&run, cmdv[0], "text", NULL, 1);
+	if (r)
+		return r;
 	fprintf(stderr, "memtap: the profiles are %s.<pid>.<n>.mtp (memtap report); %s's output is in %s\n",
-		run.prefix, cmdv[0], o->program_output);
+		prefix, cmdv[0], o->program_output);
 	/* Stopped by q, with the signal top sent: what the user asked for. */
-	if (asked && r > 128 && (r == 128 + SIGINT || r == 128 + SIGTERM || r == 128 + SIGKILL))
+	if (asked && (st == 128 + SIGINT || st == 128 + SIGTERM || st == 128 + SIGKILL))
 		return 0;
-	return r;
+	return st;
 }
 
 /* Whether PID is traced already by another memtap (run, or an attach
