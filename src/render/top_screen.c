@@ -188,7 +188,10 @@ void mt_top_screen(const struct mt_top_view *v, const struct mt_screen_opts *so,
 			long avail = (long)h - 3, quarter = avail / 4 > 1 ? avail / 4 : 1;
 			long p_rows = (long)np < quarter ? (long)np : quarter;
 			long s_rows = (long)ns < quarter ? (long)ns : quarter;
-			if (show_sites && (2 + p_rows) + 3 + (2 + s_rows) > avail)
+			/* The functions come first: call sites only when at least
+			 * three of them (or all) still fit. */
+			long want_f = nf < 3 ? (nf ? (long)nf : 1) : 3;
+			if (show_sites && (2 + p_rows) + (2 + want_f) + (2 + s_rows) > avail)
 				show_sites = 0;
 			if (!show_sites)
 				s_rows = 0;
