@@ -10,6 +10,8 @@ plan 19
 
 CHURN="$FIX/top_churn"
 S="memtap-top-$$"
+# The server's socket in $TMP, removed with it.
+export TMUX_TMPDIR=$TMP
 TM="tmux -L $S -f /dev/null"
 at_exit "$TM kill-server"
 PARENT= K1= K2=
@@ -85,7 +87,7 @@ MaxSpareServers 5"
 	( for i in $(seq 1 300); do curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/" 2>/dev/null; sleep 0.02; done ) &
 	LOAD=$!
 	at_exit "kill $LOAD"
-	(cd "$D" && setsid $MEMTAP top -b -n 4 --interval=0.5 -o "$D/prof/t" -- "$APACHE" -f "$D/httpd.conf" -DFOREGROUND \
+	(cd "$D" && $MEMTAP top -b -n 4 --interval=0.5 -o "$D/prof/t" -- "$APACHE" -f "$D/httpd.conf" -DFOREGROUND \
 		> "$D/top.out" 2> "$D/top.err" < /dev/null)
 	rc=$?
 	at_exit "apache_stop $D"
