@@ -108,7 +108,8 @@ void mt_top_view_free(struct mt_top_view *v);
  * (NULL: P's).  0 or -ENOMEM (P is freed then). */
 int mt_top_view_update(struct mt_top_view *v, int pid, int ppid, const char *command,
 			struct mt_profile *p);
-/* PID is gone: its row stays with its last figures, no rates. */
+/* PID is gone: its row stays with its last figures, no rates, for 30 s
+ * after its last snapshot (as the newest snapshot's clock tells). */
 void mt_top_view_end(struct mt_top_view *v, int pid);
 /* Picks the next (DIR 1) or previous (-1) process, in row order, "every
  * process" between the last and the first. */

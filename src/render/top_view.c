@@ -417,8 +417,35 @@ static int proc_sites(const struct mt_tv_proc *r, struct site_cand *top, size_t 
 	return 0;
 }
 
+/* Ended processes stay on the screen this long after their last snapshot
+ * (a prefork server replaces its children all day: the rows would pile up),
+ * and so do their symbolizers. */
+#define ENDED_KEEP_NS (30 * 1000000000ull)
+
+static void prune(struct mt_top_view *v)
+{
+	size_t keep = 0;
+	for (size_t i = 0; i < v->nprocs; i++) {
+		struct mt_tv_proc *r = &v->procs[i];
+		if (r->ended && r->cur && r->cur->dump_ns + ENDED_KEEP_NS < v->last_ns && r->pid != v->selected) {
+			for (size_t k = 0; k < v->syms->n; k++)
+				if (v->syms->v[k].pid == r->pid && v->syms->v[k].start_ns == r->cur->start_ns) {
+					sym_clear(&v->syms->v[k]);
+					v->syms->v[k] = v->syms->v[--v->syms->n];
+					break;
+				}
+			mt_profile_free(r->cur);
+			mt_profile_free(r->prev);
+			continue;
+		}
+		v->procs[keep++] = *r;
+	}
+	v->nprocs = keep;
+}
+
 int mt_top_view_compute(struct mt_top_view *v)
 {
+	prune(v);
 	size_t cap = v->nfuncs;
 	v->nfuncs = 0;
 	v->in_use = 0;

@@ -112,6 +112,14 @@ static void pick_and_sum(void **state)
 	assert_false(mt_top_view_proc(v, 11)->has_rate);
 	assert_true(row(v, "malloc")->calls_s == 1000.0);
 	assert_int_equal(v->in_use, 100);
+	/* 30 s after its last snapshot it is gone from the rows. */
+	mt_top_view_update(v, 10, 1, NULL, snap(10, 31, 2000, 0, 100));
+	mt_top_view_compute(v);
+	assert_non_null(mt_top_view_proc(v, 11));
+	mt_top_view_update(v, 10, 1, NULL, snap(10, 32.5, 2000, 0, 100));
+	mt_top_view_compute(v);
+	assert_null(mt_top_view_proc(v, 11));
+	assert_int_equal(v->nprocs, 1);
 	mt_top_view_free(v);
 }
 
