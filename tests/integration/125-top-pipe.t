@@ -5,7 +5,7 @@
 # program it started is stopped at the end; errors say what was wrong.
 . "$(dirname "$0")/../lib.sh"
 command -v jq >/dev/null || skip_all "jq is missing"
-plan 32
+plan 35
 
 CHURN="$FIX/top_churn"
 cd "$TMP"
@@ -56,6 +56,21 @@ like "$order" "^(malloc free|free malloc) calloc $" "--sort=calls: calloc's 50 c
 $MEMTAP top -n 1 --interval=0.3 --sort=name -o "$TMP/q2" -- "$CHURN" -r 1000 -e 50 > "$TMP/out3" 2>/dev/null
 order=$(awk '$1 == "malloc" || $1 == "free" || $1 == "calloc" {printf "%s ", $1}' "$TMP/out3")
 is "$order" "calloc free malloc " "--sort=name"
+
+# Pools (-f FUNC:size=argN:pool=argM): top_palloc on pool b, 100 calls of
+# 1000 bytes a second, and on pool a, 1000 calls of 64: b first by bytes/s.
+$MEMTAP top -n 2 --interval=0.5 -o "$TMP/pool" -f top_palloc:size=arg1:pool=arg0 -- "$CHURN" -r 1000 -P \
+	> "$TMP/out5" 2>/dev/null
+last=$(awk '/^memtap top - /{n++} n==2' "$TMP/out5")
+pools=$(printf '%s\n' "$last" | awk '/^POOL /{p=1; next} p && $2 == "top_palloc"')
+diag "$pools"
+is "$(printf '%s\n' "$pools" | wc -l)" 2 "a row per pool"
+read -r _ _ c1 b1 _ <<< "$(printf '%s\n' "$pools" | sed -n 1p)"
+read -r _ _ c2 b2 _ <<< "$(printf '%s\n' "$pools" | sed -n 2p)"
+ok $([ "$c1" -ge 70 ] && [ "$c1" -le 130 ] && [ "$b1" -ge 70000 ] && [ "$b1" -le 130000 ]; echo $?) \
+	"the busiest by bytes/s: pool b, near 100 calls and 100000 bytes a second ($c1, $b1)"
+ok $([ "$c2" -ge 700 ] && [ "$c2" -le 1300 ] && [ "$b2" -ge 45000 ] && [ "$b2" -le 83000 ]; echo $?) \
+	"then pool a, near 1000 calls and 64000 bytes a second ($c2, $b2)"
 
 # Two processes attached to in one view (-p twice): rows for both, the
 # functions summed; both detached at the end, running on.
