@@ -253,8 +253,12 @@ void mt_top_screen(const struct mt_top_view *v, const struct mt_screen_opts *so,
 		line(&o, MT_TS_TEXT, "%s", "");
 		line(&o, MT_TS_HEADING, "%-21.21s %*s %*s %*s %*s %*s %*s", "FUNCTION", w, "CALLS/s", w, "BYTES/s", w,
 		     "FAILED/s", w, "CALLS", w, "BYTES", w, "FAILED");
-		for (size_t i = 0; i < nf; i++)
+		/* Cut to the screen: the last row says how many more there are. */
+		size_t cut = h && nf < v->nfuncs && nf > 1;
+		for (size_t i = 0; i < nf - cut; i++)
 			func_row(&o, &v->funcs[i]);
+		if (cut)
+			line(&o, MT_TS_DIM, "(%zu more functions; s, or a taller terminal)", v->nfuncs - nf + 1);
 		if (!v->nfuncs)
 			line(&o, MT_TS_DIM, "(no calls yet)");
 		if (!h)
