@@ -15,7 +15,9 @@
 
 #include "agent_opts.h"
 #include "cli.h"
+#include "help.h"
 #include "live_read.h"
+#include "fleet.h"
 #include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
@@ -204,6 +206,7 @@ int mt_attach_add(const struct mt_attach_req *r, struct mt_attach *A)
 					     .stacks = r->stacks};
 		if (mt_session_new(&so, &A->sess))
 			return mt_error("attach: out of memory"), 1;
+		mt_fleet_attach(r->fleet, A->sess);
 	}
 
 	/* Load the agent unless an earlier attach already did. */
@@ -349,39 +352,32 @@ int mt_attach_inject(const struct mt_attach_req *r)
 }
 int cmd_detach(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"pid", required_argument, NULL, 'p'},   {"report-file", required_argument, NULL, 'r'},
-		{"output", required_argument, NULL, 'o'},
-		{"format", required_argument, NULL, 'F'}, {"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},         {0},
-	};
 	const char *format = "text", *report_file = NULL, *output = NULL;
 	pid_t pid = 0;
 	int quiet = 0, c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "p:o:qh", opts, NULL)) != -1) {
+	while ((c = mt_cmd_getopt(MT_C_DETACH, argc, argv)) >= 0) {
 		char *end;
 		switch (c) {
-		case 'p':
+		case MT_CO_DETACH_PID:
 			pid = (pid_t)strtol(optarg, &end, 10);
 			if (*end || pid <= 0)
 				return mt_error("detach: -p %s: expected a process id", optarg), 2;
 			break;
-		case 'r': report_file = optarg; break;
-		case 'o': output = optarg; break;
-		case 'F': format = optarg; break;
-		case 'q': quiet = 1; break;
-		case 'h':
-			printf("usage: memtap detach -p PID [-o PREFIX] [--report-file F] [--format text|json] [-q]\n"
-			       "Stops tracing a process attached with memtap attach: restores its call\n"
-			       "slots, writes a last profile (under PREFIX, default the attach's -o) and\n"
-			       "prints its summary.  The process runs on.\n");
-			return 0;
-		default: return 2;
+		case MT_CO_DETACH_REPORT_FILE: report_file = optarg; break;
+		case MT_CO_DETACH_OUTPUT: output = optarg; break;
+		case MT_CO_DETACH_FORMAT: format = optarg; break;
+		case MT_CO_DETACH_QUIET: quiet = 1; break;
+		case MT_CO_DETACH_FULL_STACKS: mt_render_full_stacks = 1; break;
 		}
 	}
+	if (c != MT_CMD_DONE)
+		return c == MT_CMD_HELPED ? 0 : 2;
+	if (optind < argc)
+		return mt_error("detach: unexpected argument '%s' (the process is -p PID)", argv[optind]),
+		       mt_cli_try_help("detach");
 	if (!pid)
-		return mt_error("detach: which process? pass -p PID"), 2;
+		return mt_error("detach: which process? pass -p PID"), mt_cli_try_help("detach");
 	if (strcmp(format, "text") && strcmp(format, "json"))
 		return mt_error("detach: unknown --format '%s' (text or json)", format), 2;
 	char last[PATH_MAX];

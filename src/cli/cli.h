@@ -22,8 +22,10 @@ int cmd_attach(int argc, char **argv);
 /* memtap run --via=ebpf (cmd_attach.c): the parsed options, and the
  * command (NULL-terminated). */
 struct mt_cli_opts;
+struct mt_fleet;
 int mt_run_ebpf(const struct mt_cli_opts *o, char **cmdv);
 int cmd_diff(int argc, char **argv);
+int cmd_help(int argc, char **argv);
 int cmd_top(int argc, char **argv);
 
 /* memtap run in three steps (cmd_run.c), which memtap top -- PROGRAM
@@ -103,6 +105,7 @@ struct mt_attach_req {
 	uint64_t interval_ms;    /* --interval: the session's periodic profiles */
 	int stacks;
 	int quiet_start;         /* no "tracing until Ctrl-C" line (memtap top) */
+	struct mt_fleet *fleet;  /* --prometheus, --pprof-dir (fleet.h), or NULL */
 };
 /* Injects the agent (once), attaches it with the options, waits, detaches
  * and prints the summary; returns the exit status. */
@@ -145,6 +148,14 @@ int mt_detach_pid(pid_t pid, const char *output, const char *format, const char 
 
 /* Prints "memtap: <message>" to stderr; returns -1. */
 int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The line after a usage error: "Try 'memtap CMD --help' for more
+ * information." on stderr; returns 2 (the exit status of a usage error). */
+int mt_cli_try_help(const char *cmd);
+/* A getopt failure of command CMD (C is getopt's '?' or ':', with opterr 0
+ * and ':' leading the short options): "memtap: CMD: unknown option '--x'"
+ * or "... needs an argument", then mt_cli_try_help().  NAME: the option's
+ * name when the caller knows it (from optopt), else NULL.  Returns 2. */
+int mt_cli_optfail(const char *cmd, char **argv, int c, const char *name);
 
 /* A file that ships beside the CLI: build/NAME when run from the build tree,
  * PREFIX/lib/memtap/NAME when installed.  0, or -ENOENT with the places
@@ -184,8 +195,12 @@ int mt_render(FILE *out, const char *format, const struct mt_loaded *l);
 /* What the renderers take besides the format. */
 struct mt_render_opts {
 	enum mt_value value; /* collapsed, svg: bytes in use or allocated */
+	/* html: told the share done as the report is built (NULL: nothing) */
+	void (*progress)(double done, void *arg);
+	void *progress_arg;
 };
-/* Renders in FORMAT: text, json, collapsed, svg (all items), pprof or
+/* Renders in FORMAT: text, json, collapsed, flamegraph (svg), timeline (an
+ * SVG of bytes in use over time), html (all items), pprof or
  * jeprof (exactly one item, else -E2BIG); -EINVAL for an unknown format. */
 int mt_render_with(FILE *out, const char *format, const struct mt_loaded *l,
 		   const struct mt_render_opts *o);

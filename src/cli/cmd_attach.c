@@ -25,7 +25,9 @@
 
 #include "bpf/ebpf.h"
 #include "cli.h"
+#include "fleet.h"
 #include "options.h"
+#include "glibc_syms.h"
 #include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
@@ -106,7 +108,19 @@ static int summarize(struct mt_session *sess, const struct ebpf_args *a, const c
 
 /* A session on the eBPF collector: profiles written as processes end, and
  * a last one of each at the end. */
-static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, uint64_t interval_ms, int stacks)
+/* --glibc: a lock-wait sample of every running member at each poll. */
+static void glibc_tick(struct mt_session *s, void *arg)
+{
+	(void)arg;
+	size_t n;
+	const struct mt_member *m = mt_session_members(s, &n);
+	for (size_t i = 0; i < n; i++)
+		if (m[i].state == MT_MEMBER_RUNNING)
+			mt_glibc_outside_tick(m[i].pid);
+}
+
+static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, uint64_t interval_ms, int stacks,
+				       int glibc)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -117,6 +131,10 @@ static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, ui
 	if (mt_session_new(&so, &sess))
 		return NULL;
 	mt_session_use_ebpf(sess, e);
+	if (glibc) {
+		struct mt_session_observer o = {.tick = glibc_tick};
+		mt_session_observe(sess, &o);
+	}
 	return sess;
 }
 
@@ -130,7 +148,8 @@ static int ebpf_args_of(const struct mt_cli_opts *c, struct ebpf_args *a)
 	a->quiet = c->quiet;
 	a->o.follow = c->follow;
 	a->o.within = c->within;
-	a->o.heap_events = c->heap_events;
+	a->o.heap_events = c->heap_events || c->glibc; /* --glibc's sbrk figures: the system calls */
+	a->o.glibc = c->glibc || c->heap_events; /* --heap-events: the old name, and its functions */
 	a->o.failures = c->failures;
 	a->o.verbose = c->verbose;
 	a->o.stacks = c->stacks;
@@ -236,10 +255,11 @@ int mt_ebpf_attach_start(const struct mt_cli_opts *c, int quiet_start, struct mt
 			x->a.o.follow ? ", children too" : "",
 			c->seconds > 0 ? "stops after -d, or Ctrl-C" : "Ctrl-C to stop");
 	}
-	if (!(x->sess = ebpf_session(x->e, x->prefix, c->interval_ms, x->a.o.stacks))) {
+	if (!(x->sess = ebpf_session(x->e, x->prefix, c->interval_ms, x->a.o.stacks, x->a.o.glibc))) {
 		ebpf_attach_free(x);
 		return mt_error("attach: out of memory"), 1;
 	}
+	mt_fleet_attach(c->endpoint, x->sess);
 	*out = x;
 	return 0;
 }
@@ -274,10 +294,12 @@ int cmd_attach(int argc, char **argv)
 	int r = mt_cli_parse(MT_CMD_ATTACH, argc, argv, &c);
 	if (r)
 		return r > 0 ? 0 : 2;
+	if (mt_fleet_open(&c, &c.endpoint))
+		return 2;
 	if (c.via == MT_VIA_AGENT) {
 		struct mt_attach_req req = {.pid = c.pid, .seconds = c.seconds, .output = c.output,
 					    .report_file = c.report_file, .format = c.format, .quiet = c.quiet,
-					    .interval_ms = c.interval_ms, .stacks = c.stacks};
+					    .interval_ms = c.interval_ms, .stacks = c.stacks, .fleet = c.endpoint};
 		char err[2048], list[4096];
 		if (mt_cli_funcs_list(&c, list, sizeof(list)))
 			return 2;
@@ -381,12 +403,13 @@ int mt_ebpf_run_start(const struct mt_cli_opts *c, char **cmdv, const char *log,
 	if (write(go[1], "g", 1) != 1)
 		mt_error("run: cannot start %s: %s", cmdv[0], strerror(errno));
 	close(go[1]);
-	if (!(x->sess = ebpf_session(x->e, x->prefix, 0, x->a.o.stacks))) {
+	if (!(x->sess = ebpf_session(x->e, x->prefix, c->interval_ms, x->a.o.stacks, x->a.o.glibc))) {
 		kill(run_child, SIGKILL);
 		waitpid(run_child, NULL, 0);
 		ebpf_attach_free(x);
 		return mt_error("run: out of memory"), 2;
 	}
+	mt_fleet_attach(c->endpoint, x->sess);
 	*out = x;
 	return 0;
 }

@@ -20,6 +20,7 @@
 
 #include "agent_opts.h"
 #include "cli.h"
+#include "fleet.h"
 #include "live_read.h"
 #include "memtap/format.h"
 #include "options.h"
@@ -176,6 +177,7 @@ int mt_run_start(const struct mt_cli_opts *o, char **cmdv, const char *log, stru
 			close(logfd);
 		return mt_error("run: out of memory"), 2;
 	}
+	mt_fleet_attach(o->endpoint, run->sess);
 
 	struct sigaction sa = {.sa_handler = on_child};
 	sigaction(SIGCHLD, &sa, NULL);
@@ -316,6 +318,8 @@ int cmd_run(int argc, char **argv)
 	int r = mt_cli_parse(MT_CMD_RUN, argc, argv, &o);
 	if (r)
 		return r > 0 ? 0 : 2;
+	if (mt_fleet_open(&o, &o.endpoint))
+		return 2;
 	if (o.via == MT_VIA_EBPF)
 		return mt_run_ebpf(&o, argv + o.argi);
 	struct mt_run run;

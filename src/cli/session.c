@@ -20,6 +20,7 @@
 #include "memtap/format.h"
 #include "memtap/symbolize.h"
 #include "session.h"
+#include "timeline_rec.h"
 
 struct mt_session {
 	struct mt_session_opts o;
@@ -48,6 +49,7 @@ struct mt_session {
 	} fdcb[MT_SESSION_FDS];
 	size_t nfds;
 	size_t nended; /* members told to observers as ended */
+	struct mt_tl_rec *tl; /* --interval: the members' timelines */
 	int stop;      /* mt_session_stop() */
 };
 
@@ -80,6 +82,12 @@ int mt_session_new(const struct mt_session_opts *o, struct mt_session **out)
 	s->o.prefix = s->prefix;
 	if (o->interval_ms)
 		s->next_interval_ns = mono_ns() + o->interval_ms * 1000000u;
+	/* Every session with --interval keeps its members' timelines (run,
+	 * attach by inject or eBPF alike). */
+	if (o->interval_ms && mt_tl_rec_new(s, o->interval_ms, &s->tl)) {
+		free(s);
+		return -ENOMEM;
+	}
 	*out = s;
 	return 0;
 }
@@ -88,6 +96,9 @@ void mt_session_free(struct mt_session *s)
 {
 	if (!s)
 		return;
+	for (size_t i = 0; i < s->nobs; i++)
+		if (s->obs[i].done)
+			s->obs[i].done(s, s->obs[i].arg);
 	for (size_t i = 0; i < s->n; i++)
 		free(s->m[i].maps);
 	free(s->m);
@@ -95,6 +106,7 @@ void mt_session_free(struct mt_session *s)
 		free(s->written[i]);
 	free(s->written);
 	free(s->procs);
+	mt_tl_rec_free(s->tl);
 	free(s);
 }
 
@@ -396,6 +408,9 @@ static int write_profile(struct mt_session *s, struct mt_member *m, struct mt_pr
 	struct mt_buf b = {.grow = mt_buf_grow_libc};
 	uint32_t seq = next_seq(s, m);
 	p->seq = seq;
+	for (size_t i = 0; i < s->nobs; i++)
+		if (s->obs[i].annotate)
+			s->obs[i].annotate(s, m, p, s->obs[i].arg);
 	int ret = mt_file_encode(p, &b);
 	if (!ret)
 		ret = mt_file_write_next(s->o.prefix, (uint32_t)m->pid, &seq, b.data, b.len, 0600, out, outlen);
@@ -432,6 +447,10 @@ static int profile_of(struct mt_session *s, struct mt_member *m, int final, stru
 	if (!final && alive(m)) {
 		mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
 		refresh_maps(s, m, c.hdr, 0);
+		/* analyses: the agent records ru_maxrss when the process ends; a
+		 * running one has it in /proc. */
+		if (!p->peak_rss_bytes)
+			p->peak_rss_bytes = mt_proc_hwm(m->pid);
 	}
 	if (m->command[0])
 		snprintf(p->command, sizeof(p->command), "%s", m->command);
@@ -609,6 +628,12 @@ static size_t poll_ebpf(struct mt_session *s)
 			continue;
 		}
 		running++;
+		/* Its command as it is now (run --via=ebpf finds it before its
+		 * exec; servers rename their workers), once a second. */
+		if (now - m->cmd_ns >= 1000000000u) {
+			mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
+			m->cmd_ns = now;
+		}
 		if (interval_due && ebpf_profile(s, m, MT_REASON_INTERVAL, path, sizeof(path)))
 			mt_error("cannot write a profile of process %d: %s", m->pid, path);
 	}

@@ -111,8 +111,10 @@ int mt_session_finish(struct mt_session *s, int detaching);
  * WROTE runs for every profile the session writes (periodic, final,
  * detach: P->reason and P->end say which) before it is freed; ENDED runs
  * once per member when the session is done with it (its final profile, if
- * any, went through WROTE first).  Any callback may be NULL.  At most
- * MT_SESSION_OBSERVERS; -ENOSPC beyond.
+ * any, went through WROTE first); DONE runs from mt_session_free(), before
+ * anything is freed: the observer lets go (unwatches its descriptors, frees
+ * itself; the session owns it from mt_session_observe() on).  Any callback
+ * may be NULL.  At most MT_SESSION_OBSERVERS; -ENOSPC beyond.
  */
 #define MT_SESSION_OBSERVERS 8
 struct mt_session_observer {
@@ -120,8 +122,12 @@ struct mt_session_observer {
 	void (*wrote)(struct mt_session *s, const struct mt_member *m, const struct mt_profile *p,
 		      const char *path, void *arg);
 	void (*ended)(struct mt_session *s, const struct mt_member *m, void *arg);
+	void (*done)(struct mt_session *s, void *arg);
 	void *arg;
 	uint64_t every_ms;
+	/* Runs before every profile the session writes is encoded: may add
+	 * to P what the observer keeps (the timeline of a final profile). */
+	void (*annotate)(struct mt_session *s, const struct mt_member *m, struct mt_profile *p, void *arg);
 };
 int mt_session_observe(struct mt_session *s, const struct mt_session_observer *o);
 

@@ -34,6 +34,12 @@ void mt_stacks_free(struct mt_stack *s, size_t n);
  * address for this frame. */
 int mt_frame_unknown(const struct mt_frame *f);
 
+/* How many of a site's frames (leaf first) renderers show: up to main, or
+ * up to thread entry (start_thread, clone3), the C runtime's frames below
+ * left out; all of them with mt_render_full_stacks (--full-stacks) or when
+ * no frame names main or a runtime entry. */
+uint32_t mt_site_depth(struct mt_symbolizer *sym, const struct mt_site *s);
+
 /* The allocation function a site called ("?" when unknown). */
 const char *mt_site_func(const struct mt_profile *p, const struct mt_site *s);
 
@@ -58,5 +64,11 @@ struct mt_pprof_sample {
 int mt_pprof_write(FILE *out, const struct mt_profile *ident, const struct mt_profile *const *profs,
 		   size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
 		   int64_t duration_ns, const char *comment);
+/* The same with DEFAULT_TYPE (an index of the four sample types) as the one
+ * pprof shows first: 3 (inuse_space) for a heap profile, 1 (alloc_space)
+ * for Go's /debug/pprof/allocs. */
+int mt_pprof_write_typed(FILE *out, const struct mt_profile *ident, const struct mt_profile *const *profs,
+			 size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
+			 int64_t duration_ns, const char *comment, unsigned default_type);
 
 #endif

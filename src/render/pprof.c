@@ -331,6 +331,13 @@ int mt_pprof_write(FILE *out, const struct mt_profile *ident, const struct mt_pr
 		   size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
 		   int64_t duration_ns, const char *comment)
 {
+	return mt_pprof_write_typed(out, ident, profs, nprofs, samples, nsamples, duration_ns, comment, 3);
+}
+
+int mt_pprof_write_typed(FILE *out, const struct mt_profile *ident, const struct mt_profile *const *profs,
+			 size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
+			 int64_t duration_ns, const char *comment, unsigned default_type)
+{
 	static const char *const types[4][2] = {
 		{"alloc_objects", "count"},
 		{"alloc_space", "bytes"},
@@ -395,7 +402,8 @@ int mt_pprof_write(FILE *out, const struct mt_profile *ident, const struct mt_pr
 		if (!s->location_id || !s->value)
 			goto out;
 		smp_ptrs[ns++] = s;
-		for (uint32_t k = 0; k < in->s->nframes; k++) {
+		uint32_t depth = mt_site_depth(w.syms[pi], in->s);
+		for (uint32_t k = 0; k < depth; k++) {
 			long id = location_id(&w, w.syms[pi], in->s->frames[k]);
 			if (id < 0)
 				goto out;
@@ -454,7 +462,7 @@ int mt_pprof_write(FILE *out, const struct mt_profile *ident, const struct mt_pr
 	prof.period = ident->sample_period > 1 ? (int64_t)ident->sample_period : 1;
 	prof.n_comment = 1;
 	prof.comment = &comment_id;
-	prof.default_sample_type = vt[3].type; /* inuse_space */
+	prof.default_sample_type = vt[default_type < 4 ? default_type : 3].type;
 
 	size_t len = perftools__profiles__profile__get_packed_size(&prof);
 	if (!(packed = malloc(len ? len : 1)))

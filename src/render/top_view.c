@@ -397,7 +397,7 @@ static int proc_sites(const struct mt_tv_proc *r, struct site_cand *top, size_t 
 	double dt = q ? seconds_between(q, p) : 0;
 	for (uint32_t i = 0; i < p->nsites; i++) {
 		const struct mt_site *s = &p->sites[i];
-		struct mt_site_est e, o = {0, 0, 0, 0};
+		struct mt_site_est e, o = {0};
 		mt_site_estimate(p, s, &e);
 		struct site_cand c = {r, s, e.inuse_bytes, e.inuse_objects, 0, dt > 0};
 		if (table) {
