@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "export.h"
 #include "memtap/top_view.h"
 #include "memtap/render.h"
 #include "memtap/symbolize.h"
@@ -306,12 +307,14 @@ static struct mt_symbolizer *sym_of(struct mt_top_view *v, const struct mt_profi
 	return s->sym;
 }
 
-/* "f (file.c:12) < g < h": the callers of a site, innermost first. */
+/* "f (file.c:12) < g < h": the callers of a site, innermost first, down to
+ * main or the thread's entry as the report shows them (mt_site_depth). */
 static void site_where(struct mt_symbolizer *sym, const struct mt_site *s, char *out, size_t len)
 {
 	size_t at = 0;
+	uint32_t depth = sym ? mt_site_depth(sym, s) : s->nframes;
 	out[0] = '\0';
-	for (uint32_t i = 0; i < s->nframes && at + 4 < len; i++) {
+	for (uint32_t i = 0; i < depth && at + 4 < len; i++) {
 		struct mt_frame f;
 		char one[MT_TV_WHERE];
 		if (!sym || mt_symbolize(sym, s->frames[i], 1, &f, 1) < 1)
