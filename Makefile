@@ -277,7 +277,8 @@ check: deps
 # the agent, preloaded into other programs, cannot carry the ASan runtime).
 # Runs the unit tests and the tests that drive the renderers hardest.
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-SAN_TESTS := tests/integration/40-report.t tests/integration/70-exports.t tests/integration/80-stacks.t
+SAN_TESTS := tests/integration/40-report.t tests/integration/70-exports.t tests/integration/80-stacks.t \
+	tests/integration/125-top-pipe.t
 sanitize:
 	@$(MAKE) --no-print-directory BUILD=build-san SAN="$(SAN_FLAGS)" all unit fixtures
 	@echo "sanitize: unit tests and $(SAN_TESTS) with an ASan+UBSan CLI"
@@ -352,6 +353,7 @@ bench: deps
 	@bash bench/pools.sh
 	@bash bench/hooks.sh
 	@bash bench/glibc.sh
+	@bash bench/top.sh
 	@bash bench/leaks.sh
 	@bash bench/timeline.sh
 	@bash bench/fleet.sh

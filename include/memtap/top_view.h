@@ -79,6 +79,19 @@ struct mt_tv_site {
 	int has_rate;
 };
 
+/* A pool of a -f FUNC:pool=argM function (or a thread of --heap-events):
+ * one process's, by bytes/s. */
+#define MT_TV_POOLS 8
+struct mt_tv_pool {
+	char func[MT_NAME_MAX];
+	uint64_t pool;           /* its address (or thread id), MT_POOL_OTHER: the rest */
+	uint32_t by;             /* enum mt_pool_by */
+	int pid;
+	int has_rate;
+	double calls_s, bytes_s;
+	uint64_t calls, bytes;   /* since tracing began */
+};
+
 struct mt_top_view {
 	struct mt_tv_proc *procs; /* in the order they were first seen */
 	size_t nprocs;
@@ -90,6 +103,8 @@ struct mt_top_view {
 	size_t nfuncs;
 	struct mt_tv_site sites[MT_TV_SITES];
 	size_t nsites;
+	struct mt_tv_pool pools[MT_TV_POOLS]; /* the busiest pools */
+	size_t npools;
 	int stacks;               /* some selected process records call sites */
 	int64_t in_use;           /* the selection's */
 	uint64_t peak;
@@ -108,7 +123,8 @@ void mt_top_view_free(struct mt_top_view *v);
  * (NULL: P's).  0 or -ENOMEM (P is freed then). */
 int mt_top_view_update(struct mt_top_view *v, int pid, int ppid, const char *command,
 			struct mt_profile *p);
-/* PID is gone: its row stays with its last figures, no rates. */
+/* PID is gone: its row stays with its last figures, no rates, for 30 s
+ * after its last snapshot (as the newest snapshot's clock tells). */
 void mt_top_view_end(struct mt_top_view *v, int pid);
 /* Picks the next (DIR 1) or previous (-1) process, in row order, "every
  * process" between the last and the first. */

@@ -339,7 +339,8 @@ int mt_attach_end(struct mt_attach *A, const char *format, const char *report_fi
 		for (size_t i = nw; i-- > 0;) {
 			char tag[32];
 			snprintf(tag, sizeof(tag), ".%d.", (int)A->roots[k]);
-			if (strstr(written[i] + strlen(A->prefix), tag) == written[i] + strlen(A->prefix)) {
+			size_t pl = strlen(A->prefix);
+			if (!strncmp(written[i], A->prefix, pl) && !strncmp(written[i] + pl, tag, strlen(tag))) {
 				fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)A->roots[k],
 					written[i]);
 				break;

@@ -45,6 +45,15 @@ struct mt_run {
 	int own_group; /* the program runs in a process group of its own */
 };
 int mt_run_start(const struct mt_cli_opts *o, char **cmdv, const char *log, struct mt_run *run);
+/* One step of stopping a program this command started, once a stop was
+ * asked for (mt_session_stop): SIGINT (Ctrl-C's) at once, SIGTERM after
+ * 5 s, SIGKILL after 10 s, to PID or, with GROUP, its process group.
+ * Returns 1 once 12 s have passed: stop waiting. */
+struct mt_stop {
+	int sent;
+	double t0;
+};
+int mt_stop_step(struct mt_stop *st, pid_t pid, int group);
 void mt_run_wait(struct mt_run *run);
 int mt_run_end(struct mt_run *run, const char *cmd, const char *format, const char *report_file, int quiet);
 
@@ -134,6 +143,12 @@ int cmd_detach(int argc, char **argv);
  * frees X). */
 struct mt_ebpf_attach;
 int mt_ebpf_attach_start(const struct mt_cli_opts *c, int quiet_start, struct mt_ebpf_attach **x);
+/* memtap run --via=ebpf in steps, the same way (memtap top --via=ebpf --
+ * CMD): LOG as for mt_run_start; wait returns when CMD exits (or was
+ * stopped); end returns CMD's exit status. */
+int mt_ebpf_run_start(const struct mt_cli_opts *c, char **cmdv, const char *log, struct mt_ebpf_attach **x);
+void mt_ebpf_run_wait(struct mt_ebpf_attach *x);
+int mt_ebpf_run_end(struct mt_ebpf_attach *x, const char *cmd, int quiet);
 struct mt_session *mt_ebpf_attach_session(struct mt_ebpf_attach *x);
 int mt_ebpf_attach_wait(struct mt_ebpf_attach *x, double seconds);
 int mt_ebpf_attach_end(struct mt_ebpf_attach *x, int quiet);

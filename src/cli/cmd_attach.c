@@ -35,6 +35,7 @@
 
 static volatile sig_atomic_t stop_sig;
 static pid_t run_child;
+static int run_group; /* run_child leads a process group of its own */
 
 static void on_stop(int sig)
 {
@@ -44,7 +45,7 @@ static void on_stop(int sig)
 static void forward(int sig)
 {
 	if (run_child > 0)
-		kill(run_child, sig);
+		kill(run_group ? -run_child : run_child, sig);
 }
 
 /* Options shared by attach and run --via=ebpf. */
@@ -186,6 +187,7 @@ struct mt_ebpf_attach {
 	char prefix[PATH_MAX], comm[64];
 	pid_t pid;
 	int exited;
+	int status; /* run: the program's wait status */
 };
 
 static void ebpf_attach_free(struct mt_ebpf_attach *x)
@@ -316,53 +318,55 @@ int cmd_attach(int argc, char **argv)
 	return mt_ebpf_attach_end(x, 0);
 }
 
-/* Waits for `run`'s child.  With --stacks, reads the traced processes'
- * mappings every 20 ms meanwhile: they are gone with the process, and the
- * call sites need them to be symbolized. */
-static void wait_run_child(struct mt_session *sess, int *status)
+/* memtap run --via=ebpf (and memtap top --via=ebpf -- CMD): the child
+ * waits on a pipe until the probes are in, then execs. */
+int mt_ebpf_run_start(const struct mt_cli_opts *c, char **cmdv, const char *log, struct mt_ebpf_attach **out)
 {
-	for (;;) {
-		pid_t r = waitpid(run_child, status, WNOHANG);
-		if (r == run_child || (r < 0 && errno != EINTR))
-			return;
-		if (r == 0) {
-			mt_session_poll(sess);
-			mt_session_wait(sess, 20, NULL);
-		}
-	}
-}
-
-int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
-{
-	struct ebpf_args a;
-	if (ebpf_args_of(c, &a))
-		return 2;
-	char err[8192], prefix[PATH_MAX];
+	char err[8192];
+	*out = NULL;
+	struct mt_ebpf_attach *x = calloc(1, sizeof(*x));
+	if (!x)
+		return mt_error("run: out of memory"), 2;
+	if (ebpf_args_of(c, &x->a))
+		return free(x), 2;
 	if (mt_ebpf_check(err, sizeof(err)))
-		return mt_error("run: %s", err), 2;
-	struct mt_objlist objs;
-	if (mt_objlist_of_exe(cmdv[0], &objs, err, sizeof(err))) {
-		mt_objlist_free(&objs);
+		return free(x), mt_error("run: %s", err), 2;
+	if (mt_objlist_of_exe(cmdv[0], &x->objs, err, sizeof(err))) {
+		ebpf_attach_free(x);
 		return mt_error("run: %s", err), 127;
 	}
-	if (mt_resolve_prefix(a.output, cmdv[0], prefix, sizeof(prefix))) {
-		mt_objlist_free(&objs);
+	if (mt_resolve_prefix(x->a.output, cmdv[0], x->prefix, sizeof(x->prefix))) {
+		ebpf_attach_free(x);
 		return 2;
 	}
 	char command[MT_TEXT_MAX] = "";
 	for (int i = 0; cmdv[i]; i++)
 		snprintf(command + strlen(command), sizeof(command) - strlen(command), "%s%s", i ? " " : "", cmdv[i]);
-
-	/* The child waits on a pipe until the probes are in, then execs. */
-	int go[2];
-	if (pipe2(go, O_CLOEXEC) < 0)
+	int logfd = -1, go[2];
+	if (log && (logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+		ebpf_attach_free(x);
+		return mt_error("run: cannot write the program's output to %s: %s", log, strerror(errno)), 2;
+	}
+	if (pipe2(go, O_CLOEXEC) < 0) {
+		ebpf_attach_free(x);
 		return mt_error("run: pipe: %s", strerror(errno)), 2;
+	}
 	run_child = fork();
-	if (run_child < 0)
+	if (run_child < 0) {
+		ebpf_attach_free(x);
 		return mt_error("run: fork: %s", strerror(errno)), 2;
+	}
 	if (run_child == 0) {
 		char b;
 		close(go[1]);
+		if (logfd >= 0) {
+			int nul = open("/dev/null", O_RDONLY);
+			setpgid(0, 0);
+			if (nul >= 0)
+				dup2(nul, 0);
+			dup2(logfd, 1);
+			dup2(logfd, 2);
+		}
 		if (read(go[0], &b, 1) != 1)
 			_exit(126);
 		execvp(cmdv[0], cmdv);
@@ -370,51 +374,91 @@ int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
 		_exit(errno == ENOENT ? 127 : 126);
 	}
 	close(go[0]);
-	a.o.pid = run_child;
-	a.o.command = command;
+	if (logfd >= 0) {
+		setpgid(run_child, run_child);
+		close(logfd);
+		run_group = 1;
+	}
+	x->pid = run_child;
+	x->a.o.pid = run_child;
+	x->a.o.command = command;
 	/* Signals go to the command, before the probes are in too: memtap
 	 * ends with it and removes them. */
 	signal(SIGINT, SIG_IGN);
 	signal(SIGQUIT, SIG_IGN);
 	signal(SIGTERM, forward);
 	signal(SIGHUP, forward);
-	struct mt_ebpf *e;
-	int r = mt_ebpf_start(&a.o, &objs, &e, err, sizeof(err));
+	int r = mt_ebpf_start(&x->a.o, &x->objs, &x->e, err, sizeof(err));
 	if (r) {
+		x->e = NULL;
 		close(go[1]);
 		waitpid(run_child, NULL, 0);
-		mt_objlist_free(&objs);
+		ebpf_attach_free(x);
 		return mt_error("run: %s", err), 2;
 	}
-	if (a.o.verbose) {
+	if (x->a.o.verbose) {
 		char where[4096];
-		mt_ebpf_describe(e, where, sizeof(where));
+		mt_ebpf_describe(x->e, where, sizeof(where));
 		fprintf(stderr, "memtap: eBPF probes: %s\n", where);
 	}
 	if (write(go[1], "g", 1) != 1)
 		mt_error("run: cannot start %s: %s", cmdv[0], strerror(errno));
 	close(go[1]);
-	int status = 0;
-	struct mt_session *sess = ebpf_session(e, prefix, c->interval_ms, a.o.stacks, a.o.glibc);
-	if (!sess) {
-		mt_ebpf_free(e);
-		mt_objlist_free(&objs);
+	if (!(x->sess = ebpf_session(x->e, x->prefix, c->interval_ms, x->a.o.stacks, x->a.o.glibc))) {
+		kill(run_child, SIGKILL);
+		waitpid(run_child, NULL, 0);
+		ebpf_attach_free(x);
 		return mt_error("run: out of memory"), 2;
 	}
-	mt_fleet_attach(c->endpoint, sess);
-	wait_run_child(sess, &status);
-	mt_session_finish(sess, 1);
-	mt_ebpf_free(e);
-	mt_objlist_free(&objs);
-	int failed_exec = WIFEXITED(status) && WEXITSTATUS(status) >= 126;
-	if (failed_exec)
-		a.quiet = 1;
-	summarize(sess, &a, prefix, stderr);
-	mt_session_free(sess);
+	mt_fleet_attach(c->endpoint, x->sess);
+	*out = x;
+	return 0;
+}
+
+/* Waits for `run`'s child.  With --stacks, reads the traced processes'
+ * mappings every 20 ms meanwhile: they are gone with the process, and the
+ * call sites need them to be symbolized.  A stop asked for is Ctrl-C's
+ * (mt_stop_step). */
+void mt_ebpf_run_wait(struct mt_ebpf_attach *x)
+{
+	struct mt_stop stop = {0, 0};
+	for (;;) {
+		pid_t r = waitpid(run_child, &x->status, WNOHANG);
+		if (r == run_child || (r < 0 && errno != EINTR))
+			return;
+		if (r == 0) {
+			if (mt_session_stopping(x->sess) && mt_stop_step(&stop, run_child, run_group))
+				return;
+			mt_session_poll(x->sess);
+			mt_session_wait(x->sess, 20, NULL);
+		}
+	}
+}
+
+int mt_ebpf_run_end(struct mt_ebpf_attach *x, const char *cmd, int quiet)
+{
+	int status = x->status, asked = mt_session_stopping(x->sess);
+	mt_session_finish(x->sess, 1);
+	mt_ebpf_free(x->e);
+	x->e = NULL;
+	if ((WIFEXITED(status) && WEXITSTATUS(status) >= 126) || quiet)
+		x->a.quiet = 1;
+	summarize(x->sess, &x->a, x->prefix, stderr);
+	ebpf_attach_free(x);
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
-		mt_error("%s killed by signal %d (%s)", cmdv[0], sig, strsignal(sig));
+		mt_error("%s %s by signal %d (%s)", cmd, asked ? "stopped, as asked," : "killed", sig, strsignal(sig));
 		return 128 + sig;
 	}
 	return WEXITSTATUS(status);
+}
+
+int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
+{
+	struct mt_ebpf_attach *x;
+	int r = mt_ebpf_run_start(c, cmdv, NULL, &x);
+	if (r)
+		return r;
+	mt_ebpf_run_wait(x);
+	return mt_ebpf_run_end(x, cmdv[0], 0);
 }

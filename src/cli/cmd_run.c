@@ -224,6 +224,22 @@ int mt_run_start(const struct mt_cli_opts *o, char **cmdv, const char *log, stru
 	return 0;
 }
 
+int mt_stop_step(struct mt_stop *st, pid_t pid, int group)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	double now = (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+	if (!st->sent)
+		st->t0 = now;
+	double el = now - st->t0;
+	int sig = !st->sent ? SIGINT : st->sent == 1 && el >= 5 ? SIGTERM : st->sent == 2 && el >= 10 ? SIGKILL : 0;
+	if (sig) {
+		kill(group ? -pid : pid, sig);
+		st->sent++;
+	}
+	return el >= 12;
+}
+
 /* Waits for the program to exit, the session polling meanwhile.  A stop
  * asked for (mt_session_stop) is Ctrl-C's: SIGINT to the program (its
  * group, when it has one of its own), then SIGTERM after 5 s and SIGKILL
@@ -233,8 +249,8 @@ void mt_run_wait(struct mt_run *run)
 	sigset_t chld, old;
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
-	struct timespec t0 = {0, 0};
-	int sent = 0, reaped = 0;
+	struct mt_stop stop = {0, 0};
+	int reaped = 0;
 	for (;;) {
 		if (!reaped) {
 			pid_t w = waitpid(run->child, &run->status, WNOHANG);
@@ -248,22 +264,10 @@ void mt_run_wait(struct mt_run *run)
 		/* The program is gone.  When this command stopped it, the rest
 		 * of its group got the signal too: their final profiles are
 		 * this session's to write, so it waits for them (a while). */
-		if (reaped && (!sent || !run->own_group))
+		if (reaped && (!stop.sent || !run->own_group))
 			break;
-		if (mt_session_stopping(run->sess)) {
-			struct timespec t;
-			clock_gettime(CLOCK_MONOTONIC, &t);
-			if (!sent)
-				t0 = t;
-			double el = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
-			int sig = !sent ? SIGINT : sent == 1 && el >= 5 ? SIGTERM : sent == 2 && el >= 10 ? SIGKILL : 0;
-			if (sig) {
-				kill(run->own_group ? -run->child : run->child, sig);
-				sent++;
-			}
-			if (el >= 12)
-				break;
-		}
+		if (mt_session_stopping(run->sess) && mt_stop_step(&stop, run->child, run->own_group))
+			break;
 		size_t running = mt_session_poll(run->sess);
 		if (reaped && !running)
 			break;

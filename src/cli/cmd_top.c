@@ -52,6 +52,11 @@ struct top {
 	const char *mode; /* "attached", "watching", "running CMD" */
 	char status[256];
 	FILE *out;
+	/* While the screen is up, what memtap says on stderr (a profile that
+	 * could not be written, a process's end) is kept here and said after:
+	 * on the terminal it would tear the screen. */
+	int saved_stderr;
+	FILE *held;
 };
 
 static int winch_pipe[2] = {-1, -1};
@@ -261,6 +266,14 @@ static int top_begin(struct top *t, struct mt_session *sess)
 	if (!(t->scr = newterm(NULL, stdout, stdin)))
 		return mt_error("top: cannot drive this terminal (TERM=%s); use -b for plain snapshots",
 				getenv("TERM") ? getenv("TERM") : ""), 1;
+	if (isatty(2) && (t->held = tmpfile())) {
+		fflush(stderr);
+		t->saved_stderr = dup(2);
+		if (t->saved_stderr < 0 || dup2(fileno(t->held), 2) < 0) {
+			fclose(t->held);
+			t->held = NULL;
+		}
+	}
 	raw();
 	noecho();
 	nodelay(stdscr, TRUE);
@@ -300,6 +313,18 @@ static void top_end(struct top *t)
 		delscreen(t->scr);
 		t->scr = NULL;
 	}
+	if (t->held) {
+		char buf[4096];
+		size_t n;
+		fflush(stderr);
+		dup2(t->saved_stderr, 2);
+		close(t->saved_stderr);
+		rewind(t->held);
+		while ((n = fread(buf, 1, sizeof(buf), t->held)) > 0)
+			fwrite(buf, 1, n, stderr);
+		fclose(t->held);
+		t->held = NULL;
+	}
 	signal(SIGWINCH, SIG_DFL);
 	for (int i = 0; i < 2; i++)
 		if (winch_pipe[i] >= 0) {
@@ -310,48 +335,58 @@ static void top_end(struct top *t)
 
 /* ---- the ways in ---- */
 
-/* `memtap top -- CMD`: memtap run's start and wait. */
+/* `memtap top -- CMD`: memtap run's start and wait (the agent preloaded,
+ * or with --via=ebpf the probes). */
 static int top_run(struct top *t, struct mt_cli_opts *o, char **cmdv)
 {
 	char prefix[PATH_MAX], log[PATH_MAX + 8], mode[300];
+	const char *base = strrchr(cmdv[0], '/') ? strrchr(cmdv[0], '/') + 1 : cmdv[0];
 	o->cmd = MT_CMD_RUN;
-	if (o->via == MT_VIA_EBPF)
-		return mt_error("top --via=ebpf -- CMD: not yet; start CMD, then memtap top --via=ebpf -p PID "
-				"(or drop --via=ebpf: the agent)"), 2;
+	if (mt_resolve_prefix(o->output, cmdv[0], prefix, sizeof(prefix)))
+		return 2;
 	if (!o->program_output) {
-		if (mt_resolve_prefix(o->output, cmdv[0], prefix, sizeof(prefix)))
-			return 2;
 		snprintf(log, sizeof(log), "%s.out", prefix);
 		o->program_output = log;
 	}
 	struct mt_run run;
-	int r = mt_run_start(o, cmdv, o->program_output, &run);
-	if (r) {
-		mt_session_free(run.sess);
-		return r;
+	struct mt_ebpf_attach *x = NULL;
+	struct mt_session *sess;
+	int r;
+	if (o->via == MT_VIA_EBPF) {
+		if ((r = mt_ebpf_run_start(o, cmdv, o->program_output, &x)))
+			return r;
+		sess = mt_ebpf_attach_session(x);
+		snprintf(mode, sizeof(mode), "running %.200s, eBPF", base);
+	} else {
+		if ((r = mt_run_start(o, cmdv, o->program_output, &run))) {
+			mt_session_free(run.sess);
+			return r;
+		}
+		sess = run.sess;
+		snprintf(mode, sizeof(mode), "running %.200s", base);
 	}
-	snprintf(mode, sizeof(mode), "running %.200s", strrchr(cmdv[0], '/') ? strrchr(cmdv[0], '/') + 1 : cmdv[0]);
 	t->mode = mode;
-	if ((r = top_begin(t, run.sess))) {
+	if ((r = top_begin(t, sess))) {
 		top_end(t);
-		kill(-run.child, SIGTERM);
-		run.status = 0;
-		waitpid(run.child, &run.status, 0);
-		mt_run_end(&run, cmdv[0], "text", NULL, 1);
-		return r;
+		mt_session_stop(sess);
 	}
-	mt_run_wait(&run);
-	if (!mt_session_stopping(run.sess))
+	if (x)
+		mt_ebpf_run_wait(x);
+	else
+		mt_run_wait(&run);
+	if (!r && !mt_session_stopping(sess))
 		top_linger(t);
-	int asked = mt_session_stopping(run.sess);
+	int asked = mt_session_stopping(sess);
 	top_end(t);
-	r = mt_run_end(&run, cmdv[0], "text", NULL, 1);
+	int st = x ? mt_ebpf_run_end(x, cmdv[0], 1) : mt_run_end(&run, cmdv[0], "text", NULL, 1);
+	if (r)
+		return r;
 	fprintf(stderr, "memtap: the profiles are %s.<pid>.<n>.mtp (memtap report); %s's output is in %s\n",
-		run.prefix, cmdv[0], o->program_output);
+		prefix, cmdv[0], o->program_output);
 	/* Stopped by q, with the signal top sent: what the user asked for. */
-	if (asked && r > 128 && (r == 128 + SIGINT || r == 128 + SIGTERM || r == 128 + SIGKILL))
+	if (asked && (st == 128 + SIGINT || st == 128 + SIGTERM || st == 128 + SIGKILL))
 		return 0;
-	return r;
+	return st;
 }
 
 /* Whether PID is traced already by another memtap (run, or an attach
@@ -495,8 +530,16 @@ int cmd_top(int argc, char **argv)
 	t.tty = !o.batch && isatty(1) && isatty(0);
 	if (o.npids == 0)
 		r = top_run(&t, &o, argv + o.argi);
-	else if (o.via != MT_VIA_EBPF && traced_already(o.pids[0]))
-		r = top_watch(&t, &o);
+	else if (o.via != MT_VIA_EBPF && traced_already(o.pids[0])) {
+		for (int i = 1; i < o.npids && !r; i++)
+			if (!traced_already(o.pids[i])) {
+				mt_error("top: process %d is traced by another memtap, %d is not: watch the one, "
+					 "attach to the other, in two tops", (int)o.pids[0], (int)o.pids[i]);
+				r = 2;
+			}
+		if (!r)
+			r = top_watch(&t, &o);
+	}
 	else
 		r = top_attach(&t, &o);
 	mt_top_view_free(t.v);

@@ -174,7 +174,11 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 						"program to trace (pgrep NAME finds it)", name, v), -1;
 			if (o->npids == MT_CLI_PIDS_MAX)
 				return mt_error("%s: at most %d -p", name, MT_CLI_PIDS_MAX), -1;
-			o->pids[o->npids++] = o->pid;
+			int again = 0;
+			for (int i = 0; i < o->npids; i++)
+				again |= o->pids[i] == o->pid;
+			if (!again)
+				o->pids[o->npids++] = o->pid;
 			o->pid = o->pids[0];
 			break;
 		case MT_O_DURATION:

@@ -141,6 +141,23 @@ static void site_row(struct out *o, const struct mt_tv_site *s)
 	     s->func, s->where);
 }
 
+static void pool_row(struct out *o, const struct mt_tv_pool *p)
+{
+	char name[32], a[32], b[32], c[32], d[32];
+	if (p->pool == MT_POOL_OTHER)
+		snprintf(name, sizeof(name), "(other pools)");
+	else if (p->by == MT_POOL_BY_THREAD)
+		snprintf(name, sizeof(name), "thread %llu", (unsigned long long)p->pool);
+	else
+		snprintf(name, sizeof(name), "0x%llx", (unsigned long long)p->pool);
+	fmt_count(o, c, sizeof(c), (double)p->calls);
+	fmt_bytes(o, d, sizeof(d), (double)p->bytes);
+	int w = o->w;
+	line(o, p->has_rate ? MT_TS_TEXT : MT_TS_DIM, "%-18s %-14.14s %*s %*s %*s %*s %7d", name, p->func, w,
+	     rate_n(o, a, sizeof(a), p->has_rate, p->calls_s), w, rate_b(o, b, sizeof(b), p->has_rate, p->bytes_s, 0),
+	     w, c, w, d, p->pid);
+}
+
 static const char *marks_of(enum mt_tv_sort s)
 {
 	static const char *const marks[MT_TV_SORT_COUNT] = {"bytes/s", "calls/s", "failed/s", "total calls", "name"};
@@ -180,28 +197,44 @@ void mt_top_screen(const struct mt_top_view *v, const struct mt_screen_opts *so,
 		/* Rows per table: a terminal's height shared out, processes and
 		 * call sites first (a few each), the functions the rest; all of
 		 * them on a pipe. */
-		size_t np = v->nprocs, nf = v->nfuncs, ns = v->stacks ? (v->nsites ? v->nsites : 1) : 0;
-		int show_procs = 1, show_sites = v->stacks;
+		size_t np = v->nprocs, nf = v->nfuncs, ns = v->stacks ? (v->nsites ? v->nsites : 1) : 0,
+		       npl = v->npools;
+		int show_procs = 1, show_sites = v->stacks, show_pools = npl > 0;
 		if (h) {
 			/* Under the title's two lines and above the keys line:
-			 * each table is a blank line, a heading and its rows. */
+			 * each table is a blank line, a heading and its rows.  The
+			 * functions come first (three of them, or all, before call
+			 * sites or pools; one before the processes), then the
+			 * processes; call sites, then pools, go when the terminal
+			 * is too short for them. */
 			long avail = (long)h - 3, quarter = avail / 4 > 1 ? avail / 4 : 1;
 			long p_rows = (long)np < quarter ? (long)np : quarter;
 			long s_rows = (long)ns < quarter ? (long)ns : quarter;
-			if (show_sites && (2 + p_rows) + 3 + (2 + s_rows) > avail)
+			long pl_rows = (long)npl < quarter ? (long)npl : quarter;
+			long want_f = nf < 3 ? (nf ? (long)nf : 1) : 3;
+#define TABLES(f) ((show_procs ? 2 + p_rows : 0) + (2 + (f)) + (show_sites ? 2 + s_rows : 0) + \
+		   (show_pools ? 2 + pl_rows : 0))
+			if (show_sites && TABLES(want_f) > avail)
 				show_sites = 0;
+			if (show_pools && TABLES(want_f) > avail)
+				show_pools = 0;
+			if (TABLES(1) > avail)
+				show_procs = 0;
+#undef TABLES
 			if (!show_sites)
 				s_rows = 0;
-			if ((2 + p_rows) + 3 + (show_sites ? 2 + s_rows : 0) > avail) {
-				show_procs = 0;
+			if (!show_pools)
+				pl_rows = 0;
+			if (!show_procs)
 				p_rows = 0;
-			}
-			long f_rows = avail - (show_procs ? 2 + p_rows : 0) - (show_sites ? 2 + s_rows : 0) - 2;
+			long f_rows = avail - (show_procs ? 2 + p_rows : 0) - (show_sites ? 2 + s_rows : 0) -
+				      (show_pools ? 2 + pl_rows : 0) - 2;
 			if (f_rows < 0)
 				f_rows = 0;
 			np = (size_t)p_rows;
 			nf = (size_t)f_rows < nf ? (size_t)f_rows : nf;
 			ns = (size_t)s_rows;
+			npl = (size_t)pl_rows;
 		}
 		if (show_procs) {
 			line(&o, MT_TS_TEXT, "%s", "");
@@ -220,12 +253,23 @@ void mt_top_screen(const struct mt_top_view *v, const struct mt_screen_opts *so,
 		line(&o, MT_TS_TEXT, "%s", "");
 		line(&o, MT_TS_HEADING, "%-21.21s %*s %*s %*s %*s %*s %*s", "FUNCTION", w, "CALLS/s", w, "BYTES/s", w,
 		     "FAILED/s", w, "CALLS", w, "BYTES", w, "FAILED");
-		for (size_t i = 0; i < nf; i++)
+		/* Cut to the screen: the last row says how many more there are. */
+		size_t cut = h && nf < v->nfuncs && nf > 1;
+		for (size_t i = 0; i < nf - cut; i++)
 			func_row(&o, &v->funcs[i]);
+		if (cut)
+			line(&o, MT_TS_DIM, "(%zu more functions; s, or a taller terminal)", v->nfuncs - nf + 1);
 		if (!v->nfuncs)
 			line(&o, MT_TS_DIM, "(no calls yet)");
 		if (!h)
 			line(&o, MT_TS_DIM, "(%zu functions, by %s)", v->nfuncs, marks_of(v->sort));
+		if (show_pools) {
+			line(&o, MT_TS_TEXT, "%s", "");
+			line(&o, MT_TS_HEADING, "%-18s %-14.14s %*s %*s %*s %*s %7s", "POOL", "FUNC", w, "CALLS/s", w,
+			     "BYTES/s", w, "CALLS", w, "BYTES", "PID");
+			for (size_t i = 0; i < npl && i < v->npools; i++)
+				pool_row(&o, &v->pools[i]);
+		}
 		if (show_sites) {
 			line(&o, MT_TS_TEXT, "%s", "");
 			line(&o, MT_TS_HEADING, "%*s %*s %*s  %-8.8s %s", w - 1, "IN USE", w - 1, "BLOCKS", w, "ALLOC/s", "FUNC",

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "export.h"
 #include "memtap/top_view.h"
 #include "memtap/render.h"
 #include "memtap/symbolize.h"
@@ -306,12 +307,14 @@ static struct mt_symbolizer *sym_of(struct mt_top_view *v, const struct mt_profi
 	return s->sym;
 }
 
-/* "f (file.c:12) < g < h": the callers of a site, innermost first. */
+/* "f (file.c:12) < g < h": the callers of a site, innermost first, down to
+ * main or the thread's entry as the report shows them (mt_site_depth). */
 static void site_where(struct mt_symbolizer *sym, const struct mt_site *s, char *out, size_t len)
 {
 	size_t at = 0;
+	uint32_t depth = sym ? mt_site_depth(sym, s) : s->nframes;
 	out[0] = '\0';
-	for (uint32_t i = 0; i < s->nframes && at + 4 < len; i++) {
+	for (uint32_t i = 0; i < depth && at + 4 < len; i++) {
 		struct mt_frame f;
 		char one[MT_TV_WHERE];
 		if (!sym || mt_symbolize(sym, s->frames[i], 1, &f, 1) < 1)
@@ -417,8 +420,130 @@ static int proc_sites(const struct mt_tv_proc *r, struct site_cand *top, size_t 
 	return 0;
 }
 
+/* Ended processes stay on the screen this long after their last snapshot
+ * (a prefork server replaces its children all day: the rows would pile up),
+ * and so do their symbolizers. */
+#define ENDED_KEEP_NS (30 * 1000000000ull)
+
+static void prune(struct mt_top_view *v)
+{
+	size_t keep = 0;
+	for (size_t i = 0; i < v->nprocs; i++) {
+		struct mt_tv_proc *r = &v->procs[i];
+		if (r->ended && r->cur && r->cur->dump_ns + ENDED_KEEP_NS < v->last_ns && r->pid != v->selected) {
+			for (size_t k = 0; k < v->syms->n; k++)
+				if (v->syms->v[k].pid == r->pid && v->syms->v[k].start_ns == r->cur->start_ns) {
+					sym_clear(&v->syms->v[k]);
+					v->syms->v[k] = v->syms->v[--v->syms->n];
+					break;
+				}
+			mt_profile_free(r->cur);
+			mt_profile_free(r->prev);
+			continue;
+		}
+		v->procs[keep++] = *r;
+	}
+	v->nprocs = keep;
+}
+
+/* ---- pools ---- */
+
+static int pool_cmp(const struct mt_tv_pool *x, const struct mt_tv_pool *y)
+{
+	if (x->bytes_s != y->bytes_s)
+		return x->bytes_s > y->bytes_s ? -1 : 1;
+	if (x->calls_s != y->calls_s)
+		return x->calls_s > y->calls_s ? -1 : 1;
+	if (x->bytes != y->bytes)
+		return x->bytes > y->bytes ? -1 : 1;
+	return x->calls > y->calls ? -1 : x->calls < y->calls;
+}
+
+static void pool_keep(struct mt_top_view *v, const struct mt_tv_pool *c)
+{
+	size_t at = v->npools;
+	while (at > 0 && pool_cmp(c, &v->pools[at - 1]) < 0)
+		at--;
+	if (at >= MT_TV_POOLS)
+		return;
+	size_t last = v->npools < MT_TV_POOLS ? v->npools : MT_TV_POOLS - 1;
+	memmove(&v->pools[at + 1], &v->pools[at], (last - at) * sizeof(*v->pools));
+	v->pools[at] = *c;
+	if (v->npools < MT_TV_POOLS)
+		v->npools++;
+}
+
+/* R's pools against its previous snapshot's (matched by function name,
+ * kind and address), into V's busiest. */
+static int proc_pools(struct mt_top_view *v, const struct mt_tv_proc *r)
+{
+	const struct mt_profile *p = r->cur, *q = r->has_rate ? r->prev : NULL;
+	double dt = q ? seconds_between(q, p) : 0;
+	uint32_t *fmap = NULL, *table = NULL;
+	size_t cap = 0;
+	int err = -ENOMEM;
+	if (q && q->npools) {
+		/* P's function index -> Q's, by name. */
+		if (!(fmap = malloc((p->nfuncs + 1) * sizeof(*fmap))))
+			goto out;
+		for (uint32_t i = 0; i < p->nfuncs; i++) {
+			const struct mt_func *g = mt_profile_find(q, p->funcs[i].name);
+			fmap[i] = g ? (uint32_t)(g - q->funcs) : UINT32_MAX;
+		}
+		for (cap = 16; cap < 2 * (size_t)q->npools; cap *= 2)
+			;
+		if (!(table = malloc(cap * sizeof(*table))))
+			goto out;
+		memset(table, 0xff, cap * sizeof(*table));
+		for (uint32_t i = 0; i < q->npools; i++) {
+			size_t h = (q->pools[i].pool * 0x9e3779b97f4a7c15ull ^ q->pools[i].fn) & (cap - 1);
+			while (table[h] != UINT32_MAX)
+				h = (h + 1) & (cap - 1);
+			table[h] = i;
+		}
+	}
+	for (uint32_t i = 0; i < p->npools; i++) {
+		const struct mt_pool *e = &p->pools[i];
+		const struct mt_pool *o = NULL;
+		if (e->fn >= p->nfuncs || (!e->calls && !e->bytes))
+			continue;
+		if (table && fmap[e->fn] != UINT32_MAX) {
+			uint32_t qf = fmap[e->fn];
+			for (size_t h = (e->pool * 0x9e3779b97f4a7c15ull ^ qf) & (cap - 1); table[h] != UINT32_MAX;
+			     h = (h + 1) & (cap - 1)) {
+				const struct mt_pool *c = &q->pools[table[h]];
+				if (c->fn == qf && c->pool == e->pool && c->by == e->by) {
+					o = c;
+					break;
+				}
+			}
+		}
+		struct mt_tv_pool t;
+		memset(&t, 0, sizeof(t));
+		snprintf(t.func, sizeof(t.func), "%s", p->funcs[e->fn].name);
+		t.pool = e->pool;
+		t.by = e->by;
+		t.pid = r->pid;
+		t.calls = e->calls;
+		t.bytes = e->bytes;
+		if (dt > 0) {
+			t.has_rate = 1;
+			t.calls_s = (double)delta(o ? o->calls : 0, e->calls) / dt;
+			t.bytes_s = (double)delta(o ? o->bytes : 0, e->bytes) / dt;
+		}
+		pool_keep(v, &t);
+	}
+	err = 0;
+out:
+	free(table);
+	free(fmap);
+	return err;
+}
+
 int mt_top_view_compute(struct mt_top_view *v)
 {
+	prune(v);
+	v->npools = 0;
 	size_t cap = v->nfuncs;
 	v->nfuncs = 0;
 	v->in_use = 0;
@@ -464,6 +589,8 @@ int mt_top_view_compute(struct mt_top_view *v)
 			}
 		}
 		if (p->nsites && proc_sites(r, top, &ntop))
+			return -ENOMEM;
+		if (p->npools && proc_pools(v, r))
 			return -ENOMEM;
 	}
 	if (v->nfuncs)

@@ -1,12 +1,19 @@
 /* libFuzzer target: the profile reader and every renderer that reads its
- * output (text, JSON, pprof, jeprof, collapsed, flame graph, top tables,
- * timeline SVG, HTML, diff against itself).  Any input must give a clean error or a renderable
+ * output (text, JSON, pprof, jeprof, collapsed, flame graph, the call-site
+ * tables, timeline SVG, HTML, diff against itself, memtap top's view and screen of two
+ * snapshots).  Any input must give a clean error or a renderable
  * profile. */
 #include <stdint.h>
 #include <stdio.h>
 
 #include "memtap/format.h"
 #include "memtap/render.h"
+#include "memtap/top_view.h"
+
+static void top_line(void *arg, enum mt_ts_line kind, const char *text)
+{
+	fprintf(arg, "%d %s\n", (int)kind, text);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -30,6 +37,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			mt_render_diff_pprof(null, d);
 			mt_diff_free(d);
 		}
+		/* memtap top: the same snapshot twice, a second apart. */
+		struct mt_top_view *v = mt_top_view_new();
+		struct mt_profile *q;
+		if (v && mt_file_decode(data, size, &q, err, sizeof(err)) == 0) {
+			q->dump_ns = p->dump_ns + 1000000000u;
+			mt_top_view_update(v, (int)p->pid, -1, NULL, p);
+			p = NULL;
+			mt_top_view_update(v, (int)q->pid, -1, NULL, q);
+			mt_top_view_compute(v);
+			struct mt_screen_opts so = {.width = 80, .height = 24};
+			mt_top_screen(v, &so, top_line, null);
+			so.height = 0;
+			so.exact = 1;
+			mt_top_screen(v, &so, top_line, null);
+		}
+		mt_top_view_free(v);
 		fclose(null);
 		mt_profile_free(p);
 	}

@@ -5,7 +5,7 @@
 # program it started is stopped at the end; errors say what was wrong.
 . "$(dirname "$0")/../lib.sh"
 command -v jq >/dev/null || skip_all "jq is missing"
-plan 22
+plan 35
 
 CHURN="$FIX/top_churn"
 cd "$TMP"
@@ -57,10 +57,61 @@ $MEMTAP top -n 1 --interval=0.3 --sort=name -o "$TMP/q2" -- "$CHURN" -r 1000 -e 
 order=$(awk '$1 == "malloc" || $1 == "free" || $1 == "calloc" {printf "%s ", $1}' "$TMP/out3")
 is "$order" "calloc free malloc " "--sort=name"
 
+# Pools (-f FUNC:size=argN:pool=argM): top_palloc on pool b, 100 calls of
+# 1000 bytes a second, and on pool a, 1000 calls of 64: b first by bytes/s.
+$MEMTAP top -n 2 --interval=0.5 -o "$TMP/pool" -f top_palloc:size=arg1:pool=arg0 -- "$CHURN" -r 1000 -P \
+	> "$TMP/out5" 2>/dev/null
+last=$(awk '/^memtap top - /{n++} n==2' "$TMP/out5")
+pools=$(printf '%s\n' "$last" | awk '/^POOL /{p=1; next} p && $2 == "top_palloc"')
+diag "$pools"
+is "$(printf '%s\n' "$pools" | wc -l)" 2 "a row per pool"
+read -r _ _ c1 b1 _ <<< "$(printf '%s\n' "$pools" | sed -n 1p)"
+read -r _ _ c2 b2 _ <<< "$(printf '%s\n' "$pools" | sed -n 2p)"
+ok $([ "$c1" -ge 70 ] && [ "$c1" -le 130 ] && [ "$b1" -ge 70000 ] && [ "$b1" -le 130000 ]; echo $?) \
+	"the busiest by bytes/s: pool b, near 100 calls and 100000 bytes a second ($c1, $b1)"
+ok $([ "$c2" -ge 700 ] && [ "$c2" -le 1300 ] && [ "$b2" -ge 45000 ] && [ "$b2" -le 83000 ]; echo $?) \
+	"then pool a, near 1000 calls and 64000 bytes a second ($c2, $b2)"
+
+# Two processes attached to in one view (-p twice): rows for both, the
+# functions summed; both detached at the end, running on.
+"$CHURN" -r 300 & A=$!
+"$CHURN" -r 700 & B=$!
+at_exit "kill $A $B"
+sleep 0.3
+$MEMTAP top -b -n 2 --interval=0.5 -o "$TMP/two" -p $A -p $B -p $A > "$TMP/out4" 2> "$TMP/err4"
+is "$?" 0 "top -p A -p B exits 0"
+last=$(awk '/^memtap top - /{n++} n==2' "$TMP/out4")
+like "$(printf '%s\n' "$last" | head -1)" "all 2 processes, attached" "one view of both (a pid given twice counts once)"
+rate=$(printf '%s\n' "$last" | awk '$1 == "malloc" {print $2}')
+ok $([ "$rate" -ge 700 ] && [ "$rate" -le 1300 ]; echo $?) "malloc calls/s: both together, near 300 + 700 ($rate)"
+like "$(tr '\n' ' ' < "$TMP/err4")" "detached from $A; its last profile is $TMP/two.$A.0.mtp .*detached from $B; its last profile is $TMP/two.$B.0.mtp" "both detached, each with its last profile"
+st=$($MEMTAP ctl $A status 2>&1 | grep mode; $MEMTAP ctl $B status 2>&1 | grep mode)
+is "$(printf '%s\n' "$st" | sort -u)" "mode: loaded, not attached" "both untraced now"
+kill -0 $A && kill -0 $B
+ok $? "and both run on"
+
 # Errors.
 $MEMTAP top -b -n 1 -p 2147483646 > /dev/null 2> "$TMP/err"
 is "$?" 1 "a pid that does not exist"
 like "$(cat "$TMP/err")" "no process with pid 2147483646" "is refused, naming it"
+if printf '#include <unistd.h>\nint main(void) { for (;;) pause(); }\n' > "$TMP/static.c" &&
+   cc -static -o "$TMP/static" "$TMP/static.c" 2>/dev/null; then
+	"$TMP/static" > /dev/null 2>&1 &
+	SPID=$!
+	at_exit "kill $SPID"
+	sleep 0.2
+	$MEMTAP top -b -n 1 -p $SPID > /dev/null 2> "$TMP/err"
+	is "$?" 1 "a process that cannot be traced (statically linked)"
+	like "$(cat "$TMP/err")" "static" "is refused, saying why"
+	kill -0 $SPID
+	ok $? "and is left running"
+else
+	skip "no static libc to build a static program"
+	skip "no static libc to build a static program"
+	skip "no static libc to build a static program"
+fi
+$MEMTAP top -p 1 -- true > /dev/null 2> "$TMP/err"
+like "$(cat "$TMP/err")" "-p PID or a command to run, not both" "-p and a command: refused"
 $MEMTAP top > /dev/null 2> "$TMP/err"
 is "$?" 2 "no process and no command"
 like "$(head -1 "$TMP/err")" "which processes\? pass -p PID, or a command" "says what to pass"

@@ -10,6 +10,8 @@ plan 21
 
 CHURN="$FIX/top_churn"
 S="memtap-top-$$"
+# The server's socket in $TMP, removed with it.
+export TMUX_TMPDIR=$TMP
 TM="tmux -L $S -f /dev/null"
 at_exit "$TM kill-server"
 cap() { $TM capture-pane -p -t top; }

@@ -6,10 +6,12 @@
 . "$(dirname "$0")/../lib.sh"
 command -v tmux >/dev/null || skip_all "tmux is missing (scripts/deps.sh peers)"
 command -v jq >/dev/null || skip_all "jq is missing"
-plan 14
+plan 19
 
 CHURN="$FIX/top_churn"
 S="memtap-top-$$"
+# The server's socket in $TMP, removed with it.
+export TMUX_TMPDIR=$TMP
 TM="tmux -L $S -f /dev/null"
 at_exit "$TM kill-server"
 PARENT= K1= K2=
@@ -71,3 +73,35 @@ c1=$(fn_field "$TMP/$K1.json" malloc calls); c0=$(fn_field "$TMP/$PARENT.json" m
 ok $([ "$c1" -gt "$c0" ]; echo $?) "the first child did more than its parent ($c1 > $c0 malloc calls)"
 ls /dev/shm/memtap-$(id -u)/ 2>/dev/null | grep -E "^($PARENT|$K1|$K2)-" > "$TMP/shm"
 is "$(cat "$TMP/shm")" "" "no live file of theirs is left in /dev/shm"
+
+# A real prefork server: Apache (parent + StartServers children) under
+# `memtap top -b -- apache2`, with requests meanwhile: a row per process,
+# the children's parent is Apache's, -n ends it the way Ctrl-C would, and
+# every process has its profile.
+if [ -x "$APACHE" ] && command -v curl >/dev/null; then
+	D=$TMP/ap
+	PORT=$(free_port)
+	apache_conf "$D" "$PORT" prefork "StartServers 3
+MinSpareServers 3
+MaxSpareServers 5"
+	( for i in $(seq 1 300); do curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/" 2>/dev/null; sleep 0.02; done ) &
+	LOAD=$!
+	at_exit "kill $LOAD"
+	(cd "$D" && $MEMTAP top -b -n 4 --interval=0.5 -o "$D/prof/t" -- "$APACHE" -f "$D/httpd.conf" -DFOREGROUND \
+		> "$D/top.out" 2> "$D/top.err" < /dev/null)
+	rc=$?
+	at_exit "apache_stop $D"
+	is "$rc" 0 "top -b -n 4 -- apache2 exits 0"
+	last=$(awk '/^memtap top - /{n++} n==4' "$D/top.out")
+	APID=$(printf '%s\n' "$last" | awk '$NF == "-DFOREGROUND" && $0 ~ /apache2/ {print $1; exit}')
+	kids=$(printf '%s\n' "$last" | awk -v p="$APID" '$2 == p && /apache2/' | wc -l)
+	ok $([ "$kids" -ge 3 ]; echo $?) "a row per child of Apache ($kids children of $APID)"
+	ok $([ "$(printf '%s\n' "$last" | awk '$1 == "malloc" {print $5}')" -gt 0 ]; echo $?) "with their malloc calls"
+	wait_for "! pgrep -f '$D/httpd.conf'" 50
+	ok $? "Apache and its children are gone"
+	np=$(ls "$D"/prof/t.*.mtp 2>/dev/null | wc -l)
+	ok $([ "$np" -ge 4 ]; echo $?) "every process of it has a profile ($np)"
+	kill $LOAD 2>/dev/null
+else
+	for i in 1 2 3 4 5; do skip "apache2 or curl is missing (scripts/deps.sh peers)"; done
+fi

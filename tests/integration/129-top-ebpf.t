@@ -6,7 +6,7 @@
 [ "$(id -u)" = 0 ] || skip_all "the eBPF backend needs root"
 [ -r /sys/kernel/btf/vmlinux ] || skip_all "no BTF (/sys/kernel/btf/vmlinux): the eBPF backend needs it"
 $MEMTAP attach --help | grep -q -- --via=ebpf || skip_all "build/memtap was built without the eBPF backend"
-plan 8
+plan 12
 
 CHURN="$FIX/top_churn"
 "$CHURN" -r 800 -b "$TMP/beat" &
@@ -30,3 +30,13 @@ wait_for "[ \$(wc -l < $TMP/beat) -ge $((beats + 1)) ]" 30
 ok $? "the process runs on"
 grep -q libmemtap /proc/$CPID/maps
 is "$?" 1 "nothing was loaded into it"
+
+# --via=ebpf -- CMD: the program and its child, stopped at the end.
+cd "$TMP"
+$MEMTAP top --via=ebpf -b -n 2 --interval=0.5 -o "$TMP/r" -- "$CHURN" -r 400 -k 1 > "$TMP/out2" 2> "$TMP/err2"
+is "$?" 0 "top --via=ebpf -- CMD exits 0 (stopped as asked)"
+last=$(awk '/^memtap top - /{n++} n==2' "$TMP/out2")
+like "$(printf '%s\n' "$last" | head -1)" "all 2 processes, running top_churn, eBPF" "both processes, from the BPF side"
+rate=$(printf '%s\n' "$last" | awk '$1 == "malloc" {print $2}')
+ok $([ "$rate" -ge 800 ] && [ "$rate" -le 1600 ]; echo $?) "malloc calls/s near 400 + 800 ($rate)"
+is "$(ls "$TMP"/r.*.mtp | wc -l)" 2 "a profile of each"

@@ -112,6 +112,14 @@ static void pick_and_sum(void **state)
 	assert_false(mt_top_view_proc(v, 11)->has_rate);
 	assert_true(row(v, "malloc")->calls_s == 1000.0);
 	assert_int_equal(v->in_use, 100);
+	/* 30 s after its last snapshot it is gone from the rows. */
+	mt_top_view_update(v, 10, 1, NULL, snap(10, 31, 2000, 0, 100));
+	mt_top_view_compute(v);
+	assert_non_null(mt_top_view_proc(v, 11));
+	mt_top_view_update(v, 10, 1, NULL, snap(10, 32.5, 2000, 0, 100));
+	mt_top_view_compute(v);
+	assert_null(mt_top_view_proc(v, 11));
+	assert_int_equal(v->nprocs, 1);
 	mt_top_view_free(v);
 }
 
@@ -186,6 +194,41 @@ static void sites_merged(void **state)
 	mt_top_view_free(v);
 }
 
+/* Pools of -f apr_palloc:pool=arg0: rates matched by address between
+ * snapshots, busiest first, in the screen's pool table. */
+static void pools_by_rate(void **state)
+{
+	(void)state;
+	struct mt_top_view *v = mt_top_view_new();
+	for (int k = 0; k < 2; k++) {
+		struct mt_profile *p = snap(10, 1 + k, 10, 0, 0);
+		/* A second function first in the later snapshot: pools refer to
+		 * functions by index, matched by name. */
+		if (k)
+			mt_profile_func(p, "other_first", MT_KIND_OTHER);
+		struct mt_func *f = mt_profile_func(p, "apr_palloc", MT_KIND_OTHER);
+		uint32_t fn = (uint32_t)(f - p->funcs);
+		struct mt_pool *a = mt_profile_add_pool(p, fn, 0x1000);
+		a->calls = 10 + 100 * (uint64_t)k, a->bytes = 1000 + 5000 * (uint64_t)k;
+		struct mt_pool *b = mt_profile_add_pool(p, fn, 0x2000);
+		b->calls = 50 + 1 * (uint64_t)k, b->bytes = 9000 + 10 * (uint64_t)k;
+		struct mt_pool *o = mt_profile_add_pool(p, fn, MT_POOL_OTHER);
+		o->calls = 1, o->bytes = 1;
+		mt_top_view_update(v, 10, 1, NULL, p);
+	}
+	assert_int_equal(mt_top_view_compute(v), 0);
+	assert_int_equal(v->npools, 3);
+	assert_true(v->pools[0].pool == 0x1000);
+	assert_true(v->pools[0].bytes_s == 5000.0);
+	assert_true(v->pools[0].calls_s == 100.0);
+	assert_string_equal(v->pools[0].func, "apr_palloc");
+	assert_true(v->pools[1].pool == 0x2000);
+	assert_true(v->pools[1].bytes_s == 10.0);
+	assert_true(v->pools[2].pool == MT_POOL_OTHER);
+	assert_int_equal(v->pools[0].pid, 10);
+	mt_top_view_free(v);
+}
+
 struct screen {
 	char lines[200][1024];
 	int kinds[200];
@@ -241,6 +284,34 @@ static void screen_fits(void **state)
 			picked |= s->kinds[i] == MT_TS_PICKED && strstr(s->lines[i], "    111 ") != NULL;
 		if (sizes[k][1] >= 10)
 			assert_true(picked);
+		/* 40 functions never fit: the last function row says so. */
+		int more = 0;
+		for (unsigned i = 0; i < s->n; i++)
+			more |= strstr(s->lines[i], " more functions") != NULL;
+		if (sizes[k][1] >= 10)
+			assert_true(more);
+		free(s);
+	}
+	/* With pools and call sites too, on 80x24 everything has a place. */
+	mt_top_view_free(v);
+	v = busy_view(2, 5);
+	v->npools = 2;
+	v->pools[0] = (struct mt_tv_pool){"apr_palloc", 0x55d4c0a1b028ull, 0, 100, 1, 120.0, 4096.0, 1000, 99999};
+	v->pools[1] = (struct mt_tv_pool){"apr_palloc", MT_POOL_OTHER, 0, 100, 1, 1.0, 8.0, 10, 80};
+	v->stacks = 1;
+	{
+		struct screen *s = calloc(1, sizeof(*s));
+		struct mt_screen_opts o = {.width = 80, .height = 24};
+		mt_top_screen(v, &o, collect, s);
+		assert_int_equal(s->n, 24);
+		int pools = 0, other = 0, sites = 0;
+		for (unsigned i = 0; i < s->n; i++) {
+			pools |= strncmp(s->lines[i], "0x55d4c0a1b028     apr_palloc", 29) == 0;
+			other |= strncmp(s->lines[i], "(other pools)", 13) == 0;
+			sites |= strstr(s->lines[i], "TOP CALL SITES") != NULL;
+			assert_true(strlen(s->lines[i]) <= 80);
+		}
+		assert_true(pools && other && sites);
 		free(s);
 	}
 	/* The help fits too. */
@@ -309,7 +380,7 @@ int main(void)
 		cmocka_unit_test(rates_from_two_snapshots), cmocka_unit_test(pick_and_sum),
 		cmocka_unit_test(sort_orders),              cmocka_unit_test(sites_merged),
 		cmocka_unit_test(screen_fits),              cmocka_unit_test(plain_has_everything),
-		cmocka_unit_test(numbers),
+		cmocka_unit_test(numbers),                  cmocka_unit_test(pools_by_rate),
 	};
 	return cmocka_run_group_tests_name("top", tests, NULL, NULL);
 }
