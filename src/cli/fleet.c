@@ -25,6 +25,7 @@
 #include "cli.h"
 #include "fleet.h"
 #include "http.h"
+#include "memtap/proc.h"
 #include "memtap/prom.h"
 #include "options.h"
 #include "render/export.h"
@@ -133,9 +134,12 @@ static struct acc *acc_of(struct mt_fleet *f, const struct mt_member *m, int add
 	for (size_t i = 0; i < f->na; i++)
 		if (f->a[i].pid == m->pid && f->a[i].image_ns == m->image_ns) {
 			/* Until it counts anything its command may still change
-			 * (a child seen before its exec). */
-			if (!f->a[i].fixed)
-				command_label(m->command, f->a[i].command, sizeof(f->a[i].command));
+			 * (a child seen before its exec): read it afresh. */
+			if (!f->a[i].fixed && m->state == MT_MEMBER_RUNNING) {
+				char cmd[sizeof(m->command)];
+				mt_proc_cmdline(m->pid, cmd, sizeof(cmd));
+				command_label(cmd[0] ? cmd : m->command, f->a[i].command, sizeof(f->a[i].command));
+			}
 			return &f->a[i];
 		}
 	if (!add)
@@ -403,7 +407,8 @@ static void metrics(struct mt_fleet *f, FILE *out, enum mt_prom_format fmt)
 			r->have_totals = 1;
 		}
 	}
-	qsort(rows, nrows, sizeof(*rows), row_cmp);
+	if (nrows)
+		qsort(rows, nrows, sizeof(*rows), row_cmp);
 
 	struct mt_prom w;
 	mt_prom_begin(&w, out, fmt);
@@ -721,10 +726,10 @@ static void prune(struct mt_fleet *f)
 }
 
 /* A periodic profile of M: its pprof into the directory, atomically. */
-static void write_pprof_file(struct mt_fleet *f, const struct mt_member *m, const struct mt_profile *p)
+static void write_pprof_file(struct mt_fleet *f, const struct mt_member *m, const struct mt_profile *p,
+			     const char *label)
 {
-	char label[128], safe[64], when[32], tmp[PATH_MAX], path[PATH_MAX];
-	command_label(m->command, label, sizeof(label));
+	char safe[64], when[32], tmp[PATH_MAX], path[PATH_MAX];
 	size_t k = 0;
 	for (const char *c = label; *c && k < sizeof(safe) - 1; c++)
 		safe[k++] = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
@@ -768,8 +773,11 @@ static void on_wrote(struct mt_session *s, const struct mt_member *m, const stru
 	struct acc *a = acc_of(f, m, 1);
 	if (a)
 		acc_update(a, p);
-	if (f->dir[0] && p->reason == MT_REASON_INTERVAL)
-		write_pprof_file(f, m, p);
+	if (f->dir[0] && p->reason == MT_REASON_INTERVAL) {
+		char label[128];
+		command_label(m->command[0] ? m->command : p->command, label, sizeof(label));
+		write_pprof_file(f, m, p, a ? a->command : label);
+	}
 }
 
 /* ---- the endpoint ---- */

@@ -32,8 +32,12 @@ MP=$(free_port)
 	> "$TMP/rounds" 2> "$TMP/memtap.err" &
 MPID=$!
 at_exit "touch $TMP/stop; kill $MPID"
-wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP/metrics"
-ok $? "memtap serves on 127.0.0.1:$MP"
+wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP/metrics" 300
+up=$?
+ok $up "memtap serves on 127.0.0.1:$MP"
+[ $up = 0 ] || diag "memtap: $(cat "$TMP/memtap.err")"
+# The session finds the fixture a moment after the endpoint is up.
+wait_for "curl -s http://127.0.0.1:$MP/metrics | grep -q '^memtap_allocations_total{command=\"fleet_target\",function=\"malloc\"}'" 300
 "$MEMTAP" run --prometheus=127.0.0.1:$MP -o "$TMP/r" -- true 2> "$TMP/e7"
 like "$(cat "$TMP/e7")" "cannot listen on 127.0.0.1:$MP: Address already in use" "a port in use: said so"
 
