@@ -34,6 +34,8 @@
 #define MT_VERSION "0.1"
 /* Distinct command labels kept; later commands are counted as "other". */
 #define GROUPS_MAX 256
+/* Layouts whose symbolizers are kept. */
+#define SYM_CACHE 4
 
 struct acc {
 	int pid;
@@ -63,6 +65,14 @@ struct mt_fleet {
 	size_t ng;
 	char dir[PATH_MAX];
 	unsigned keep;
+	/* Symbolizers of the layouts profiled last, kept between requests:
+	 * symbolizing a server's modules afresh costs tens of ms each time. */
+	struct {
+		struct mt_profile *maps; /* the layout (mappings only) */
+		struct mt_symbolizer *sym;
+		uint64_t used;
+	} sym[SYM_CACHE];
+	uint64_t requests;
 };
 
 /* ---- options ---- */
@@ -479,18 +489,59 @@ static int same_maps(const struct mt_profile *a, const struct mt_profile *b)
 	return 1;
 }
 
+/* The kept symbolizer for P's layout (made now, in the least recently used
+ * slot not in use by this request), or NULL. */
+static struct mt_symbolizer *symbolizer_for(struct mt_fleet *f, const struct mt_profile *p)
+{
+	size_t k, lru = SYM_CACHE;
+	for (k = 0; k < SYM_CACHE; k++)
+		if (f->sym[k].maps && same_maps(f->sym[k].maps, p)) {
+			f->sym[k].used = f->requests;
+			return f->sym[k].sym;
+		}
+	for (k = 0; k < SYM_CACHE; k++)
+		if (f->sym[k].used != f->requests && (lru == SYM_CACHE || f->sym[k].used < f->sym[lru].used))
+			lru = k;
+	if (lru == SYM_CACHE)
+		return NULL;
+	mt_symbolizer_free(f->sym[lru].sym);
+	mt_profile_free(f->sym[lru].maps);
+	f->sym[lru].sym = NULL;
+	f->sym[lru].used = 0;
+	struct mt_profile *m = f->sym[lru].maps = mt_profile_new();
+	for (uint32_t i = 0; m && i < p->nmaps; i++) {
+		struct mt_mapping *d = mt_profile_add_mapping(m);
+		if (!d) {
+			mt_profile_free(m);
+			m = f->sym[lru].maps = NULL;
+			break;
+		}
+		*d = p->maps[i];
+	}
+	if (!m || !(f->sym[lru].sym = mt_symbolizer_new(m))) {
+		mt_profile_free(m);
+		f->sym[lru].maps = NULL;
+		return NULL;
+	}
+	f->sym[lru].used = f->requests;
+	return f->sym[lru].sym;
+}
+
 /* A gzipped pprof profile of PROFS (NPROFS) into OUT; DEFAULT_TYPE: which
  * sample type pprof shows first.  Processes with the same layout (a
  * server's forked children) are merged first, so each layout is
- * symbolized once. */
-static int pprof_of(struct mt_profile **profs, size_t nprofs, unsigned default_type, FILE *out)
+ * symbolized once, with the symbolizer kept from earlier requests. */
+static int pprof_of(struct mt_fleet *f, const struct mt_profile *const *profs, size_t nprofs, unsigned default_type,
+		    FILE *out)
 {
 	struct mt_profile **groups = calloc(nprofs, sizeof(*groups));
 	const struct mt_profile **cgroups = calloc(nprofs, sizeof(*cgroups));
+	struct mt_symbolizer **syms = calloc(nprofs, sizeof(*syms));
 	size_t ng = 0, ns = 0, nsites = 0;
 	int ret = -ENOMEM;
 	struct mt_pprof_sample *s = NULL;
-	if (!groups || !cgroups)
+	f->requests++;
+	if (!groups || !cgroups || !syms)
 		goto out;
 	for (size_t i = 0; i < nprofs; i++) {
 		size_t g = 0;
@@ -509,6 +560,8 @@ static int pprof_of(struct mt_profile **profs, size_t nprofs, unsigned default_t
 			groups[g]->start_ns = profs[i]->start_ns;
 		ret = -ENOMEM;
 	}
+	for (size_t g = 0; g < ng; g++)
+		syms[g] = symbolizer_for(f, groups[g]);
 	for (size_t g = 0; g < ng; g++)
 		nsites += groups[g]->nsites;
 	if (!(s = calloc(nsites ? nsites : 1, sizeof(*s))))
@@ -533,11 +586,12 @@ static int pprof_of(struct mt_profile **profs, size_t nprofs, unsigned default_t
 	else
 		snprintf(comment, sizeof(comment), "memtap: %zu processes of one session", nprofs);
 	ret = mt_pprof_write_typed(out, ng ? groups[0] : profs[0], cgroups, ng, s, ns,
-				   now > start ? (int64_t)(now - start) : 0, comment, default_type);
+				   now > start ? (int64_t)(now - start) : 0, comment, default_type, syms);
 out:
 	for (size_t g = 0; g < ng; g++)
 		mt_profile_free(groups[g]);
 	free(groups);
+	free(syms);
 	free(cgroups);
 	free(s);
 	return ret;
@@ -621,7 +675,7 @@ static void pprof_endpoint(struct mt_fleet *f, const struct mt_http_request *req
 		return text(r, 503, "no running process in this session yet\n");
 	}
 	FILE *out = open_memstream(&r->body, &r->len);
-	int ret = out ? pprof_of(profs, np, allocs ? 1 : 3, out) : -ENOMEM;
+	int ret = out ? pprof_of(f, (const struct mt_profile *const *)profs, np, allocs ? 1 : 3, out) : -ENOMEM;
 	if (out)
 		fclose(out);
 	for (size_t i = 0; i < np; i++)
@@ -750,7 +804,7 @@ static void write_pprof_file(struct mt_fleet *f, const struct mt_member *m, cons
 		return;
 	}
 	FILE *out = fdopen(fd, "w");
-	int ret = out ? mt_render_pprof(out, p) : -errno;
+	int ret = out ? pprof_of(f, &p, 1, 3, out) : -errno;
 	if (out ? fclose(out) : close(fd))
 		ret = ret ? ret : -EIO;
 	if (!ret && rename(tmp, path) < 0)
@@ -849,5 +903,9 @@ void mt_fleet_free(struct mt_fleet *f)
 	for (size_t i = 0; i < f->ng; i++)
 		mt_profile_free(f->g[i].exited);
 	free(f->g);
+	for (size_t k = 0; k < SYM_CACHE; k++) {
+		mt_symbolizer_free(f->sym[k].sym);
+		mt_profile_free(f->sym[k].maps);
+	}
 	free(f);
 }
