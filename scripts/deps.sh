@@ -9,7 +9,7 @@
 set -u
 
 build="gcc g++ make pkg-config libc6-dev zlib1g-dev libncurses-dev libelf-dev libdw-dev libiberty-dev libunwind-dev protobuf-c-compiler libprotobuf-c-dev libbpf-dev bpftool clang llvm libzydis-dev"
-test="libcmocka-dev jq procps util-linux libtsan2"
+test="libcmocka-dev jq procps util-linux libtsan2 libapr1-dev libc6-dbg"
 peers="apache2 curl chromium tmux prometheus libjemalloc2 libjemalloc-dev valgrind golang-go libtcmalloc-minimal4 libmimalloc2.0 redis-server redis-tools wrk bpftrace nginx-light postgresql"
 bench="heaptrack valgrind bpftrace hyperfine"
 

@@ -36,6 +36,9 @@ enum mt_ctl_cmd {
 	MT_CTL_STATUS,
 	MT_CTL_ATTACH, /* sent by `memtap attach` after injecting the agent */
 	MT_CTL_DETACH, /* `memtap detach`: restore the hooks, write a last dump */
+	MT_CTL_SYNC,   /* sent by `ctl dump` before it reads the live file: fresh allocator
+			  statistics there; `sync dump` also runs jemalloc's prof.dump */
+	MT_CTL_LEAKS,  /* leaks: a leak check by reachability now (docs/LEAKS.md) */
 };
 
 struct mt_ctl_request {

@@ -35,6 +35,14 @@ enum mt_tag {
 	MT_TAG_MAPPING = 6,  /* one file-backed mapping */
 	MT_TAG_POOL = 7,     /* one pool of a -f FUNC:pool=argM function */
 	MT_TAG_ENDING = 8,   /* how the process ended (final profiles) */
+	MT_TAG_APR_POOL = 9, /* one APR pool lifetime (--pools; memtap/pools.h) */
+	MT_TAG_APR_TAG = 10, /* destroyed APR pools of one tag, and the pool counters */
+	MT_TAG_GLIBC = 11,   /* glibc's internals (--glibc): include/memtap/glibc.h */
+	MT_TAG_STATS = 12,   /* the allocator's own statistics */
+	MT_TAG_LEAKS = 14,   /* leaks: the last leak check by reachability, its sites */
+	MT_TAG_RUSAGE = 15,  /* analyses: peak RSS (docs/FORMAT.md, "Analyses") */
+	MT_TAG_SITE_TEMP = 16, /* analyses: temporary allocations of every site, in site order */
+	MT_TAG_TIMELINE = 13, /* the points of --interval (part timeline) */
 	MT_TAG_END = 0x454e4421, /* "!DNE" read as a little-endian u32 */
 };
 
@@ -46,6 +54,10 @@ struct mt_buf {
 	 * of OLD, or NULL. */
 	void *(*grow)(void *old, size_t len, size_t newcap);
 };
+
+/* Appends N bytes at P to B (B->err set on failure): for record writers
+ * outside file.c (memtap/pools.h). */
+void mt_buf_put(struct mt_buf *b, const void *p, size_t n);
 
 /* A grow function backed by realloc(), for the CLI and tests. */
 void *mt_buf_grow_libc(void *old, size_t len, size_t newcap);

@@ -98,6 +98,8 @@ struct mt_live_site {
 	uint64_t freed_objects, freed_bytes; /* of those, freed */
 	uint64_t reset_objects, reset_bytes; /* alloc_* at the last reset */
 	uint64_t peak_objects, peak_bytes;   /* live when in-use last peaked */
+	uint64_t temp_objects, temp_bytes;   /* of the sampled, freed by the thread that made them
+						with no allocation of that thread in between */
 	uint64_t frames[];                   /* nframes return addresses, leaf first */
 };
 
@@ -161,10 +163,22 @@ struct mt_live_hdr {
 	uint64_t maps_gen;       /* bumped when the process may have loaded or unloaded code */
 	uint64_t maps;           /* with stacks: agent address of the mappings (struct mt_mapping)
 				    the agent recorded last (at start and at exit), 0: none */
-	uint32_t nmaps, pad2;
+	uint32_t nmaps;
+	uint32_t maxrss_kb;      /* peak resident set size in KiB (getrusage's ru_maxrss), written
+				    with `end` when the agent saw the process end; 0: unknown */
 	struct mt_live_custom custom[MT_LIVE_CUSTOM_MAX];
 	uint32_t kinds[MT_LIVE_FUNCS_MAX];            /* enum mt_kind per counter */
 	char names[MT_LIVE_FUNCS_MAX][MT_NAME_MAX];   /* the first nbuiltin */
+	/* pools part: agent address of the APR pool tables (struct mt_live_apr,
+	 * memtap/pools.h), 0: --pools is off */
+	uint64_t apr;
+	/* glibc part (issue 12): agent addresses of the latest allocator
+	 * statistics (struct mt_alloc_stats) and --glibc state (struct
+	 * mt_glibc), include/memtap/glibc.h, each seqlocked; 0: none */
+	uint64_t allocstats, glibc;
+	/* leaks: agent address of the last leak check's result (struct
+	 * mt_live_leaks, include/memtap/leaks.h), 0: none yet */
+	uint64_t leaks;
 };
 
 /* A readable image of a live file: the agent's own mapping, or a copy the

@@ -21,6 +21,9 @@ uint64_t mt_proc_start(int pid, char *state);
 /* PID's command line (0: this process), argv joined by spaces, on one line
  * (control characters made spaces); "" when unreadable. */
 void mt_proc_cmdline(int pid, char *dst, size_t len);
+/* PID's peak resident set size in bytes (VmHWM of /proc/PID/status), 0
+ * when unknown (gone, a zombie, a kernel thread). */
+uint64_t mt_proc_hwm(int pid);
 /* BASE/memtap-<euid>, made 0700 if absent, into DIR; refused (-EPERM) when
  * somebody else prepared it (another owner, a mode that lets others in,
  * not a directory).  0 or -errno. */

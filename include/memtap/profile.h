@@ -36,9 +36,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memtap/timeline.h"
+
 #define MT_HIST_BUCKETS 65
 #define MT_NAME_MAX 128
 #define MT_TEXT_MAX 1024
+
+struct mt_alloc_stats;
+struct mt_glibc;
 
 /* What a function does with memory; decides how renderers label it. */
 enum mt_kind {
@@ -114,6 +119,11 @@ struct mt_site {
 	uint64_t inuse_bytes;
 	uint64_t peak_objects;   /* still allocated when in-use last peaked */
 	uint64_t peak_bytes;
+	/* analyses: of the sampled allocations, those freed by the thread that
+	 * made them with no other allocation of that thread in between
+	 * (heaptrack's temporary allocations, per thread; docs/ANALYSES.md). */
+	uint64_t temp_objects;
+	uint64_t temp_bytes;
 };
 
 /* One file-backed mapping of the process (a line of /proc/PID/maps). */
@@ -174,6 +184,26 @@ struct mt_profile {
 	/* Pools (-f FUNC:pool=argM), in no particular order. */
 	uint32_t npools;
 	struct mt_pool *pools;
+	/* pools part: APR pool lifetimes (--pools), NULL when off (memtap/pools.h). */
+	struct mt_apr *apr;
+	/* glibc part (issue 12, include/memtap/glibc.h): the allocator's own
+	 * statistics (record tag 12) and glibc's internals (--glibc, tag 11);
+	 * malloc'd, NULL when absent. */
+	struct mt_alloc_stats *stats;
+	struct mt_glibc *glibc;
+	/* leaks: the last leak check by reachability (include/memtap/leaks.h),
+	 * NULL when none was made.  Freed by mt_profile_free. */
+	struct mt_leaks *leaks;
+	/* analyses (docs/ANALYSES.md): the process's peak resident set size
+	 * (VmHWM, ru_maxrss) in bytes, 0 when unknown; in a merged profile the
+	 * sum of the peaks. */
+	uint64_t peak_rss_bytes;
+	/* Part timeline (include/memtap/timeline.h): the points the memtap
+	 * command sampled (--interval), in the final profile; TIMELINE.n == 0
+	 * without.  parent_start_ns: the start_ns of the parent's profiles (0:
+	 * unknown), so a child names its parent even after a pid is reused. */
+	struct mt_timeline timeline;
+	uint64_t parent_start_ns;
 };
 
 /* Branch-free, for the agent's hot path: 63 - clz(v | 1) + (v != 0). */
@@ -190,6 +220,10 @@ static inline uint64_t mt_hist_lower(unsigned bucket)
 /* malloc-backed profiles, for the CLI and the tests. */
 struct mt_profile *mt_profile_new(void);
 void mt_profile_free(struct mt_profile *p);
+/* Forgets what P owns (its arrays and sections: what mt_profile_free frees)
+ * without freeing it: for a profile that starts as a copy of another's
+ * identity.  Keep it next to mt_profile_free when a section is added. */
+void mt_profile_forget(struct mt_profile *p);
 /* Returns the function named NAME, adding an empty one of KIND when absent;
  * NULL on allocation failure. */
 struct mt_func *mt_profile_func(struct mt_profile *p, const char *name, uint32_t kind);

@@ -111,6 +111,7 @@ struct mt_global {
 	int follow;       /* trace children and exec'd programs */
 	int finished;     /* the exit dump has been written */
 	int stacks;       /* --stacks: sample allocations with their call sites */
+	int leaks;        /* --leaks: a leak check by reachability at exit or detach (leaks.c) */
 	int tracking;     /* sampled allocations are in the live table: mt_set_tracking */
 	int dump_on_peak; /* --dump-on-peak */
 	uint64_t sample_period;  /* mean bytes between samples; 1: every allocation */
@@ -231,6 +232,7 @@ void mt_inuse_flush(struct mt_thread *t); /* fold T's delta into mt_g.inuse */
 void mt_inuse_fold(int64_t delta);        /* add to mt_g.inuse, track the peak */
 void mt_peak_offer(int64_t inuse);        /* raise mt_g.peak to INUSE if higher */
 void *mt_arena_alloc(size_t size);        /* zeroed, page-backed, never freed */
+uint32_t mt_arena_chunks(const uint64_t (**out)[2]); /* the arena's [lo, hi) chunks (leaks.c) */
 /* Sums every thread's counters (minus the reset baseline) into P, whose funcs
  * array must have room for MT_FN_COUNT entries; only called functions are
  * included unless ALL. */
@@ -271,12 +273,14 @@ struct mt_sitex { /* in the live file: struct mt_live_site is this layout */
 	uint64_t freed_objects, freed_bytes; /* of those, freed (live = alloc - freed) */
 	uint64_t reset_objects, reset_bytes; /* alloc_* at the last `reset` */
 	uint64_t peak_objects, peak_bytes;   /* live when in-use last peaked */
+	uint64_t temp_objects, temp_bytes;   /* temporary allocations (sites.c) */
 	uint64_t frames[];
 };
 _Static_assert(sizeof(struct mt_sitex) == sizeof(struct mt_live_site) &&
 	       offsetof(struct mt_sitex, all) == offsetof(struct mt_live_site, all) &&
 	       offsetof(struct mt_sitex, alloc_objects) == offsetof(struct mt_live_site, alloc_objects) &&
-	       offsetof(struct mt_sitex, peak_bytes) == offsetof(struct mt_live_site, peak_bytes),
+	       offsetof(struct mt_sitex, peak_bytes) == offsetof(struct mt_live_site, peak_bytes) &&
+	       offsetof(struct mt_sitex, temp_bytes) == offsetof(struct mt_live_site, temp_bytes),
 	       "live.h: site layout");
 int mt_sites_init(void);
 /* A site's sampled allocations not yet freed.  Two counters, not four: a
@@ -309,7 +313,10 @@ void mt_event_arm(struct mt_thread *t);
  * the exported wrapper or in a function it tail-calls): the caller's stack
  * pointer at the call, where the stack cache starts (sites.c).  A wrong CFA
  * costs speed, never correctness: it is checked against the unwinder. */
-void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const char *cfa);
+/* USABLE: the allocation's in-use bytes, added after its sample is
+ * recorded, so that the sites copied at a new peak include the allocation
+ * that made it. */
+void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, int64_t usable, void *ptr, const char *cfa);
 #define MT_CFA ((const char *)__builtin_dwarf_cfa())
 int mt_live_forget(void *ptr); /* 1 when PTR was a sampled live allocation */
 void mt_sites_foreach(void (*fn)(struct mt_sitex *, void *), void *arg);
@@ -362,7 +369,30 @@ const char *mt_custom_error(void);
 /* The end of an attach session: -f hooks inert, no -f functions. */
 void mt_custom_stop(void);
 
+/* pools.c: --pools, APR pool lifetimes (memtap/pools.h).  mt_apr_start()
+ * makes the table (once), publishes it and registers the GOT hooks of the
+ * libapr functions found so far (FRESH: a new attach session empties it);
+ * mt_apr_resolve() again after a dlopen; mt_apr_stop() at detach, after the
+ * hooks were made inert. */
+int mt_apr_start(int enable, int fresh);
+int mt_apr_enabled(void);
+void mt_apr_resolve(void);
+void mt_apr_reset(void);
+void mt_apr_fork_child(void);
+void mt_apr_stop(void);
+/* leaks.c: the leak check by reachability (docs/LEAKS.md).  Stops the other
+ * threads, scans, stores the result in the live file (hdr.leaks); 0 or
+ * -errno, with a summary or the reason in MSG. */
+int mt_leaks_check(int at_exit, char *msg, size_t msglen);
+/* sites.c, for the check: every sampled live allocation, read without the
+ * live table's locks (the other threads are stopped: a lock one holds would
+ * never be released); stops when FN returns nonzero.  mt_live_count(): how
+ * many there are, roughly (the sites' live counts). */
+void mt_live_each(int (*fn)(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void *arg), void *arg);
+size_t mt_live_count(void);
+
 /* control.c */
+extern int mt_ctl_tid; /* the control thread's id (0: none): the leak check leaves it running */
 int mt_control_start(void);
 void mt_control_stop(void);
 void mt_control_after_fork_child(void);
@@ -370,6 +400,26 @@ void mt_control_after_fork_child(void);
  * it still can be; after it, the socket is made again in the directory of
  * the new effective uid if that changed. */
 void mt_control_uid_change(int after);
+
+/* Replies of the control server, in scratch memory. */
+void mt_reply(struct mt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mt_reply_bytes(struct mt_buf *b, const char *s, size_t n);
+
+/* allocstats.c: the allocator's statistics, the jemalloc bridge, --glibc */
+/* Takes the allocator's statistics into the live file (hdr.allocstats);
+ * with TEXT, also the reply of `ctl stats`.  -ENOTSUP: no interface known. */
+int mt_allocstats_take(struct mt_buf *text);
+/* WHAT: 'a' activate, 'd' deactivate, 'u' dump: jemalloc's prof.active /
+ * prof.dump when jemalloc profiles; what it did goes into B. */
+void mt_jemalloc_bridge(int what, struct mt_buf *b);
+int mt_glibc_option(const char *name, const char *v); /* glibc, glibc_syms; -EINVAL: not ours */
+int mt_glibc_on(void);
+void mt_glibc_thread_start(void); /* a thread's first call, under --glibc */
+void mt_glibc_tick(int full);     /* the control thread's tick */
+void mt_glibc_fork_child(void);
+void mt_glibc_stop(void);         /* the end of an attach session */
+void mt_glibc_reset(void);        /* the start of one */
+void mt_allocstats_final(void);   /* at exit */
 
 /* interpose.c */
 int mt_resolve(void);
@@ -441,11 +491,14 @@ static inline void mt_alloc_own(struct mt_thread *t, int fn, uint64_t size, unsi
 				void *p, const char *cfa)
 {
 	mt_count_bucket(t, fn, size, bucket);
-	mt_inuse_up(t, (int64_t)usable);
 	int64_t left = MT_LOAD(t->event_left) - (int64_t)size;
 	MT_STORE(t->event_left, left);
+	/* A sample is recorded before in-use grows: a new peak then copies the
+	 * sites with this allocation among them (mt_sites_peak). */
 	if (unlikely(left < 0))
-		mt_alloc_event(t, fn, size, p, cfa);
+		mt_alloc_event(t, fn, size, (int64_t)usable, p, cfa);
+	else
+		mt_inuse_up(t, (int64_t)usable);
 }
 
 /* A call that changed no in-use memory (mmap, munmap, brk, sbrk, -f

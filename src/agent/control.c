@@ -40,8 +40,7 @@ static int stopping;
 static pthread_t ctl_thread;
 
 /* A reply under construction, in mmap-backed scratch memory. */
-static void reply(struct mt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void reply(struct mt_buf *b, const char *fmt, ...)
+void mt_reply(struct mt_buf *b, const char *fmt, ...)
 {
 	char line[2048];
 	va_list ap;
@@ -66,11 +65,11 @@ static void reply(struct mt_buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
-static void reply_bytes(struct mt_buf *b, const char *s, size_t n)
+void mt_reply_bytes(struct mt_buf *b, const char *s, size_t n)
 {
 	while (n) {
 		size_t k = n > 1500 ? 1500 : n;
-		reply(b, "%.*s", (int)k, s);
+		mt_reply(b, "%.*s", (int)k, s);
 		s += k;
 		n -= k;
 	}
@@ -133,84 +132,33 @@ static void cmd_status(struct mt_buf *b)
 	const char *alloc = mt_allocator_name(alloc_path, sizeof(alloc_path));
 	struct mt_profile *p = mt_snapshot_new();
 	if (!p) {
-		reply(b, "error: out of memory\n");
+		mt_reply(b, "error: out of memory\n");
 		return;
 	}
 	uint64_t calls = 0;
 	for (uint32_t i = 0; i < p->nfuncs; i++)
 		calls += p->funcs[i].calls;
-	reply(b, "ok\n");
-	reply(b, "pid: %u\ncommand: %s\n", p->pid, p->command);
-	reply(b, "state: %s\n", __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) ? "active" : "inactive");
-	reply(b, "mode: %s\n", !mt_g.attached_mode ? "preloaded (memtap run)"
+	mt_reply(b, "ok\n");
+	mt_reply(b, "pid: %u\ncommand: %s\n", p->pid, p->command);
+	mt_reply(b, "state: %s\n", __atomic_load_n(&mt_g.active, __ATOMIC_RELAXED) ? "active" : "inactive");
+	mt_reply(b, "mode: %s\n", !mt_g.attached_mode ? "preloaded (memtap run)"
 			       : mt_g.attached ? "attached" : "loaded, not attached");
-	reply(b, "prefix: %s\nfollow: %s\n", mt_g.prefix, mt_g.follow ? "yes" : "no");
-	reply(b, "live: %s\n", mt_shared_is_file() ? mt_shared_path() : "(private memory: not readable from outside)");
-	reply(b, "allocator: %s (%s)\n", alloc, alloc_path);
-	reply(b, "fast_paths: %s\n", mt_fast_paths());
-	reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
-	reply(b, "agent_memory_bytes: %llu\n",
+	mt_reply(b, "prefix: %s\nfollow: %s\n", mt_g.prefix, mt_g.follow ? "yes" : "no");
+	mt_reply(b, "live: %s\n", mt_shared_is_file() ? mt_shared_path() : "(private memory: not readable from outside)");
+	mt_reply(b, "allocator: %s (%s)\n", alloc, alloc_path);
+	mt_reply(b, "fast_paths: %s\n", mt_fast_paths());
+	mt_reply(b, "dumps: %u\n", __atomic_load_n(&mt_g.dumps, __ATOMIC_RELAXED));
+	mt_reply(b, "agent_memory_bytes: %llu\n",
 	      (unsigned long long)__atomic_load_n(&mt_g.arena_bytes, __ATOMIC_RELAXED));
-	reply(b, "calls: %llu\n", (unsigned long long)calls);
+	mt_reply(b, "calls: %llu\n", (unsigned long long)calls);
 	uint64_t lost, unwound;
 	mt_hook_stats(&lost, &unwound);
-	reply(b, "entry_hooks: %d patched, %d pending\nreturns_unseen: %llu (shadow stack full), %llu (unwound)\n",
+	mt_reply(b, "entry_hooks: %d patched, %d pending\nreturns_unseen: %llu (shadow stack full), %llu (unwound)\n",
 	      mt_hook_patched(), mt_hook_pending(), (unsigned long long)lost, (unsigned long long)unwound);
-	reply(b, "allocated_bytes: %llu\nfreed_bytes: %llu\nin_use_bytes: %lld\npeak_in_use_bytes: %llu\n",
+	mt_reply(b, "allocated_bytes: %llu\nfreed_bytes: %llu\nin_use_bytes: %lld\npeak_in_use_bytes: %llu\n",
 	      (unsigned long long)p->totals.allocated_bytes, (unsigned long long)p->totals.freed_bytes,
 	      (long long)p->totals.in_use_bytes, (unsigned long long)p->totals.peak_in_use_bytes);
 	mt_snapshot_free(p);
-}
-
-typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
-typedef void (*stats_print_fn)(void (*)(void *, const char *), void *, const char *);
-
-static void stats_cb(void *b, const char *s)
-{
-	reply_bytes(b, s, strlen(s));
-}
-
-static void jemalloc_stats(struct mt_buf *b, mallctl_fn mallctl, stats_print_fn print)
-{
-	uint64_t epoch = 1;
-	size_t sz = sizeof(epoch);
-	mallctl("epoch", &epoch, &sz, &epoch, sz);
-	static const char *const keys[] = {"stats.allocated", "stats.active", "stats.metadata",
-					   "stats.resident", "stats.mapped", "stats.retained"};
-	reply(b, "\njemalloc (mallctl):\n");
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		size_t v = 0;
-		sz = sizeof(v);
-		if (mallctl(keys[i], &v, &sz, NULL, 0) == 0)
-			reply(b, "  %-20s %zu\n", keys[i], v);
-	}
-	if (print) {
-		reply(b, "\njemalloc (malloc_stats_print):\n");
-		print(stats_cb, b, "ablxeh");
-	}
-}
-
-static void glibc_stats(struct mt_buf *b)
-{
-	struct mallinfo2 mi = mallinfo2();
-	reply(b, "\nglibc (mallinfo2):\n");
-	reply(b, "  arena     %zu  (bytes from sbrk)\n", mi.arena);
-	reply(b, "  ordblks   %zu  (free chunks)\n", mi.ordblks);
-	reply(b, "  hblks     %zu  (mmapped chunks)\n", mi.hblks);
-	reply(b, "  hblkhd    %zu  (bytes in mmapped chunks)\n", mi.hblkhd);
-	reply(b, "  uordblks  %zu  (bytes in use)\n", mi.uordblks);
-	reply(b, "  fordblks  %zu  (bytes free)\n", mi.fordblks);
-	reply(b, "  keepcost  %zu  (releasable at the top)\n", mi.keepcost);
-	char *xml = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&xml, &len);
-	if (f) {
-		malloc_info(0, f);
-		fclose(f);
-		reply(b, "\nglibc (malloc_info):\n");
-		reply_bytes(b, xml, len);
-		free(xml);
-	}
 }
 
 static void cmd_stats(struct mt_buf *b)
@@ -218,22 +166,18 @@ static void cmd_stats(struct mt_buf *b)
 	cmd_status(b);
 	struct mt_profile *p = mt_snapshot_new();
 	if (p) {
-		reply(b, "\nmemtap counters:\n  %-32s %14s %16s %10s\n", "function", "calls", "bytes", "failed");
+		mt_reply(b, "\nmemtap counters:\n  %-32s %14s %16s %10s\n", "function", "calls", "bytes", "failed");
 		for (uint32_t i = 0; i < p->nfuncs; i++)
-			reply(b, "  %-32s %14llu %16llu %10llu\n", p->funcs[i].name,
+			mt_reply(b, "  %-32s %14llu %16llu %10llu\n", p->funcs[i].name,
 			      (unsigned long long)p->funcs[i].calls, (unsigned long long)p->funcs[i].bytes,
 			      (unsigned long long)p->funcs[i].failed);
 		mt_snapshot_free(p);
 	}
-	char path[PATH_MAX];
-	const char *alloc = mt_allocator_name(path, sizeof(path));
-	mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mallctl");
-	if (mallctl)
-		jemalloc_stats(b, mallctl, (stats_print_fn)dlsym(RTLD_DEFAULT, "malloc_stats_print"));
-	if (strcmp(alloc, "glibc") == 0)
-		glibc_stats(b);
-	else if (!mallctl)
-		reply(b, "\n%s: no statistics interface known to memtap for this allocator\n", alloc);
+	mt_allocstats_take(b);
+	if (mt_glibc_on()) {
+		mt_glibc_tick(1);
+		mt_reply(b, "\nglibc internals (--glibc): in every profile; memtap report FILE shows them\n");
+	}
 }
 
 static void serve(int fd)
@@ -250,7 +194,7 @@ static void serve(int fd)
 	socklen_t clen = sizeof(cred);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
 	    !mt_ctl_peer_allowed(cred.uid, geteuid())) {
-		reply(&b, "error: permission denied: uid %u may not control process %d (it runs as uid %u); "
+		mt_reply(&b, "error: permission denied: uid %u may not control process %d (it runs as uid %u); "
 		      "run memtap ctl as that user or as root\n", (unsigned)cred.uid, (int)getpid(),
 		      (unsigned)geteuid());
 		goto send;
@@ -268,49 +212,61 @@ static void serve(int fd)
 	}
 	char *nl = memchr(req_line, '\n', len);
 	if (!nl && len >= sizeof(req_line) - 1) {
-		reply(&b, "error: request longer than %d bytes\n", MT_CTL_MAX_REQUEST - 1);
+		mt_reply(&b, "error: request longer than %d bytes\n", MT_CTL_MAX_REQUEST - 1);
 		goto send;
 	}
 	if (nl)
 		len = (size_t)(nl - req_line);
 	if (mt_ctl_parse(req_line, len, &req, err, sizeof(err))) {
-		reply(&b, "error: %s\n", err);
+		mt_reply(&b, "error: %s\n", err);
 		goto send;
 	}
 	switch (req.cmd) {
 	case MT_CTL_ACTIVATE:
 		/* A detached agent counts nothing: its hooks are gone. */
 		if (mt_g.attached_mode && !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE)) {
-			reply(&b, "error: detached: the agent is inert (its hooks were removed); start a new "
+			mt_reply(&b, "error: detached: the agent is inert (its hooks were removed); start a new "
 			      "session with memtap attach -p %d\n", (int)getpid());
 			break;
 		}
 		mt_set_active(1);
-		reply(&b, "ok\nactive\n");
+		mt_reply(&b, "ok\nactive\n");
+		mt_jemalloc_bridge('a', &b);
 		break;
 	case MT_CTL_DEACTIVATE:
 		mt_set_active(0);
-		reply(&b, "ok\ninactive\n");
+		mt_reply(&b, "ok\ninactive\n");
+		mt_jemalloc_bridge('d', &b);
 		break;
 	case MT_CTL_DUMP: {
 		char path[PATH_MAX];
 		if (req.arg[0] && req.arg[0] != '/') {
-			reply(&b, "error: dump path must be absolute: %s\n", req.arg);
+			mt_reply(&b, "error: dump path must be absolute: %s\n", req.arg);
 			break;
 		}
 		int e = mt_dump(req.arg[0] ? req.arg : NULL, MT_REASON_CTL, path, sizeof(path));
 		if (e)
-			reply(&b, "error: cannot write %s: %s\n", path, strerror(-e));
+			mt_reply(&b, "error: cannot write %s: %s\n", path, strerror(-e));
 		else
-			reply(&b, "ok\n%s\n", path);
+			mt_reply(&b, "ok\n%s\n", path);
+		mt_jemalloc_bridge('u', &b);
 		break;
 	}
+	case MT_CTL_SYNC:
+		/* before the memtap command writes a profile from the live file:
+		 * fresh allocator figures there, and jemalloc's own dump */
+		mt_reply(&b, "ok\n");
+		mt_allocstats_take(NULL);
+		mt_glibc_tick(1);
+		if (!strcmp(req.arg, "dump"))
+			mt_jemalloc_bridge('u', &b);
+		break;
 	case MT_CTL_STATS:
 		cmd_stats(&b);
 		break;
 	case MT_CTL_RESET:
 		mt_reset();
-		reply(&b, "ok\nreset\n");
+		mt_reply(&b, "ok\nreset\n");
 		break;
 	case MT_CTL_STATUS:
 		cmd_status(&b);
@@ -318,18 +274,26 @@ static void serve(int fd)
 	case MT_CTL_ATTACH: {
 		char msg[PATH_MAX];
 		int e = mt_attach(req.arg, msg, sizeof(msg));
-		reply(&b, e ? "error: %s\n" : "ok\n%s\n", msg);
+		mt_reply(&b, e ? "error: %s\n" : "ok\n%s\n", msg);
+		break;
+	}
+	case MT_CTL_LEAKS: {
+		/* leaks: the check runs here, on the control thread; the result
+		 * is in the live file, for `memtap ctl` to render. */
+		char msg[2048] = "";
+		int e = mt_leaks_check(0, msg, sizeof(msg));
+		mt_reply(&b, e ? "error: %s\n" : "ok\n%s", msg);
 		break;
 	}
 	case MT_CTL_DETACH: {
 		char path[PATH_MAX];
 		int e = mt_detach(path, sizeof(path));
 		if (e == -EINVAL)
-			reply(&b, "error: %s\n", path);
+			mt_reply(&b, "error: %s\n", path);
 		else if (e)
-			reply(&b, "error: detached, but the last dump %s failed: %s\n", path, strerror(-e));
+			mt_reply(&b, "error: detached, but the last dump %s failed: %s\n", path, strerror(-e));
 		else
-			reply(&b, "ok\n%s\n", path);
+			mt_reply(&b, "ok\n%s\n", path);
 		break;
 	}
 	}
@@ -345,14 +309,28 @@ send:
 	mt_scratch_free(&b);
 }
 
+int mt_ctl_tid;
+
 static void *control_main(void *arg)
 {
 	(void)arg;
 	mt_tls_busy = 1; /* nothing this thread does is counted */
+	__atomic_store_n(&mt_ctl_tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
 	/* The thread wakes twice a second to check that its socket is still its
 	 * own.  (Periodic dumps are the session's: it reads the live file.) */
 	int tick = 500;
+	uint64_t stats_at = 0;
 	while (!__atomic_load_n(&stopping, __ATOMIC_RELAXED)) {
+		/* --glibc: a lock-wait sample every 10 ms, the allocator's
+		 * statistics every second (src/agent/allocstats.c) */
+		tick = mt_glibc_on() ? 10 : 500;
+		if (mt_glibc_on()) {
+			mt_glibc_tick(0);
+			if (mt_now_ns() - stats_at > 1000000000ull) {
+				mt_allocstats_take(NULL);
+				stats_at = mt_now_ns();
+			}
+		}
 		pthread_mutex_lock(&sock_lock);
 		if (!socket_intact()) {
 			listen_fd = -1;
@@ -440,6 +418,7 @@ void mt_control_after_fork_child(void)
 	/* The parent's socket and thread belong to the parent; the lock may have
 	 * been held by the parent's control thread at fork. */
 	pthread_mutex_init(&sock_lock, NULL);
+	mt_glibc_fork_child();
 	if (listen_fd >= 0 && socket_intact())
 		close(listen_fd);
 	listen_fd = -1;

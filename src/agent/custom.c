@@ -160,6 +160,7 @@ static void *hooked_dlopen(const char *file, int flags)
 		int busy = mt_tls_busy;
 		mt_tls_busy = 1;
 		mt_custom_resolve();
+		mt_apr_resolve();
 		mt_got_patch();
 		mt_tls_busy = busy;
 	}
@@ -287,7 +288,7 @@ int mt_hooks_start(int alloc_family)
 	}
 	if (mt_hook_wants_unwind())
 		mt_hook_unwind_install();
-	if (!alloc_family && !mt_g.ncustom)
+	if (!alloc_family && !mt_g.ncustom && !mt_apr_enabled())
 		return 0;
 	if (!real_dlopen)
 		real_dlopen = (void *(*)(const char *, int))mt_global_sym("dlopen");
@@ -325,4 +326,5 @@ void mt_custom_stop(void)
 	for (int i = 0; i < mt_g.ncustom; i++)
 		mt_got_forget(specs[i].name);
 	mt_g.ncustom = 0;
+	mt_apr_stop();
 }

@@ -239,7 +239,10 @@ void mt_usable_check(void)
 {
 	char path[512];
 	if (strcmp(mt_allocator_name(path, sizeof(path)), "glibc") == 0 && real.usable) {
-		static const size_t sizes[] = {0, 1, 24, 25, 100, 1000, 4000, 70000, 300000, 5 << 20};
+		/* The mmapped sizes are above DEFAULT_MMAP_THRESHOLD_MAX (32 MiB):
+		 * freeing a smaller mmapped chunk would raise the program's
+		 * mmap threshold to its size (glibc's dynamic threshold). */
+		static const size_t sizes[] = {0, 1, 24, 25, 100, 1000, 4000, 70000, 33 << 20, 40 << 20};
 		int ok = 1;
 		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) && ok; i++) {
 			void *p = real.malloc(sizes[i]);

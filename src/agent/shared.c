@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -267,6 +268,10 @@ void mt_shared_end(uint32_t how, uint32_t code)
 		return;
 	h->end_code = code;
 	h->end_ns = mt_now_ns();
+	/* A system call: fine in the fatal-signal handler too. */
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0 && ru.ru_maxrss > 0)
+		h->maxrss_kb = ru.ru_maxrss > UINT32_MAX ? UINT32_MAX : (uint32_t)ru.ru_maxrss;
 	__atomic_store_n(&h->end, how, __ATOMIC_RELEASE);
 }
 

@@ -236,6 +236,34 @@ uint32_t mt_sites_count(void)
 	return __atomic_load_n(&mt_sh->nsites, __ATOMIC_RELAXED);
 }
 
+/* ---- temporary allocations ----
+ *
+ * heaptrack's definition: an allocation freed with no other allocation in
+ * between; here per thread (heaptrack orders every thread's events in one
+ * trace), and among the sampled allocations (all of them with
+ * --sample=1).  A thread remembers its last allocation when it was sampled
+ * and its event countdown right after; the free of that pointer, on that
+ * thread, with the countdown unchanged is a temporary one.  Every
+ * allocation of a thread moves its countdown by its size (or, sampled,
+ * replaces the pointer), so the only allocation that can slip in between
+ * unseen is a malloc(0) left unsampled.  Nothing is added to the fast
+ * paths: both ends of the check are on slow paths (a sample, the free of a
+ * sampled block). */
+static __thread uintptr_t tmp_ptr; /* complemented: the leak check, which scans every
+				      thread's TLS, must not see it as a pointer */
+static __thread int64_t tmp_left;
+static __thread struct mt_sitex *tmp_site;
+
+static void temp_check(uintptr_t p, struct mt_sitex *site, uint64_t size)
+{
+	struct mt_thread *t = mt_tls_thread;
+	if (~p != tmp_ptr || site != tmp_site || !t || MT_LOAD(t->event_left) != tmp_left)
+		return;
+	tmp_ptr = 0;
+	__atomic_fetch_add(&site->temp_objects, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&site->temp_bytes, size, __ATOMIC_RELAXED);
+}
+
 /* ---- the live table ---- */
 
 static inline uint32_t live_bucket(uintptr_t p)
@@ -310,6 +338,7 @@ int mt_live_forget(void *ptr)
 	}
 	stripe_unlock(s);
 	if (site) {
+		temp_check(p, site, size);
 		__atomic_fetch_add(&site->freed_objects, 1, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&site->freed_bytes, size, __ATOMIC_RELAXED);
 	} else if (MT_OPT(sample_period) <= 1) {
@@ -469,7 +498,7 @@ static struct mt_sitex *site_missed(int fn, const char *cfa)
 
 /* ---- recording a sample ---- */
 
-static void record_sample(int fn, uint64_t size, void *ptr, const char *cfa)
+static struct mt_sitex *record_sample(int fn, uint64_t size, void *ptr, const char *cfa)
 {
 	int busy = mt_tls_busy;
 	mt_tls_busy = 1;
@@ -482,6 +511,7 @@ static void record_sample(int fn, uint64_t size, void *ptr, const char *cfa)
 		live_insert((uintptr_t)ptr, s, size);
 	}
 	mt_tls_busy = busy;
+	return s;
 }
 
 /* ---- allocation events: samples and --dump-every ---- */
@@ -503,20 +533,22 @@ void mt_event_arm(struct mt_thread *t)
 	MT_STORE(t->event_armed, next);
 }
 
-void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const char *cfa)
+void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, int64_t usable, void *ptr, const char *cfa)
 {
 	/* Bytes allocated since the countdown was armed, this one included. */
 	int64_t consumed = MT_LOAD(t->event_armed) - MT_LOAD(t->event_left);
+	struct mt_sitex *sampled = NULL;
 	/* Acquire: the site and live tables are made before stacks is set. */
 	if (__atomic_load_n(&mt_g.stacks, __ATOMIC_ACQUIRE)) {
 		int64_t left = MT_LOAD(t->sample_left) - consumed;
 		if (left < 0) {
 			left = mt_sample_interval(t);
 			if (ptr)
-				record_sample(fn, size, ptr, cfa);
+				sampled = record_sample(fn, size, ptr, cfa);
 		}
 		MT_STORE(t->sample_left, left);
 	}
+	mt_inuse_up(t, usable);
 	if (MT_OPT(dump_every)) {
 		/* jemalloc's lg_prof_interval: a dump each time another
 		 * dump_every bytes have been allocated, written by the thread
@@ -529,6 +561,12 @@ void mt_alloc_event(struct mt_thread *t, int fn, uint64_t size, void *ptr, const
 			mt_dump_request(0, MT_REASON_BYTES);
 	}
 	mt_event_arm(t);
+	/* The last allocation of this thread, if sampled, and the countdown
+	 * after it: any later allocation of the thread moves the countdown
+	 * (or, with every allocation sampled, comes here). */
+	tmp_site = sampled;
+	tmp_ptr = sampled ? ~(uintptr_t)ptr : 0;
+	tmp_left = MT_LOAD(t->event_left);
 }
 
 /* Forgets every live allocation and zeroes every site: a new process (fork)
@@ -545,6 +583,8 @@ static void zero_site(struct mt_sitex *s, void *arg)
 	__atomic_store_n(&s->reset_bytes, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->peak_objects, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->peak_bytes, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->temp_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->temp_bytes, 0, __ATOMIC_RELAXED);
 }
 
 void mt_sites_clear(void)
@@ -595,4 +635,35 @@ void mt_sites_peak(void)
 		return; /* another thread is recording this peak */
 	mt_sites_foreach(copy_live_to_peak, NULL);
 	__atomic_store_n(&busy_copying, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- for the leak check (leaks.c) ---- */
+
+void mt_live_each(int (*fn)(uintptr_t ptr, uint64_t size, struct mt_sitex *site, void *arg), void *arg)
+{
+	if (!live_buckets)
+		return;
+	for (uint32_t b = 0; b < LIVE_BUCKETS; b++) {
+		/* A stopped thread may be mid-insert or mid-remove: each chain is
+		 * still whole at every instruction of those.  Bounded anyway. */
+		uint32_t walk = 0;
+		for (struct mt_live *e = __atomic_load_n(&live_buckets[b], __ATOMIC_ACQUIRE); e && walk < (1u << 24);
+		     e = e->next, walk++)
+			if (fn(e->ptr, e->size, e->site, arg))
+				return;
+	}
+}
+
+static void count_live(struct mt_sitex *s, void *arg)
+{
+	uint64_t o, b;
+	mt_site_live(s, &o, &b);
+	*(size_t *)arg += o;
+}
+
+size_t mt_live_count(void)
+{
+	size_t n = 0;
+	mt_sites_foreach(count_live, &n);
+	return n;
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "memtap/leaks.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
 
@@ -67,6 +68,17 @@ void mt_log(const char *fmt, ...)
 
 static int arena_lock;
 static uint8_t *arena_cur, *arena_end;
+/* leaks: where the arena's chunks are (its live table points at every
+ * block: the leak check must not take it for the program's memory). */
+#define ARENA_CHUNKS 4096
+static uint64_t arena_chunks[ARENA_CHUNKS][2];
+static uint32_t arena_nchunks;
+
+uint32_t mt_arena_chunks(const uint64_t (**out)[2])
+{
+	*out = arena_chunks;
+	return __atomic_load_n(&arena_nchunks, __ATOMIC_ACQUIRE);
+}
 
 static void spin_lock(int *l)
 {
@@ -92,6 +104,11 @@ void *mt_arena_alloc(size_t size)
 		}
 		arena_cur = m;
 		arena_end = m + chunk;
+		if (arena_nchunks < ARENA_CHUNKS) {
+			arena_chunks[arena_nchunks][0] = (uint64_t)(uintptr_t)m;
+			arena_chunks[arena_nchunks][1] = (uint64_t)(uintptr_t)m + chunk;
+			__atomic_store_n(&arena_nchunks, arena_nchunks + 1, __ATOMIC_RELEASE);
+		}
 		__atomic_fetch_add(&mt_g.arena_bytes, chunk, __ATOMIC_RELAXED);
 	}
 	void *p = arena_cur;
@@ -230,6 +247,8 @@ struct mt_thread *mt_thread_attach(void)
 	}
 	MT_STORE(t->sample_left, mt_sample_interval(t));
 	mt_event_arm(t);
+	if (mt_glibc_on())
+		mt_glibc_thread_start();
 	mt_tls_thread = t;
 	pthread_setspecific(mt_g.key, t);
 	mt_tls_busy = 0;
@@ -397,8 +416,11 @@ static struct mt_profile *snapshot_new(int with_sites)
 	uint32_t nf, ns, np;
 	mt_live_bounds(&v, &nf, &ns, &np);
 	uint32_t cap = with_sites && MT_OPT(stacks) ? ns : 0;
+	/* leaks: the last check's sites, after the pools */
+	uint32_t nl = with_sites && mt_sh->leaks ? mt_live_leak_count(&v) : 0;
+	size_t leaks_len = with_sites && mt_sh->leaks ? sizeof(struct mt_leaks) + nl * sizeof(struct mt_leak_site) : 0;
 	size_t len = sizeof(struct snapshot) + nf * sizeof(struct mt_func) + cap * sizeof(struct mt_site) +
-		     np * sizeof(struct mt_pool);
+		     np * sizeof(struct mt_pool) + leaks_len;
 	struct snapshot *sn = mt_sys_map(len);
 	if (!sn)
 		return NULL;
@@ -414,6 +436,11 @@ static struct mt_profile *snapshot_new(int with_sites)
 	p->pools = (struct mt_pool *)((struct mt_site *)(p->funcs + nf) + cap);
 	p->npools = np;
 	mt_snapshot(p, 0);
+	if (leaks_len) {
+		struct mt_leaks *l = (struct mt_leaks *)(p->pools + np);
+		l->sites = (struct mt_leak_site *)(l + 1);
+		p->leaks = mt_live_leaks_read(&v, p, l, nl) > 0 ? l : NULL;
+	}
 	return p;
 }
 
@@ -438,6 +465,9 @@ static void reset_site(struct mt_sitex *s, void *arg)
 	/* Allocations count from here; what is in use stays in use. */
 	__atomic_store_n(&s->reset_objects, __atomic_load_n(&s->alloc_objects, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
 	__atomic_store_n(&s->reset_bytes, __atomic_load_n(&s->alloc_bytes, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	/* Temporaries count from here too (one racing free may be lost). */
+	__atomic_store_n(&s->temp_objects, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->temp_bytes, 0, __ATOMIC_RELAXED);
 	mt_site_peak_now(s);
 }
 
@@ -469,6 +499,7 @@ out:
 	mt_sys_unmap(sum, sizeof(*sum));
 	mt_sites_foreach(reset_site, NULL);
 	mt_pools_zero();
+	mt_apr_reset();
 }
 
 /* ---- dumps ----
@@ -559,9 +590,14 @@ static void set_prefix(const char *dir, const char *name)
 
 /* The options every way of starting a session gives the agent (the
  * environment for `memtap run`, the words of `ctl attach`), by name. */
+static int opt_pools; /* --pools: this session's */
 static int set_option(const char *name, const char *v, int *stacks, uint64_t *sample, int *inactive,
 		      const char **funcs)
 {
+	if (!strcmp(name, "pools")) {
+		opt_pools = v[0] == '1';
+		return 0;
+	}
 	if (!strcmp(name, "prefix") && v[0] == '/')
 		set_prefix("", v);
 	else if (!strcmp(name, "stacks"))
@@ -572,6 +608,8 @@ static int set_option(const char *name, const char *v, int *stacks, uint64_t *sa
 		*funcs = v;
 	else if (!strcmp(name, "dump_every"))
 		MT_OPT_SET(dump_every, strtoull(v, NULL, 10));
+	else if (!strcmp(name, "leaks"))
+		MT_OPT_SET(leaks, v[0] == '1');
 	else if (!strcmp(name, "dump_on_peak"))
 		MT_OPT_SET(dump_on_peak, v[0] == '1');
 	else if (!strcmp(name, "inactive"))
@@ -589,7 +627,7 @@ static int set_option(const char *name, const char *v, int *stacks, uint64_t *sa
 		__atomic_store_n(&mt_g.session_pid, (int)pid, __ATOMIC_RELEASE);
 		__atomic_store_n(&mt_sh->session_start, start, __ATOMIC_RELAXED);
 		__atomic_store_n(&mt_sh->session_pid, (int32_t)pid, __ATOMIC_RELEASE);
-	} else
+	} else if (mt_glibc_option(name, v))
 		return -EINVAL;
 	return 0;
 }
@@ -607,6 +645,8 @@ int mt_attach(char *options, char *out, size_t outlen)
 	int stacks = 0, inactive = 0;
 	uint64_t sample = 0;
 	const char *funcs = NULL;
+	opt_pools = 0;
+	mt_glibc_reset();
 	for (char *w = strtok(options, " "); w; w = strtok(NULL, " ")) {
 		char *eq = strchr(w, '=');
 		if (!eq || mt_ctl_unescape(eq + 1) < 0) {
@@ -632,6 +672,10 @@ int mt_attach(char *options, char *out, size_t outlen)
 		}
 	}
 	rearm_threads();
+	if (mt_apr_start(opt_pools, 1) < 0) {
+		snprintf(out, outlen, "--pools: no room for the pool table in the live file");
+		return -ENOMEM;
+	}
 	mt_set_active(!inactive);
 	int slots = mt_hooks_start(1);
 	if (slots < 0) {
@@ -656,6 +700,13 @@ int mt_detach(char *out, size_t outlen)
 		snprintf(out, outlen, "not attached (a process started by memtap run stays traced until it exits)");
 		return -EINVAL;
 	}
+	/* attach --leaks: the check while every allocation is still tracked;
+	 * the detach profile carries it. */
+	if (MT_OPT(leaks)) {
+		char msg[1024] = "";
+		if (mt_leaks_check(0, msg, sizeof(msg)) < 0)
+			mt_log("--leaks: the leak check at detach failed: %s", msg);
+	}
 	/* Restore the slots first: calls already inside a wrapper finish
 	 * normally, and calls through function pointers the program copied
 	 * while attached pass straight through once counting is off. */
@@ -669,6 +720,7 @@ int mt_detach(char *out, size_t outlen)
 	if (!mt_shared_is_file())
 		err = mt_dump(NULL, MT_REASON_DETACH, out, outlen);
 	mt_custom_stop(); /* the -f hooks end with the session */
+	mt_glibc_stop();  /* and --glibc */
 	__atomic_store_n(&mt_g.stacks, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_g.attached, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&mt_sh->stacks, 0, __ATOMIC_RELAXED);
@@ -803,6 +855,7 @@ static void fork_child(void)
 	/* Each child has its own counters, files and control socket; the
 	 * threads of the parent are gone (with any live-table lock they held). */
 	zero_counters(1);
+	mt_apr_fork_child();
 	for (struct mt_thread *t = mt_threads_head(); t; t = mt_thread_next(t))
 		t->claimed = t == mt_tls_thread || t->shared;
 	mt_g.dumps = 0;
@@ -982,6 +1035,8 @@ __attribute__((constructor)) static void mt_ctor(void)
 	start_stacks();
 	if (!mt_g.attached_mode) {
 		mt_tls_busy = 1;
+		if (opt_pools && mt_apr_start(1, 0) < 0)
+			mt_log("--pools: no room for the pool table in the live file");
 		int err = mt_hooks_start(0);
 		mt_tls_busy = 0;
 		if (err < 0)
@@ -1019,7 +1074,16 @@ static void finish(uint32_t how, uint32_t code)
 		mt_sh->flags |= MT_LIVE_F_CODE_KNOWN;
 	}
 	int inert = mt_g.attached_mode && !__atomic_load_n(&mt_g.attached, __ATOMIC_ACQUIRE);
-	if (MT_OPT(stacks) && !inert)
+	if (how == MT_LIVE_EXITED && !inert)
+		mt_allocstats_final(); /* exit handlers ran: the allocator is whole */
+	if (MT_OPT(leaks) && !inert && how != MT_LIVE_SIGNAL) {
+		/* --leaks: the check, while the memory is still there; the
+		 * final profile carries it (the live file's leak table). */
+		char msg[1024] = "";
+		if (mt_leaks_check(1, msg, sizeof(msg)) < 0)
+			mt_log("--leaks: the leak check at exit failed: %s", msg);
+	}
+	if ((MT_OPT(stacks) || mt_apr_enabled()) && !inert)
 		mt_shared_maps_publish();
 	mt_shared_end(how, code);
 	if (!inert && !mt_session_alive()) {

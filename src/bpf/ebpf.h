@@ -90,6 +90,7 @@ struct mt_ebpf_opts {
 	int follow;           /* children join at fork (they inherit the probes) */
 	int failures;         /* return probes on the hot allocation functions too */
 	int heap_events;
+	int glibc;            /* --glibc: glibc's state read from outside into every profile */
 	int stacks;           /* call sites: frame-pointer user stacks of every allocation */
 	const char *within;   /* --within FUNC, or NULL */
 	struct mt_ebpf_fn user[MT_EBPF_MAX_USER]; /* -f */

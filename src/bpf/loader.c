@@ -26,6 +26,7 @@
 #include "memtap_bpf.h"
 #include "memtap.skel.h"
 #include "uprobes.h"
+#include "../cli/glibc_syms.h"
 
 /* The fixed functions, from the one list (include/memtap/funcs.def): symbol, report name, kind,
  * where the size is, and which return value means failure.  RET_ALWAYS:
@@ -139,6 +140,7 @@ struct mt_ebpf {
 	struct placed *placed;
 	size_t nplaced;
 	int stacks, heap_events;
+	int glibc; /* --glibc: src/cli/glibc_syms.c fills the glibc section */
 	/* --stacks: the last mappings seen of each traced process */
 	struct proc_maps {
 		uint32_t tgid, n, nx;
@@ -449,6 +451,7 @@ int mt_ebpf_start(const struct mt_ebpf_opts *opts, struct mt_objlist *objs, stru
 	e->skel->rodata->heap_on = opts->heap_events ? 1 : 0;
 	e->stacks = opts->stacks;
 	e->heap_events = opts->heap_events;
+	e->glibc = opts->glibc;
 	if (!opts->stacks) {
 		/* the maps must exist for the verifier, not their memory */
 		bpf_map__set_max_entries(e->skel->maps.stack_traces, 1);
@@ -672,6 +675,8 @@ static int profile_of(struct mt_ebpf *e, uint32_t tgid, const struct mtb_proc *p
 				tgid, unread, f->name);
 	}
 	free(vals);
+	if (e->glibc)
+		mt_glibc_outside_fill((pid_t)tgid, pr->exited, p);
 	*out = p;
 	return 0;
 }

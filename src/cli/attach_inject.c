@@ -15,6 +15,7 @@
 
 #include "agent_opts.h"
 #include "cli.h"
+#include "help.h"
 #include "live_read.h"
 #include "fleet.h"
 #include "session.h"
@@ -171,9 +172,16 @@ int mt_detach_pid(pid_t pid, const char *output, const char *format, const char 
 	return ret ? 1 : 0;
 }
 
-int mt_attach_inject(const struct mt_attach_req *r)
+/* Attaches R->pid into A's session (made by the first call; its prefix
+ * from R->output and the first process's name): the agent injected unless
+ * an earlier attach left it there, attached with the options, the -f entry
+ * hooks patched, its live file adopted.  0, or the exit status after saying
+ * what failed (the process is left as it was). */
+int mt_attach_add(const struct mt_attach_req *r, struct mt_attach *A)
 {
-	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX], comm[64] = "process";
+	char agent[PATH_MAX], err[PATH_MAX * 3], comm[64] = "process";
+	if (A->nroots >= MT_ATTACH_MAX)
+		return mt_error("attach: at most %d processes", MT_ATTACH_MAX), 2;
 	if (mt_find_companion("libmemtap.so", agent, sizeof(agent), err, sizeof(err)))
 		return mt_error("the agent library is missing: %s", err), 2;
 	char path[64];
@@ -184,9 +192,22 @@ int mt_attach_inject(const struct mt_attach_req *r)
 			comm[strcspn(comm, "\n")] = '\0';
 		fclose(f);
 	}
-	if (mt_resolve_prefix(r->output, comm, prefix, sizeof(prefix)))
-		return 2;
-	mt_live_sweep();
+	if (!A->sess) {
+		if (mt_resolve_prefix(r->output, comm, A->prefix, sizeof(A->prefix)))
+			return 2;
+		mt_live_sweep();
+		/* The session: this command reads the counters from the agent's
+		 * live file and writes every profile itself. */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		A->run_id = (((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid()) &
+			    INT64_MAX;
+		struct mt_session_opts so = {.prefix = A->prefix, .run_id = A->run_id, .interval_ms = r->interval_ms,
+					     .stacks = r->stacks};
+		if (mt_session_new(&so, &A->sess))
+			return mt_error("attach: out of memory"), 1;
+		mt_fleet_attach(r->fleet, A->sess);
+	}
 
 	/* Load the agent unless an earlier attach already did. */
 	const char *state = agent_state(r->pid, err, sizeof(err));
@@ -211,18 +232,6 @@ int mt_attach_inject(const struct mt_attach_req *r)
 					(int)r->pid, err), 1;
 	}
 
-	/* The session: this command reads the counters from the agent's live
-	 * file and writes every profile itself. */
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t run_id = (((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid()) &
-			  INT64_MAX;
-	struct mt_session *sess;
-	struct mt_session_opts so = {.prefix = prefix, .run_id = run_id, .interval_ms = r->interval_ms,
-				     .stacks = r->stacks};
-	if (mt_session_new(&so, &sess))
-		return mt_error("attach: out of memory"), 1;
-	mt_fleet_attach(r->fleet, sess);
 	struct mt_agent_opts ao = r->ao;
 	char self[64], words[MT_CTL_MAX_REQUEST], req[MT_CTL_MAX_REQUEST + 16];
 	mt_session_self(self, sizeof(self));
@@ -231,21 +240,18 @@ int mt_attach_inject(const struct mt_attach_req *r)
 	for (int i = 0; i < MT_AO_COUNT; i++)
 		if (r->ao.v[i])
 			mt_agent_opt_set(&ao, (enum mt_agent_opt)i, "%s", r->ao.v[i]);
-	mt_agent_opt_set(&ao, MT_AO_PREFIX, "%s", prefix);
-	mt_agent_opt_set(&ao, MT_AO_RUN_ID, "%llu", (unsigned long long)run_id);
+	mt_agent_opt_set(&ao, MT_AO_PREFIX, "%s", A->prefix);
+	mt_agent_opt_set(&ao, MT_AO_RUN_ID, "%llu", (unsigned long long)A->run_id);
 	mt_agent_opt_set(&ao, MT_AO_SESSION, "%s", self);
 	int e = mt_agent_opts_words(&ao, words, sizeof(words));
 	mt_agent_opts_free(&ao);
-	if (e || snprintf(req, sizeof(req), "attach %s\n", words) >= (int)sizeof(req)) {
-		mt_session_free(sess);
+	if (e || snprintf(req, sizeof(req), "attach %s\n", words) >= (int)sizeof(req))
 		return mt_error("attach: options too long"), 2;
-	}
 	char *resp;
 	e = mt_ctl_send(r->pid, req, &resp, err, sizeof(err));
 	if (e) {
 		mt_error("attach: %s", e < 0 ? err : resp);
 		free(e > 0 ? resp : NULL);
-		mt_session_free(sess);
 		return 1;
 	}
 	resp[strcspn(resp, "\n")] = '\0';
@@ -257,87 +263,120 @@ int mt_attach_inject(const struct mt_attach_req *r)
 		if (mt_ctl_send(r->pid, "detach\n", &dresp, err, sizeof(err)) >= 0)
 			free(dresp);
 		free(resp);
-		mt_session_free(sess);
 		return 1;
 	}
-	fprintf(stderr, "memtap: %d (%s) %s in %.0f ms; %s\n", (int)r->pid, comm, resp, (now_s() - t0) * 1000,
-		r->seconds > 0 ? "tracing until the time is up or Ctrl-C"
-			       : "tracing until Ctrl-C (or memtap detach -p PID from elsewhere)");
+	if (!r->quiet_start)
+		fprintf(stderr, "memtap: %d (%s) %s in %.0f ms; %s\n", (int)r->pid, comm, resp, (now_s() - t0) * 1000,
+			r->seconds > 0 ? "tracing until the time is up or Ctrl-C"
+				       : "tracing until Ctrl-C (or memtap detach -p PID from elsewhere)");
 	free(resp);
-	if (mt_session_adopt(sess, r->pid, err, sizeof(err)))
+	if (mt_session_adopt(A->sess, r->pid, err, sizeof(err)))
 		fprintf(stderr, "memtap: %s: the agent writes its own profiles\n", err);
+	A->roots[A->nroots++] = r->pid;
+	return 0;
+}
 
+/* Waits until SECONDS pass (0: no limit), a signal or mt_session_stop().
+ * Returns 0 then (detach with mt_attach_end), or 1 when every process
+ * attached to ended or was detached by another memtap (said so; nothing to
+ * detach). */
+int mt_attach_wait(struct mt_attach *A, double seconds)
+{
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
-	double end = r->seconds > 0 ? now_s() + r->seconds : 0;
-	int ret = 0;
-	while (!stop_requested && (!end || now_s() < end)) {
-		mt_session_wait(sess, 50, NULL);
-		mt_session_poll(sess);
-		size_t n;
-		const struct mt_member *m = mt_session_members(sess, &n);
-		if (n && m[0].state == MT_MEMBER_ENDED) {
-			report_members(sess);
-			mt_session_free(sess);
-			return 0;
-		}
-		/* Somebody ran memtap detach: it wrote the profile. */
-		if (n && m[0].state == MT_MEMBER_DETACHED) {
-			fprintf(stderr, "memtap: %d was detached by another memtap, which wrote its profile\n",
-				(int)r->pid);
-			mt_session_free(sess);
-			return 0;
+	double end = seconds > 0 ? now_s() + seconds : 0;
+	while (!stop_requested && !mt_session_stopping(A->sess) && (!end || now_s() < end)) {
+		mt_session_wait(A->sess, 50, NULL);
+		mt_session_poll(A->sess);
+		size_t n, gone = 0, ended = 0;
+		const struct mt_member *m = mt_session_members(A->sess, &n);
+		for (int k = 0; k < A->nroots; k++)
+			for (size_t i = 0; i < n; i++)
+				if (m[i].pid == A->roots[k] && m[i].state != MT_MEMBER_RUNNING) {
+					gone++;
+					ended += m[i].state == MT_MEMBER_ENDED;
+					break;
+				}
+		if (A->nroots && gone == (size_t)A->nroots) {
+			if (ended) {
+				report_members(A->sess);
+			} else {
+				for (int k = 0; k < A->nroots; k++)
+					fprintf(stderr, "memtap: %d was detached by another memtap, which wrote its "
+						"profile\n", (int)A->roots[k]);
+			}
+			return 1;
 		}
 	}
-	ret = detach_all(sess);
-	report_members(sess);
-	if (!r->quiet)
-		print_summary(sess, prefix, r->format, r->report_file);
+	return 0;
+}
+
+/* Detaches every process still attached and writes their last profiles;
+ * the summary unless QUIET.  Returns the exit status; frees the session. */
+int mt_attach_end(struct mt_attach *A, const char *format, const char *report_file, int quiet)
+{
+	int ret = detach_all(A->sess);
+	report_members(A->sess);
+	if (!quiet)
+		print_summary(A->sess, A->prefix, format, report_file);
 	size_t nw;
 	char *const *written;
-	mt_session_written(sess, &written, &nw);
-	if (nw)
-		fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)r->pid, written[nw - 1]);
-	mt_session_free(sess);
+	mt_session_written(A->sess, &written, &nw);
+	for (int k = 0; k < A->nroots; k++)
+		for (size_t i = nw; i-- > 0;) {
+			char tag[32];
+			snprintf(tag, sizeof(tag), ".%d.", (int)A->roots[k]);
+			if (strstr(written[i] + strlen(A->prefix), tag) == written[i] + strlen(A->prefix)) {
+				fprintf(stderr, "memtap: detached from %d; its last profile is %s\n", (int)A->roots[k],
+					written[i]);
+				break;
+			}
+		}
+	mt_session_free(A->sess);
+	A->sess = NULL;
 	return ret ? 1 : 0;
+}
+
+int mt_attach_inject(const struct mt_attach_req *r)
+{
+	struct mt_attach A = {0};
+	int ret = mt_attach_add(r, &A);
+	if (ret || mt_attach_wait(&A, r->seconds)) {
+		mt_session_free(A.sess);
+		return ret;
+	}
+	return mt_attach_end(&A, r->format, r->report_file, r->quiet);
 }
 int cmd_detach(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"pid", required_argument, NULL, 'p'},   {"report-file", required_argument, NULL, 'r'},
-		{"output", required_argument, NULL, 'o'},
-		{"format", required_argument, NULL, 'F'}, {"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},         {0},
-	};
 	const char *format = "text", *report_file = NULL, *output = NULL;
 	pid_t pid = 0;
 	int quiet = 0, c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "p:o:qh", opts, NULL)) != -1) {
+	while ((c = mt_cmd_getopt(MT_C_DETACH, argc, argv)) >= 0) {
 		char *end;
 		switch (c) {
-		case 'p':
+		case MT_CO_DETACH_PID:
 			pid = (pid_t)strtol(optarg, &end, 10);
 			if (*end || pid <= 0)
 				return mt_error("detach: -p %s: expected a process id", optarg), 2;
 			break;
-		case 'r': report_file = optarg; break;
-		case 'o': output = optarg; break;
-		case 'F': format = optarg; break;
-		case 'q': quiet = 1; break;
-		case 'h':
-			printf("usage: memtap detach -p PID [-o PREFIX] [--report-file F] [--format text|json] [-q]\n"
-			       "Stops tracing a process attached with memtap attach: restores its call\n"
-			       "slots, writes a last profile (under PREFIX, default the attach's -o) and\n"
-			       "prints its summary.  The process runs on.\n");
-			return 0;
-		default: return 2;
+		case MT_CO_DETACH_REPORT_FILE: report_file = optarg; break;
+		case MT_CO_DETACH_OUTPUT: output = optarg; break;
+		case MT_CO_DETACH_FORMAT: format = optarg; break;
+		case MT_CO_DETACH_QUIET: quiet = 1; break;
+		case MT_CO_DETACH_FULL_STACKS: mt_render_full_stacks = 1; break;
 		}
 	}
+	if (c != MT_CMD_DONE)
+		return c == MT_CMD_HELPED ? 0 : 2;
+	if (optind < argc)
+		return mt_error("detach: unexpected argument '%s' (the process is -p PID)", argv[optind]),
+		       mt_cli_try_help("detach");
 	if (!pid)
-		return mt_error("detach: which process? pass -p PID"), 2;
+		return mt_error("detach: which process? pass -p PID"), mt_cli_try_help("detach");
 	if (strcmp(format, "text") && strcmp(format, "json"))
 		return mt_error("detach: unknown --format '%s' (text or json)", format), 2;
 	char last[PATH_MAX];

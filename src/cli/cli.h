@@ -23,8 +23,27 @@ int cmd_attach(int argc, char **argv);
  * command (NULL-terminated). */
 struct mt_cli_opts;
 struct mt_fleet;
-int mt_run_ebpf(const struct mt_cli_opts *o, char **cmdv, struct mt_fleet *fleet);
+int mt_run_ebpf(const struct mt_cli_opts *o, char **cmdv);
 int cmd_diff(int argc, char **argv);
+int cmd_help(int argc, char **argv);
+int cmd_top(int argc, char **argv);
+
+/* memtap run in three steps (cmd_run.c), which memtap top -- PROGRAM
+ * shares: start the program traced, wait for it (the session polled, a
+ * stop asked for becomes Ctrl-C's SIGINT), end (final profiles, summary,
+ * the program's exit status). */
+struct mt_session;
+struct mt_run {
+	pid_t child;
+	struct mt_session *sess;
+	char prefix[4096];
+	uint64_t run_id;
+	int status;    /* the program's wait status */
+	int own_group; /* the program runs in a process group of its own */
+};
+int mt_run_start(const struct mt_cli_opts *o, char **cmdv, const char *log, struct mt_run *run);
+void mt_run_wait(struct mt_run *run);
+int mt_run_end(struct mt_run *run, const char *cmd, const char *format, const char *report_file, int quiet);
 
 /* Parses a byte count with an optional k/m/g suffix (powers of 1024, an
  * optional "iB" or "B" after it); 0 or -EINVAL. */
@@ -76,12 +95,36 @@ struct mt_attach_req {
 	struct mt_agent_opts ao; /* for `ctl attach`: stacks, sample, funcs, ... */
 	uint64_t interval_ms;    /* --interval: the session's periodic profiles */
 	int stacks;
+	int quiet_start;         /* no "tracing until Ctrl-C" line (memtap top) */
 	struct mt_fleet *fleet;  /* --prometheus, --pprof-dir (fleet.h), or NULL */
 };
 /* Injects the agent (once), attaches it with the options, waits, detaches
  * and prints the summary; returns the exit status. */
 int mt_attach_inject(const struct mt_attach_req *r);
+/* The same in steps, for several processes in one session (memtap top -p
+ * PID -p PID): add each (0, or the exit status after saying why), wait,
+ * end (detach, last profiles, summary; the exit status). */
+#define MT_ATTACH_MAX 64
+struct mt_attach {
+	struct mt_session *sess;
+	char prefix[4096];
+	uint64_t run_id;
+	pid_t roots[MT_ATTACH_MAX];
+	int nroots;
+};
+int mt_attach_add(const struct mt_attach_req *r, struct mt_attach *a);
+int mt_attach_wait(struct mt_attach *a, double seconds);
+int mt_attach_end(struct mt_attach *a, const char *format, const char *report_file, int quiet);
 int cmd_detach(int argc, char **argv);
+/* memtap attach --via=ebpf in steps (cmd_attach.c): start (0, or the exit
+ * status after saying why), its session, wait (1: the process exited),
+ * end (last profiles, the summary on stdout unless QUIET; the exit status;
+ * frees X). */
+struct mt_ebpf_attach;
+int mt_ebpf_attach_start(const struct mt_cli_opts *c, int quiet_start, struct mt_ebpf_attach **x);
+struct mt_session *mt_ebpf_attach_session(struct mt_ebpf_attach *x);
+int mt_ebpf_attach_wait(struct mt_ebpf_attach *x, double seconds);
+int mt_ebpf_attach_end(struct mt_ebpf_attach *x, int quiet);
 /* Detaches PID (and the children it forked while attached) and writes their
  * last profiles from their live files, under OUTPUT (NULL: the attach's -o);
  * the first one's path into LAST.  Returns the exit status. */
@@ -90,6 +133,14 @@ int mt_detach_pid(pid_t pid, const char *output, const char *format, const char 
 
 /* Prints "memtap: <message>" to stderr; returns -1. */
 int mt_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The line after a usage error: "Try 'memtap CMD --help' for more
+ * information." on stderr; returns 2 (the exit status of a usage error). */
+int mt_cli_try_help(const char *cmd);
+/* A getopt failure of command CMD (C is getopt's '?' or ':', with opterr 0
+ * and ':' leading the short options): "memtap: CMD: unknown option '--x'"
+ * or "... needs an argument", then mt_cli_try_help().  NAME: the option's
+ * name when the caller knows it (from optopt), else NULL.  Returns 2. */
+int mt_cli_optfail(const char *cmd, char **argv, int c, const char *name);
 
 /* A file that ships beside the CLI: build/NAME when run from the build tree,
  * PREFIX/lib/memtap/NAME when installed.  0, or -ENOENT with the places
@@ -129,8 +180,12 @@ int mt_render(FILE *out, const char *format, const struct mt_loaded *l);
 /* What the renderers take besides the format. */
 struct mt_render_opts {
 	enum mt_value value; /* collapsed, svg: bytes in use or allocated */
+	/* html: told the share done as the report is built (NULL: nothing) */
+	void (*progress)(double done, void *arg);
+	void *progress_arg;
 };
-/* Renders in FORMAT: text, json, collapsed, svg (all items), pprof or
+/* Renders in FORMAT: text, json, collapsed, flamegraph (svg), timeline (an
+ * SVG of bytes in use over time), html (all items), pprof or
  * jeprof (exactly one item, else -E2BIG); -EINVAL for an unknown format. */
 int mt_render_with(FILE *out, const char *format, const struct mt_loaded *l,
 		   const struct mt_render_opts *o);

@@ -25,7 +25,9 @@
 
 #include "bpf/ebpf.h"
 #include "cli.h"
+#include "fleet.h"
 #include "options.h"
+#include "glibc_syms.h"
 #include "session.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
@@ -105,7 +107,19 @@ static int summarize(struct mt_session *sess, const struct ebpf_args *a, const c
 
 /* A session on the eBPF collector: profiles written as processes end, and
  * a last one of each at the end. */
-static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, uint64_t interval_ms, int stacks)
+/* --glibc: a lock-wait sample of every running member at each poll. */
+static void glibc_tick(struct mt_session *s, void *arg)
+{
+	(void)arg;
+	size_t n;
+	const struct mt_member *m = mt_session_members(s, &n);
+	for (size_t i = 0; i < n; i++)
+		if (m[i].state == MT_MEMBER_RUNNING)
+			mt_glibc_outside_tick(m[i].pid);
+}
+
+static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, uint64_t interval_ms, int stacks,
+				       int glibc)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -116,6 +130,10 @@ static struct mt_session *ebpf_session(struct mt_ebpf *e, const char *prefix, ui
 	if (mt_session_new(&so, &sess))
 		return NULL;
 	mt_session_use_ebpf(sess, e);
+	if (glibc) {
+		struct mt_session_observer o = {.tick = glibc_tick};
+		mt_session_observe(sess, &o);
+	}
 	return sess;
 }
 
@@ -129,7 +147,8 @@ static int ebpf_args_of(const struct mt_cli_opts *c, struct ebpf_args *a)
 	a->quiet = c->quiet;
 	a->o.follow = c->follow;
 	a->o.within = c->within;
-	a->o.heap_events = c->heap_events;
+	a->o.heap_events = c->heap_events || c->glibc; /* --glibc's sbrk figures: the system calls */
+	a->o.glibc = c->glibc || c->heap_events; /* --heap-events: the old name, and its functions */
 	a->o.failures = c->failures;
 	a->o.verbose = c->verbose;
 	a->o.stacks = c->stacks;
@@ -143,7 +162,7 @@ static int wait_attached(struct mt_ebpf *e, struct mt_session *sess, pid_t pid, 
 {
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!stop_sig) {
+	while (!stop_sig && !mt_session_stopping(sess)) {
 		mt_session_wait(sess, 50, NULL);
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		double el = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
@@ -156,98 +175,144 @@ static int wait_attached(struct mt_ebpf *e, struct mt_session *sess, pid_t pid, 
 	return 0;
 }
 
-int cmd_attach(int argc, char **argv)
-{
-	struct mt_cli_opts c;
-	int r = mt_cli_parse(MT_CMD_ATTACH, argc, argv, &c);
-	if (r)
-		return r > 0 ? 0 : 2;
-	struct mt_fleet *fleet;
-	if (mt_fleet_open(&c, &fleet))
-		return 2;
-	pid_t pid = c.pid;
-	double seconds = c.seconds;
-	uint64_t interval_ms = c.interval_ms;
-	if (c.via == MT_VIA_AGENT) {
-		struct mt_attach_req req = {.pid = pid, .seconds = seconds, .output = c.output,
-					    .report_file = c.report_file, .format = c.format, .quiet = c.quiet,
-					    .interval_ms = c.interval_ms, .stacks = c.stacks, .fleet = fleet};
-		char err[2048], list[4096];
-		if (mt_cli_funcs_list(&c, list, sizeof(list)))
-			return 2;
-		if (list[0] && mt_funcs_for_pid(pid, list, sizeof(list), err, sizeof(err)))
-			return mt_error("attach: %s", err), 1;
-		mt_cli_agent_opts(&c, list, &req.ao);
-		int ret = mt_attach_inject(&req);
-		mt_agent_opts_free(&req.ao);
-		mt_fleet_free(fleet);
-		return ret;
-	}
+/* An attach by eBPF in steps (memtap attach --via=ebpf, memtap top
+ * --via=ebpf -p PID). */
+struct mt_ebpf_attach {
 	struct ebpf_args a;
-	if (ebpf_args_of(&c, &a))
-		return 2;
-
-	char err[8192], prefix[PATH_MAX];
-	if (kill(pid, 0) < 0 && errno == ESRCH)
-		return mt_error("attach: process %d does not exist", (int)pid), 1;
-	if (mt_ebpf_check(err, sizeof(err)))
-		return mt_error("attach: %s", err), 1;
+	struct mt_ebpf *e;
+	struct mt_session *sess;
 	struct mt_objlist objs;
-	r = mt_objlist_of_pid(pid, &objs, err, sizeof(err));
+	char prefix[PATH_MAX], comm[64];
+	pid_t pid;
+	int exited;
+};
+
+static void ebpf_attach_free(struct mt_ebpf_attach *x)
+{
+	if (!x)
+		return;
+	mt_session_free(x->sess);
+	mt_ebpf_free(x->e);
+	mt_objlist_free(&x->objs);
+	free(x);
+}
+
+int mt_ebpf_attach_start(const struct mt_cli_opts *c, int quiet_start, struct mt_ebpf_attach **out)
+{
+	char err[8192];
+	pid_t pid = c->pid;
+	int r;
+	*out = NULL;
+	struct mt_ebpf_attach *x = calloc(1, sizeof(*x));
+	if (!x)
+		return mt_error("attach: out of memory"), 1;
+	x->pid = pid;
+	if (ebpf_args_of(c, &x->a))
+		return free(x), 2;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return free(x), mt_error("attach: process %d does not exist", (int)pid), 1;
+	if (mt_ebpf_check(err, sizeof(err)))
+		return free(x), mt_error("attach: %s", err), 1;
+	r = mt_objlist_of_pid(pid, &x->objs, err, sizeof(err));
 	if (r) {
-		mt_objlist_free(&objs);
+		ebpf_attach_free(x);
 		if (r == -ESRCH)
 			return mt_error("attach: process %d does not exist (it may have just exited)", (int)pid), 1;
 		return mt_error("attach: process %d: %s", (int)pid, err), 1;
 	}
-	char comm[64] = "", path[64];
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
 	FILE *cf = fopen(path, "re");
-	if (cf && fgets(comm, sizeof(comm), cf))
-		comm[strcspn(comm, "\n")] = '\0';
+	if (cf && fgets(x->comm, sizeof(x->comm), cf))
+		x->comm[strcspn(x->comm, "\n")] = '\0';
 	if (cf)
 		fclose(cf);
-	if (mt_resolve_prefix(a.output, comm[0] ? comm : "attach", prefix, sizeof(prefix))) {
-		mt_objlist_free(&objs);
+	if (mt_resolve_prefix(x->a.output, x->comm[0] ? x->comm : "attach", x->prefix, sizeof(x->prefix))) {
+		ebpf_attach_free(x);
 		return 2;
 	}
-	a.o.pid = pid;
+	x->a.o.pid = pid;
 	/* From here on a signal ends the session the normal way, so that the
 	 * probes are removed (also when it comes while attaching). */
 	struct sigaction sa = {.sa_handler = on_stop};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
-	struct mt_ebpf *e;
-	r = mt_ebpf_start(&a.o, &objs, &e, err, sizeof(err));
+	r = mt_ebpf_start(&x->a.o, &x->objs, &x->e, err, sizeof(err));
 	if (r) {
-		mt_objlist_free(&objs);
+		x->e = NULL;
+		ebpf_attach_free(x);
 		if (kill(pid, 0) < 0 && errno == ESRCH)
 			return mt_error("attach: process %d exited", (int)pid), 1;
 		return mt_error("attach: %s", err), 1;
 	}
-	char where[4096];
-	mt_ebpf_describe(e, where, sizeof(where));
-	fprintf(stderr, "memtap: tracing %d (%s) with eBPF: %s%s; %s\n", (int)pid, comm, where,
-		a.o.follow ? ", children too" : "",
-		seconds > 0 ? "stops after -d, or Ctrl-C" : "Ctrl-C to stop");
-	struct mt_session *sess = ebpf_session(e, prefix, interval_ms, a.o.stacks);
-	if (!sess) {
-		mt_ebpf_free(e);
-		mt_objlist_free(&objs);
+	if (!quiet_start) {
+		char where[4096];
+		mt_ebpf_describe(x->e, where, sizeof(where));
+		fprintf(stderr, "memtap: tracing %d (%s) with eBPF: %s%s; %s\n", (int)pid, x->comm, where,
+			x->a.o.follow ? ", children too" : "",
+			c->seconds > 0 ? "stops after -d, or Ctrl-C" : "Ctrl-C to stop");
+	}
+	if (!(x->sess = ebpf_session(x->e, x->prefix, c->interval_ms, x->a.o.stacks, x->a.o.glibc))) {
+		ebpf_attach_free(x);
 		return mt_error("attach: out of memory"), 1;
 	}
-	mt_fleet_attach(fleet, sess);
-	int exited = wait_attached(e, sess, pid, seconds);
-	if (exited)
-		fprintf(stderr, "memtap: process %d exited\n", (int)pid);
-	mt_session_finish(sess, 1);
-	mt_fleet_free(fleet);
-	mt_ebpf_free(e);
-	mt_objlist_free(&objs);
-	r = summarize(sess, &a, prefix, stdout);
-	mt_session_free(sess);
+	mt_fleet_attach(c->endpoint, x->sess);
+	*out = x;
+	return 0;
+}
+
+struct mt_session *mt_ebpf_attach_session(struct mt_ebpf_attach *x)
+{
+	return x->sess;
+}
+
+int mt_ebpf_attach_wait(struct mt_ebpf_attach *x, double seconds)
+{
+	return x->exited = wait_attached(x->e, x->sess, x->pid, seconds);
+}
+
+int mt_ebpf_attach_end(struct mt_ebpf_attach *x, int quiet)
+{
+	if (x->exited)
+		fprintf(stderr, "memtap: process %d exited\n", (int)x->pid);
+	mt_session_finish(x->sess, 1);
+	mt_ebpf_free(x->e);
+	x->e = NULL;
+	if (quiet)
+		x->a.quiet = 1;
+	int r = summarize(x->sess, &x->a, x->prefix, stdout);
+	ebpf_attach_free(x);
 	return r ? 1 : 0;
+}
+
+int cmd_attach(int argc, char **argv)
+{
+	struct mt_cli_opts c;
+	int r = mt_cli_parse(MT_CMD_ATTACH, argc, argv, &c);
+	if (r)
+		return r > 0 ? 0 : 2;
+	if (mt_fleet_open(&c, &c.endpoint))
+		return 2;
+	if (c.via == MT_VIA_AGENT) {
+		struct mt_attach_req req = {.pid = c.pid, .seconds = c.seconds, .output = c.output,
+					    .report_file = c.report_file, .format = c.format, .quiet = c.quiet,
+					    .interval_ms = c.interval_ms, .stacks = c.stacks, .fleet = c.endpoint};
+		char err[2048], list[4096];
+		if (mt_cli_funcs_list(&c, list, sizeof(list)))
+			return 2;
+		if (list[0] && mt_funcs_for_pid(c.pid, list, sizeof(list), err, sizeof(err)))
+			return mt_error("attach: %s", err), 1;
+		mt_cli_agent_opts(&c, list, &req.ao);
+		int ret = mt_attach_inject(&req);
+		mt_agent_opts_free(&req.ao);
+		return ret;
+	}
+	struct mt_ebpf_attach *x;
+	if ((r = mt_ebpf_attach_start(&c, 0, &x)))
+		return r;
+	mt_ebpf_attach_wait(x, c.seconds);
+	return mt_ebpf_attach_end(x, 0);
 }
 
 /* Waits for `run`'s child.  With --stacks, reads the traced processes'
@@ -266,7 +331,7 @@ static void wait_run_child(struct mt_session *sess, int *status)
 	}
 }
 
-int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv, struct mt_fleet *fleet)
+int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv)
 {
 	struct ebpf_args a;
 	if (ebpf_args_of(c, &a))
@@ -329,13 +394,13 @@ int mt_run_ebpf(const struct mt_cli_opts *c, char **cmdv, struct mt_fleet *fleet
 		mt_error("run: cannot start %s: %s", cmdv[0], strerror(errno));
 	close(go[1]);
 	int status = 0;
-	struct mt_session *sess = ebpf_session(e, prefix, c->interval_ms, a.o.stacks);
+	struct mt_session *sess = ebpf_session(e, prefix, c->interval_ms, a.o.stacks, a.o.glibc);
 	if (!sess) {
 		mt_ebpf_free(e);
 		mt_objlist_free(&objs);
 		return mt_error("run: out of memory"), 2;
 	}
-	mt_fleet_attach(fleet, sess);
+	mt_fleet_attach(c->endpoint, sess);
 	wait_run_child(sess, &status);
 	mt_session_finish(sess, 1);
 	mt_ebpf_free(e);

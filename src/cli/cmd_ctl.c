@@ -6,22 +6,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "live_read.h"
 #include "memtap/ctl.h"
 #include "memtap/format.h"
+#include "glibc_syms.h"
+#include "memtap/render.h"
 #include "session.h"
-
-static void ctl_usage(FILE *out)
-{
-	fprintf(out,
-		"usage: memtap ctl PID COMMAND\n"
-		"  activate      start counting (after run --inactive or deactivate)\n"
-		"  deactivate    stop counting; the program runs on at full speed\n"
-		"  dump [PATH]   write a profile now and print its path\n"
-		"  stats         memtap's counters and the allocator's own statistics\n"
-		"  reset         zero the counters (in-use carries on, the peak restarts)\n"
-		"  status        active or not, options and totals\n");
-}
 
 static int ctl_dump(int pid, const struct mt_live_hdr *h, const char *path)
 {
@@ -55,20 +46,93 @@ static int ctl_dump(int pid, const struct mt_live_hdr *h, const char *path)
 	return 0;
 }
 
+/* ctl PID stats for a process with no agent: what the kernel and glibc's
+ * memory tell from outside (src/cli/glibc_syms.c). */
+static int ctl_stats_outside(pid_t pid, const char *why)
+{
+	struct mt_alloc_stats st;
+	char err[PATH_MAX + 256], opt[256];
+	if (mt_outside_stats(pid, &st, err, sizeof(err)))
+		return mt_error("ctl: %s; and %s", why, err), 1;
+	printf("no memtap agent in process %d (%s)\n"
+	       "what can be read from outside, without loading anything into it:\n\n", (int)pid, why);
+	for (uint32_t i = 0; i < st.n; i++)
+		printf("  %-40s %16llu\n", st.v[i].key, (unsigned long long)st.v[i].value);
+	struct mt_glibc_syms syms;
+	int have = !mt_glibc_syms_lookup(pid, &syms, opt, sizeof(opt), err, sizeof(err));
+	struct mt_glibc *g = calloc(1, sizeof(*g));
+	if (g && !mt_glibc_read(pid, have ? &syms : NULL, NULL, NULL, 0, g) && (g->nheaps || g->sbrk_bytes || have)) {
+		printf("\nglibc's malloc, read from its memory (process_vm_readv%s):\n", have ? ", libc6-dbg symbols" : "");
+		printf("  %-40s %16llu\n", "sbrk_bytes", (unsigned long long)g->sbrk_bytes);
+		printf("  %-40s %16u\n", "arenas", g->narenas);
+		printf("  %-40s %16u\n", "heaps", g->nheaps);
+		if (have) {
+			printf("  %-40s %16llu\n", "mmap_threshold", (unsigned long long)g->mmap_threshold);
+			printf("  %-40s %16llu\n", "trim_threshold", (unsigned long long)g->trim_threshold);
+			printf("  %-40s %16llu\n", "mmapped_chunks", (unsigned long long)g->mmapped_chunks);
+			printf("  %-40s %16llu\n", "mmapped_bytes", (unsigned long long)g->mmapped_bytes);
+			for (uint32_t i = 0; i < g->narenas; i++)
+				printf("  arena 0x%llx%s: %llu bytes from the system, %llu attached threads\n",
+				       (unsigned long long)g->arenas[i].addr, g->arenas[i].main ? " (main)" : "",
+				       (unsigned long long)g->arenas[i].system_bytes,
+				       (unsigned long long)g->arenas[i].attached_threads);
+		} else {
+			printf("  (%s: no thresholds, arena details)\n", err);
+		}
+	} else {
+		printf("\nglibc's malloc: nothing readable (not glibc's, or no permission to read the process's memory)\n");
+	}
+	free(g);
+	return 0;
+}
+
+/* leaks: the agent has checked and left the result in its live file; the
+ * sites, symbolized, from a snapshot taken as `ctl dump` takes one. */
+static int ctl_leaks_sites(int pid)
+{
+	char lpath[PATH_MAX], err[1024];
+	struct mt_live_hdr h;
+	if (mt_live_find(pid, lpath, sizeof(lpath), err, sizeof(err)) ||
+	    mt_live_read_header(lpath, &h, err, sizeof(err)))
+		return mt_error("ctl %d leaks: the per-site figures are in the live counter file, which "
+				"cannot be read: %s", pid, err), 1;
+	char prefix[PATH_MAX];
+	snprintf(prefix, sizeof(prefix), "%.*s", (int)sizeof(h.prefix), h.prefix);
+	struct mt_session *sess;
+	struct mt_session_opts so = {.prefix = prefix, .run_id = h.run_id, .stacks = h.stacks != 0};
+	if (mt_session_new(&so, &sess))
+		return mt_error("ctl: out of memory"), 1;
+	struct mt_profile *p = NULL;
+	int ret = mt_session_adopt(sess, pid, err, sizeof(err));
+	if (!ret)
+		ret = mt_session_snapshot(sess, pid, &p, err, sizeof(err));
+	if (!ret && p && p->leaks)
+		ret = mt_render_leaks_text(stdout, p, 10);
+	mt_profile_free(p);
+	mt_session_free(sess);
+	if (ret)
+		return mt_error("ctl %d leaks: %s", pid, err), 1;
+	return 0;
+}
+
 int cmd_ctl(int argc, char **argv)
 {
-	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		ctl_usage(stdout);
-		return 0;
+	int c;
+	optind = 1;
+	/* No option but --help; a word starting with '-' after PID is left to
+	 * the request's check. */
+	if (argc >= 2 && argv[1][0] == '-') {
+		if ((c = mt_cmd_getopt(MT_C_CTL, 2, argv)) != MT_CMD_DONE)
+			return c == MT_CMD_HELPED ? 0 : 2;
 	}
 	if (argc < 3 || argc > 4) {
-		ctl_usage(stderr);
-		return 2;
+		mt_error("ctl: %s: memtap ctl PID COMMAND [ARG]", argc < 3 ? "too few arguments" : "too many arguments");
+		return mt_cli_try_help("ctl");
 	}
 	char *end;
 	long pid = strtol(argv[1], &end, 10);
 	if (*end || pid <= 0 || pid > INT32_MAX)
-		return mt_error("ctl: '%s' is not a process id", argv[1]), 2;
+		return mt_error("ctl: '%s' is not a process id (memtap ctl PID COMMAND)", argv[1]), 2;
 
 	/* Build and check the request here, so a typo is reported without
 	 * touching the process. */
@@ -96,8 +160,21 @@ int cmd_ctl(int argc, char **argv)
 		char lpath[PATH_MAX], lerr[1024];
 		struct mt_live_hdr h;
 		if (!mt_live_find((int)pid, lpath, sizeof(lpath), lerr, sizeof(lerr)) &&
-		    !mt_live_read_header(lpath, &h, lerr, sizeof(lerr)))
-			return ctl_dump((int)pid, &h, arg[0] ? arg : NULL);
+		    !mt_live_read_header(lpath, &h, lerr, sizeof(lerr))) {
+			/* First the agent refreshes the allocator's figures in the
+			 * file (and runs jemalloc's prof.dump when it profiles); an
+			 * agent that does not answer leaves the last ones. */
+			char *sync = NULL;
+			if (mt_ctl_send((pid_t)pid, "sync dump\n", &sync, err, sizeof(err))) {
+				free(sync);
+				sync = NULL;
+			}
+			int r = ctl_dump((int)pid, &h, arg[0] ? arg : NULL);
+			if (sync && !r)
+				fputs(sync, stdout);
+			free(sync);
+			return r;
+		}
 	}
 	/* detach: as `memtap detach -p PID`, which writes the last profile. */
 	if (parsed.cmd == MT_CTL_DETACH) {
@@ -109,6 +186,8 @@ int cmd_ctl(int argc, char **argv)
 	}
 	char *resp = NULL, cerr[1024];
 	int r = mt_ctl_send((pid_t)pid, req, &resp, cerr, sizeof(cerr));
+	if (r == -ENOENT && parsed.cmd == MT_CTL_STATS)
+		return ctl_stats_outside((pid_t)pid, cerr);
 	if (r < 0)
 		return mt_error("ctl: %s", cerr), 1;
 	if (r > 0) {
@@ -118,5 +197,7 @@ int cmd_ctl(int argc, char **argv)
 	}
 	fputs(resp, stdout);
 	free(resp);
+	if (parsed.cmd == MT_CTL_LEAKS)
+		return ctl_leaks_sites((int)pid);
 	return 0;
 }

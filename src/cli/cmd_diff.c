@@ -7,56 +7,36 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-static void diff_usage(FILE *out)
-{
-	fprintf(out,
-		"usage: memtap diff [OPTIONS] BASE NEW\n"
-		"  Growth per call site between two snapshots of one process (profiles\n"
-		"  recorded with --stacks, e.g. two `memtap ctl PID dump`s): NEW minus BASE,\n"
-		"  largest growth of bytes in use first.\n"
-		"  --format=FMT   text (the default) or pprof: one profile whose values are NEW\n"
-		"                 minus BASE (negative when a site shrank), what\n"
-		"                 `go tool pprof -base BASE NEW` would show\n"
-		"  --top=N        call sites listed by text (default 20)\n"
-		"  --force        compare snapshots of different processes (their addresses\n"
-		"                 may not correspond)\n"
-		"  -o FILE        write to FILE instead of stdout\n");
-}
+#include "help.h"
 
 int cmd_diff(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"format", required_argument, NULL, 'F'}, {"top", required_argument, NULL, 't'},
-		{"force", no_argument, NULL, 'f'},        {"output", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},         {0},
-	};
 	const char *format = "text", *output = NULL;
 	unsigned long top = 20;
 	int force = 0, c;
 	char *end;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+	while ((c = mt_cmd_getopt(MT_C_DIFF, argc, argv)) >= 0) {
 		switch (c) {
-		case 'F': format = optarg; break;
-		case 'f': force = 1; break;
-		case 'o': output = optarg; break;
-		case 't':
+		case MT_CO_DIFF_FORMAT: format = optarg; break;
+		case MT_CO_DIFF_FORCE: force = 1; break;
+		case MT_CO_DIFF_FULL_STACKS: mt_render_full_stacks = 1; break;
+		case MT_CO_DIFF_OUTPUT: output = optarg; break;
+		case MT_CO_DIFF_TOP:
 			errno = 0;
 			top = strtoul(optarg, &end, 10);
 			if (errno || *end || !*optarg || !top || top > 1000000)
 				return mt_error("diff: --top wants a number of call sites, not '%s'", optarg), 2;
 			break;
-		case 'h': diff_usage(stdout); return 0;
-		default: diff_usage(stderr); return 2;
 		}
 	}
+	if (c != MT_CMD_DONE)
+		return c == MT_CMD_HELPED ? 0 : 2;
 	if (strcmp(format, "text") && strcmp(format, "pprof"))
 		return mt_error("diff: unknown format '%s' (text or pprof)", format), 2;
 	if (argc - optind != 2) {
 		mt_error("diff: give two profiles, BASE and NEW (%d given)", argc - optind);
-		diff_usage(stderr);
-		return 2;
+		return mt_cli_try_help("diff");
 	}
 	struct mt_loaded l;
 	if (mt_load_profiles(argv + optind, 2, &l) || l.n != 2) {

@@ -1,48 +1,83 @@
 /* memtap report FILE...: render profiles. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 
-static void report_usage(FILE *out)
-{
-	fprintf(out,
-		"usage: memtap report [OPTIONS] FILE...\n"
-		"  --format=FMT   text (DTrace layout, the default), json, or for profiles\n"
-		"                 recorded with --stacks: pprof (go tool pprof), jeprof\n"
-		"                 (gperftools heap text), collapsed (flamegraph.pl) or svg\n"
-		"                 (a flame graph)\n"
-		"  --value=V      collapsed, svg: inuse (bytes in use, the default) or alloc\n"
-		"                 (bytes allocated)\n"
-		"  --merge        sum all files into one process entry\n"
-		"  -o FILE        write to FILE instead of stdout\n");
-}
+#include "help.h"
 
 /* Formats made of call sites, and whether they take a single profile. */
 static int site_format(const char *format, int *single)
 {
 	*single = !strcmp(format, "pprof") || !strcmp(format, "jeprof");
-	return *single || !strcmp(format, "collapsed") || !strcmp(format, "svg");
+	return *single || !strcmp(format, "collapsed") || !strcmp(format, "flamegraph");
+}
+
+/* The progress bar on stderr (a terminal only): shown once a report has
+ * taken half a second, redrawn at most ten times a second, with an estimate
+ * of the time left from the rate so far. */
+struct bar {
+	double start, last;
+	double delay; /* MEMTAP_PROGRESS_DELAY, seconds (0.5) */
+	int shown;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void bar_update(double done, void *arg)
+{
+	struct bar *b = arg;
+	double t = now_s(), el = t - b->start;
+	if (done < 1 && (el < b->delay || t - b->last < 0.1))
+		return;
+	if (done >= 1 && !b->shown)
+		return;
+	b->last = t;
+	b->shown = 1;
+	int w = 30, fill = (int)(done * w + 0.5);
+	char left[32] = "";
+	if (done > 0.02 && done < 1)
+		snprintf(left, sizeof(left), ", about %.0f s left", el / done * (1 - done) + 0.5);
+	fprintf(stderr, "\rmemtap: report: [%.*s%*s] %3.0f%%%s\033[K", fill, "##############################",
+		w - fill, "", done * 100, left);
+	if (done >= 1)
+		fputc('\n', stderr);
+}
+
+/* svg: the timeline when any file has one (recorded with --interval), else
+ * the flame graph, as before timelines. */
+static const char *resolve_svg(const char *format, const struct mt_loaded *l)
+{
+	if (strcmp(format, "svg"))
+		return format;
+	for (size_t i = 0; i < l->n; i++)
+		if (l->items[i].profile->timeline.n)
+			return "timeline";
+	return "flamegraph";
 }
 
 int cmd_report(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"format", required_argument, NULL, 'F'}, {"merge", no_argument, NULL, 'm'},
-		{"output", required_argument, NULL, 'o'}, {"value", required_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'}, {0},
-	};
 	const char *format = "text", *output = NULL;
-	struct mt_render_opts ro = {MT_VALUE_INUSE};
-	int merge = 0, single, c;
+	struct mt_render_opts ro = {.value = MT_VALUE_INUSE};
+	int merge = 0, pools = 0, single, c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+	while ((c = mt_cmd_getopt(MT_C_REPORT, argc, argv)) >= 0) {
 		switch (c) {
-		case 'F': format = optarg; break;
-		case 'm': merge = 1; break;
-		case 'v':
+		case MT_CO_REPORT_FORMAT: format = optarg; break;
+		case MT_CO_REPORT_MERGE: merge = 1; break;
+		case MT_CO_REPORT_POOLS: pools = 1; break;
+		case MT_CO_REPORT_FULL_STACKS: mt_render_full_stacks = 1; break;
+		case MT_CO_REPORT_VALUE:
 			if (!strcmp(optarg, "inuse"))
 				ro.value = MT_VALUE_INUSE;
 			else if (!strcmp(optarg, "alloc"))
@@ -50,19 +85,23 @@ int cmd_report(int argc, char **argv)
 			else
 				return mt_error("report: unknown --value '%s' (inuse or alloc)", optarg), 2;
 			break;
-		case 'o': output = optarg; break;
-		case 'h': report_usage(stdout); return 0;
-		default: report_usage(stderr); return 2;
+		case MT_CO_REPORT_OUTPUT: output = optarg; break;
 		}
 	}
-	int sites = site_format(format, &single);
-	if (strcmp(format, "text") && strcmp(format, "json") && !sites)
-		return mt_error("report: unknown format '%s' (text, json, pprof, jeprof, collapsed or svg)",
-				format), 2;
+	if (c != MT_CMD_DONE)
+		return c == MT_CMD_HELPED ? 0 : 2;
+	int pool_log = !strcmp(format, "pool-log");
+	static const char *const known[] = {"text", "json", "html", "svg", "timeline", "pprof", "jeprof",
+					    "collapsed", "flamegraph", "pool-log"};
+	int is_known = 0;
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		is_known |= !strcmp(format, known[i]);
+	if (!is_known)
+		return mt_error("report: unknown format '%s' (text, json, html, svg, timeline, pprof, jeprof, "
+				"collapsed, flamegraph or pool-log)", format), 2;
 	if (optind >= argc) {
-		mt_error("report: no profile files given");
-		report_usage(stderr);
-		return 2;
+		mt_error("report: no profile files given (the .mtp files of run, attach or ctl dump)");
+		return mt_cli_try_help("report");
 	}
 	struct mt_loaded l;
 	int failed = mt_load_profiles(argv + optind, (size_t)(argc - optind), &l);
@@ -78,6 +117,19 @@ int cmd_report(int argc, char **argv)
 		mt_loaded_free(&l);
 		return mt_error("report: out of memory"), 1;
 	}
+	if (pools || pool_log) {
+		size_t with = 0;
+		for (size_t i = 0; i < l.n; i++)
+			with += l.items[i].profile->apr != NULL;
+		if (!with) {
+			mt_error("report: %s no APR pools: record with `memtap run --pools` or `memtap attach "
+				 "--pools`", l.n > 1 ? "these files have" : "this profile has");
+			mt_loaded_free(&l);
+			return 1;
+		}
+	}
+	format = resolve_svg(format, &l);
+	int sites = site_format(format, &single);
 	if (sites) {
 		size_t with = 0;
 		for (size_t i = 0; i < l.n; i++)
@@ -108,7 +160,32 @@ int cmd_report(int argc, char **argv)
 		mt_loaded_free(&l);
 		return mt_error("report: cannot write %s: %s", output, strerror(errno)), 1;
 	}
-	int err = mt_render_with(out, format, &l, &ro);
+	const char *delay = getenv("MEMTAP_PROGRESS_DELAY");
+	struct bar bar = {now_s(), 0, delay ? atof(delay) : 0.5, 0};
+	if (isatty(STDERR_FILENO)) {
+		ro.progress = bar_update;
+		ro.progress_arg = &bar;
+	}
+	int err = 0;
+	if (pool_log) {
+		err = mt_render_pools_log(out, l.items, l.n);
+	} else if (pools && !strcmp(format, "text")) {
+		for (size_t i = 0; i < l.n && !err; i++) {
+			const struct mt_profile *p = l.items[i].profile;
+			fprintf(out, "%smemtap: pid %u (ppid %u) %s%s%s\n", i ? "\n" : "", p->pid, p->ppid, p->command,
+				l.items[i].path ? ", from " : "", l.items[i].path ? l.items[i].path : "");
+			err = p->apr ? mt_render_pools_text(out, p, 1) : (fprintf(out, "  no APR pools recorded\n"), 0);
+		}
+	} else {
+		err = mt_render_with(out, format, &l, &ro);
+	}
+	if (err == -ENODATA) {
+		if (out != stdout)
+			fclose(out);
+		mt_loaded_free(&l);
+		return mt_error("report: --format=%s draws timelines, and these files have no points: record "
+				"with `memtap run --interval=SECONDS`", format), 1;
+	}
 	if (out != stdout && fclose(out) && !err)
 		err = -errno;
 	mt_loaded_free(&l);

@@ -4,6 +4,7 @@
  * the command's exit status.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <glob.h>
 #include <poll.h>
@@ -19,17 +20,21 @@
 
 #include "agent_opts.h"
 #include "cli.h"
+#include "fleet.h"
 #include "live_read.h"
 #include "memtap/format.h"
 #include "options.h"
 #include "session.h"
 
 static pid_t child;
+static int child_group; /* the child leads a process group of its own */
 
+/* TERM and HUP go to the program (to its whole group when it has its own:
+ * a terminal's hangup would have reached them all). */
 static void forward(int sig)
 {
 	if (child > 0)
-		kill(child, sig);
+		kill(child_group ? -child : child, sig);
 }
 
 
@@ -122,69 +127,65 @@ static void on_child(int sig)
 	got_child = 1;
 }
 
-int cmd_run(int argc, char **argv)
+/* Starts CMDV traced (memtap run's start, shared with memtap top --
+ * PROGRAM).  LOG: the program's stdin is /dev/null, its stdout and stderr go
+ * to LOG and it runs in a process group of its own (a screen owns the
+ * terminal); NULL: it shares memtap's terminal.  0, or the exit status
+ * after saying what failed. */
+int mt_run_start(const struct mt_cli_opts *o, char **cmdv, const char *log, struct mt_run *run)
 {
-	struct mt_cli_opts o;
-	char agent[PATH_MAX], err[PATH_MAX * 3], prefix[PATH_MAX], funcs[16384];
-	int r = mt_cli_parse(MT_CMD_RUN, argc, argv, &o);
-	if (r)
-		return r > 0 ? 0 : 2;
-	struct mt_fleet *fleet;
-	if (mt_fleet_open(&o, &fleet))
+	char agent[PATH_MAX], err[PATH_MAX * 3], funcs[16384];
+	memset(run, 0, sizeof(*run));
+	if (mt_cli_funcs_list(o, funcs, sizeof(funcs)))
 		return 2;
-	if (o.via == MT_VIA_EBPF) {
-		r = mt_run_ebpf(&o, argv + o.argi, fleet);
-		mt_fleet_free(fleet);
-		return r;
-	}
-	optind = o.argi;
-	const char *output = o.output, *report_file = o.report_file, *format = o.format;
-	int quiet = o.quiet, stacks = o.stacks;
-	uint64_t interval_ms = o.interval_ms;
-	if (mt_cli_funcs_list(&o, funcs, sizeof(funcs)))
-		return 2;
-
 	if (mt_find_companion("libmemtap.so", agent, sizeof(agent), err, sizeof(err)))
 		return mt_error("the agent library is missing: %s", err), 2;
-	if (mt_target_check(argv[optind], err, sizeof(err)))
+	if (mt_target_check(cmdv[0], err, sizeof(err)))
 		return mt_error("run: %s", err), 2;
-	if (mt_resolve_prefix(output, argv[optind], prefix, sizeof(prefix)))
+	if (mt_resolve_prefix(o->output, cmdv[0], run->prefix, sizeof(run->prefix)))
 		return 2;
-	if (funcs[0] && mt_funcs_for_exe(argv[optind], funcs, sizeof(funcs), err, sizeof(err)))
+	if (funcs[0] && mt_funcs_for_exe(cmdv[0], funcs, sizeof(funcs), err, sizeof(err)))
 		return mt_error("run: %s", err), 2;
+	int logfd = -1;
+	if (log && (logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+		return mt_error("run: cannot write the program's output to %s: %s", log, strerror(errno)), 2;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	uint64_t run_id = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid();
 	run_id &= INT64_MAX;
+	run->run_id = run_id;
+	run->own_group = log != NULL;
 
 	/* The agent's options, in the environment of the child. */
 	struct mt_agent_opts ao = {0};
 	char self[64];
 	mt_session_self(self, sizeof(self));
-	mt_agent_opt_set(&ao, MT_AO_PREFIX, "%s", prefix);
+	mt_agent_opt_set(&ao, MT_AO_PREFIX, "%s", run->prefix);
 	mt_agent_opt_set(&ao, MT_AO_RUN_ID, "%llu", (unsigned long long)run_id);
 	mt_agent_opt_set(&ao, MT_AO_SESSION, "%s", self);
-	mt_cli_agent_opts(&o, funcs, &ao);
+	mt_cli_agent_opts(o, funcs, &ao);
 
 	/* The session reads every traced process's counters from outside and
 	 * writes the profiles: periodic ones, and each process's final one
 	 * however it ends. */
 	mt_live_sweep();
-	struct mt_session *sess;
-	struct mt_session_opts so = {.prefix = prefix, .run_id = run_id, .interval_ms = interval_ms,
-				     .stacks = stacks};
-	if (mt_session_new(&so, &sess))
+	struct mt_session_opts so = {.prefix = run->prefix, .run_id = run_id, .interval_ms = o->interval_ms,
+				     .stacks = o->stacks};
+	if (mt_session_new(&so, &run->sess)) {
+		mt_agent_opts_free(&ao);
+		if (logfd >= 0)
+			close(logfd);
 		return mt_error("run: out of memory"), 2;
-	mt_fleet_attach(fleet, sess);
+	}
+	mt_fleet_attach(o->endpoint, run->sess);
 
-	sigset_t chld, old;
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
 	struct sigaction sa = {.sa_handler = on_child};
 	sigaction(SIGCHLD, &sa, NULL);
 	child = fork();
-	if (child < 0)
+	if (child < 0) {
+		mt_agent_opts_free(&ao);
 		return mt_error("run: fork: %s", strerror(errno)), 2;
+	}
 	if (child == 0) {
 		char preload[PATH_MAX * 2];
 		const char *old_pre = getenv("LD_PRELOAD");
@@ -194,37 +195,94 @@ int cmd_run(int argc, char **argv)
 		setenv("MEMTAP_AGENT", agent, 1);
 		mt_agent_opts_env(&ao);
 		signal(SIGCHLD, SIG_DFL);
-		execvp(argv[optind], argv + optind);
-		fprintf(stderr, "memtap: cannot run %s: %s\n", argv[optind], strerror(errno));
+		if (logfd >= 0) {
+			int nul = open("/dev/null", O_RDONLY);
+			setpgid(0, 0);
+			if (nul >= 0)
+				dup2(nul, 0);
+			dup2(logfd, 1);
+			dup2(logfd, 2);
+		}
+		execvp(cmdv[0], cmdv);
+		fprintf(stderr, "memtap: cannot run %s: %s\n", cmdv[0], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
+	if (logfd >= 0) {
+		setpgid(child, child); /* the child does it too: whichever runs first */
+		close(logfd);
+	}
+	run->child = child;
+	child_group = run->own_group;
 	mt_agent_opts_free(&ao);
-	mt_session_set_root(sess, child);
+	mt_session_set_root(run->sess, child);
 	/* Like a shell: keyboard signals reach the child through the terminal,
 	 * others are forwarded; memtap waits to print the summary. */
 	signal(SIGINT, SIG_IGN);
 	signal(SIGQUIT, SIG_IGN);
 	signal(SIGTERM, forward);
 	signal(SIGHUP, forward);
-	int status = 0;
+	return 0;
+}
+
+/* Waits for the program to exit, the session polling meanwhile.  A stop
+ * asked for (mt_session_stop) is Ctrl-C's: SIGINT to the program (its
+ * group, when it has one of its own), then SIGTERM after 5 s and SIGKILL
+ * after 10 s if it is still there. */
+void mt_run_wait(struct mt_run *run)
+{
+	sigset_t chld, old;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	struct timespec t0 = {0, 0};
+	int sent = 0, reaped = 0;
 	for (;;) {
-		pid_t w = waitpid(child, &status, WNOHANG);
-		if (w == child) {
-			mt_session_set_status(sess, child, status);
-			break;
+		if (!reaped) {
+			pid_t w = waitpid(run->child, &run->status, WNOHANG);
+			if (w == run->child) {
+				mt_session_set_status(run->sess, run->child, run->status);
+				reaped = 1;
+			} else if (w < 0 && errno != EINTR) {
+				break;
+			}
 		}
-		if (w < 0 && errno != EINTR)
+		/* The program is gone.  When this command stopped it, the rest
+		 * of its group got the signal too: their final profiles are
+		 * this session's to write, so it waits for them (a while). */
+		if (reaped && (!sent || !run->own_group))
 			break;
-		mt_session_poll(sess);
+		if (mt_session_stopping(run->sess)) {
+			struct timespec t;
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			if (!sent)
+				t0 = t;
+			double el = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+			int sig = !sent ? SIGINT : sent == 1 && el >= 5 ? SIGTERM : sent == 2 && el >= 10 ? SIGKILL : 0;
+			if (sig) {
+				kill(run->own_group ? -run->child : run->child, sig);
+				sent++;
+			}
+			if (el >= 12)
+				break;
+		}
+		size_t running = mt_session_poll(run->sess);
+		if (reaped && !running)
+			break;
 		/* Woken early by SIGCHLD; otherwise every 20 ms. */
 		sigprocmask(SIG_BLOCK, &chld, &old);
 		if (!got_child)
-			mt_session_wait(sess, 20, &old);
+			mt_session_wait(run->sess, 20, &old);
 		got_child = 0;
 		sigprocmask(SIG_SETMASK, &old, NULL);
 	}
+}
+
+/* The end of a run: final profiles, the summary (unless QUIET), and the
+ * program's exit status as memtap's. */
+int mt_run_end(struct mt_run *run, const char *cmd, const char *format, const char *report_file, int quiet)
+{
+	int status = run->status;
+	struct mt_session *sess = run->sess;
 	mt_session_finish(sess, 0);
-	mt_fleet_free(fleet);
 	if (WIFEXITED(status) && WEXITSTATUS(status) >= 126 && !quiet) {
 		/* exec failed: there is nothing to summarize beyond the error. */
 		size_t nw;
@@ -232,16 +290,39 @@ int cmd_run(int argc, char **argv)
 		mt_session_written(sess, &written, &nw);
 		if (!nw) {
 			mt_session_free(sess);
+			run->sess = NULL;
 			return WEXITSTATUS(status);
 		}
 	}
 	if (!quiet)
-		summarize(sess, prefix, run_id, format, report_file);
+		summarize(sess, run->prefix, run->run_id, format, report_file);
+	int asked = mt_session_stopping(sess);
 	mt_session_free(sess);
+	run->sess = NULL;
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
-		mt_error("%s killed by signal %d (%s)", argv[optind], sig, strsignal(sig));
+		mt_error("%s %s by signal %d (%s)", cmd, asked ? "stopped, as asked," : "killed", sig,
+			 strsignal(sig));
 		return 128 + sig;
 	}
 	return WEXITSTATUS(status);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct mt_cli_opts o;
+	int r = mt_cli_parse(MT_CMD_RUN, argc, argv, &o);
+	if (r)
+		return r > 0 ? 0 : 2;
+	if (mt_fleet_open(&o, &o.endpoint))
+		return 2;
+	if (o.via == MT_VIA_EBPF)
+		return mt_run_ebpf(&o, argv + o.argi);
+	struct mt_run run;
+	if ((r = mt_run_start(&o, argv + o.argi, NULL, &run))) {
+		mt_session_free(run.sess);
+		return r;
+	}
+	mt_run_wait(&run);
+	return mt_run_end(&run, argv[o.argi], o.format, o.report_file, o.quiet);
 }

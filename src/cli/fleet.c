@@ -872,14 +872,26 @@ int mt_fleet_open(const struct mt_cli_opts *o, struct mt_fleet **out)
 	return 0;
 }
 
+/* The session ends: the endpoint with it. */
+static void on_done(struct mt_session *s, void *arg)
+{
+	(void)s;
+	mt_fleet_free(arg);
+}
+
 void mt_fleet_attach(struct mt_fleet *f, struct mt_session *sess)
 {
 	if (!f)
 		return;
 	f->sess = sess;
-	struct mt_session_observer o = {.wrote = on_wrote, .ended = on_ended, .arg = f};
+	struct mt_session_observer o = {.wrote = on_wrote, .ended = on_ended, .done = on_done, .arg = f};
 	int ret = mt_session_observe(sess, &o);
-	if (!ret && f->http)
+	if (ret) {
+		mt_error("the metrics endpoint cannot follow this session: %s", strerror(-ret));
+		mt_fleet_free(f);
+		return;
+	}
+	if (f->http)
 		ret = mt_http_serve(f->http, sess, handler, f);
 	if (ret) {
 		mt_error("the metrics endpoint cannot follow this session: %s", strerror(-ret));

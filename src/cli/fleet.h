@@ -13,8 +13,9 @@
  *
  *   mt_cli_parse() fills struct mt_fleet_opts (mt_fleet_opt, mt_fleet_check);
  *   mt_fleet_open(&opts, &f);      listens (before the target starts), or NULL
- *   mt_fleet_attach(f, sess);      serves from the session's wait from now on
- *   mt_fleet_free(f);              after the session's last wait
+ *   mt_fleet_attach(f, sess);      serves from the session's wait from now on;
+ *                                  the session owns F (mt_session_free frees it)
+ *   mt_fleet_free(f);              an F that was never attached
  *
  * Metrics are per command (and function), summed over the session's
  * processes; a process's counts are kept when it ends (and across a
@@ -47,7 +48,8 @@ int mt_fleet_check(const struct mt_cli_opts *o);
 /* Opens what O asks for (*OUT stays NULL when nothing is): 0, or -1
  * after saying why (exit 2). */
 int mt_fleet_open(const struct mt_cli_opts *o, struct mt_fleet **out);
-/* Serves F from SESS's wait (the session's processes); F NULL is fine. */
+/* Serves F from SESS's wait (the session's processes), which owns F from
+ * now on, also when this fails (said why); F NULL is fine. */
 void mt_fleet_attach(struct mt_fleet *f, struct mt_session *sess);
 void mt_fleet_free(struct mt_fleet *f);
 

@@ -17,6 +17,9 @@
 #include <unistd.h>
 
 #include "live_read.h"
+#include "memtap/pools.h"
+#include "memtap/glibc.h"
+#include "memtap/leaks.h"
 #include "memtap/ctl.h"
 
 /* At most this much of a file is read: MT_LIVE_CAP is the agent's reservation. */
@@ -137,6 +140,33 @@ void mt_live_copy_free(struct mt_live_copy *c)
 	memset(c, 0, sizeof(*c));
 }
 
+/* The allocator's statistics and --glibc state the agent keeps in its
+ * file (include/memtap/glibc.h), copied whole under their seqlocks. */
+static int mt_live_copy_glibc(const struct mt_live_copy *c, struct mt_profile *p)
+{
+	uint64_t sa = __atomic_load_n(&c->hdr->allocstats, __ATOMIC_ACQUIRE);
+	uint64_t ga = __atomic_load_n(&c->hdr->glibc, __ATOMIC_ACQUIRE);
+	const struct mt_alloc_stats *s = sa ? mt_live_at(&c->view, sa, sizeof(*s)) : NULL;
+	const struct mt_glibc *g = ga ? mt_live_at(&c->view, ga, sizeof(*g)) : NULL;
+	if (s && ((uintptr_t)s & 7) == 0) {
+		if (!(p->stats = malloc(sizeof(*p->stats))))
+			return -ENOMEM;
+		if (mt_stats_copy(p->stats, s)) { /* caught mid-rewrite: none this time */
+			free(p->stats);
+			p->stats = NULL;
+		}
+	}
+	if (g && ((uintptr_t)g & 7) == 0) {
+		if (!(p->glibc = malloc(sizeof(*p->glibc))))
+			return -ENOMEM;
+		if (mt_glibc_copy(p->glibc, g)) {
+			free(p->glibc);
+			p->glibc = NULL;
+		}
+	}
+	return 0;
+}
+
 int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, unsigned *flags)
 {
 	uint32_t nf, ns, np;
@@ -163,6 +193,7 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 	p->uid = tmp.uid;
 	p->run_id = tmp.run_id;
 	p->start_ns = tmp.start_ns;
+	p->peak_rss_bytes = tmp.peak_rss_bytes;
 	p->flags = tmp.flags | (*flags ? MT_PROFILE_SUSPECT : 0);
 	p->totals = tmp.totals;
 	p->sample_period = tmp.sample_period;
@@ -192,6 +223,8 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 		d->inuse_bytes = s->inuse_bytes;
 		d->peak_objects = s->peak_objects;
 		d->peak_bytes = s->peak_bytes;
+		d->temp_objects = s->temp_objects;
+		d->temp_bytes = s->temp_bytes;
 	}
 	for (uint32_t i = 0; i < tmp.npools; i++) {
 		const struct mt_pool *s = &tmp.pools[i];
@@ -204,6 +237,23 @@ int mt_live_copy_profile(const struct mt_live_copy *c, struct mt_profile **out, 
 		d->calls = s->calls;
 		d->bytes = s->bytes;
 		d->by = s->by;
+	}
+	/* APR pools (--pools); a table not where the header says is left out. */
+	if (mt_live_apr_read(&c->view, &p->apr) == -ENOMEM)
+		goto out;
+	if (mt_live_copy_glibc(c, p))
+		goto out;
+	/* leaks: the last leak check, if any */
+	if (c->hdr->leaks) {
+		uint32_t nl = mt_live_leak_count(&c->view);
+		struct mt_leaks l = {.sites = calloc(nl ? nl : 1, sizeof(*l.sites))};
+		if (!l.sites)
+			goto out;
+		if (mt_live_leaks_read(&c->view, p, &l, nl) > 0 && !(p->leaks = mt_leaks_dup(&l))) {
+			free(l.sites);
+			goto out;
+		}
+		free(l.sites);
 	}
 	*out = p;
 	p = NULL;

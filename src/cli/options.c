@@ -1,37 +1,38 @@
 /* The options of run and attach, from one table (options.def, options.h). */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "options.h"
+#include "glibc_syms.h"
 
-static const struct opt {
-	const char *lng;
-	int shrt;
-	const char *arg;
-	unsigned where;
-	const char *help;
-} table[MT_O_COUNT] = {
+const struct mt_cli_optdesc mt_cli_optdescs[MT_O_COUNT] = {
 #define MT_OPT(id, lng, shrt, arg, where, help) [MT_O_##id] = {lng, shrt, arg, where, help},
 #include "options.def"
 #undef MT_OPT
 };
+#define table mt_cli_optdescs
 
-static const char *const cmd_name[] = {"run", "attach"};
+static const char *const cmd_name[] = {"run", "attach", "top"};
 
 /* The WHERE bits of CMD with collector VIA. */
 static unsigned where_bit(enum mt_cli_cmd cmd, enum mt_via via)
 {
 	if (cmd == MT_CMD_RUN)
 		return via == MT_VIA_EBPF ? MT_W_RUN_BPF : MT_W_RUN_AG;
+	if (cmd == MT_CMD_TOP)
+		return via == MT_VIA_EBPF ? MT_W_TOP_BPF : MT_W_TOP_AG;
 	return via == MT_VIA_EBPF ? MT_W_ATT_BPF : MT_W_ATT_AG;
 }
 
 static unsigned cmd_bits(enum mt_cli_cmd cmd)
 {
-	return cmd == MT_CMD_RUN ? MT_W_RUN : MT_W_ATT;
+	return cmd == MT_CMD_RUN ? MT_W_RUN : cmd == MT_CMD_TOP ? MT_W_TOP : MT_W_ATT;
 }
 
 static void opt_name(int id, char *out, size_t len)
@@ -69,34 +70,27 @@ static void wrap(FILE *out, const char *head, const char *text)
 
 void mt_cli_usage(enum mt_cli_cmd cmd, int via, FILE *out)
 {
-	if (cmd == MT_CMD_RUN)
-		fprintf(out, "usage: memtap run [OPTIONS] [--] CMD [ARGS...]\n"
-			     "Runs CMD traced, and when it exits prints calls and size distributions per\n"
-			     "allocation function (DTrace count/quantize layout), per process and merged.\n\n");
-	else
-		fprintf(out, "usage: memtap attach -p PID [--via=inject|ebpf] [-d SECONDS] [OPTIONS]\n"
-			     "Counts the allocation calls of a running process, per function, with size\n"
-			     "distributions (DTrace count/quantize layout), until -d SECONDS pass, the\n"
-			     "process exits, or Ctrl-C.\n\n");
 	unsigned mine = cmd_bits(cmd);
 	unsigned ag = where_bit(cmd, MT_VIA_AGENT), bpf = where_bit(cmd, MT_VIA_EBPF);
 	for (int i = 0; i < MT_O_COUNT; i++) {
-		const struct opt *o = &table[i];
+		const struct mt_cli_optdesc *o = &table[i];
 		if (!(o->where & mine))
 			continue;
 		if (via >= 0 && !(o->where & where_bit(cmd, (enum mt_via)via)))
 			continue;
 		char head[96];
+		int an = o->arg ? (int)strcspn(o->arg, "|") : 0;
 		if (i == MT_O_FUNC)
-			snprintf(head, sizeof(head), "  -f %s", o->arg);
+			snprintf(head, sizeof(head), "  -f %.*s", an, o->arg);
 		else if (o->shrt)
-			snprintf(head, sizeof(head), "  -%c, --%s%s%s", o->shrt, o->lng, o->arg ? " " : "",
+			snprintf(head, sizeof(head), "  -%c, --%s%s%.*s", o->shrt, o->lng, o->arg ? " " : "", an,
 				 o->arg ? o->arg : "");
 		else
-			snprintf(head, sizeof(head), "      --%s%s%s", o->lng, o->arg ? "=" : "", o->arg ? o->arg : "");
+			snprintf(head, sizeof(head), "      --%s%s%.*s", o->lng, o->arg ? "=" : "", an,
+				 o->arg ? o->arg : "");
 		/* Which collector, when not both. */
 		const char *only = (o->where & mine) == (ag & mine) && !(o->where & bpf)
-					   ? (cmd == MT_CMD_RUN ? " [agent only]" : " [--via=inject only]")
+					   ? (cmd != MT_CMD_ATTACH ? " [agent only]" : " [--via=inject only]")
 				   : !(o->where & ag) ? " [--via=ebpf only]" : "";
 		char text[1024];
 		snprintf(text, sizeof(text), "%s%s", o->help, via < 0 ? only : "");
@@ -126,9 +120,13 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 	o->cmd = cmd;
 	o->format = "text";
 	o->follow = 1;
+	o->refresh_ms = 1000;
 	/* run stops at the command: its options are the command's. */
-	if (cmd == MT_CMD_RUN)
+	if (cmd == MT_CMD_RUN || cmd == MT_CMD_TOP)
 		shorts[ns++] = '+';
+	/* ':' first: a missing argument is told apart from an unknown option,
+	 * and both are reported here (opterr = 0), with the memtap: prefix. */
+	shorts[ns++] = ':';
 	for (int i = 0; i < MT_O_COUNT; i++) {
 		if (!(table[i].where & mine))
 			continue;
@@ -145,17 +143,21 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 	const char *via = NULL;
 	int c;
 	optind = 1;
-	opterr = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
-		int id = -1;
-		if (c >= 256)
-			id = c - 256;
-		for (int i = 0; i < MT_O_COUNT && id < 0; i++)
-			if (table[i].shrt == c && (table[i].where & mine))
+		int id = -1, key = c == '?' || c == ':' ? optopt : c;
+		if (key >= 256)
+			id = key - 256;
+		for (int i = 0; i < MT_O_COUNT && id < 0 && key; i++)
+			if (table[i].shrt == key && (table[i].where & mine))
 				id = i;
-		if (id < 0) {
-			mt_cli_usage(cmd, -1, stderr);
-			return -1;
+		if (c == '?' || c == ':') {
+			char n[64] = "";
+			if (id >= 0 && key >= 256)
+				snprintf(n, sizeof(n), "--%s", table[id].lng);
+			else if (id >= 0)
+				snprintf(n, sizeof(n), "-%c", key);
+			return mt_cli_optfail(name, argv, c, id >= 0 ? n : NULL), -1;
 		}
 		o->given |= 1ull << id;
 		const char *v = optarg;
@@ -165,6 +167,15 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 			o->pid = (pid_t)strtol(v, &end, 10);
 			if (*end || o->pid <= 0)
 				return mt_error("%s: -p %s: expected a process id", name, v), -1;
+			/* ptrace refuses it with EPERM, which reads like a permission
+			 * problem. */
+			if (o->pid == getpid())
+				return mt_error("%s: -p %s is this memtap process itself; give the process id of the "
+						"program to trace (pgrep NAME finds it)", name, v), -1;
+			if (o->npids == MT_CLI_PIDS_MAX)
+				return mt_error("%s: at most %d -p", name, MT_CLI_PIDS_MAX), -1;
+			o->pids[o->npids++] = o->pid;
+			o->pid = o->pids[0];
 			break;
 		case MT_O_DURATION:
 			if (parse_seconds(name, "-d", v, 0, &o->seconds))
@@ -184,15 +195,21 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 			break;
 		case MT_O_STACKS: o->stacks = 1; break;
 		case MT_O_SAMPLE:
-			if (mt_parse_size(v, &o->sample) || !o->sample)
+			if (mt_parse_size(v, &o->sample))
 				return mt_error("%s: --sample=%s: expected a size in bytes (e.g. 1, 65536, 512k)", name,
 						v), -1;
+			if (!o->sample)
+				return mt_error("%s: --sample=%s: must be at least 1 (1 records every allocation; the "
+						"default is 512k)", name, v), -1;
 			o->stacks = 1;
 			break;
 		case MT_O_LEAKS: o->leaks = o->stacks = 1; break;
 		case MT_O_DUMP_EVERY:
-			if (mt_parse_size(v, &o->dump_every) || !o->dump_every)
+			if (mt_parse_size(v, &o->dump_every))
 				return mt_error("%s: --dump-every=%s: expected a size in bytes (e.g. 1g, 64m)", name, v),
+				       -1;
+			if (!o->dump_every)
+				return mt_error("%s: --dump-every=%s: must be at least 1 byte (e.g. 1g, 64m)", name, v),
 				       -1;
 			break;
 		case MT_O_INTERVAL: {
@@ -207,8 +224,26 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 		case MT_O_NO_FOLLOW: o->follow = 0; break;
 		case MT_O_WITHIN: o->within = v; break;
 		case MT_O_HEAP_EVENTS: o->heap_events = 1; break;
+		case MT_O_POOLS: o->pools = 1; break;
+		case MT_O_GLIBC: o->glibc = 1; break;
 		case MT_O_FAILURES: o->failures = 1; break;
 		case MT_O_VERBOSE: o->verbose = 1; break;
+		case MT_O_FULL_STACKS: o->full_stacks = mt_render_full_stacks = 1; break;
+		case MT_O_REFRESH: {
+			double sec;
+			if (parse_seconds(name, "--interval", v, 0.1, &sec))
+				return -1;
+			o->refresh_ms = (uint64_t)(sec * 1000);
+			break;
+		}
+		case MT_O_SCREENS:
+			o->count = strtol(v, &end, 10);
+			if (*end || o->count <= 0 || o->count > 100000000)
+				return mt_error("%s: -n %s: expected a number of screens (1 or more)", name, v), -1;
+			break;
+		case MT_O_SORT: o->sort = v; break;
+		case MT_O_BATCH: o->batch = 1; break;
+		case MT_O_PROGRAM_OUTPUT: o->program_output = v; break;
 		case MT_O_PROMETHEUS:
 		case MT_O_PROMETHEUS_ALLOW_REMOTE:
 		case MT_O_PROMETHEUS_PER_PID:
@@ -219,33 +254,40 @@ int mt_cli_parse(enum mt_cli_cmd cmd, int argc, char **argv, struct mt_cli_opts 
 			break;
 		case MT_O_HELP:
 			/* After --via: `memtap run --via=ebpf --help` lists eBPF's. */
-			mt_cli_usage(cmd, via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
+			mt_cmd_usage_via(cmd == MT_CMD_RUN ? MT_C_RUN : cmd == MT_CMD_TOP ? MT_C_TOP : MT_C_ATTACH,
+					 via && !strcmp(via, "ebpf") ? MT_VIA_EBPF : -1, stdout);
 			return 1;
 		}
 	}
 	o->argi = optind;
 	if (!via || !strcmp(via, cmd == MT_CMD_RUN ? "preload" : "inject") ||
-	    (cmd == MT_CMD_ATTACH && !strcmp(via, "agent")))
+	    (cmd == MT_CMD_ATTACH && !strcmp(via, "agent")) ||
+	    (cmd == MT_CMD_TOP && (!strcmp(via, "agent") || !strcmp(via, "preload"))))
 		o->via = MT_VIA_AGENT;
 	else if (!strcmp(via, "ebpf"))
 		o->via = MT_VIA_EBPF;
 	else
-		return mt_error("%s: unknown --via=%s (%s or ebpf)", name, via, cmd == MT_CMD_RUN ? "preload" : "inject"),
+		return mt_error("%s: unknown --via=%s (%s or ebpf)", name, via,
+				cmd == MT_CMD_RUN ? "preload" : cmd == MT_CMD_TOP ? "inject, preload" : "inject"),
 		       -1;
 	if (strcmp(o->format, "text") && strcmp(o->format, "json"))
 		return mt_error("%s: unknown --format '%s' (text or json)", name, o->format), -1;
 	if (cmd == MT_CMD_ATTACH && optind < argc)
-		return mt_error("attach: unexpected argument '%s'", argv[optind]), -1;
-	if (cmd == MT_CMD_ATTACH && !o->pid) {
-		mt_error("attach: which process? pass -p PID");
-		mt_cli_usage(cmd, -1, stderr);
-		return -1;
-	}
-	if (cmd == MT_CMD_RUN && optind >= argc) {
-		mt_error("run: no command given");
-		mt_cli_usage(cmd, -1, stderr);
-		return -1;
-	}
+		return mt_error("attach: unexpected argument '%s' (the process is -p PID)", argv[optind]),
+		       mt_cli_try_help(name), -1;
+	if (cmd == MT_CMD_ATTACH && !o->pid)
+		return mt_error("attach: which process? pass -p PID"), mt_cli_try_help(name), -1;
+	int has_cmd = optind < argc;
+	if (cmd == MT_CMD_TOP && (o->npids > 0) == has_cmd)
+		return mt_error(o->npids ? "top: -p PID or a command to run, not both"
+					 : "top: which processes? pass -p PID, or a command to run after --"),
+		       mt_cli_try_help(name), -1;
+	if (cmd == MT_CMD_TOP && o->via == MT_VIA_EBPF && o->npids > 1)
+		return mt_error("top --via=ebpf: one -p PID (its children are followed); several need the agent "
+				"(--via=inject)"), -1;
+	if (cmd == MT_CMD_RUN && optind >= argc)
+		return mt_error("run: no command given: memtap run [OPTIONS] -- CMD [ARGS...]"),
+		       mt_cli_try_help(name), -1;
 	/* Options the chosen collector does not take: all named at once. */
 	unsigned bit = where_bit(cmd, o->via);
 	char bad[512] = "";
@@ -293,10 +335,25 @@ void mt_cli_agent_opts(const struct mt_cli_opts *o, const char *funcs, struct mt
 	/* --leaks wants every allocation unless told otherwise. */
 	if (o->sample || o->leaks)
 		mt_agent_opt_set(ao, MT_AO_SAMPLE, "%llu", (unsigned long long)(o->sample ? o->sample : 1));
+	if (o->leaks)
+		mt_agent_opt_set(ao, MT_AO_LEAKS, "1");
 	if (o->dump_every)
 		mt_agent_opt_set(ao, MT_AO_DUMP_EVERY, "%llu", (unsigned long long)o->dump_every);
 	if (o->dump_on_peak)
 		mt_agent_opt_set(ao, MT_AO_DUMP_ON_PEAK, "1");
+	if (o->pools)
+		mt_agent_opt_set(ao, MT_AO_POOLS, "1");
 	if (funcs && funcs[0])
 		mt_agent_opt_set(ao, MT_AO_FUNCS, "%s", funcs);
+	if (o->glibc) {
+		/* run: the command gets memtap's own libc; attach: the process's */
+		struct mt_glibc_syms syms;
+		char opt[256], why[PATH_MAX + 256];
+		mt_agent_opt_set(ao, MT_AO_GLIBC, "1");
+		if (!mt_glibc_syms_lookup(o->cmd == MT_CMD_ATTACH ? o->pid : 0, &syms, opt, sizeof(opt), why, sizeof(why)))
+			mt_agent_opt_set(ao, MT_AO_GLIBC_SYMS, "%s", opt);
+		else if (!o->quiet)
+			fprintf(stderr, "memtap: --glibc: %s: the mmap and trim thresholds and each thread's arena "
+				"will not be known\n", why);
+	}
 }

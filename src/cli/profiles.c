@@ -148,15 +148,10 @@ int mt_loaded_merge(struct mt_loaded *l)
 	/* The merged item keeps the identity of the first profile. */
 	struct mt_profile *first = l->items[0].profile;
 	*m = *first;
-	m->funcs = NULL;
-	m->nfuncs = 0;
-	/* The arrays stay the first profile's: the merge fills its own. */
-	m->sites = NULL;
-	m->nsites = 0;
-	m->maps = NULL;
-	m->nmaps = 0;
-	m->pools = NULL;
-	m->npools = 0;
+	/* The arrays and sections stay the first profile's: the merge fills
+	 * its own (a timeline, the allocator's statistics, glibc's state and a
+	 * leak check are one process's: not summed). */
+	mt_profile_forget(m);
 	m->sample_period = 0;
 	m->unknown_frees = 0;
 	memset(&m->totals, 0, sizeof(m->totals));
@@ -209,8 +204,12 @@ int mt_render_with(FILE *out, const char *format, const struct mt_loaded *l,
 		return mt_render_json(out, l->items, l->n);
 	if (strcmp(format, "collapsed") == 0)
 		return mt_render_collapsed(out, l->items, l->n, o->value);
-	if (strcmp(format, "svg") == 0)
+	if (strcmp(format, "svg") == 0 || strcmp(format, "flamegraph") == 0)
 		return mt_render_flamegraph(out, l->items, l->n, o->value);
+	if (strcmp(format, "timeline") == 0)
+		return mt_render_timeline_svg(out, l->items, l->n);
+	if (strcmp(format, "html") == 0)
+		return mt_render_html(out, l->items, l->n, o->progress, o->progress_arg);
 	if (strcmp(format, "pprof") && strcmp(format, "jeprof"))
 		return -EINVAL;
 	/* One profile per file: its addresses only mean something with its

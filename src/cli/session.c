@@ -20,6 +20,7 @@
 #include "memtap/format.h"
 #include "memtap/symbolize.h"
 #include "session.h"
+#include "timeline_rec.h"
 
 struct mt_session {
 	struct mt_session_opts o;
@@ -48,6 +49,8 @@ struct mt_session {
 	} fdcb[MT_SESSION_FDS];
 	size_t nfds;
 	size_t nended; /* members told to observers as ended */
+	struct mt_tl_rec *tl; /* --interval: the members' timelines */
+	int stop;      /* mt_session_stop() */
 };
 
 static uint64_t mono_ns(void)
@@ -79,6 +82,12 @@ int mt_session_new(const struct mt_session_opts *o, struct mt_session **out)
 	s->o.prefix = s->prefix;
 	if (o->interval_ms)
 		s->next_interval_ns = mono_ns() + o->interval_ms * 1000000u;
+	/* Every session with --interval keeps its members' timelines (run,
+	 * attach by inject or eBPF alike). */
+	if (o->interval_ms && mt_tl_rec_new(s, o->interval_ms, &s->tl)) {
+		free(s);
+		return -ENOMEM;
+	}
 	*out = s;
 	return 0;
 }
@@ -87,6 +96,9 @@ void mt_session_free(struct mt_session *s)
 {
 	if (!s)
 		return;
+	for (size_t i = 0; i < s->nobs; i++)
+		if (s->obs[i].done)
+			s->obs[i].done(s, s->obs[i].arg);
 	for (size_t i = 0; i < s->n; i++)
 		free(s->m[i].maps);
 	free(s->m);
@@ -94,6 +106,7 @@ void mt_session_free(struct mt_session *s)
 		free(s->written[i]);
 	free(s->written);
 	free(s->procs);
+	mt_tl_rec_free(s->tl);
 	free(s);
 }
 
@@ -328,6 +341,14 @@ static void scan(struct mt_session *s)
 			}
 			if (!root && (h.run_id != s->o.run_id || !s->o.run_id))
 				continue;
+			/* A fork child's file holds its parent's header until the
+			 * child has copied the arena and written its own identity
+			 * (mt_shared_fork_child): taken now, the member would look
+			 * gone at once and get its parent's figures as its final
+			 * profile.  Looked at again next time. */
+			uint64_t start = mt_proc_start(pid, NULL);
+			if (!root && (h.pid != (uint32_t)pid || (start && h.proc_start != start)))
+				continue;
 			add_member(s, path, pid, image, &h);
 		}
 		if (d)
@@ -345,6 +366,9 @@ static void scan(struct mt_session *s)
 		if (sp[i].m < s->n)
 			sp[keep++] = sp[i];
 	}
+	/* A watching session leaves them to the session they belong to. */
+	if (s->o.watch)
+		keep = 0;
 	if (keep)
 		qsort(sp, keep, sizeof(*sp), spool_cmp);
 	for (size_t i = 0; i < keep; i++)
@@ -384,6 +408,9 @@ static int write_profile(struct mt_session *s, struct mt_member *m, struct mt_pr
 	struct mt_buf b = {.grow = mt_buf_grow_libc};
 	uint32_t seq = next_seq(s, m);
 	p->seq = seq;
+	for (size_t i = 0; i < s->nobs; i++)
+		if (s->obs[i].annotate)
+			s->obs[i].annotate(s, m, p, s->obs[i].arg);
 	int ret = mt_file_encode(p, &b);
 	if (!ret)
 		ret = mt_file_write_next(s->o.prefix, (uint32_t)m->pid, &seq, b.data, b.len, 0600, out, outlen);
@@ -420,6 +447,10 @@ static int profile_of(struct mt_session *s, struct mt_member *m, int final, stru
 	if (!final && alive(m)) {
 		mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
 		refresh_maps(s, m, c.hdr, 0);
+		/* analyses: the agent records ru_maxrss when the process ends; a
+		 * running one has it in /proc. */
+		if (!p->peak_rss_bytes)
+			p->peak_rss_bytes = mt_proc_hwm(m->pid);
 	}
 	if (m->command[0])
 		snprintf(p->command, sizeof(p->command), "%s", m->command);
@@ -719,7 +750,10 @@ static size_t poll_members(struct mt_session *s)
 		char err[512];
 		int readable = mt_live_read_header(m->path, &h, err, sizeof(err)) == 0;
 		if (m->end == MT_END_EXEC || !alive(m)) {
-			finish_member(s, m);
+			if (s->o.watch)
+				m->state = MT_MEMBER_ENDED; /* its own session writes its profile */
+			else
+				finish_member(s, m);
 			continue;
 		}
 		if (readable && !m->detaching && m->pid != s->root &&
@@ -742,6 +776,16 @@ static size_t poll_members(struct mt_session *s)
 			refresh_maps(s, m, &h, 0);
 	}
 	return running;
+}
+
+void mt_session_stop(struct mt_session *s)
+{
+	s->stop = 1;
+}
+
+int mt_session_stopping(const struct mt_session *s)
+{
+	return s->stop;
 }
 
 void mt_session_set_root(struct mt_session *s, int pid)

@@ -35,6 +35,9 @@ struct mt_session_opts {
 	uint64_t run_id;      /* identifies the session's processes (their files carry it) */
 	uint64_t interval_ms; /* --interval: a profile of every member that often (0: never) */
 	int stacks;           /* members record call sites: keep their mappings */
+	int watch;            /* only watches another session's members (memtap top -p
+			         on a process traced already): writes no profile, takes
+			         no spool, finds the members of run RUN_ID */
 };
 
 enum mt_member_state {
@@ -108,8 +111,10 @@ int mt_session_finish(struct mt_session *s, int detaching);
  * WROTE runs for every profile the session writes (periodic, final,
  * detach: P->reason and P->end say which) before it is freed; ENDED runs
  * once per member when the session is done with it (its final profile, if
- * any, went through WROTE first).  Any callback may be NULL.  At most
- * MT_SESSION_OBSERVERS; -ENOSPC beyond.
+ * any, went through WROTE first); DONE runs from mt_session_free(), before
+ * anything is freed: the observer lets go (unwatches its descriptors, frees
+ * itself; the session owns it from mt_session_observe() on).  Any callback
+ * may be NULL.  At most MT_SESSION_OBSERVERS; -ENOSPC beyond.
  */
 #define MT_SESSION_OBSERVERS 8
 struct mt_session_observer {
@@ -117,8 +122,12 @@ struct mt_session_observer {
 	void (*wrote)(struct mt_session *s, const struct mt_member *m, const struct mt_profile *p,
 		      const char *path, void *arg);
 	void (*ended)(struct mt_session *s, const struct mt_member *m, void *arg);
+	void (*done)(struct mt_session *s, void *arg);
 	void *arg;
 	uint64_t every_ms;
+	/* Runs before every profile the session writes is encoded: may add
+	 * to P what the observer keeps (the timeline of a final profile). */
+	void (*annotate)(struct mt_session *s, const struct mt_member *m, struct mt_profile *p, void *arg);
 };
 int mt_session_observe(struct mt_session *s, const struct mt_session_observer *o);
 
@@ -134,6 +143,12 @@ void mt_session_unwatch_fd(struct mt_session *s, int fd);
  * (its callback runs) or a signal arrives.  MASK is the signal mask during
  * the wait (ppoll's), NULL for the current one.  Returns after at most MS. */
 void mt_session_wait(struct mt_session *s, unsigned ms, const sigset_t *mask);
+
+/* Asks the loop that runs the session to end it the way a signal would
+ * (run: the program gets SIGINT; attach: detach); for `memtap top`'s q.
+ * mt_session_stopping() says whether it was asked. */
+void mt_session_stop(struct mt_session *s);
+int mt_session_stopping(const struct mt_session *s);
 
 /* Members, in the order they were found (the root first). */
 const struct mt_member *mt_session_members(const struct mt_session *s, size_t *n);

@@ -47,6 +47,13 @@ int mt_target_check(const char *cmd, char *err, size_t errlen)
 	struct stat st;
 	if (stat(path, &st) < 0)
 		return 0;
+	/* exec says "Permission denied" for a directory, which sends people
+	 * looking at permissions. */
+	if (S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s is a directory, not a program: give the command to run (memtap run "
+			 "[OPTIONS] -- CMD [ARGS...])", path);
+		return -EISDIR;
+	}
 	if ((st.st_mode & S_ISUID && st.st_uid != geteuid()) ||
 	    (st.st_mode & S_ISGID && st.st_gid != getegid())) {
 		snprintf(err, errlen, "%s is set-user-ID or set-group-ID: the dynamic loader ignores "

@@ -21,6 +21,8 @@ static const struct {
 	{"dump", MT_CTL_DUMP, 1},         {"stats", MT_CTL_STATS, 0},
 	{"reset", MT_CTL_RESET, 0},       {"status", MT_CTL_STATUS, 0},
 	{"attach", MT_CTL_ATTACH, 2},     {"detach", MT_CTL_DETACH, 0},
+	{"sync", MT_CTL_SYNC, 1},
+	{"leaks", MT_CTL_LEAKS, 0},
 };
 
 int mt_ctl_parse(const char *line, size_t len, struct mt_ctl_request *req,

@@ -14,7 +14,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "memtap/pools.h"
 #include "memtap/format.h"
+#include "memtap/glibc.h"
+#include "memtap/leaks.h"
+
+/* The bytes of one timeline point as this writer encodes it; a reader takes
+ * the fields it knows from the front of longer ones (a newer writer's). */
+#define TL_POINT_LEN (11 * 8 + 2 * 4)
 
 void *mt_buf_grow_libc(void *old, size_t len, size_t newcap)
 {
@@ -40,6 +47,11 @@ static void buf_put(struct mt_buf *b, const void *p, size_t n)
 	}
 	memcpy(b->data + b->len, p, n);
 	b->len += n;
+}
+
+void mt_buf_put(struct mt_buf *b, const void *p, size_t n)
+{
+	buf_put(b, p, n);
 }
 
 /* x86-64 is little-endian, which is the file's byte order. */
@@ -68,6 +80,72 @@ static void rec_end(struct mt_buf *b, size_t at)
 		return;
 	uint32_t n = (uint32_t)(b->len - at - 4);
 	memcpy(b->data + at, &n, 4);
+}
+
+/* STATS (tag 12) and GLIBC (tag 11): docs/FORMAT.md. */
+static void encode_stats(struct mt_buf *b, const struct mt_alloc_stats *s)
+{
+	size_t r = rec_begin(b, MT_TAG_STATS);
+	put_str(b, s->allocator, sizeof(s->allocator));
+	put_str(b, s->source, sizeof(s->source));
+	put_u64(b, s->taken_ns);
+	uint32_t n = s->n < MT_STATS_MAX ? s->n : MT_STATS_MAX;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_str(b, s->v[i].key, sizeof(s->v[i].key));
+		put_u64(b, s->v[i].value);
+	}
+	rec_end(b, r);
+}
+
+static void encode_glibc(struct mt_buf *b, const struct mt_glibc *g)
+{
+	size_t r = rec_begin(b, MT_TAG_GLIBC);
+	put_u32(b, g->flags);
+	const uint64_t head[] = {g->taken_ns, g->sbrk_base, g->brk, g->sbrk_bytes, g->sbrk_grow_bytes,
+				 g->sbrk_shrink_bytes, g->sbrk_grows, g->sbrk_shrinks, g->mmap_threshold,
+				 g->trim_threshold, g->mmapped_bytes, g->mmapped_chunks, g->arena_max,
+				 g->samples, g->sample_ms};
+	for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
+		put_u64(b, head[i]);
+	put_u32(b, g->changes_dropped);
+	uint32_t n = g->narenas < MT_GLIBC_ARENAS ? g->narenas : MT_GLIBC_ARENAS;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		const struct mt_glibc_arena *a = &g->arenas[i];
+		put_u64(b, a->addr);
+		put_u32(b, a->main);
+		put_u32(b, a->heaps);
+		put_u64(b, a->heap_bytes);
+		put_u64(b, a->system_bytes);
+		put_u64(b, a->attached_threads);
+		put_u64(b, a->lock_waits);
+	}
+	n = g->nheaps < MT_GLIBC_HEAPS ? g->nheaps : MT_GLIBC_HEAPS;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_u64(b, g->heaps[i].addr);
+		put_u64(b, g->heaps[i].arena);
+		put_u64(b, g->heaps[i].size);
+		put_u64(b, g->heaps[i].mprotect_size);
+	}
+	n = g->nthreads < MT_GLIBC_THREADS ? g->nthreads : MT_GLIBC_THREADS;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_u32(b, g->threads[i].tid);
+		put_u32(b, g->threads[i].alive);
+		put_u64(b, g->threads[i].arena);
+		put_u64(b, g->threads[i].arenas_used);
+		put_u64(b, g->threads[i].lock_waits);
+	}
+	n = g->nchanges < MT_GLIBC_CHANGES ? g->nchanges : MT_GLIBC_CHANGES;
+	put_u32(b, n);
+	for (uint32_t i = 0; i < n; i++) {
+		put_u64(b, g->changes[i].ns);
+		put_u64(b, g->changes[i].mmap_threshold);
+		put_u64(b, g->changes[i].trim_threshold);
+	}
+	rec_end(b, r);
 }
 
 int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
@@ -153,6 +231,24 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		rec_end(b, r);
 	}
 
+	uint32_t ntemp = 0;
+	for (uint32_t i = 0; i < p->nsites; i++)
+		ntemp += p->sites[i].temp_objects != 0;
+	if (ntemp) {
+		r = rec_begin(b, MT_TAG_SITE_TEMP);
+		put_u32(b, p->nsites);
+		for (uint32_t i = 0; i < p->nsites; i++) {
+			put_u64(b, p->sites[i].temp_objects);
+			put_u64(b, p->sites[i].temp_bytes);
+		}
+		rec_end(b, r);
+	}
+	if (p->peak_rss_bytes) {
+		r = rec_begin(b, MT_TAG_RUSAGE);
+		put_u64(b, p->peak_rss_bytes);
+		rec_end(b, r);
+	}
+
 	for (uint32_t i = 0; i < p->npools; i++) {
 		const struct mt_pool *pl = &p->pools[i];
 		r = rec_begin(b, MT_TAG_POOL);
@@ -164,10 +260,71 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		rec_end(b, r);
 	}
 
+	if (p->apr && mt_apr_encode(p->apr, b))
+		return b->err ? b->err : -ENOMEM;
+	if (p->leaks) {
+		/* leaks: one record, the check's figures then its sites */
+		const struct mt_leaks *l = p->leaks;
+		r = rec_begin(b, MT_TAG_LEAKS);
+		put_u64(b, l->check_ns);
+		put_u64(b, l->pause_ns);
+		put_u64(b, l->roots_bytes);
+		put_u32(b, l->threads);
+		put_u32(b, l->unstopped);
+		put_u32(b, l->flags);
+		put_u64(b, l->unreachable_bytes);
+		put_u64(b, l->unreachable_blocks);
+		put_u64(b, l->reachable_bytes);
+		put_u64(b, l->reachable_blocks);
+		put_u32(b, l->nsites);
+		for (uint32_t i = 0; i < l->nsites; i++) {
+			const struct mt_leak_site *ls = &l->sites[i];
+			put_u32(b, ls->fn);
+			put_u32(b, ls->nframes);
+			put_u64(b, ls->lost_objects);
+			put_u64(b, ls->lost_bytes);
+			put_u64(b, ls->reach_objects);
+			put_u64(b, ls->reach_bytes);
+			for (uint32_t k = 0; k < ls->nframes && k < MT_STACK_MAX; k++)
+				put_u64(b, ls->frames[k]);
+		}
+		rec_end(b, r);
+	}
+
 	if (p->end) {
 		r = rec_begin(b, MT_TAG_ENDING);
 		put_u32(b, p->end);
 		put_u32(b, (uint32_t)p->end_code);
+		rec_end(b, r);
+	}
+
+	if (p->glibc)
+		encode_glibc(b, p->glibc);
+	if (p->stats)
+		encode_stats(b, p->stats);
+	if (p->timeline.n) {
+		r = rec_begin(b, MT_TAG_TIMELINE);
+		put_u64(b, p->timeline.interval_ns);
+		put_u64(b, p->parent_start_ns);
+		put_u32(b, p->timeline.decimations);
+		put_u32(b, p->timeline.n);
+		put_u32(b, TL_POINT_LEN);
+		for (uint32_t i = 0; i < p->timeline.n; i++) {
+			const struct mt_tl_point *t = &p->timeline.pts[i];
+			put_u64(b, t->t_ns);
+			put_u64(b, t->span_ns);
+			put_u64(b, (uint64_t)t->in_use_bytes);
+			put_u64(b, (uint64_t)t->in_use_max);
+			put_u64(b, t->alloc_bytes);
+			put_u64(b, t->alloc_calls);
+			put_u64(b, t->free_bytes);
+			put_u64(b, t->free_calls);
+			put_u64(b, t->rss_bytes);
+			put_u64(b, t->pool_bytes);
+			put_u64(b, t->heap_bytes);
+			put_u32(b, t->have);
+			put_u32(b, t->merged);
+		}
 		rec_end(b, r);
 	}
 
@@ -325,6 +482,64 @@ static int decode_site(struct cur *c, struct mt_profile *p)
 	return 0;
 }
 
+/* leaks: the sites refer to functions by index, like site records. */
+static int decode_leaks(struct cur *c, struct mt_profile *p)
+{
+	size_t start = (size_t)(c->p - c->base);
+	struct mt_leaks l = {0};
+	l.check_ns = get_u64(c);
+	l.pause_ns = get_u64(c);
+	l.roots_bytes = get_u64(c);
+	l.threads = get_u32(c);
+	l.unstopped = get_u32(c);
+	l.flags = get_u32(c);
+	l.unreachable_bytes = get_u64(c);
+	l.unreachable_blocks = get_u64(c);
+	l.reachable_bytes = get_u64(c);
+	l.reachable_blocks = get_u64(c);
+	uint32_t n = get_u32(c);
+	if (c->bad)
+		return -EINVAL;
+	/* Each site takes at least 40 bytes: N is bounded by the record. */
+	if ((uint64_t)n * 40 > (uint64_t)(c->end - c->p)) {
+		snprintf(c->err, c->errlen, "leaks record at offset %zu: %u sites do not fit in %zu bytes", start, n,
+			 (size_t)(c->end - c->p));
+		return -EINVAL;
+	}
+	struct mt_leaks *d = mt_leaks_dup(&l);
+	if (!d || (n && !(d->sites = calloc(n, sizeof(*d->sites))))) {
+		mt_leaks_free(d);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		struct mt_leak_site *s = &d->sites[i];
+		s->fn = get_u32(c);
+		s->nframes = get_u32(c);
+		s->lost_objects = get_u64(c);
+		s->lost_bytes = get_u64(c);
+		s->reach_objects = get_u64(c);
+		s->reach_bytes = get_u64(c);
+		if (c->bad || s->nframes > MT_STACK_MAX || (s->fn != UINT32_MAX && s->fn >= p->nfuncs)) {
+			if (!c->bad)
+				snprintf(c->err, c->errlen, "leaks record at offset %zu: site %u has %u frames "
+					 "(at most %d) or function %u of %u", start, i, s->nframes, MT_STACK_MAX, s->fn,
+					 p->nfuncs);
+			mt_leaks_free(d);
+			return -EINVAL;
+		}
+		for (uint32_t k = 0; k < s->nframes; k++)
+			s->frames[k] = get_u64(c);
+		d->nsites = i + 1;
+	}
+	if (c->bad) {
+		mt_leaks_free(d);
+		return -EINVAL;
+	}
+	mt_leaks_free(p->leaks);
+	p->leaks = d;
+	return 0;
+}
+
 /* Pools follow the function records they refer to (the writer puts every
  * function first). */
 static int decode_pool(struct cur *c, struct mt_profile *p)
@@ -350,6 +565,49 @@ static int decode_pool(struct cur *c, struct mt_profile *p)
 	d->bytes = bytes;
 	d->by = by;
 	return 0;
+}
+
+static int decode_timeline(struct cur *c, struct mt_profile *p)
+{
+	size_t start = (size_t)(c->p - c->base);
+	uint64_t interval = get_u64(c), parent = get_u64(c);
+	uint32_t decim = get_u32(c), n = get_u32(c), len = get_u32(c);
+	if (c->bad)
+		return -EINVAL;
+	if (p->timeline.n) {
+		snprintf(c->err, c->errlen, "timeline record at offset %zu: a second one", start);
+		return -EINVAL;
+	}
+	if (len < TL_POINT_LEN || (uint64_t)n * len != (uint64_t)(c->end - c->p)) {
+		snprintf(c->err, c->errlen, "timeline record at offset %zu: %u points of %u bytes (at least %d) "
+			 "do not fill its %zu bytes", start, n, len, TL_POINT_LEN, (size_t)(c->end - c->p));
+		return -EINVAL;
+	}
+	if (n && !(p->timeline.pts = calloc(n, sizeof(*p->timeline.pts))))
+		return -ENOMEM;
+	p->timeline.n = p->timeline.cap = n;
+	p->timeline.interval_ns = interval;
+	p->timeline.decimations = decim;
+	p->parent_start_ns = parent;
+	for (uint32_t i = 0; i < n; i++) {
+		struct mt_tl_point *t = &p->timeline.pts[i];
+		const uint8_t *next = c->p + len;
+		t->t_ns = get_u64(c);
+		t->span_ns = get_u64(c);
+		t->in_use_bytes = (int64_t)get_u64(c);
+		t->in_use_max = (int64_t)get_u64(c);
+		t->alloc_bytes = get_u64(c);
+		t->alloc_calls = get_u64(c);
+		t->free_bytes = get_u64(c);
+		t->free_calls = get_u64(c);
+		t->rss_bytes = get_u64(c);
+		t->pool_bytes = get_u64(c);
+		t->heap_bytes = get_u64(c);
+		t->have = get_u32(c);
+		t->merged = get_u32(c);
+		c->p = next;
+	}
+	return c->bad ? -EINVAL : 0;
 }
 
 static int decode_mapping(struct cur *c, struct mt_profile *p)
@@ -378,6 +636,94 @@ static int decode_mapping(struct cur *c, struct mt_profile *p)
 		return -EINVAL;
 	}
 	return c->bad ? -EINVAL : 0;
+}
+
+/* Counts in a record must fit their tables: a bigger one is refused. */
+static uint32_t get_count(struct cur *c, uint32_t max)
+{
+	size_t at = (size_t)(c->p - c->base);
+	uint32_t n = get_u32(c);
+	if (!c->bad && n > max) {
+		snprintf(c->err, c->errlen, "%s record: count %u at offset %zu exceeds %u", c->what, n, at, max);
+		c->bad = 1;
+	}
+	return c->bad ? 0 : n;
+}
+
+static int decode_stats(struct cur *c, struct mt_profile *p)
+{
+	struct mt_alloc_stats *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	get_str(c, s->allocator, sizeof(s->allocator));
+	get_str(c, s->source, sizeof(s->source));
+	s->taken_ns = get_u64(c);
+	s->n = get_count(c, MT_STATS_MAX);
+	for (uint32_t i = 0; i < s->n && !c->bad; i++) {
+		get_str(c, s->v[i].key, sizeof(s->v[i].key));
+		s->v[i].value = get_u64(c);
+	}
+	if (c->bad) {
+		free(s);
+		return -EINVAL;
+	}
+	free(p->stats);
+	p->stats = s;
+	return 0;
+}
+
+static int decode_glibc(struct cur *c, struct mt_profile *p)
+{
+	struct mt_glibc *g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	g->flags = get_u32(c);
+	uint64_t *head[] = {&g->taken_ns, &g->sbrk_base, &g->brk, &g->sbrk_bytes, &g->sbrk_grow_bytes,
+			    &g->sbrk_shrink_bytes, &g->sbrk_grows, &g->sbrk_shrinks, &g->mmap_threshold,
+			    &g->trim_threshold, &g->mmapped_bytes, &g->mmapped_chunks, &g->arena_max,
+			    &g->samples, &g->sample_ms};
+	for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
+		*head[i] = get_u64(c);
+	g->changes_dropped = get_u32(c);
+	g->narenas = get_count(c, MT_GLIBC_ARENAS);
+	for (uint32_t i = 0; i < g->narenas && !c->bad; i++) {
+		struct mt_glibc_arena *a = &g->arenas[i];
+		a->addr = get_u64(c);
+		a->main = get_u32(c);
+		a->heaps = get_u32(c);
+		a->heap_bytes = get_u64(c);
+		a->system_bytes = get_u64(c);
+		a->attached_threads = get_u64(c);
+		a->lock_waits = get_u64(c);
+	}
+	g->nheaps = get_count(c, MT_GLIBC_HEAPS);
+	for (uint32_t i = 0; i < g->nheaps && !c->bad; i++) {
+		g->heaps[i].addr = get_u64(c);
+		g->heaps[i].arena = get_u64(c);
+		g->heaps[i].size = get_u64(c);
+		g->heaps[i].mprotect_size = get_u64(c);
+	}
+	g->nthreads = get_count(c, MT_GLIBC_THREADS);
+	for (uint32_t i = 0; i < g->nthreads && !c->bad; i++) {
+		g->threads[i].tid = get_u32(c);
+		g->threads[i].alive = get_u32(c);
+		g->threads[i].arena = get_u64(c);
+		g->threads[i].arenas_used = get_u64(c);
+		g->threads[i].lock_waits = get_u64(c);
+	}
+	g->nchanges = get_count(c, MT_GLIBC_CHANGES);
+	for (uint32_t i = 0; i < g->nchanges && !c->bad; i++) {
+		g->changes[i].ns = get_u64(c);
+		g->changes[i].mmap_threshold = get_u64(c);
+		g->changes[i].trim_threshold = get_u64(c);
+	}
+	if (c->bad) {
+		free(g);
+		return -EINVAL;
+	}
+	free(p->glibc);
+	p->glibc = g;
+	return 0;
 }
 
 int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
@@ -482,12 +828,60 @@ int mt_file_decode(const uint8_t *data, size_t len, struct mt_profile **out,
 				goto out;
 			ret = -EINVAL;
 			break;
+		case MT_TAG_APR_POOL:
+		case MT_TAG_APR_TAG:
+			c.what = "APR pool";
+			ret = mt_apr_decode(tag, data + off + 8, rlen, p, err, errlen);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_LEAKS:
+			c.what = "leaks";
+			ret = decode_leaks(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_SITE_TEMP: {
+			c.what = "site temporaries";
+			uint32_t n = get_u32(&c);
+			if (!c.bad && n != p->nsites) {
+				snprintf(err, errlen, "site temporaries record at offset %zu: %u sites, %u before it",
+					 off, n, p->nsites);
+				goto out;
+			}
+			for (uint32_t i = 0; i < n && !c.bad; i++) {
+				p->sites[i].temp_objects = get_u64(&c);
+				p->sites[i].temp_bytes = get_u64(&c);
+			}
+			break;
+		}
+		case MT_TAG_RUSAGE:
+			c.what = "rusage";
+			p->peak_rss_bytes = get_u64(&c);
+			break;
 		case MT_TAG_ENDING:
 			c.what = "ending";
 			p->end = get_u32(&c);
 			p->end_code = (int32_t)get_u32(&c);
 			if (p->end > MT_END_EXEC)
 				p->end = MT_END_NONE; /* a newer writer's kind: unknown here */
+			break;
+		case MT_TAG_STATS:
+		case MT_TAG_GLIBC:
+			c.what = tag == MT_TAG_STATS ? "stats" : "glibc";
+			ret = tag == MT_TAG_STATS ? decode_stats(&c, p) : decode_glibc(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
+			break;
+		case MT_TAG_TIMELINE:
+			c.what = "timeline";
+			ret = decode_timeline(&c, p);
+			if (ret)
+				goto out;
+			ret = -EINVAL;
 			break;
 		case MT_TAG_END: {
 			c.what = "end";

@@ -171,6 +171,8 @@ static void fill_sites(const struct mt_live_view *v, struct mt_profile *p, const
 		d->inuse_bytes = ab > fb ? ab - fb : 0;
 		d->peak_objects = __atomic_load_n(&s->peak_objects, __ATOMIC_RELAXED);
 		d->peak_bytes = __atomic_load_n(&s->peak_bytes, __ATOMIC_RELAXED);
+		d->temp_objects = __atomic_load_n(&s->temp_objects, __ATOMIC_RELAXED);
+		d->temp_bytes = __atomic_load_n(&s->temp_bytes, __ATOMIC_RELAXED);
 	}
 }
 
@@ -310,6 +312,7 @@ unsigned mt_live_snapshot(const struct mt_live_view *v, struct mt_profile *p, vo
 	p->uid = h->uid;
 	p->run_id = __atomic_load_n(&h->run_id, __ATOMIC_RELAXED);
 	p->start_ns = __atomic_load_n(&h->start_ns, __ATOMIC_RELAXED);
+	p->peak_rss_bytes = (uint64_t)__atomic_load_n(&h->maxrss_kb, __ATOMIC_RELAXED) * 1024;
 	p->flags = (__atomic_load_n(&h->active, __ATOMIC_RELAXED) ? MT_PROFILE_ACTIVE : 0) |
 		   (__atomic_load_n(&h->flags, __ATOMIC_RELAXED) & MT_LIVE_F_FOLLOW ? MT_PROFILE_FOLLOW : 0);
 	copy_text(p->command, sizeof(p->command), h->command, sizeof(h->command));

@@ -96,3 +96,15 @@ int mt_private_dir(const char *base, char *dir, size_t len)
 		return -EPERM;
 	return 0;
 }
+
+uint64_t mt_proc_hwm(int pid)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	ssize_t n = read_file(path, buf, sizeof(buf));
+	if (n <= 0)
+		return 0;
+	buf[n < (ssize_t)sizeof(buf) ? n : (ssize_t)sizeof(buf) - 1] = '\0';
+	const char *l = strstr(buf, "\nVmHWM:");
+	return l ? strtoull(l + 7, NULL, 10) * 1024 : 0;
+}

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "memtap/pools.h"
+#include "memtap/leaks.h"
 #include "memtap/profile.h"
 
 struct mt_profile *mt_profile_new(void)
@@ -24,7 +26,29 @@ void mt_profile_free(struct mt_profile *p)
 	free(p->sites);
 	free(p->maps);
 	free(p->pools);
+	mt_apr_free(p->apr);
+	free(p->stats);
+	free(p->glibc);
+	mt_leaks_free(p->leaks);
+	mt_timeline_clear(&p->timeline);
 	free(p);
+}
+
+void mt_profile_forget(struct mt_profile *p)
+{
+	p->funcs = NULL;
+	p->nfuncs = 0;
+	p->sites = NULL;
+	p->nsites = 0;
+	p->maps = NULL;
+	p->nmaps = 0;
+	p->pools = NULL;
+	p->npools = 0;
+	p->apr = NULL;
+	p->stats = NULL;
+	p->glibc = NULL;
+	p->leaks = NULL;
+	memset(&p->timeline, 0, sizeof(p->timeline));
 }
 
 double mt_site_scale(uint64_t period, uint64_t objects, uint64_t bytes)
@@ -243,12 +267,15 @@ int mt_profile_merge(struct mt_profile *dst, const struct mt_profile *src)
 	}
 	if (merge_sites(dst, src) || merge_pools(dst, src))
 		return -ENOMEM;
+	if (src->apr && ((!dst->apr && !(dst->apr = mt_apr_new())) || mt_apr_merge(dst->apr, src->apr)))
+		return -ENOMEM;
 	dst->totals.allocated_bytes += src->totals.allocated_bytes;
 	dst->totals.freed_bytes += src->totals.freed_bytes;
 	dst->totals.in_use_bytes += src->totals.in_use_bytes;
 	/* Peaks of different processes need not coincide: the sum bounds the
 	 * combined peak from above. */
 	dst->totals.peak_in_use_bytes += src->totals.peak_in_use_bytes;
+	dst->peak_rss_bytes += src->peak_rss_bytes;
 	return 0;
 }
 
@@ -312,6 +339,8 @@ static int merge_sites(struct mt_profile *dst, const struct mt_profile *src)
 		d->inuse_bytes += s->inuse_bytes;
 		d->peak_objects += s->peak_objects;
 		d->peak_bytes += s->peak_bytes;
+		d->temp_objects += s->temp_objects;
+		d->temp_bytes += s->temp_bytes;
 	}
 	for (uint32_t i = 0; i < src->nmaps; i++) {
 		const struct mt_mapping *m = &src->maps[i];

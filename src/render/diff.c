@@ -58,7 +58,7 @@ static int diff_cmp(const void *a, const void *b)
 
 static void set_delta(struct mt_diff_site *d, const struct mt_diff *diff)
 {
-	struct mt_site_est b = {0, 0, 0, 0}, n = {0, 0, 0, 0};
+	struct mt_site_est b = {0}, n = {0};
 	if (d->base)
 		mt_site_estimate(diff->base, d->base, &b);
 	if (d->newer)
@@ -175,10 +175,11 @@ int mt_render_diff_text(FILE *out, const struct mt_diff *d, unsigned ntop)
 		const struct mt_diff_site *s = &d->sites[shown];
 		const struct mt_site *site = s->newer ? s->newer : s->base;
 		const struct mt_profile *p = s->newer ? n : b;
-		fprintf(out, "  #%zu  %+" PRId64 " bytes in use, %+" PRId64 " blocks (allocated %+" PRId64
-			" bytes in %+" PRId64 " calls), from %s%s\n", shown + 1, s->inuse_bytes,
-			s->inuse_objects, s->alloc_bytes, s->alloc_objects, mt_site_func(p, site),
-			!s->base ? " [new site]" : !s->newer ? " [gone]" : "");
+#define PL1(n) ((n) == 1 || (n) == -1 ? "" : "s")
+		fprintf(out, "  #%zu  %+" PRId64 " requested byte%s in use, %+" PRId64 " block%s (allocated %+" PRId64
+			" byte%s in %+" PRId64 " call%s), from %s%s\n", shown + 1, s->inuse_bytes, PL1(s->inuse_bytes),
+			s->inuse_objects, PL1(s->inuse_objects), s->alloc_bytes, PL1(s->alloc_bytes), s->alloc_objects,
+			PL1(s->alloc_objects), mt_site_func(p, site), !s->base ? " [new site]" : !s->newer ? " [gone]" : "");
 		mt_render_stack(out, s->newer ? sn : sb, site, "        ", DIFF_FRAMES);
 	}
 	if (!d->n)

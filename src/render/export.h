@@ -1,6 +1,6 @@
 /*
  * Internals shared by the heap-profile exports (pprof.c, jeprof.c,
- * collapsed.c, flamegraph.c, top.c, diff.c); the public entry points are in
+ * collapsed.c, flamegraph.c, sites_table.c, diff.c); the public entry points are in
  * include/memtap/render.h.
  *
  * Sites' frames are return addresses, leaf first: frames[0] returns into the
@@ -33,6 +33,12 @@ void mt_stacks_free(struct mt_stack *s, size_t n);
 /* Whether the symbolizer found nothing better than "module+0x..." or an
  * address for this frame. */
 int mt_frame_unknown(const struct mt_frame *f);
+
+/* How many of a site's frames (leaf first) renderers show: up to main, or
+ * up to thread entry (start_thread, clone3), the C runtime's frames below
+ * left out; all of them with mt_render_full_stacks (--full-stacks) or when
+ * no frame names main or a runtime entry. */
+uint32_t mt_site_depth(struct mt_symbolizer *sym, const struct mt_site *s);
 
 /* The allocation function a site called ("?" when unknown). */
 const char *mt_site_func(const struct mt_profile *p, const struct mt_site *s);

@@ -43,6 +43,9 @@ int mt_render_jeprof(FILE *out, const struct mt_profile *p)
 		fprintf(out, "heap_v2/%" PRIu64 "\n", p->sample_period);
 	else
 		fputs("heapprofile\n", out);
+	/* Stacks cut below main and thread entry, as every export (NULL on
+	 * ENOMEM: whole stacks). */
+	struct mt_symbolizer *sym = mt_symbolizer_new(p);
 	for (uint32_t i = 0; i < p->nsites; i++) {
 		const struct mt_site *s = &p->sites[i];
 		/* Readers reject bytes without objects, and a line without
@@ -52,10 +55,12 @@ int mt_render_jeprof(FILE *out, const struct mt_profile *p)
 		fprintf(out, "%6" PRIu64 ": %8" PRIu64 " [%6" PRIu64 ": %8" PRIu64 "] @", s->inuse_objects,
 			s->inuse_objects ? s->inuse_bytes : 0, s->alloc_objects,
 			s->alloc_objects ? s->alloc_bytes : 0);
-		for (uint32_t k = 0; k < s->nframes; k++)
+		uint32_t depth = mt_site_depth(sym, s);
+		for (uint32_t k = 0; k < depth; k++)
 			fprintf(out, " 0x%08" PRIx64, s->frames[k]);
 		fputc('\n', out);
 	}
+	mt_symbolizer_free(sym);
 	fputs("\nMAPPED_LIBRARIES:\n", out);
 	for (uint32_t i = 0; i < p->nmaps; i++) {
 		const struct mt_mapping *m = &p->maps[i];

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "export.h"
 #include "memtap/render.h"
 
 static void json_str(FILE *out, const char *s)
@@ -28,6 +29,11 @@ static void json_str(FILE *out, const char *s)
 	fputc('"', out);
 }
 
+void mt_render_json_str(FILE *out, const char *s)
+{
+	json_str(out, s);
+}
+
 static void json_func(FILE *out, const struct mt_func *f)
 {
 	json_str(out, f->name);
@@ -43,10 +49,50 @@ static void json_func(FILE *out, const struct mt_func *f)
 	fputs("]}", out);
 }
 
+/* A site's stack symbolized (analyses): one object per frame, inlined
+ * calls expanded (innermost first, as "frames"), cut below main and thread
+ * entry unless --full-stacks. */
+static void json_stack(FILE *out, struct mt_symbolizer *sym, const struct mt_site *s)
+{
+	uint32_t depth = mt_site_depth(sym, s);
+	int first = 1;
+	fputs(",\"stack\":[", out);
+	for (uint32_t k = 0; k < depth; k++) {
+		struct mt_frame f[MT_INLINE_MAX];
+		int n = sym ? mt_symbolize(sym, s->frames[k], 1, f, MT_INLINE_MAX) : 0;
+		for (int i = 0; i < (n > 0 ? n : 1); i++) {
+			fprintf(out, "%s{\"address\":\"0x%" PRIx64 "\"", first ? "" : ",", s->frames[k]);
+			first = 0;
+			if (n > 0 && f[i].function && f[i].symbolized) {
+				fputs(",\"function\":", out);
+				json_str(out, f[i].function);
+			} else {
+				fputs(",\"function\":null", out);
+			}
+			if (n > 0 && f[i].file) {
+				fputs(",\"file\":", out);
+				json_str(out, f[i].file);
+				fprintf(out, ",\"line\":%" PRIu32, f[i].line);
+			} else {
+				fputs(",\"file\":null,\"line\":null", out);
+			}
+			if (n > 0 && f[i].module) {
+				fputs(",\"module\":", out);
+				json_str(out, f[i].module);
+			}
+			if (n > 0 && f[i].inlined)
+				fputs(",\"inlined\":true", out);
+			fputc('}', out);
+		}
+	}
+	fputc(']', out);
+}
+
 /* Call sites (--stacks): raw sampled counts, their estimates, and the
  * mappings needed to symbolize the frames. */
 static void json_sites(FILE *out, const struct mt_profile *p)
 {
+	struct mt_symbolizer *sym = mt_symbolizer_new(p); /* NULL (ENOMEM): addresses only */
 	if (p->flags & MT_PROFILE_FP_STACKS)
 		fputs(",\"stacks\":\"frame-pointer\"", out);
 	fprintf(out, ",\"sample_period\":%" PRIu64 ",\"unknown_frees\":%" PRIu64 ",\"sites\":[",
@@ -65,12 +111,17 @@ static void json_sites(FILE *out, const struct mt_profile *p)
 			fprintf(out, "%s\"0x%" PRIx64 "\"", k ? "," : "", s->frames[k]);
 		fprintf(out, "],\"alloc_objects\":%" PRIu64 ",\"alloc_bytes\":%" PRIu64
 			",\"inuse_objects\":%" PRIu64 ",\"inuse_bytes\":%" PRIu64 ",\"peak_objects\":%" PRIu64
-			",\"peak_bytes\":%" PRIu64, s->alloc_objects, s->alloc_bytes, s->inuse_objects,
-			s->inuse_bytes, s->peak_objects, s->peak_bytes);
+			",\"peak_bytes\":%" PRIu64 ",\"temporary_objects\":%" PRIu64 ",\"temporary_bytes\":%" PRIu64,
+			s->alloc_objects, s->alloc_bytes, s->inuse_objects, s->inuse_bytes, s->peak_objects,
+			s->peak_bytes, s->temp_objects, s->temp_bytes);
+		json_stack(out, sym, s);
 		fprintf(out, ",\"estimated\":{\"alloc_objects\":%" PRIu64 ",\"alloc_bytes\":%" PRIu64
-			",\"inuse_objects\":%" PRIu64 ",\"inuse_bytes\":%" PRIu64 "}}", e.alloc_objects,
-			e.alloc_bytes, e.inuse_objects, e.inuse_bytes);
+			",\"inuse_objects\":%" PRIu64 ",\"inuse_bytes\":%" PRIu64 ",\"peak_objects\":%" PRIu64
+			",\"peak_bytes\":%" PRIu64 ",\"temporary_objects\":%" PRIu64 ",\"temporary_bytes\":%" PRIu64
+			"}}", e.alloc_objects, e.alloc_bytes, e.inuse_objects, e.inuse_bytes, e.peak_objects,
+			e.peak_bytes, e.temp_objects, e.temp_bytes);
 	}
+	mt_symbolizer_free(sym);
 	fputs("],\"mappings\":[", out);
 	for (uint32_t i = 0; i < p->nmaps; i++) {
 		const struct mt_mapping *m = &p->maps[i];
@@ -126,6 +177,33 @@ static int json_pools(FILE *out, const struct mt_profile *p, uint32_t by)
 	return 0;
 }
 
+/* The timeline (--interval, part timeline): the parent link and one object
+ * per point; rss/pool/heap only when known. */
+static void json_timeline(FILE *out, const struct mt_profile *p)
+{
+	const struct mt_timeline *tl = &p->timeline;
+	fprintf(out, ",\"timeline\":{\"interval_ns\":%" PRIu64 ",\"decimations\":%u", tl->interval_ns,
+		tl->decimations);
+	if (p->parent_start_ns)
+		fprintf(out, ",\"parent\":{\"pid\":%u,\"start_ns\":%" PRIu64 "}", p->ppid, p->parent_start_ns);
+	fputs(",\"points\":[", out);
+	for (uint32_t i = 0; i < tl->n; i++) {
+		const struct mt_tl_point *t = &tl->pts[i];
+		fprintf(out, "%s{\"t_ns\":%" PRIu64 ",\"span_ns\":%" PRIu64 ",\"in_use_bytes\":%" PRId64
+			",\"in_use_max\":%" PRId64 ",\"alloc_bytes\":%" PRIu64 ",\"alloc_calls\":%" PRIu64
+			",\"free_bytes\":%" PRIu64 ",\"free_calls\":%" PRIu64, i ? "," : "", t->t_ns, t->span_ns,
+			t->in_use_bytes, t->in_use_max, t->alloc_bytes, t->alloc_calls, t->free_bytes, t->free_calls);
+		if (t->have & MT_TL_HAVE_RSS)
+			fprintf(out, ",\"rss_bytes\":%" PRIu64, t->rss_bytes);
+		if (t->have & MT_TL_HAVE_POOLS)
+			fprintf(out, ",\"pool_bytes\":%" PRIu64, t->pool_bytes);
+		if (t->have & MT_TL_HAVE_HEAP)
+			fprintf(out, ",\"heap_bytes\":%" PRIu64, t->heap_bytes);
+		fprintf(out, ",\"merged\":%u}", t->merged);
+	}
+	fputs("]}", out);
+}
+
 int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 {
 	fputs("{\"processes\":[", out);
@@ -167,10 +245,17 @@ int mt_render_json(FILE *out, const struct mt_report_item *items, size_t n)
 			",\"in_use_bytes\":%" PRId64 ",\"peak_in_use_bytes\":%" PRIu64 "}",
 			p->totals.allocated_bytes, p->totals.freed_bytes, p->totals.in_use_bytes,
 			p->totals.peak_in_use_bytes);
+		mt_render_analyses_json(out, p);
 		if (p->nsites)
 			json_sites(out, p);
 		if (p->npools && (json_pools(out, p, MT_POOL_BY_ARG) || json_pools(out, p, MT_POOL_BY_THREAD)))
 			return -ENOMEM;
+		mt_render_pools_json(out, p);
+		mt_render_glibc_json(out, p);
+		if (p->leaks && mt_render_leaks_json(out, p)) /* leaks */
+			return -EIO;
+		if (p->timeline.n)
+			json_timeline(out, p);
 		fputc('}', out);
 	}
 	fputs("]}\n", out);

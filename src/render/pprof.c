@@ -403,7 +403,8 @@ int mt_pprof_write_typed(FILE *out, const struct mt_profile *ident, const struct
 		if (!s->location_id || !s->value)
 			goto out;
 		smp_ptrs[ns++] = s;
-		for (uint32_t k = 0; k < in->s->nframes; k++) {
+		uint32_t depth = mt_site_depth(w.syms[pi], in->s);
+		for (uint32_t k = 0; k < depth; k++) {
 			long id = location_id(&w, w.syms[pi], in->s->frames[k]);
 			if (id < 0)
 				goto out;

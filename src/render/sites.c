@@ -23,6 +23,12 @@ void mt_site_estimate(const struct mt_profile *p, const struct mt_site *s, struc
 	e->alloc_bytes = scaled(s->alloc_bytes, sa);
 	e->inuse_objects = scaled(s->inuse_objects, si);
 	e->inuse_bytes = scaled(s->inuse_bytes, si);
+	double sp = mt_site_scale(p->sample_period, s->peak_objects, s->peak_bytes);
+	double st = mt_site_scale(p->sample_period, s->temp_objects, s->temp_bytes);
+	e->peak_objects = scaled(s->peak_objects, sp);
+	e->peak_bytes = scaled(s->peak_bytes, sp);
+	e->temp_objects = scaled(s->temp_objects, st);
+	e->temp_bytes = scaled(s->temp_bytes, st);
 }
 
 int mt_frame_unknown(const struct mt_frame *f)
@@ -40,7 +46,8 @@ void mt_render_stack(FILE *out, struct mt_symbolizer *sym, const struct mt_site 
 		     const char *indent, unsigned maxframes)
 {
 	unsigned shown = 0;
-	for (uint32_t i = 0; i < s->nframes; i++) {
+	uint32_t depth = mt_site_depth(sym, s);
+	for (uint32_t i = 0; i < depth; i++) {
 		struct mt_frame f[MT_INLINE_MAX];
 		int n = mt_symbolize(sym, s->frames[i], 1, f, MT_INLINE_MAX);
 		if (n < 1) {
@@ -49,7 +56,8 @@ void mt_render_stack(FILE *out, struct mt_symbolizer *sym, const struct mt_site 
 		}
 		for (int k = 0; k < n; k++) {
 			if (shown == maxframes) {
-				fprintf(out, "%s... (%" PRIu32 " more frames)\n", indent, s->nframes - i);
+				uint32_t more = depth - i;
+				fprintf(out, "%s... (%" PRIu32 " more frame%s)\n", indent, more, more == 1 ? "" : "s");
 				return;
 			}
 			shown++;
@@ -118,7 +126,7 @@ static int fold_site(struct mt_symbolizer *sym, const struct mt_site *s, struct 
 		return -ENOMEM;
 	/* Root first: the outermost frame, and within one address the real
 	 * function before the calls inlined into it. */
-	for (uint32_t i = s->nframes; i-- > 0;) {
+	for (uint32_t i = mt_site_depth(sym, s); i-- > 0;) {
 		struct mt_frame f[MT_INLINE_MAX];
 		int n = mt_symbolize(sym, s->frames[i], 1, f, MT_INLINE_MAX);
 		if (n < 0)

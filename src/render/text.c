@@ -8,7 +8,7 @@
 #include "memtap/render.h"
 
 /* Call sites listed per table in the default report. */
-#define MT_TOP_SITES 10
+#define MT_SITES_TABLE_ROWS 10
 
 void mt_render_count_row(FILE *out, const char *key, uint64_t value)
 {
@@ -159,6 +159,7 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 		fprintf(out, "  %-50s %16" PRId64 "\n", "in use", p->totals.in_use_bytes);
 	mt_render_count_row(out, it->npids > 1 ? "peak in use (sum of peaks)" : "peak in use",
 			    p->totals.peak_in_use_bytes);
+	mt_render_analyses_text(out, p, it->npids > 1);
 	if (p->flags & MT_PROFILE_HEAP_EVENTS) {
 		int any = 0;
 		for (uint32_t i = 0; i < p->nfuncs; i++)
@@ -167,15 +168,28 @@ static int render_one(FILE *out, const struct mt_report_item *it)
 			fprintf(out, "\nHeap events (--heap-events): none: no brk, mmap, munmap, mremap, mprotect "
 				"or madvise while traced\n");
 	}
+	if (p->timeline.n)
+		mt_render_timeline_text(out, p);
 	if (p->npools) {
 		int err = render_pools(out, p);
 		if (err)
 			return err;
 	}
+	if (p->apr) {
+		int err = mt_render_pools_text(out, p, 0);
+		if (err)
+			return err;
+	}
+	mt_render_glibc_text(out, p);
 	/* Call sites (--stacks) come after the DTrace-layout sections, which
 	 * stay as they are. */
 	if (p->nsites) {
-		int err = mt_render_top(out, p, MT_TOP_SITES);
+		int err = mt_render_sites_table(out, p, MT_SITES_TABLE_ROWS);
+		if (err)
+			return err;
+	}
+	if (p->leaks) { /* leaks */
+		int err = mt_render_leaks_text(out, p, 10);
 		if (err)
 			return err;
 	}

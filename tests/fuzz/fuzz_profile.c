@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		mt_render_jeprof(null, p);
 		mt_render_collapsed(null, &it, 1, MT_VALUE_INUSE);
 		mt_render_flamegraph(null, &it, 1, MT_VALUE_ALLOC);
-		mt_render_top(null, p, 5);
+		mt_render_sites_table(null, p, 5);
 		struct mt_diff *d;
 		if (mt_diff_new(p, p, &d) == 0) {
 			mt_render_diff_text(null, d, 5);

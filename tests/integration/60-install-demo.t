@@ -6,6 +6,8 @@ plan 8
 
 out=$($MEMTAP demo 2>&1)
 ok $? "memtap demo exits 0"
+dir=$(sed -n 's|^\$ memtap run .* -o \(/tmp/memtap-demo\.[^/]*\)/demo -- .*|\1|p' <<<"$out")
+[ -n "$dir" ] && at_exit "rm -rf '$dir'"
 like "$out" "served 300 requests" "the demo workload ran"
 like "$out" "Calls per function:" "and its report is printed"
 # The workload's pool takes one 8 KiB block per request from malloc.

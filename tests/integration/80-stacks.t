@@ -10,7 +10,7 @@ S="$FIX/stacks"
 $MEMTAP run --leaks -o "$TMP/l" -- "$S" lost 2> "$TMP/l.txt"
 ok $? "run --leaks"
 like "$(cat "$TMP/l.txt")" "Top call sites by bytes in use" "the summary lists what is still allocated, by site"
-grep -A1 -E '^  #1 +432100 bytes in use' "$TMP/l.txt" | grep -q 'leaky_site .*stacks.c:'
+grep -A1 -E '^  #1 +432100 requested bytes in use' "$TMP/l.txt" | grep -q 'leaky_site .*stacks.c:'
 ok $? "the first site in use is leaky_site with exactly 432100 bytes, with file:line"
 $MEMTAP report --format=json "$TMP"/l.*.mtp > "$TMP/l.json"
 is "$(jq '[.processes[0].sites[] | select(.inuse_bytes > 0)] | length' "$TMP/l.json")" 1 "exactly one site holds memory"
@@ -111,8 +111,10 @@ is "$(jq '[.processes[0].sites[] | select(.alloc_objects == 80) | .inuse_bytes] 
 $MEMTAP run -q --stacks --sample=1 -o "$TMP/cc" -- "$S" cache
 ok $? "run --sample=1 on the stack-cache fixture"
 MEMTAP_STACK_CACHE=0 $MEMTAP run -q --stacks --sample=1 -o "$TMP/cu" -- "$S" cache
-$MEMTAP report --format=collapsed "$TMP"/cc.*.mtp | sort > "$TMP/cc.txt"
-$MEMTAP report --format=collapsed "$TMP"/cu.*.mtp | sort > "$TMP/cu.txt"
+# --full-stacks: the unwinders' whole stacks, thread entry and libc's frames
+# included (the report trims them by default).
+$MEMTAP report --format=collapsed --full-stacks "$TMP"/cc.*.mtp | sort > "$TMP/cc.txt"
+$MEMTAP report --format=collapsed --full-stacks "$TMP"/cu.*.mtp | sort > "$TMP/cu.txt"
 is "$(cat "$TMP/cc.txt")" "$(cat "$TMP/cu.txt")" "with the cache: the same stacks and bytes as unwinding every sample"
 is "$($MEMTAP report --format=json "$TMP"/cc.*.mtp | jq '.processes[0].sites | length')" \
    "$($MEMTAP report --format=json "$TMP"/cu.*.mtp | jq '.processes[0].sites | length')" "... and the same number of distinct stacks"
@@ -129,8 +131,8 @@ is "$(grep -c ';cache_work;varying_frame;xalloc 12800$' "$TMP/cc.txt")" 2 "alloc
 for fx in cxx_ops every_func; do
 	$MEMTAP run -q --stacks --sample=1 -o "$TMP/x$fx" -- "$FIX/$fx"
 	MEMTAP_STACK_CACHE=0 $MEMTAP run -q --stacks --sample=1 -o "$TMP/y$fx" -- "$FIX/$fx"
-	$MEMTAP report --format=collapsed --value=alloc "$TMP"/x$fx.*.mtp 2>&1 | sort > "$TMP/x$fx.txt"
-	$MEMTAP report --format=collapsed --value=alloc "$TMP"/y$fx.*.mtp 2>&1 | sort > "$TMP/y$fx.txt"
+	$MEMTAP report --format=collapsed --full-stacks --value=alloc "$TMP"/x$fx.*.mtp 2>&1 | sort > "$TMP/x$fx.txt"
+	$MEMTAP report --format=collapsed --full-stacks --value=alloc "$TMP"/y$fx.*.mtp 2>&1 | sort > "$TMP/y$fx.txt"
 	is "$(cat "$TMP/x$fx.txt")" "$(cat "$TMP/y$fx.txt")" "$fx: the same stacks with and without the cache"
 done
 like "$(cat "$TMP/xcxx_ops.txt")" "__libc_start_call_main;main [0-9]+" "... (the C++ operators' bytes, sampled from main)"

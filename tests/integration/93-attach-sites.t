@@ -39,7 +39,7 @@ like "$($MEMTAP report --format=collapsed "$D")" "(^|;)main 1200$" \
 kill -INT $APID
 wait $APID
 is "$?" 0 "Ctrl-C detaches"
-like "$(cat "$TMP/a.txt")" "1200 bytes in use \(100.0%\) in 6 blocks, from malloc" \
+like "$(cat "$TMP/a.txt")" "1200 requested bytes in use \(100.0%\) in 6 blocks, from malloc" \
 	"the summary at detach lists what is still allocated by call site"
 like "$(cat "$TMP/a.txt")" "main +[^ ]*ctl_target.c:[0-9]+" "symbolized to the fixture's source line"
 like "$(cat "$TMP/a.txt")" "5 frees of blocks allocated before recording began" \

@@ -414,14 +414,15 @@ static void text_top_tables(void **state)
 	assert_true(inuse > totals && alloc > inuse && calls > alloc);
 	assert_non_null(strstr(buf, "\nCall sites: 3 stacks, every allocation recorded\n"));
 	/* In use: malloc's 400 of 500 bytes first, then calloc's 100. */
-	assert_non_null(strstr(inuse, "  #1  400 bytes in use (80.0%) in 4 blocks, from malloc\n"
+	assert_non_null(strstr(inuse, "  #1  400 requested bytes in use (80.0%) in 4 blocks, from malloc\n"
 				      "        export_leaf  "));
-	assert_non_null(strstr(inuse, "  #2  100 bytes in use (20.0%) in 1 blocks, from calloc\n"));
+	/* Units named, plurals right. */
+	assert_non_null(strstr(inuse, "  #2  100 requested bytes in use (20.0%) in 1 block, from calloc\n"));
 	assert_true(strstr(inuse, "  #3") == NULL || strstr(inuse, "  #3") > alloc);
 	/* Allocated: the shallow stack's 5000 bytes lead. */
-	assert_non_null(strstr(alloc, "  #1  5000 bytes allocated (82.0%) in 5 calls, from malloc\n"
+	assert_non_null(strstr(alloc, "  #1  5000 requested bytes allocated (82.0%) in 5 calls, from malloc\n"
 				      "        export_middle  "));
-	assert_non_null(strstr(calls, "  #1  10 calls (62.5%) allocating 1000 bytes, to malloc\n"));
+	assert_non_null(strstr(calls, "  #1  10 calls (62.5%) allocating 1000 requested bytes, to malloc\n"));
 	/* Frames carry file:line when the symbolizer finds them (this test is
 	 * normally built with -g; CFLAGS may say otherwise). */
 	struct mt_symbolizer *sym = mt_symbolizer_new(p);
@@ -453,11 +454,18 @@ static void json_sites(void **state)
 	struct mt_report_item it = {p, NULL, NULL, 0};
 	assert_int_equal(mt_render_json(out, &it, 1), 0);
 	fclose(out);
-	assert_non_null(strstr(buf, "\"peak_in_use_bytes\":0},\"sample_period\":1,\"unknown_frees\":0,"
+	assert_non_null(strstr(buf, "\"peak_in_use_bytes\":0},\"analyses\":{"));
+	assert_non_null(strstr(buf, "\"temporary_allocations\":0,\"temporary_bytes\":0,\"temporary_estimated\":false}"
+				    ",\"sample_period\":1,\"unknown_frees\":0,"
 				    "\"sites\":[{\"function\":\"malloc\",\"frames\":[\"0x1000\",\"0x2abc\"],"
 				    "\"alloc_objects\":3,\"alloc_bytes\":300,\"inuse_objects\":2,\"inuse_bytes\":200,"
-				    "\"peak_objects\":3,\"peak_bytes\":300,\"estimated\":{\"alloc_objects\":3,"
-				    "\"alloc_bytes\":300,\"inuse_objects\":2,\"inuse_bytes\":200}}],"
+				    "\"peak_objects\":3,\"peak_bytes\":300,\"temporary_objects\":0,\"temporary_bytes\":0,"
+				    "\"stack\":[{\"address\":\"0x1000\",\"function\":null,"));
+	/* Addresses no file explains: no function, no line. */
+	assert_non_null(strstr(buf, "{\"address\":\"0x2abc\",\"function\":null,\"file\":null,\"line\":null"));
+	assert_non_null(strstr(buf, "\"estimated\":{\"alloc_objects\":3,"
+				    "\"alloc_bytes\":300,\"inuse_objects\":2,\"inuse_bytes\":200,\"peak_objects\":3,"
+				    "\"peak_bytes\":300,\"temporary_objects\":0,\"temporary_bytes\":0}}],"
 				    "\"mappings\":[{\"start\":\"0x1000\",\"end\":\"0x3000\",\"offset\":\"0x10\","
 				    "\"perms\":\"r-x\",\"build_id\":\"ab01\",\"path\":\"/bin/x \\\"y\\\"\"}]}]}\n"));
 	free(buf);
@@ -519,9 +527,9 @@ static void diff_order(void **state)
 	FILE *out = open_memstream(&buf, &len);
 	assert_int_equal(mt_render_diff_text(out, d, 2), 0);
 	fclose(out);
-	const char *one = strstr(buf, "  #1  +1000 bytes in use, +10 blocks (allocated +1000 bytes in +10 calls), "
+	const char *one = strstr(buf, "  #1  +1000 requested bytes in use, +10 blocks (allocated +1000 bytes in +10 calls), "
 				      "from malloc\n        export_leaf  ");
-	const char *two = strstr(buf, "  #2  +300 bytes in use, +3 blocks (allocated +300 bytes in +3 calls), "
+	const char *two = strstr(buf, "  #2  +300 requested bytes in use, +3 blocks (allocated +300 bytes in +3 calls), "
 				      "from malloc [new site]\n");
 	assert_non_null(one);
 	assert_true(two > one);

@@ -4,12 +4,16 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include <cmocka.h>
 
 #include "memtap/ctl.h"
+#include "memtap/glibc.h"
+#include "memtap/leaks.h"
+#include "memtap/pools.h"
 #include "memtap/profile.h"
 
 static void hist_buckets(void **state)
@@ -149,10 +153,46 @@ static void mapping_parse(void **state)
 	assert_int_equal(mt_mapping_parse("", &m), 0);
 }
 
+/* A profile that starts as a copy of another's identity (the merged
+ * profile of report --merge) owns none of its arrays or sections: freeing
+ * both frees each once (the ASan build of this test catches a double free). */
+static void forget_leaves_sections(void **state)
+{
+	(void)state;
+	struct mt_profile *a = mt_profile_new(), *b = mt_profile_new();
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(mt_profile_func(a, "malloc", MT_KIND_ALLOC));
+	uint64_t frame = 0x1234;
+	assert_non_null(mt_profile_add_site(a, &frame, 1));
+	assert_non_null(mt_profile_add_mapping(a));
+	a->apr = mt_apr_new();
+	a->stats = calloc(1, sizeof(*a->stats));
+	a->glibc = calloc(1, sizeof(*a->glibc));
+	struct mt_leaks l = {0};
+	a->leaks = mt_leaks_dup(&l);
+	assert_non_null(a->apr);
+	assert_non_null(a->stats);
+	assert_non_null(a->glibc);
+	assert_non_null(a->leaks);
+	*b = *a;
+	mt_profile_forget(b);
+	assert_null(b->funcs);
+	assert_int_equal(b->nsites, 0);
+	assert_null(b->apr);
+	assert_null(b->stats);
+	assert_null(b->glibc);
+	assert_null(b->leaks);
+	assert_int_equal(b->timeline.n, 0);
+	assert_int_equal(b->pid, a->pid);
+	mt_profile_free(b);
+	mt_profile_free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(hist_buckets),     cmocka_unit_test(merge_sums_by_name),
+		cmocka_unit_test(forget_leaves_sections), cmocka_unit_test(hist_buckets),     cmocka_unit_test(merge_sums_by_name),
 		cmocka_unit_test(ctl_parse_valid),  cmocka_unit_test(ctl_parse_rejects),
 		cmocka_unit_test(ctl_peer_rule),    cmocka_unit_test(mapping_parse),
 	};
