@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,8 @@
 #include "cli.h"
 #include "fleet.h"
 #include "http.h"
+#include "memtap/glibc.h"
+#include "memtap/pools.h"
 #include "memtap/proc.h"
 #include "memtap/prom.h"
 #include "options.h"
@@ -37,6 +40,23 @@
 /* Layouts whose symbolizers are kept. */
 #define SYM_CACHE 4
 
+/* The sections' gauges of one process, or of a row's processes summed
+ * (--pools, --glibc, the allocator's own statistics); HAVE says which
+ * sections were there. */
+#define G_APR 0x1u
+#define G_GLIBC 0x2u
+struct stat_sum {
+	char allocator[32], key[MT_STATS_KEY];
+	uint64_t value;
+};
+struct gauges {
+	unsigned have;
+	uint64_t apr_pools, apr_bytes, apr_growing;
+	uint64_t arenas, heaps, sbrk_bytes, mmapped_bytes, mmap_threshold;
+	struct stat_sum *stats;
+	size_t nstats;
+};
+
 struct acc {
 	int pid;
 	uint64_t image_ns;
@@ -46,6 +66,7 @@ struct acc {
 	struct mt_profile *base; /* counts from before a reset */
 	struct mt_totals totals;
 	int have_totals;
+	struct gauges g;
 };
 
 struct group {
@@ -179,6 +200,72 @@ static void func_set(struct mt_func *d, const struct mt_func *s)
 	memcpy(d->hist, s->hist, sizeof(d->hist));
 }
 
+static void gauges_free(struct gauges *g)
+{
+	free(g->stats);
+	memset(g, 0, sizeof(*g));
+}
+
+static void stat_add(struct gauges *g, const char *allocator, const char *key, uint64_t v)
+{
+	for (size_t i = 0; i < g->nstats; i++)
+		if (!strcmp(g->stats[i].key, key) && !strcmp(g->stats[i].allocator, allocator)) {
+			g->stats[i].value += v;
+			return;
+		}
+	struct stat_sum *n = realloc(g->stats, (g->nstats + 1) * sizeof(*n));
+	if (!n)
+		return;
+	g->stats = n;
+	snprintf(n[g->nstats].allocator, sizeof(n->allocator), "%s", allocator);
+	snprintf(n[g->nstats].key, sizeof(n->key), "%s", key);
+	n[g->nstats++].value = v;
+}
+
+/* P's sections as gauges into G (what G had is dropped). */
+static void gauges_of(const struct mt_profile *p, struct gauges *g)
+{
+	gauges_free(g);
+	if (p->apr && p->apr->hooked) {
+		g->have |= G_APR;
+		for (uint32_t i = 0; i < p->apr->npools; i++) {
+			const struct mt_apr_pool *q = &p->apr->pools[i];
+			if (q->destroyed_ns)
+				continue;
+			g->apr_pools++;
+			g->apr_bytes += q->cur_bytes;
+			g->apr_growing += mt_apr_growing(q, p->dump_ns) != 0;
+		}
+	}
+	if (p->glibc) {
+		g->have |= G_GLIBC;
+		g->arenas = p->glibc->narenas;
+		g->heaps = p->glibc->nheaps;
+		g->sbrk_bytes = p->glibc->sbrk_bytes;
+		g->mmapped_bytes = p->glibc->mmapped_bytes;
+		g->mmap_threshold = p->glibc->mmap_threshold;
+	}
+	for (uint32_t i = 0; p->stats && i < p->stats->n && i < MT_STATS_MAX; i++)
+		stat_add(g, p->stats->allocator, p->stats->v[i].key, p->stats->v[i].value);
+}
+
+/* Adds S into the row's D: sums, and the largest threshold. */
+static void gauges_add(struct gauges *d, const struct gauges *s)
+{
+	d->have |= s->have;
+	d->apr_pools += s->apr_pools;
+	d->apr_bytes += s->apr_bytes;
+	d->apr_growing += s->apr_growing;
+	d->arenas += s->arenas;
+	d->heaps += s->heaps;
+	d->sbrk_bytes += s->sbrk_bytes;
+	d->mmapped_bytes += s->mmapped_bytes;
+	if (s->mmap_threshold > d->mmap_threshold)
+		d->mmap_threshold = s->mmap_threshold;
+	for (size_t i = 0; i < s->nstats; i++)
+		stat_add(d, s->stats[i].allocator, s->stats[i].key, s->stats[i].value);
+}
+
 /* The counts of P become A's; a function that went down was reset: what
  * it had counted moves to A's base. */
 static void acc_update(struct acc *a, const struct mt_profile *p)
@@ -198,6 +285,7 @@ static void acc_update(struct acc *a, const struct mt_profile *p)
 	}
 	a->totals = p->totals;
 	a->have_totals = 1;
+	gauges_of(p, &a->g);
 }
 
 static struct group *group_of(struct mt_fleet *f, const char *command)
@@ -243,6 +331,7 @@ static void acc_retire(struct mt_fleet *f, struct acc *a)
 	}
 	mt_profile_free(a->base);
 	mt_profile_free(a->prev);
+	gauges_free(&a->g);
 	*a = f->a[--f->na];
 }
 
@@ -306,6 +395,7 @@ struct row {
 	int64_t in_use;
 	uint64_t peak, running, exited;
 	int have_totals;
+	struct gauges g;
 };
 
 static int row_cmp(const void *x, const void *y)
@@ -411,6 +501,7 @@ static void metrics(struct mt_fleet *f, FILE *out, enum mt_prom_format fmt)
 		add_funcs(r->funcs, a->base);
 		add_funcs(r->funcs, a->prev);
 		r->running++;
+		gauges_add(&r->g, &a->g);
 		if (a->have_totals) {
 			r->in_use += a->totals.in_use_bytes;
 			r->peak += a->totals.peak_in_use_bytes;
@@ -468,11 +559,61 @@ static void metrics(struct mt_fleet *f, FILE *out, enum mt_prom_format fmt)
 	mt_prom_family(&w, "memtap_allocation_size_bytes", MT_PROM_HISTOGRAM, "bytes",
 		       "Sizes asked of each allocating function, in power-of-two buckets.");
 	func_series(&w, rows, nrows, 1, V_CALLS);
-	/* Pool gauges (-f FUNC:pool=argM, --pools) and allocator internals
-	 * (--glibc) go here, one family each, with the same label sets. */
-	mt_prom_end(&w);
+	/* The sections' gauges, for the rows that have them. */
+	static const struct {
+		const char *name, *unit, *help;
+		unsigned have;
+		size_t off;
+	} gf[] = {
+		{"memtap_apr_pools", NULL, "Live APR pools of the running processes (--pools).", G_APR,
+		 offsetof(struct gauges, apr_pools)},
+		{"memtap_apr_pool_bytes", "bytes", "Bytes allocated from the live APR pools since their last clear "
+		 "(--pools).", G_APR, offsetof(struct gauges, apr_bytes)},
+		{"memtap_apr_growing_pools", NULL, "Live APR pools that only grow (docs/POOLS.md: a leak like "
+		 "seeds/002's).", G_APR, offsetof(struct gauges, apr_growing)},
+		{"memtap_glibc_arenas", NULL, "glibc malloc arenas (--glibc).", G_GLIBC, offsetof(struct gauges, arenas)},
+		{"memtap_glibc_heaps", NULL, "glibc's mmapped arena heaps (--glibc).", G_GLIBC,
+		 offsetof(struct gauges, heaps)},
+		{"memtap_glibc_sbrk_bytes", "bytes", "The program break's extent, brk - sbrk_base (--glibc).", G_GLIBC,
+		 offsetof(struct gauges, sbrk_bytes)},
+		{"memtap_glibc_mmapped_bytes", "bytes", "Bytes in chunks glibc mmapped on their own (--glibc).", G_GLIBC,
+		 offsetof(struct gauges, mmapped_bytes)},
+		{"memtap_glibc_mmap_threshold_bytes", "bytes", "glibc's dynamic mmap threshold (the largest of the "
+		 "processes; --glibc).", G_GLIBC, offsetof(struct gauges, mmap_threshold)},
+	};
+	for (size_t k = 0; k < sizeof(gf) / sizeof(gf[0]); k++) {
+		int any = 0;
+		for (size_t i = 0; i < nrows && !any; i++)
+			any = (rows[i].g.have & gf[k].have) != 0;
+		if (!any)
+			continue;
+		mt_prom_family(&w, gf[k].name, MT_PROM_GAUGE, gf[k].unit, gf[k].help);
+		for (size_t i = 0; i < nrows; i++) {
+			struct mt_prom_label l[2] = {{"command", rows[i].command}, {"pid", rows[i].pid}};
+			if (rows[i].g.have & gf[k].have)
+				mt_prom_u64(&w, l, rows[i].pid[0] ? 2 : 1,
+					    *(const uint64_t *)((const char *)&rows[i].g + gf[k].off));
+		}
+	}
+	int any_stats = 0;
 	for (size_t i = 0; i < nrows; i++)
+		any_stats |= rows[i].g.nstats != 0;
+	if (any_stats) {
+		mt_prom_family(&w, "memtap_allocator_stat", MT_PROM_GAUGE, NULL,
+			       "The allocator's own statistics, by its key (ctl stats; summed over the processes).");
+		for (size_t i = 0; i < nrows; i++)
+			for (size_t k = 0; k < rows[i].g.nstats; k++) {
+				const struct stat_sum *st = &rows[i].g.stats[k];
+				struct mt_prom_label l[4] = {{"command", rows[i].command}, {"allocator", st->allocator},
+							     {"key", st->key}, {"pid", rows[i].pid}};
+				mt_prom_u64(&w, l, rows[i].pid[0] ? 4 : 3, st->value);
+			}
+	}
+	mt_prom_end(&w);
+	for (size_t i = 0; i < nrows; i++) {
 		mt_profile_free(rows[i].funcs);
+		gauges_free(&rows[i].g);
+	}
 	free(rows);
 }
 
@@ -910,6 +1051,7 @@ void mt_fleet_free(struct mt_fleet *f)
 	for (size_t i = 0; i < f->na; i++) {
 		mt_profile_free(f->a[i].prev);
 		mt_profile_free(f->a[i].base);
+		gauges_free(&f->a[i].g);
 	}
 	free(f->a);
 	for (size_t i = 0; i < f->ng; i++)
