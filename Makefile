@@ -322,7 +322,8 @@ tsan: $(TSAN_TEST)
 	@MEMTAP_TSAN_BIN=$(TSAN_TEST) prove -v --exec '' tests/tsan/run.sh
 
 # libFuzzer (clang) on the profile reader + renderers, the control protocol
-# parser and the live counter file reader, FUZZ_SECONDS each, from the seed
+# parser, the live counter file reader and the endpoint's HTTP server,
+# FUZZ_SECONDS each, from the seed
 # corpus in tests/fuzz.
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -Iinclude -Isrc -D_GNU_SOURCE
@@ -333,7 +334,8 @@ fuzz: all
 	$(BPF_CLANG) $(FUZZ_CFLAGS) tests/fuzz/fuzz_ctl.c src/core/ctl.c -o $(BUILD)/fuzz/fuzz_ctl
 	$(BPF_CLANG) $(FUZZ_CFLAGS) -I$(BUILD)/gen tests/fuzz/fuzz_live.c src/cli/live_read.c $(RENDER_SRC) \
 		$(CORE_SRC) $(PROTO_C) -o $(BUILD)/fuzz/fuzz_live $(CLI_LIBS)
-	@for t in profile ctl live; do \
+	$(BPF_CLANG) $(FUZZ_CFLAGS) tests/fuzz/fuzz_http.c src/cli/http.c -o $(BUILD)/fuzz/fuzz_http
+	@for t in profile ctl live http; do \
 		rm -rf $(BUILD)/fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$$t $(BUILD)/fuzz/corpus-$$t && \
 		echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
 		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,9 @@
 #include "cli.h"
 #include "fleet.h"
 #include "http.h"
+#include "memtap/glibc.h"
+#include "memtap/pools.h"
+#include "memtap/proc.h"
 #include "memtap/prom.h"
 #include "options.h"
 #include "render/export.h"
@@ -33,6 +37,25 @@
 #define MT_VERSION MEMTAP_VERSION /* cli.h: the one version */
 /* Distinct command labels kept; later commands are counted as "other". */
 #define GROUPS_MAX 256
+/* Layouts whose symbolizers are kept. */
+#define SYM_CACHE 4
+
+/* The sections' gauges of one process, or of a row's processes summed
+ * (--pools, --glibc, the allocator's own statistics); HAVE says which
+ * sections were there. */
+#define G_APR 0x1u
+#define G_GLIBC 0x2u
+struct stat_sum {
+	char allocator[32], key[MT_STATS_KEY];
+	uint64_t value;
+};
+struct gauges {
+	unsigned have;
+	uint64_t apr_pools, apr_bytes, apr_growing;
+	uint64_t arenas, heaps, sbrk_bytes, mmapped_bytes, mmap_threshold;
+	struct stat_sum *stats;
+	size_t nstats;
+};
 
 struct acc {
 	int pid;
@@ -43,6 +66,7 @@ struct acc {
 	struct mt_profile *base; /* counts from before a reset */
 	struct mt_totals totals;
 	int have_totals;
+	struct gauges g;
 };
 
 struct group {
@@ -62,6 +86,14 @@ struct mt_fleet {
 	size_t ng;
 	char dir[PATH_MAX];
 	unsigned keep;
+	/* Symbolizers of the layouts profiled last, kept between requests:
+	 * symbolizing a server's modules afresh costs tens of ms each time. */
+	struct {
+		struct mt_profile *maps; /* the layout (mappings only) */
+		struct mt_symbolizer *sym;
+		uint64_t used;
+	} sym[SYM_CACHE];
+	uint64_t requests;
 };
 
 /* ---- options ---- */
@@ -133,9 +165,12 @@ static struct acc *acc_of(struct mt_fleet *f, const struct mt_member *m, int add
 	for (size_t i = 0; i < f->na; i++)
 		if (f->a[i].pid == m->pid && f->a[i].image_ns == m->image_ns) {
 			/* Until it counts anything its command may still change
-			 * (a child seen before its exec). */
-			if (!f->a[i].fixed)
-				command_label(m->command, f->a[i].command, sizeof(f->a[i].command));
+			 * (a child seen before its exec): read it afresh. */
+			if (!f->a[i].fixed && m->state == MT_MEMBER_RUNNING) {
+				char cmd[sizeof(m->command)];
+				mt_proc_cmdline(m->pid, cmd, sizeof(cmd));
+				command_label(cmd[0] ? cmd : m->command, f->a[i].command, sizeof(f->a[i].command));
+			}
 			return &f->a[i];
 		}
 	if (!add)
@@ -165,6 +200,72 @@ static void func_set(struct mt_func *d, const struct mt_func *s)
 	memcpy(d->hist, s->hist, sizeof(d->hist));
 }
 
+static void gauges_free(struct gauges *g)
+{
+	free(g->stats);
+	memset(g, 0, sizeof(*g));
+}
+
+static void stat_add(struct gauges *g, const char *allocator, const char *key, uint64_t v)
+{
+	for (size_t i = 0; i < g->nstats; i++)
+		if (!strcmp(g->stats[i].key, key) && !strcmp(g->stats[i].allocator, allocator)) {
+			g->stats[i].value += v;
+			return;
+		}
+	struct stat_sum *n = realloc(g->stats, (g->nstats + 1) * sizeof(*n));
+	if (!n)
+		return;
+	g->stats = n;
+	snprintf(n[g->nstats].allocator, sizeof(n->allocator), "%s", allocator);
+	snprintf(n[g->nstats].key, sizeof(n->key), "%s", key);
+	n[g->nstats++].value = v;
+}
+
+/* P's sections as gauges into G (what G had is dropped). */
+static void gauges_of(const struct mt_profile *p, struct gauges *g)
+{
+	gauges_free(g);
+	if (p->apr && p->apr->hooked) {
+		g->have |= G_APR;
+		for (uint32_t i = 0; i < p->apr->npools; i++) {
+			const struct mt_apr_pool *q = &p->apr->pools[i];
+			if (q->destroyed_ns)
+				continue;
+			g->apr_pools++;
+			g->apr_bytes += q->cur_bytes;
+			g->apr_growing += mt_apr_growing(q, p->dump_ns) != 0;
+		}
+	}
+	if (p->glibc) {
+		g->have |= G_GLIBC;
+		g->arenas = p->glibc->narenas;
+		g->heaps = p->glibc->nheaps;
+		g->sbrk_bytes = p->glibc->sbrk_bytes;
+		g->mmapped_bytes = p->glibc->mmapped_bytes;
+		g->mmap_threshold = p->glibc->mmap_threshold;
+	}
+	for (uint32_t i = 0; p->stats && i < p->stats->n && i < MT_STATS_MAX; i++)
+		stat_add(g, p->stats->allocator, p->stats->v[i].key, p->stats->v[i].value);
+}
+
+/* Adds S into the row's D: sums, and the largest threshold. */
+static void gauges_add(struct gauges *d, const struct gauges *s)
+{
+	d->have |= s->have;
+	d->apr_pools += s->apr_pools;
+	d->apr_bytes += s->apr_bytes;
+	d->apr_growing += s->apr_growing;
+	d->arenas += s->arenas;
+	d->heaps += s->heaps;
+	d->sbrk_bytes += s->sbrk_bytes;
+	d->mmapped_bytes += s->mmapped_bytes;
+	if (s->mmap_threshold > d->mmap_threshold)
+		d->mmap_threshold = s->mmap_threshold;
+	for (size_t i = 0; i < s->nstats; i++)
+		stat_add(d, s->stats[i].allocator, s->stats[i].key, s->stats[i].value);
+}
+
 /* The counts of P become A's; a function that went down was reset: what
  * it had counted moves to A's base. */
 static void acc_update(struct acc *a, const struct mt_profile *p)
@@ -184,6 +285,7 @@ static void acc_update(struct acc *a, const struct mt_profile *p)
 	}
 	a->totals = p->totals;
 	a->have_totals = 1;
+	gauges_of(p, &a->g);
 }
 
 static struct group *group_of(struct mt_fleet *f, const char *command)
@@ -229,6 +331,7 @@ static void acc_retire(struct mt_fleet *f, struct acc *a)
 	}
 	mt_profile_free(a->base);
 	mt_profile_free(a->prev);
+	gauges_free(&a->g);
 	*a = f->a[--f->na];
 }
 
@@ -292,6 +395,7 @@ struct row {
 	int64_t in_use;
 	uint64_t peak, running, exited;
 	int have_totals;
+	struct gauges g;
 };
 
 static int row_cmp(const void *x, const void *y)
@@ -397,13 +501,15 @@ static void metrics(struct mt_fleet *f, FILE *out, enum mt_prom_format fmt)
 		add_funcs(r->funcs, a->base);
 		add_funcs(r->funcs, a->prev);
 		r->running++;
+		gauges_add(&r->g, &a->g);
 		if (a->have_totals) {
 			r->in_use += a->totals.in_use_bytes;
 			r->peak += a->totals.peak_in_use_bytes;
 			r->have_totals = 1;
 		}
 	}
-	qsort(rows, nrows, sizeof(*rows), row_cmp);
+	if (nrows)
+		qsort(rows, nrows, sizeof(*rows), row_cmp);
 
 	struct mt_prom w;
 	mt_prom_begin(&w, out, fmt);
@@ -453,11 +559,61 @@ static void metrics(struct mt_fleet *f, FILE *out, enum mt_prom_format fmt)
 	mt_prom_family(&w, "memtap_allocation_size_bytes", MT_PROM_HISTOGRAM, "bytes",
 		       "Sizes asked of each allocating function, in power-of-two buckets.");
 	func_series(&w, rows, nrows, 1, V_CALLS);
-	/* Pool gauges (-f FUNC:pool=argM, --pools) and allocator internals
-	 * (--glibc) go here, one family each, with the same label sets. */
-	mt_prom_end(&w);
+	/* The sections' gauges, for the rows that have them. */
+	static const struct {
+		const char *name, *unit, *help;
+		unsigned have;
+		size_t off;
+	} gf[] = {
+		{"memtap_apr_pools", NULL, "Live APR pools of the running processes (--pools).", G_APR,
+		 offsetof(struct gauges, apr_pools)},
+		{"memtap_apr_pool_bytes", "bytes", "Bytes allocated from the live APR pools since their last clear "
+		 "(--pools).", G_APR, offsetof(struct gauges, apr_bytes)},
+		{"memtap_apr_growing_pools", NULL, "Live APR pools that only grow (docs/POOLS.md: a leak like "
+		 "seeds/002's).", G_APR, offsetof(struct gauges, apr_growing)},
+		{"memtap_glibc_arenas", NULL, "glibc malloc arenas (--glibc).", G_GLIBC, offsetof(struct gauges, arenas)},
+		{"memtap_glibc_heaps", NULL, "glibc's mmapped arena heaps (--glibc).", G_GLIBC,
+		 offsetof(struct gauges, heaps)},
+		{"memtap_glibc_sbrk_bytes", "bytes", "The program break's extent, brk - sbrk_base (--glibc).", G_GLIBC,
+		 offsetof(struct gauges, sbrk_bytes)},
+		{"memtap_glibc_mmapped_bytes", "bytes", "Bytes in chunks glibc mmapped on their own (--glibc).", G_GLIBC,
+		 offsetof(struct gauges, mmapped_bytes)},
+		{"memtap_glibc_mmap_threshold_bytes", "bytes", "glibc's dynamic mmap threshold (the largest of the "
+		 "processes; --glibc).", G_GLIBC, offsetof(struct gauges, mmap_threshold)},
+	};
+	for (size_t k = 0; k < sizeof(gf) / sizeof(gf[0]); k++) {
+		int any = 0;
+		for (size_t i = 0; i < nrows && !any; i++)
+			any = (rows[i].g.have & gf[k].have) != 0;
+		if (!any)
+			continue;
+		mt_prom_family(&w, gf[k].name, MT_PROM_GAUGE, gf[k].unit, gf[k].help);
+		for (size_t i = 0; i < nrows; i++) {
+			struct mt_prom_label l[2] = {{"command", rows[i].command}, {"pid", rows[i].pid}};
+			if (rows[i].g.have & gf[k].have)
+				mt_prom_u64(&w, l, rows[i].pid[0] ? 2 : 1,
+					    *(const uint64_t *)((const char *)&rows[i].g + gf[k].off));
+		}
+	}
+	int any_stats = 0;
 	for (size_t i = 0; i < nrows; i++)
+		any_stats |= rows[i].g.nstats != 0;
+	if (any_stats) {
+		mt_prom_family(&w, "memtap_allocator_stat", MT_PROM_GAUGE, NULL,
+			       "The allocator's own statistics, by its key (ctl stats; summed over the processes).");
+		for (size_t i = 0; i < nrows; i++)
+			for (size_t k = 0; k < rows[i].g.nstats; k++) {
+				const struct stat_sum *st = &rows[i].g.stats[k];
+				struct mt_prom_label l[4] = {{"command", rows[i].command}, {"allocator", st->allocator},
+							     {"key", st->key}, {"pid", rows[i].pid}};
+				mt_prom_u64(&w, l, rows[i].pid[0] ? 4 : 3, st->value);
+			}
+	}
+	mt_prom_end(&w);
+	for (size_t i = 0; i < nrows; i++) {
 		mt_profile_free(rows[i].funcs);
+		gauges_free(&rows[i].g);
+	}
 	free(rows);
 }
 
@@ -474,18 +630,59 @@ static int same_maps(const struct mt_profile *a, const struct mt_profile *b)
 	return 1;
 }
 
+/* The kept symbolizer for P's layout (made now, in the least recently used
+ * slot not in use by this request), or NULL. */
+static struct mt_symbolizer *symbolizer_for(struct mt_fleet *f, const struct mt_profile *p)
+{
+	size_t k, lru = SYM_CACHE;
+	for (k = 0; k < SYM_CACHE; k++)
+		if (f->sym[k].maps && same_maps(f->sym[k].maps, p)) {
+			f->sym[k].used = f->requests;
+			return f->sym[k].sym;
+		}
+	for (k = 0; k < SYM_CACHE; k++)
+		if (f->sym[k].used != f->requests && (lru == SYM_CACHE || f->sym[k].used < f->sym[lru].used))
+			lru = k;
+	if (lru == SYM_CACHE)
+		return NULL;
+	mt_symbolizer_free(f->sym[lru].sym);
+	mt_profile_free(f->sym[lru].maps);
+	f->sym[lru].sym = NULL;
+	f->sym[lru].used = 0;
+	struct mt_profile *m = f->sym[lru].maps = mt_profile_new();
+	for (uint32_t i = 0; m && i < p->nmaps; i++) {
+		struct mt_mapping *d = mt_profile_add_mapping(m);
+		if (!d) {
+			mt_profile_free(m);
+			m = f->sym[lru].maps = NULL;
+			break;
+		}
+		*d = p->maps[i];
+	}
+	if (!m || !(f->sym[lru].sym = mt_symbolizer_new(m))) {
+		mt_profile_free(m);
+		f->sym[lru].maps = NULL;
+		return NULL;
+	}
+	f->sym[lru].used = f->requests;
+	return f->sym[lru].sym;
+}
+
 /* A gzipped pprof profile of PROFS (NPROFS) into OUT; DEFAULT_TYPE: which
  * sample type pprof shows first.  Processes with the same layout (a
  * server's forked children) are merged first, so each layout is
- * symbolized once. */
-static int pprof_of(struct mt_profile **profs, size_t nprofs, unsigned default_type, FILE *out)
+ * symbolized once, with the symbolizer kept from earlier requests. */
+static int pprof_of(struct mt_fleet *f, const struct mt_profile *const *profs, size_t nprofs, unsigned default_type,
+		    FILE *out)
 {
 	struct mt_profile **groups = calloc(nprofs, sizeof(*groups));
 	const struct mt_profile **cgroups = calloc(nprofs, sizeof(*cgroups));
+	struct mt_symbolizer **syms = calloc(nprofs, sizeof(*syms));
 	size_t ng = 0, ns = 0, nsites = 0;
 	int ret = -ENOMEM;
 	struct mt_pprof_sample *s = NULL;
-	if (!groups || !cgroups)
+	f->requests++;
+	if (!groups || !cgroups || !syms)
 		goto out;
 	for (size_t i = 0; i < nprofs; i++) {
 		size_t g = 0;
@@ -504,6 +701,8 @@ static int pprof_of(struct mt_profile **profs, size_t nprofs, unsigned default_t
 			groups[g]->start_ns = profs[i]->start_ns;
 		ret = -ENOMEM;
 	}
+	for (size_t g = 0; g < ng; g++)
+		syms[g] = symbolizer_for(f, groups[g]);
 	for (size_t g = 0; g < ng; g++)
 		nsites += groups[g]->nsites;
 	if (!(s = calloc(nsites ? nsites : 1, sizeof(*s))))
@@ -528,11 +727,12 @@ static int pprof_of(struct mt_profile **profs, size_t nprofs, unsigned default_t
 	else
 		snprintf(comment, sizeof(comment), "memtap: %zu processes of one session", nprofs);
 	ret = mt_pprof_write_typed(out, ng ? groups[0] : profs[0], cgroups, ng, s, ns,
-				   now > start ? (int64_t)(now - start) : 0, comment, default_type);
+				   now > start ? (int64_t)(now - start) : 0, comment, default_type, syms);
 out:
 	for (size_t g = 0; g < ng; g++)
 		mt_profile_free(groups[g]);
 	free(groups);
+	free(syms);
 	free(cgroups);
 	free(s);
 	return ret;
@@ -616,7 +816,7 @@ static void pprof_endpoint(struct mt_fleet *f, const struct mt_http_request *req
 		return text(r, 503, "no running process in this session yet\n");
 	}
 	FILE *out = open_memstream(&r->body, &r->len);
-	int ret = out ? pprof_of(profs, np, allocs ? 1 : 3, out) : -ENOMEM;
+	int ret = out ? pprof_of(f, (const struct mt_profile *const *)profs, np, allocs ? 1 : 3, out) : -ENOMEM;
 	if (out)
 		fclose(out);
 	for (size_t i = 0; i < np; i++)
@@ -721,10 +921,10 @@ static void prune(struct mt_fleet *f)
 }
 
 /* A periodic profile of M: its pprof into the directory, atomically. */
-static void write_pprof_file(struct mt_fleet *f, const struct mt_member *m, const struct mt_profile *p)
+static void write_pprof_file(struct mt_fleet *f, const struct mt_member *m, const struct mt_profile *p,
+			     const char *label)
 {
-	char label[128], safe[64], when[32], tmp[PATH_MAX], path[PATH_MAX];
-	command_label(m->command, label, sizeof(label));
+	char safe[64], when[32], tmp[PATH_MAX], path[PATH_MAX];
 	size_t k = 0;
 	for (const char *c = label; *c && k < sizeof(safe) - 1; c++)
 		safe[k++] = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
@@ -745,7 +945,7 @@ static void write_pprof_file(struct mt_fleet *f, const struct mt_member *m, cons
 		return;
 	}
 	FILE *out = fdopen(fd, "w");
-	int ret = out ? mt_render_pprof(out, p) : -errno;
+	int ret = out ? pprof_of(f, &p, 1, 3, out) : -errno;
 	if (out ? fclose(out) : close(fd))
 		ret = ret ? ret : -EIO;
 	if (!ret && rename(tmp, path) < 0)
@@ -768,8 +968,11 @@ static void on_wrote(struct mt_session *s, const struct mt_member *m, const stru
 	struct acc *a = acc_of(f, m, 1);
 	if (a)
 		acc_update(a, p);
-	if (f->dir[0] && p->reason == MT_REASON_INTERVAL)
-		write_pprof_file(f, m, p);
+	if (f->dir[0] && p->reason == MT_REASON_INTERVAL) {
+		char label[128];
+		command_label(m->command[0] ? m->command : p->command, label, sizeof(label));
+		write_pprof_file(f, m, p, a ? a->command : label);
+	}
 }
 
 /* ---- the endpoint ---- */
@@ -848,10 +1051,15 @@ void mt_fleet_free(struct mt_fleet *f)
 	for (size_t i = 0; i < f->na; i++) {
 		mt_profile_free(f->a[i].prev);
 		mt_profile_free(f->a[i].base);
+		gauges_free(&f->a[i].g);
 	}
 	free(f->a);
 	for (size_t i = 0; i < f->ng; i++)
 		mt_profile_free(f->g[i].exited);
 	free(f->g);
+	for (size_t k = 0; k < SYM_CACHE; k++) {
+		mt_symbolizer_free(f->sym[k].sym);
+		mt_profile_free(f->sym[k].maps);
+	}
 	free(f);
 }

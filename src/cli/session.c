@@ -631,7 +631,10 @@ static size_t poll_ebpf(struct mt_session *s)
 		/* Its command as it is now (run --via=ebpf finds it before its
 		 * exec; servers rename their workers), once a second. */
 		if (now - m->cmd_ns >= 1000000000u) {
-			mt_proc_cmdline(m->pid, m->command, sizeof(m->command));
+			char cmd[sizeof(m->command)];
+			mt_proc_cmdline(m->pid, cmd, sizeof(cmd));
+			if (cmd[0])
+				memcpy(m->command, cmd, sizeof(cmd));
 			m->cmd_ns = now;
 		}
 		if (interval_due && ebpf_profile(s, m, MT_REASON_INTERVAL, path, sizeof(path)))

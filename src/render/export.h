@@ -66,9 +66,13 @@ int mt_pprof_write(FILE *out, const struct mt_profile *ident, const struct mt_pr
 		   int64_t duration_ns, const char *comment);
 /* The same with DEFAULT_TYPE (an index of the four sample types) as the one
  * pprof shows first: 3 (inuse_space) for a heap profile, 1 (alloc_space)
- * for Go's /debug/pprof/allocs. */
+ * for Go's /debug/pprof/allocs; SYMS, when not NULL, the caller's
+ * symbolizers for PROFS (a NULL entry: one made and freed here), which
+ * must be for the same mappings (a server's endpoint keeps them between
+ * requests). */
 int mt_pprof_write_typed(FILE *out, const struct mt_profile *ident, const struct mt_profile *const *profs,
 			 size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
-			 int64_t duration_ns, const char *comment, unsigned default_type);
+			 int64_t duration_ns, const char *comment, unsigned default_type,
+			 struct mt_symbolizer *const *syms);
 
 #endif

@@ -331,12 +331,13 @@ int mt_pprof_write(FILE *out, const struct mt_profile *ident, const struct mt_pr
 		   size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
 		   int64_t duration_ns, const char *comment)
 {
-	return mt_pprof_write_typed(out, ident, profs, nprofs, samples, nsamples, duration_ns, comment, 3);
+	return mt_pprof_write_typed(out, ident, profs, nprofs, samples, nsamples, duration_ns, comment, 3, NULL);
 }
 
 int mt_pprof_write_typed(FILE *out, const struct mt_profile *ident, const struct mt_profile *const *profs,
 			 size_t nprofs, const struct mt_pprof_sample *samples, size_t nsamples,
-			 int64_t duration_ns, const char *comment, unsigned default_type)
+			 int64_t duration_ns, const char *comment, unsigned default_type,
+			 struct mt_symbolizer *const *syms)
 {
 	static const char *const types[4][2] = {
 		{"alloc_objects", "count"},
@@ -380,7 +381,7 @@ int mt_pprof_write_typed(FILE *out, const struct mt_profile *ident, const struct
 		goto out;
 	err = -ENOMEM;
 	for (size_t i = 0; i < nprofs; i++)
-		if (!(w.syms[i] = mt_symbolizer_new(profs[i])))
+		if (!(w.syms[i] = syms && syms[i] ? syms[i] : mt_symbolizer_new(profs[i])))
 			goto out;
 
 	size_t ns = 0;
@@ -493,7 +494,8 @@ out:
 	free(w.maps);
 	free(w.mapsrc);
 	for (size_t i = 0; w.syms && i < nprofs; i++)
-		mt_symbolizer_free(w.syms[i]);
+		if (!syms || !syms[i])
+			mt_symbolizer_free(w.syms[i]);
 	free(w.syms);
 	for (size_t i = 0; i < w.st.n; i++)
 		free(w.st.s[i]);

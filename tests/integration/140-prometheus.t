@@ -12,8 +12,12 @@ MP=$(free_port)
 	> "$TMP/rounds" 2> "$TMP/memtap.err" &
 MPID=$!
 at_exit "touch $TMP/stop; kill $MPID"
-wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP/metrics"
-ok $? "memtap serves /metrics on 127.0.0.1:$MP"
+wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP/metrics" 300
+up=$?
+ok $up "memtap serves /metrics on 127.0.0.1:$MP"
+[ $up = 0 ] || diag "memtap: $(cat "$TMP/memtap.err")"
+# The session finds the fixture a moment after the endpoint is up.
+wait_for "curl -s http://127.0.0.1:$MP/metrics | grep -q '^memtap_allocations_total{command=\"fleet_target\",function=\"malloc\"}'" 300
 like "$(cat "$TMP/memtap.err")" "serving http://127.0.0.1:$MP/metrics" "and says where"
 
 # The text format.

@@ -16,8 +16,12 @@ MP=$(free_port)
 	--pprof-keep=3 -o "$TMP/p" -q -- "$FIX/fleet_target" "$TMP/stop" > "$TMP/rounds" 2> "$TMP/memtap.err" &
 MPID=$!
 at_exit "touch $TMP/stop; kill $MPID"
-wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP/metrics"
-ok $? "memtap serves on 127.0.0.1:$MP"
+wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP/metrics" 300
+up=$?
+ok $up "memtap serves on 127.0.0.1:$MP"
+[ $up = 0 ] || diag "memtap: $(cat "$TMP/memtap.err")"
+# The session finds the fixture a moment after the endpoint is up.
+wait_for "curl -s http://127.0.0.1:$MP/metrics | grep -q '^memtap_allocations_total{command=\"fleet_target\",function=\"malloc\"}'" 300
 TPID=$(pgrep -P $MPID -f fleet_target)
 sleep 1
 timeout 120 go tool pprof -top "http://127.0.0.1:$MP/debug/pprof/heap" > "$TMP/heap.top" 2> "$TMP/heap.err"
@@ -66,7 +70,7 @@ rm -f "$TMP/stop"
 "$MEMTAP" run --prometheus=127.0.0.1:$MP2 -o "$TMP/q" -q -- "$FIX/fleet_target" "$TMP/stop" > /dev/null 2>&1 &
 M2=$!
 at_exit "touch $TMP/stop; kill $M2"
-wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP2/metrics"
+wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP2/metrics" 300
 code=$(curl -s -o "$TMP/nostacks.txt" -w '%{http_code}' "http://127.0.0.1:$MP2/debug/pprof/heap")
 is "$code" 404 "without --stacks, /debug/pprof/heap is 404"
 like "$(cat "$TMP/nostacks.txt")" "without --stacks; start it again with --stacks" "saying to add --stacks"

@@ -6,7 +6,7 @@
 # second) leave the session and the target unharmed: the target's own work
 # rate holds and /metrics still answers in time.
 . "$(dirname "$0")/../lib.sh"
-plan 27
+plan 29
 
 # Refusals: said before anything starts.
 P=$(free_port)
@@ -32,8 +32,12 @@ MP=$(free_port)
 	> "$TMP/rounds" 2> "$TMP/memtap.err" &
 MPID=$!
 at_exit "touch $TMP/stop; kill $MPID"
-wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP/metrics"
-ok $? "memtap serves on 127.0.0.1:$MP"
+wait_for "curl -sf -o /dev/null http://127.0.0.1:$MP/metrics" 300
+up=$?
+ok $up "memtap serves on 127.0.0.1:$MP"
+[ $up = 0 ] || diag "memtap: $(cat "$TMP/memtap.err")"
+# The session finds the fixture a moment after the endpoint is up.
+wait_for "curl -s http://127.0.0.1:$MP/metrics | grep -q '^memtap_allocations_total{command=\"fleet_target\",function=\"malloc\"}'" 300
 "$MEMTAP" run --prometheus=127.0.0.1:$MP -o "$TMP/r" -- true 2> "$TMP/e7"
 like "$(cat "$TMP/e7")" "cannot listen on 127.0.0.1:$MP: Address already in use" "a port in use: said so"
 
@@ -155,8 +159,21 @@ wait $SLOW
 diag "slowloris: $(cat "$TMP/slow.out") (connections the endpoint dropped)"
 like "$(cat "$TMP/slow.out")" "^dropped [1-9]" "the endpoint dropped slow connections instead of holding them"
 ok $(kill -0 $MPID; echo $?) "memtap is still running"
+
+# memtap ctl PID reset zeroes the process's counters; the series keep
+# what was counted before.
+malloc_now() { curl -s --max-time 5 "http://127.0.0.1:$MP/metrics" |
+	awk '/^memtap_allocations_total\{command="fleet_target",function="malloc"\}/ { print $2 }'; }
+TPID=$(pgrep -P $MPID -f fleet_target)
+before=$(malloc_now)
+"$MEMTAP" ctl $TPID reset > /dev/null
+"$MEMTAP" report --format=json "$("$MEMTAP" ctl $TPID dump)" > "$TMP/after-reset.json"
+after=$(malloc_now)
+ok $([ "$(fn_field "$TMP/after-reset.json" malloc calls)" -lt "$before" ]; echo $?) \
+	"memtap ctl reset: the process's own count starts again ($(fn_field "$TMP/after-reset.json" malloc calls) < $before)"
+ok $([ -n "$after" ] && [ "$after" -ge "$before" ]; echo $?) "but the series does not go down ($before -> $after)"
 touch "$TMP/stop"
 wait $MPID
 is "$?" 0 "the target ended normally (exit 0) and memtap with it"
-"$MEMTAP" report --format=json "$(ls "$TMP"/p.*.mtp | head -1)" > "$TMP/final.json"
-ok $([ "$(fn_field "$TMP/final.json" malloc calls)" -gt 0 ]; echo $?) "its final profile was written"
+"$MEMTAP" report --format=json "$(ls -v "$TMP"/p.*.mtp | tail -1)" > "$TMP/final.json"
+is "$(json "$TMP/final.json" '.processes[0].reason')" exit "its final (exit) profile was written"
