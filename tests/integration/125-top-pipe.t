@@ -33,7 +33,9 @@ ok $([ "$frate" -ge 1 ] && [ "$frate" -le 9 ]; echo $?) "calloc failures/s near 
 cfail=$(echo "$crow" | awk '{print $7}'); ccalls=$(echo "$crow" | awk '{print $5}')
 is "$cfail" "$ccalls" "every calloc of the fixture failed, and top says so"
 inuse=$(printf '%s\n' "$last" | awk '/^in use /{print $3}')
-is "$inuse" 50000 "in use: the 50 blocks of 1000 bytes the fixture keeps"
+# In use counts usable bytes: 1000 each, a little more for a block glibc
+# serves from a larger free chunk (the heap's layout moves with the paths).
+ok $([ "$inuse" -ge 50000 ] && [ "$inuse" -le 51600 ]; echo $?) "in use: the 50 blocks of 1000 bytes the fixture keeps ($inuse usable bytes)"
 # The totals grow from one snapshot to the next; rates are over the interval.
 c1=$(awk '/^memtap top - /{n++} n==1 && $1 == "malloc" {print $5}' "$TMP/out")
 c3=$(echo "$mrow" | awk '{print $5}')

@@ -210,6 +210,11 @@ static void *thread_malloc(void *arg)
 static void test_read_self(void **state)
 {
 	(void)state;
+#ifdef __SANITIZE_ADDRESS__
+	/* Under AddressSanitizer malloc is ASan's: glibc's arenas and heaps
+	 * are not where this process's blocks are. */
+	skip();
+#endif
 	pthread_t t;
 	void *p;
 	pthread_create(&t, NULL, thread_malloc, NULL);
