@@ -212,8 +212,10 @@ static void test_read_self(void **state)
 	(void)state;
 #ifdef __SANITIZE_ADDRESS__
 	/* Under AddressSanitizer malloc is ASan's: glibc's arenas and heaps
-	 * are not where this process's blocks are. */
-	skip();
+	 * are not where this process's blocks are.  (cmocka's skip() prints
+	 * "not ok # SKIP" in TAP, which prove counts as a failure.) */
+	printf("# test_read_self: skipped under AddressSanitizer (malloc is not glibc's)\n");
+	return;
 #endif
 	pthread_t t;
 	void *p;
