@@ -409,6 +409,11 @@ size_t mt_live_count(void);
 extern int mt_ctl_tid; /* the control thread's id (0: none): the leak check leaves it running */
 int mt_control_start(void);
 void mt_control_stop(void);
+/* Asks the control thread, over its own socket, to refresh the allocator's
+ * figures in the live file (`sync`), waiting at most MS: the end of the
+ * process, whose exiting thread must not call the allocator itself.
+ * 0 or -errno (-ETIMEDOUT: it did not answer in time). */
+int mt_control_sync(int ms);
 void mt_control_after_fork_child(void);
 /* Around a change of user: before it (AFTER = 0) the socket is removed while
  * it still can be; after it, the socket is made again in the directory of

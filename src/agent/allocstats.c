@@ -650,17 +650,13 @@ void mt_glibc_fork_child(void)
 }
 
 /* The end of the process: the last statistics and glibc state, for the
- * final profile. */
+ * final profile.  Taken by the control thread (a `sync` over its socket),
+ * not here: exit() may come from a signal handler that interrupted this
+ * very thread inside malloc, holding an arena's lock that mallinfo2 would
+ * wait for forever.  The exiting thread waits at most 300 ms; a control
+ * thread that is stuck stays stuck until exit_group ends it. */
 void mt_allocstats_final(void)
 {
-	/* Only if the control thread is not at it: exit must not wait for it
-	 * (its last look is in the file already). */
-	if (mt_glibc_on() && __atomic_load_n(&checked, __ATOMIC_RELAXED) &&
-	    pthread_mutex_trylock(&glibc_lock) == 0) {
-		glibc_read();
-		publish();
-		pthread_mutex_unlock(&glibc_lock);
-	}
 	if (live_stats || mt_glibc_on())
-		take(NULL, 1);
+		mt_control_sync(300);
 }

@@ -428,6 +428,41 @@ int mt_control_start(void)
 	return err;
 }
 
+int mt_control_sync(int ms)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (pthread_mutex_trylock(&sock_lock))
+		return -EBUSY;
+	int ok = socket_intact() && !__atomic_load_n(&stopping, __ATOMIC_RELAXED);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+	pthread_mutex_unlock(&sock_lock);
+	if (!ok)
+		return -ENOTCONN;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	int err = 0;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || write(fd, "sync\n", 5) != 5) {
+		err = -errno;
+		goto out;
+	}
+	/* until the control thread has answered and closed, at most MS */
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		char buf[256];
+		if (poll(&pfd, 1, ms) <= 0) {
+			err = -ETIMEDOUT;
+			break;
+		}
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n <= 0 && !(n < 0 && (errno == EINTR || errno == EAGAIN)))
+			break;
+	}
+out:
+	close(fd);
+	return err;
+}
+
 void mt_control_stop(void)
 {
 	__atomic_store_n(&stopping, 1, __ATOMIC_RELAXED);

@@ -7,7 +7,7 @@
 # say what can be read from outside.
 . "$(dirname "$0")/../lib.sh"
 PER=7
-plan $((4 * PER + 4))
+plan $((4 * PER + 7))
 
 LIBDIR=/usr/lib/x86_64-linux-gnu
 # start LIB: glibc_arenas under memtap run with LIB preloaded (none: glibc)
@@ -67,6 +67,22 @@ for alloc in glibc jemalloc tcmalloc mimalloc; do
 	ok $? "$alloc: $key in the profile ($inprof) is that figure, refreshed for the dump"
 	stop
 done
+
+# exit() while the exiting thread holds the main arena's lock (as a signal
+# handler that called exit inside malloc would): the last statistics come
+# from the control thread, which may wait on that lock; the exit does not.
+start none xl
+$MEMTAP ctl "$TPID" stats > /dev/null
+t0=$(date +%s%N)
+echo exitlocked >&"${TGT[1]}"
+wait_for "! kill -0 $TPID 2>/dev/null" 100
+gone=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+wait "$RUNPID"
+rc=$?
+ok $gone "exit inside glibc's arena lock: the process ends anyway, in $ms ms (not held up by memtap)"
+is "$rc" 7 "with its exit status"
+is "$($MEMTAP report --format=json "$TMP"/xl.$TPID.*.mtp | jq -r '.processes[-1].ended.how')" exit "and its final profile"
 
 # No agent: the kernel's figures and glibc's heaps read from outside.
 "$FIX/glibc_arenas" < <(echo "grow 3000000"; sleep 3) > /dev/null &
