@@ -43,7 +43,7 @@ INJECT_SRC := $(wildcard src/inject/*.c)
 PROTO_SRC := $(wildcard src/render/*.proto)
 PROTO_C := $(PROTO_SRC:src/render/%.proto=$(BUILD)/gen/%.pb-c.c)
 PROTO_H := $(PROTO_C:.c=.h)
-HEADERS := $(wildcard include/memtap/*.h include/memtap/*.def src/agent/*.h src/agent/*.def src/cli/*.h src/render/*.h \
+HEADERS := $(wildcard include/memtap/*.h include/memtap/*.def src/agent/*.h src/agent/*.def src/cli/*.h src/cli/*.def src/render/*.h \
 	src/symbolize/*.h) $(PROTO_H)
 
 AGENT := $(BUILD)/libmemtap.so
