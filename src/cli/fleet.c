@@ -157,7 +157,27 @@ static void command_label(const char *cmdline, char *out, size_t outlen)
 	n -= (size_t)(w - cmdline);
 	while (n && (w[n - 1] == ':' || w[n - 1] == '/'))
 		n--;
-	snprintf(out, outlen, "%.*s", (int)n, n ? w : "?");
+	if (n)
+		snprintf(out, outlen, "%.*s", (int)n, w);
+	else
+		snprintf(out, outlen, "unknown");
+}
+
+/* The label of member M: its command line as the session read it, else
+ * (a process found after it ended: a zombie's cmdline is empty) its comm. */
+static void member_label(const struct mt_member *m, char *out, size_t outlen)
+{
+	char comm[64] = "", path[64];
+	if (!m->command[0]) {
+		snprintf(path, sizeof(path), "/proc/%d/comm", m->pid);
+		FILE *c = fopen(path, "re");
+		if (c) {
+			if (fgets(comm, sizeof(comm), c))
+				comm[strcspn(comm, "\n")] = '\0';
+			fclose(c);
+		}
+	}
+	command_label(m->command[0] ? m->command : comm, out, outlen);
 }
 
 static struct acc *acc_of(struct mt_fleet *f, const struct mt_member *m, int add)
@@ -169,7 +189,10 @@ static struct acc *acc_of(struct mt_fleet *f, const struct mt_member *m, int add
 			if (!f->a[i].fixed && m->state == MT_MEMBER_RUNNING) {
 				char cmd[sizeof(m->command)];
 				mt_proc_cmdline(m->pid, cmd, sizeof(cmd));
-				command_label(cmd[0] ? cmd : m->command, f->a[i].command, sizeof(f->a[i].command));
+				if (cmd[0])
+					command_label(cmd, f->a[i].command, sizeof(f->a[i].command));
+				else
+					member_label(m, f->a[i].command, sizeof(f->a[i].command));
 			}
 			return &f->a[i];
 		}
@@ -183,7 +206,7 @@ static struct acc *acc_of(struct mt_fleet *f, const struct mt_member *m, int add
 	memset(a, 0, sizeof(*a));
 	a->pid = m->pid;
 	a->image_ns = m->image_ns;
-	command_label(m->command, a->command, sizeof(a->command));
+	member_label(m, a->command, sizeof(a->command));
 	if (!(a->prev = mt_profile_new()) || !(a->base = mt_profile_new())) {
 		mt_profile_free(a->prev);
 		return NULL;
@@ -349,7 +372,7 @@ static void on_ended(struct mt_session *s, const struct mt_member *m, void *arg)
 		/* (an image replaced by exec before any call is no process) */
 		/* Never seen and no final profile: only counted as ended. */
 		char label[128];
-		command_label(m->command, label, sizeof(label));
+		member_label(m, label, sizeof(label));
 		struct group *g = group_of(f, label);
 		if (g)
 			g->nexited++;
