@@ -55,9 +55,15 @@ struct mt_buf {
 	void *(*grow)(void *old, size_t len, size_t newcap);
 };
 
-/* Appends N bytes at P to B (B->err set on failure): for record writers
- * outside file.c (memtap/pools.h). */
+/* The record writer, for record writers outside file.c (memtap/pools.h):
+ * appends N bytes at P to B (B->err set on failure); a little-endian u32 or
+ * u64; starts a record of TAG (returns where its length goes) and ends it
+ * (writes the length). */
 void mt_buf_put(struct mt_buf *b, const void *p, size_t n);
+void mt_buf_u32(struct mt_buf *b, uint32_t v);
+void mt_buf_u64(struct mt_buf *b, uint64_t v);
+size_t mt_rec_begin(struct mt_buf *b, uint32_t tag);
+void mt_rec_end(struct mt_buf *b, size_t at);
 
 /* A grow function backed by realloc(), for the CLI and tests. */
 void *mt_buf_grow_libc(void *old, size_t len, size_t newcap);

@@ -58,6 +58,16 @@ void mt_buf_put(struct mt_buf *b, const void *p, size_t n)
 static void put_u32(struct mt_buf *b, uint32_t v) { buf_put(b, &v, 4); }
 static void put_u64(struct mt_buf *b, uint64_t v) { buf_put(b, &v, 8); }
 
+void mt_buf_u32(struct mt_buf *b, uint32_t v)
+{
+	put_u32(b, v);
+}
+
+void mt_buf_u64(struct mt_buf *b, uint64_t v)
+{
+	put_u64(b, v);
+}
+
 static void put_str(struct mt_buf *b, const char *s, size_t max)
 {
 	size_t n = strnlen(s, max);
@@ -66,7 +76,7 @@ static void put_str(struct mt_buf *b, const char *s, size_t max)
 }
 
 /* Starts a record; returns the offset of its length field. */
-static size_t rec_begin(struct mt_buf *b, uint32_t tag)
+size_t mt_rec_begin(struct mt_buf *b, uint32_t tag)
 {
 	put_u32(b, tag);
 	size_t at = b->len;
@@ -74,7 +84,7 @@ static size_t rec_begin(struct mt_buf *b, uint32_t tag)
 	return at;
 }
 
-static void rec_end(struct mt_buf *b, size_t at)
+void mt_rec_end(struct mt_buf *b, size_t at)
 {
 	if (b->err)
 		return;
@@ -85,7 +95,7 @@ static void rec_end(struct mt_buf *b, size_t at)
 /* STATS (tag 12) and GLIBC (tag 11): docs/FORMAT.md. */
 static void encode_stats(struct mt_buf *b, const struct mt_alloc_stats *s)
 {
-	size_t r = rec_begin(b, MT_TAG_STATS);
+	size_t r = mt_rec_begin(b, MT_TAG_STATS);
 	put_str(b, s->allocator, sizeof(s->allocator));
 	put_str(b, s->source, sizeof(s->source));
 	put_u64(b, s->taken_ns);
@@ -95,12 +105,12 @@ static void encode_stats(struct mt_buf *b, const struct mt_alloc_stats *s)
 		put_str(b, s->v[i].key, sizeof(s->v[i].key));
 		put_u64(b, s->v[i].value);
 	}
-	rec_end(b, r);
+	mt_rec_end(b, r);
 }
 
 static void encode_glibc(struct mt_buf *b, const struct mt_glibc *g)
 {
-	size_t r = rec_begin(b, MT_TAG_GLIBC);
+	size_t r = mt_rec_begin(b, MT_TAG_GLIBC);
 	put_u32(b, g->flags);
 	const uint64_t head[] = {g->taken_ns, g->sbrk_base, g->brk, g->sbrk_bytes, g->sbrk_grow_bytes,
 				 g->sbrk_shrink_bytes, g->sbrk_grows, g->sbrk_shrinks, g->mmap_threshold,
@@ -146,7 +156,7 @@ static void encode_glibc(struct mt_buf *b, const struct mt_glibc *g)
 		put_u64(b, g->changes[i].mmap_threshold);
 		put_u64(b, g->changes[i].trim_threshold);
 	}
-	rec_end(b, r);
+	mt_rec_end(b, r);
 }
 
 int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
@@ -156,7 +166,7 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 	put_u32(b, MT_FILE_VERSION);
 	put_u32(b, MT_FILE_HEADER_LEN);
 
-	size_t r = rec_begin(b, MT_TAG_PROCESS);
+	size_t r = mt_rec_begin(b, MT_TAG_PROCESS);
 	put_u32(b, p->pid);
 	put_u32(b, p->ppid);
 	put_u32(b, p->uid);
@@ -168,14 +178,14 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 	put_u64(b, p->dump_ns);
 	put_str(b, p->command, sizeof(p->command) - 1);
 	put_str(b, p->exe, sizeof(p->exe) - 1);
-	rec_end(b, r);
+	mt_rec_end(b, r);
 
 	for (uint32_t i = 0; i < p->nfuncs; i++) {
 		const struct mt_func *f = &p->funcs[i];
 		uint32_t nonempty = 0;
 		for (int k = 0; k < MT_HIST_BUCKETS; k++)
 			nonempty += f->hist[k] != 0;
-		r = rec_begin(b, MT_TAG_FUNCTION);
+		r = mt_rec_begin(b, MT_TAG_FUNCTION);
 		put_str(b, f->name, sizeof(f->name) - 1);
 		put_u32(b, f->kind);
 		put_u64(b, f->calls);
@@ -188,25 +198,25 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 			put_u32(b, k);
 			put_u64(b, f->hist[k]);
 		}
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 
-	r = rec_begin(b, MT_TAG_TOTALS);
+	r = mt_rec_begin(b, MT_TAG_TOTALS);
 	put_u64(b, p->totals.allocated_bytes);
 	put_u64(b, p->totals.freed_bytes);
 	put_u64(b, (uint64_t)p->totals.in_use_bytes);
 	put_u64(b, p->totals.peak_in_use_bytes);
-	rec_end(b, r);
+	mt_rec_end(b, r);
 
 	if (p->sample_period || p->nsites) {
-		r = rec_begin(b, MT_TAG_SAMPLING);
+		r = mt_rec_begin(b, MT_TAG_SAMPLING);
 		put_u64(b, p->sample_period);
 		put_u64(b, p->unknown_frees);
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 	for (uint32_t i = 0; i < p->nmaps; i++) {
 		const struct mt_mapping *m = &p->maps[i];
-		r = rec_begin(b, MT_TAG_MAPPING);
+		r = mt_rec_begin(b, MT_TAG_MAPPING);
 		put_u64(b, m->start);
 		put_u64(b, m->end);
 		put_u64(b, m->offset);
@@ -214,11 +224,11 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		put_u32(b, m->build_id_len);
 		buf_put(b, m->build_id, m->build_id_len);
 		put_str(b, m->path, sizeof(m->path) - 1);
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 	for (uint32_t i = 0; i < p->nsites; i++) {
 		const struct mt_site *st = &p->sites[i];
-		r = rec_begin(b, MT_TAG_SITE);
+		r = mt_rec_begin(b, MT_TAG_SITE);
 		put_u32(b, st->fn);
 		put_u64(b, st->alloc_objects);
 		put_u64(b, st->alloc_bytes);
@@ -229,36 +239,36 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 		put_u32(b, st->nframes);
 		for (uint32_t k = 0; k < st->nframes; k++)
 			put_u64(b, st->frames[k]);
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 
 	uint32_t ntemp = 0;
 	for (uint32_t i = 0; i < p->nsites; i++)
 		ntemp += p->sites[i].temp_objects != 0;
 	if (ntemp) {
-		r = rec_begin(b, MT_TAG_SITE_TEMP);
+		r = mt_rec_begin(b, MT_TAG_SITE_TEMP);
 		put_u32(b, p->nsites);
 		for (uint32_t i = 0; i < p->nsites; i++) {
 			put_u64(b, p->sites[i].temp_objects);
 			put_u64(b, p->sites[i].temp_bytes);
 		}
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 	if (p->peak_rss_bytes) {
-		r = rec_begin(b, MT_TAG_RUSAGE);
+		r = mt_rec_begin(b, MT_TAG_RUSAGE);
 		put_u64(b, p->peak_rss_bytes);
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 
 	for (uint32_t i = 0; i < p->npools; i++) {
 		const struct mt_pool *pl = &p->pools[i];
-		r = rec_begin(b, MT_TAG_POOL);
+		r = mt_rec_begin(b, MT_TAG_POOL);
 		put_u32(b, pl->fn);
 		put_u64(b, pl->pool);
 		put_u64(b, pl->calls);
 		put_u64(b, pl->bytes);
 		put_u32(b, pl->by);
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 
 	if (p->apr && mt_apr_encode(p->apr, b))
@@ -266,7 +276,7 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 	if (p->leaks) {
 		/* leaks: one record, the check's figures then its sites */
 		const struct mt_leaks *l = p->leaks;
-		r = rec_begin(b, MT_TAG_LEAKS);
+		r = mt_rec_begin(b, MT_TAG_LEAKS);
 		put_u64(b, l->check_ns);
 		put_u64(b, l->pause_ns);
 		put_u64(b, l->roots_bytes);
@@ -289,14 +299,14 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 			for (uint32_t k = 0; k < ls->nframes && k < MT_STACK_MAX; k++)
 				put_u64(b, ls->frames[k]);
 		}
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 
 	if (p->end) {
-		r = rec_begin(b, MT_TAG_ENDING);
+		r = mt_rec_begin(b, MT_TAG_ENDING);
 		put_u32(b, p->end);
 		put_u32(b, (uint32_t)p->end_code);
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 
 	if (p->glibc)
@@ -304,7 +314,7 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 	if (p->stats)
 		encode_stats(b, p->stats);
 	if (p->timeline.n) {
-		r = rec_begin(b, MT_TAG_TIMELINE);
+		r = mt_rec_begin(b, MT_TAG_TIMELINE);
 		put_u64(b, p->timeline.interval_ns);
 		put_u64(b, p->parent_start_ns);
 		put_u32(b, p->timeline.decimations);
@@ -326,15 +336,15 @@ int mt_file_encode(const struct mt_profile *p, struct mt_buf *b)
 			put_u32(b, t->have);
 			put_u32(b, t->merged);
 		}
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 
 	if (b->err)
 		return b->err;
 	uint32_t crc = (uint32_t)crc32(0L, b->data + start, (uInt)(b->len - start));
-	r = rec_begin(b, MT_TAG_END);
+	r = mt_rec_begin(b, MT_TAG_END);
 	put_u32(b, crc);
-	rec_end(b, r);
+	mt_rec_end(b, r);
 	return b->err;
 }
 

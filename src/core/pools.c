@@ -238,29 +238,11 @@ int mt_live_apr_fill(const struct mt_live_view *v, struct mt_apr *a)
  * caller, calls, bytes, cur_bytes, clears; u32 marks, flags; u32 length +
  * tag; u64 up[MT_APR_UP]. */
 
-static void put32(struct mt_buf *b, uint32_t v) { mt_buf_put(b, &v, 4); }
-static void put64(struct mt_buf *b, uint64_t v) { mt_buf_put(b, &v, 8); }
-
-static size_t rec_begin(struct mt_buf *b, uint32_t tag)
-{
-	put32(b, tag);
-	size_t at = b->len;
-	put32(b, 0);
-	return at;
-}
-
-static void rec_end(struct mt_buf *b, size_t at)
-{
-	if (b->err)
-		return;
-	uint32_t n = (uint32_t)(b->len - at - 4);
-	memcpy(b->data + at, &n, 4);
-}
 
 static void put_tag(struct mt_buf *b, const char *tag)
 {
 	uint32_t n = (uint32_t)strnlen(tag, MT_APR_TAG_MAX - 1);
-	put32(b, n);
+	mt_buf_u32(b, n);
 	mt_buf_put(b, tag, n);
 }
 
@@ -269,59 +251,59 @@ static void put_hist(struct mt_buf *b, const uint64_t *h)
 	uint32_t n = 0;
 	for (int k = 0; k < MT_HIST_BUCKETS; k++)
 		n += h[k] != 0;
-	put32(b, n);
+	mt_buf_u32(b, n);
 	for (uint32_t k = 0; k < MT_HIST_BUCKETS; k++)
 		if (h[k]) {
-			put32(b, k);
-			put64(b, h[k]);
+			mt_buf_u32(b, k);
+			mt_buf_u64(b, h[k]);
 		}
 }
 
 int mt_apr_encode(const struct mt_apr *a, struct mt_buf *b)
 {
-	size_t r = rec_begin(b, MT_TAG_APR_TAG);
-	put32(b, 0);
-	put32(b, a->hooked);
-	put64(b, a->created);
-	put64(b, a->destroyed);
-	put64(b, a->dropped);
-	put64(b, a->untracked_calls);
-	put64(b, a->untracked_bytes);
-	put64(b, a->tags_full);
-	rec_end(b, r);
+	size_t r = mt_rec_begin(b, MT_TAG_APR_TAG);
+	mt_buf_u32(b, 0);
+	mt_buf_u32(b, a->hooked);
+	mt_buf_u64(b, a->created);
+	mt_buf_u64(b, a->destroyed);
+	mt_buf_u64(b, a->dropped);
+	mt_buf_u64(b, a->untracked_calls);
+	mt_buf_u64(b, a->untracked_bytes);
+	mt_buf_u64(b, a->tags_full);
+	mt_rec_end(b, r);
 	for (uint32_t i = 0; i < a->ntags; i++) {
 		const struct mt_apr_tag *t = &a->tags[i];
-		r = rec_begin(b, MT_TAG_APR_TAG);
-		put32(b, 1);
+		r = mt_rec_begin(b, MT_TAG_APR_TAG);
+		mt_buf_u32(b, 1);
 		put_tag(b, t->tag);
-		put64(b, t->pools);
-		put64(b, t->calls);
-		put64(b, t->bytes);
-		put64(b, t->clears);
-		put64(b, t->life_us);
+		mt_buf_u64(b, t->pools);
+		mt_buf_u64(b, t->calls);
+		mt_buf_u64(b, t->bytes);
+		mt_buf_u64(b, t->clears);
+		mt_buf_u64(b, t->life_us);
 		put_hist(b, t->life_hist);
 		put_hist(b, t->bytes_hist);
-		rec_end(b, r);
+		mt_rec_end(b, r);
 	}
 	for (uint32_t i = 0; i < a->npools; i++) {
 		const struct mt_apr_pool *p = &a->pools[i];
-		r = rec_begin(b, MT_TAG_APR_POOL);
-		put64(b, p->pool);
-		put64(b, p->parent);
-		put64(b, p->created_ns);
-		put64(b, p->destroyed_ns);
-		put64(b, p->mark_ns);
-		put64(b, p->caller);
-		put64(b, p->calls);
-		put64(b, p->bytes);
-		put64(b, p->cur_bytes);
-		put64(b, p->clears);
-		put32(b, p->marks);
-		put32(b, p->flags);
+		r = mt_rec_begin(b, MT_TAG_APR_POOL);
+		mt_buf_u64(b, p->pool);
+		mt_buf_u64(b, p->parent);
+		mt_buf_u64(b, p->created_ns);
+		mt_buf_u64(b, p->destroyed_ns);
+		mt_buf_u64(b, p->mark_ns);
+		mt_buf_u64(b, p->caller);
+		mt_buf_u64(b, p->calls);
+		mt_buf_u64(b, p->bytes);
+		mt_buf_u64(b, p->cur_bytes);
+		mt_buf_u64(b, p->clears);
+		mt_buf_u32(b, p->marks);
+		mt_buf_u32(b, p->flags);
 		put_tag(b, p->tag);
 		for (int k = 0; k < MT_APR_UP; k++)
-			put64(b, p->up[k]);
-		rec_end(b, r);
+			mt_buf_u64(b, p->up[k]);
+		mt_rec_end(b, r);
 	}
 	return b->err;
 }
