@@ -12,6 +12,7 @@
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. bench/lib.sh
 MEMTAP=$ROOT/build/memtap
 ROUNDS=${ROUNDS:-5}
 SECS=${WRK_SECONDS:-4}
@@ -26,7 +27,6 @@ cleanup() {
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 mkdir -p "$(dirname "$OUT")"
 if [ ! -x /usr/sbin/apache2 ] || ! command -v wrk >/dev/null; then
@@ -37,47 +37,18 @@ fi
 # start NAME MEMTAP-OPTIONS...: an Apache of its own under memtap run (or
 # untraced when the first option is "none"); sets PORT_<NAME>, MP_<NAME>.
 start() {
-	local name=$1 D=$TMP/h.$1 P MP M=/usr/lib/apache2/modules UG=""
+	local name=$1 D=$TMP/h.$1 P MP
 	shift
 	P=$(port); MP=$(port)
-	mkdir -p "$D/htdocs" "$D/prof" && chmod 0755 "$D" "$D/htdocs" && chmod 0777 "$D/prof"
-	head -c 2048 /dev/zero | tr '\0' x > "$D/htdocs/index.html"
-	chmod 0644 "$D/htdocs/index.html"
-	[ "$(id -u)" = 0 ] && UG="User www-data
-Group www-data"
-	cat > "$D/httpd.conf" <<CONF
-ServerRoot "$D"
-ServerName 127.0.0.1
-DefaultRuntimeDir "$D"
-Listen 127.0.0.1:$P
-PidFile "$D/httpd.pid"
-ErrorLog "$D/error.log"
-LoadModule mpm_event_module $M/mod_mpm_event.so
-LoadModule authz_core_module $M/mod_authz_core.so
-LoadModule dir_module $M/mod_dir.so
-LoadModule mime_module $M/mod_mime.so
-$UG
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 16
-MinSpareThreads 1
-MaxSpareThreads 16
-MaxRequestWorkers 16
-KeepAlive On
-TypesConfig /etc/mime.types
-DocumentRoot "$D/htdocs"
-<Directory "$D/htdocs">
-    Require all granted
-</Directory>
-CONF
+	apache_bench_conf "$D" "$P"
+	mkdir -p "$D/prof" && chmod 0777 "$D/prof"
 	local opts=("$@")
 	[ "${opts[0]}" = none ] && opts=()
 	local wrap=()
 	[ ${#opts[@]} -gt 0 ] && wrap=("$MEMTAP" run -q -o "$D/prof/p" "${opts[@]/@MP@/$MP}" --)
 	setsid "${wrap[@]}" /usr/sbin/apache2 -f "$D/httpd.conf" -DFOREGROUND > "$D/out" 2>&1 < /dev/null &
 	PIDS+=($!)
-	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$P/" && break; sleep 0.1; done
-	wrk -t1 -c8 -d1s "http://127.0.0.1:$P/" > /dev/null 2>&1 # warm-up
+	apache_bench_ready "$P"
 	eval "PORT_$name=$P MP_$name=$MP"
 }
 CONFIGS="untraced count count_ep stacks stacks_ep"

@@ -10,6 +10,7 @@
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. bench/lib.sh
 MEMTAP=$ROOT/build/memtap
 ROUNDS=${ROUNDS:-5}
 SECS=${WRK_SECONDS:-4}
@@ -19,7 +20,6 @@ TMP=$(mktemp -d /tmp/memtap-bench-pools.XXXXXX)
 chmod 0755 "$TMP"
 cleanup() { [ -n "${APID:-}" ] && kill "$APID" 2>/dev/null; [ -n "${AT:-}" ] && kill "$AT" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 mkdir -p "$TMP/run" "$TMP/prof" && chmod 1777 "$TMP/run" && chmod 0777 "$TMP/prof"
@@ -49,44 +49,12 @@ if [ "$(id -u)" = 0 ] && [ -r /sys/kernel/btf/vmlinux ]; then
 fi
 
 D=$TMP/httpd
-mkdir -p "$D/htdocs" && chmod 0755 "$D" "$D/htdocs"
-head -c 2048 /dev/zero | tr '\0' x > "$D/htdocs/index.html"
-chmod 0644 "$D/htdocs/index.html"
 P=$(port)
-M=/usr/lib/apache2/modules
-UG=""
-[ "$(id -u)" = 0 ] && UG="User www-data
-Group www-data"
-cat > "$D/httpd.conf" <<CONF
-ServerRoot "$D"
-ServerName 127.0.0.1
-DefaultRuntimeDir "$D"
-Listen 127.0.0.1:$P
-PidFile "$D/httpd.pid"
-ErrorLog "$D/error.log"
-LoadModule mpm_event_module $M/mod_mpm_event.so
-LoadModule authz_core_module $M/mod_authz_core.so
-LoadModule dir_module $M/mod_dir.so
-LoadModule mime_module $M/mod_mime.so
-$UG
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 16
-MinSpareThreads 1
-MaxSpareThreads 16
-MaxRequestWorkers 16
-KeepAlive On
-TypesConfig /etc/mime.types
-DocumentRoot "$D/htdocs"
-<Directory "$D/htdocs">
-    Require all granted
-</Directory>
-CONF
+apache_bench_conf "$D" "$P"
 setsid /usr/sbin/apache2 -f "$D/httpd.conf" -DFOREGROUND > "$D/out" 2>&1 < /dev/null &
 APID=$!
-for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$P/" && break; sleep 0.1; done
+apache_bench_ready "$P"
 CHILD=$(pgrep -P "$(cat "$D/httpd.pid")" | head -1)
-wrk -t1 -c8 -d1s "http://127.0.0.1:$P/" > /dev/null 2>&1 # warm-up
 # Each measurement: requests/s, and the child's CPU time (user + system,
 # /proc/PID/stat) per request in microseconds, which the other programs on
 # a shared machine disturb less than the throughput.

@@ -14,6 +14,7 @@
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. bench/lib.sh
 MEMTAP=$ROOT/build/memtap
 OUTDIR=$ROOT/build/bench
 OUT=$OUTDIR/timeline.md
@@ -63,44 +64,12 @@ echo
 # --- 2. Apache under wrk -----------------------------------------------------
 if [ -x /usr/sbin/apache2 ] && command -v wrk >/dev/null; then
 	D=$TMP/httpd
-	mkdir -p "$D/htdocs" && chmod 0755 "$D" "$D/htdocs"
-	head -c 2048 /dev/zero | tr '\0' x > "$D/htdocs/index.html"
-	chmod 0644 "$D/htdocs/index.html"
-	P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-	M=/usr/lib/apache2/modules
-	UG=""
-	[ "$(id -u)" = 0 ] && UG="User www-data
-Group www-data"
-	cat > "$D/httpd.conf" <<CONF
-ServerRoot "$D"
-ServerName 127.0.0.1
-DefaultRuntimeDir "$D"
-Listen 127.0.0.1:$P
-PidFile "$D/httpd.pid"
-ErrorLog "$D/error.log"
-LoadModule mpm_event_module $M/mod_mpm_event.so
-LoadModule authz_core_module $M/mod_authz_core.so
-LoadModule dir_module $M/mod_dir.so
-LoadModule mime_module $M/mod_mime.so
-$UG
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 16
-MinSpareThreads 1
-MaxSpareThreads 16
-MaxRequestWorkers 16
-KeepAlive On
-TypesConfig /etc/mime.types
-DocumentRoot "$D/htdocs"
-<Directory "$D/htdocs">
-    Require all granted
-</Directory>
-CONF
+	P=$(port)
+	apache_bench_conf "$D" "$P"
 	setsid /usr/sbin/apache2 -f "$D/httpd.conf" -DFOREGROUND > "$D/out" 2>&1 < /dev/null &
 	APID=$!
-	for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$P/" && break; sleep 0.1; done
+	apache_bench_ready "$P"
 	CHILD=$(pgrep -P "$(cat "$D/httpd.pid")" | head -1)
-	wrk -t1 -c8 -d1s "http://127.0.0.1:$P/" > /dev/null 2>&1
 	rps() { wrk -t1 -c8 -d"${SECS}"s "http://127.0.0.1:$P/" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
 	: > "$TMP/a.u"; : > "$TMP/a.0"; : > "$TMP/a.i"; : > "$TMP/cpu.0"; : > "$TMP/cpu.i"
 	for r in $(seq "$ROUNDS"); do
